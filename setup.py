@@ -39,6 +39,7 @@ setup(
             'convert = tx2_inference.convert.cli:main',
             'tx2-convert = tx2_inference.convert.cli:main',
             'benchmark = tx2_inference.benchmark:main',
+            'echo_node = tx2_inference.echo_node:main',
         ],
     },
 )

@@ -1,0 +1,35 @@
+"""Everything that runs on the robot must run on Python 3.6 (JetPack 4.6 on Tegra X2)."""
+
+import os
+import subprocess
+import sys
+
+from project_files import robot_files, workstation_modules
+
+
+def test_exempt_modules_exist():
+    """The exemption list names real files, so a rename cannot silently widen it."""
+    for path in workstation_modules():
+        assert os.path.isfile(path), 'WORKSTATION_MODULES names a missing file: ' + path
+
+
+def test_robot_code_runs_on_python36():
+    """Vermin finds no language feature or library call newer than Python 3.6."""
+    files = robot_files()
+    assert files, 'no runtime files found'
+    vermin = os.path.join(os.path.dirname(sys.executable), 'vermin')
+    proc = subprocess.run(
+        [vermin, '-t=3.6-', '--no-tips', '--violations', '--eval-annotations',
+         '--no-parse-comments'] + files,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert proc.returncode == 0, 'Python 3.6 incompatibilities:\n' + proc.stdout
+
+
+def test_vermin_catches_a_36_violation(tmp_path):
+    """The check itself works: a dataclass (3.7) in a runtime file would be reported."""
+    bad = tmp_path / 'bad.py'
+    bad.write_text('import dataclasses\n')
+    vermin = os.path.join(os.path.dirname(sys.executable), 'vermin')
+    proc = subprocess.run([vermin, '-t=3.6-', '--no-tips', '--violations', str(bad)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.returncode != 0
