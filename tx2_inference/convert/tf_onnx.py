@@ -1,0 +1,317 @@
+"""Workstation only: TensorFlow SavedModel / frozen GraphDef -> ONNX through tf2onnx.
+
+Steps, each failing with one clear :class:`UserError`: resolve inputs/outputs (a signature or
+named tensors for a graph cut), convert with tf2onnx (fixed input shapes, opset), fold
+constants with onnx-graphsurgeon, check the model, compare it with TensorFlow on sample
+images, and only then move it into place (no partial output file on any failure).
+"""
+
+import logging
+import re
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tx2_inference.convert import images as imgs
+from tx2_inference.convert.fileio import atomic_path
+from tx2_inference.convert.tf_runner import (
+    graph_node_names,
+    signature,
+    source_kind,
+    TFRunner,
+)
+from tx2_inference.errors import ModelError, UserError
+
+LOG = logging.getLogger('tx2_inference.convert')
+
+_SPEC = re.compile(r'^(?P<name>[^\[\]]+?)(\[(?P<shape>[-0-9, ?]*)\])?$')
+
+
+def parse_tensor_specs(text: Optional[str]) -> List[Tuple[str, Optional[List[int]]]]:
+    """Parse ``'a:0[1,300,300,3],b:0'`` into [(name, shape or None)].
+
+    :raises UserError: on a malformed item.
+    """
+    if not text:
+        return []
+    items, depth, cur = [], 0, ''
+    for ch in text:
+        depth += ch == '['
+        depth -= ch == ']'
+        if ch == ',' and depth == 0:
+            items.append(cur)
+            cur = ''
+        else:
+            cur += ch
+    items.append(cur)
+    out = []
+    for item in (i.strip() for i in items if i.strip()):
+        m = _SPEC.match(item)
+        if not m:
+            raise UserError('Cannot parse tensor {!r}: write name:0 or name:0[1,300,300,3].'
+                            .format(item))
+        name = m.group('name').strip()
+        if ':' not in name:
+            name += ':0'
+        shape = None
+        if m.group('shape') is not None:
+            try:
+                shape = [int(d) if d.strip() not in ('?', '') else -1
+                         for d in m.group('shape').split(',')]
+            except ValueError:
+                raise UserError('Cannot parse the shape of {!r}: write integers, e.g. '
+                                '[1,300,300,3].'.format(item)) from None
+        out.append((name, shape))
+    return out
+
+
+class OnnxResult(object):
+    """What :func:`convert` produced: paths, tensor names and the TF comparison."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.onnx_path = ''
+        self.inputs = []  # type: List[Tuple[str, List[int], str]]  (onnx name, shape, dtype)
+        self.outputs = []  # type: List[str]  onnx output names
+        self.tf_inputs = []  # type: List[str]
+        self.tf_outputs = []  # type: List[str]
+        self.diffs = {}  # type: Dict[str, Dict[str, float]]
+        self.seconds = 0.0
+
+
+def _resolve(source: str, kind: str, tag: str, sig_name: str, inputs_text: Optional[str],
+             outputs_text: Optional[str]):
+    """Return (input specs, output names, rename map tf->onnx) checked against the graph."""
+    specs = parse_tensor_specs(inputs_text)
+    outs = [n for n, _ in parse_tensor_specs(outputs_text)]
+    rename = {}  # type: Dict[str, str]
+    if kind == 'saved_model' and (not specs or not outs):
+        sig = signature(source, tag, sig_name)
+        if not specs:
+            specs = [(t[0], None) for t in sig.inputs.values()]
+            rename.update({t[0]: k for k, t in sig.inputs.items()})
+        if not outs:
+            outs = [t[0] for t in sig.outputs.values()]
+            rename.update({t[0]: k for k, t in sig.outputs.items()})
+    if kind == 'frozen_graph' and (not specs or not outs):
+        raise UserError('A frozen graph has no signature: pass --inputs and --outputs (tensor '
+                        'names, e.g. --inputs image_tensor:0[1,300,300,3]).')
+    names, ops = graph_node_names(source, tag)
+    missing = [n for n in [s[0] for s in specs] + outs if n.rsplit(':', 1)[0] not in names]
+    if missing:
+        hint = _close_names(missing[0].rsplit(':', 1)[0], names)
+        raise UserError('Tensor {} not found in {!r}.{} List the graph with `tx2-convert onnx '
+                        '--list-tensors MODEL`.'.format(', '.join(repr(m) for m in missing),
+                                                        source, hint))
+    return specs, outs, rename, ops
+
+
+def _close_names(name: str, names: set) -> str:
+    """Suggest graph node names close to ``name``."""
+    import difflib
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
+    return ' Did you mean {}?'.format(', '.join(c + ':0' for c in close)) if close else ''
+
+
+def list_tensors(source: str, tag: str = 'serve', pattern: str = '') -> List[str]:
+    """Return 'name:0  (Op)' lines for the graph's nodes matching ``pattern``."""
+    source_kind(source)
+    _, ops = graph_node_names(source, tag)
+    return ['{}:0  ({})'.format(n, o) for n, o in sorted(ops.items()) if pattern in n]
+
+
+def _unsupported_ops(frozen_graph, opset: int) -> List[Tuple[str, str, List[str]]]:
+    """Return (node, op, its inputs) for nodes tf2onnx has no handler for at ``opset``."""
+    from tf2onnx.handler import tf_op
+    known = set()
+    for domain_ops in tf_op.get_opsets().values():
+        for per_version in domain_ops:
+            known.update(per_version.keys())
+    skip = {'Placeholder', 'Const', 'Identity', 'NoOp', 'PlaceholderWithDefault'}
+    return [(n.name, n.op, [i for i in n.input if not i.startswith('^')])
+            for n in frozen_graph.node if n.op not in known and n.op not in skip]
+
+
+def _load_frozen(source: str, kind: str, tag: str, sig_name: str, in_names: List[str],
+                 outs: List[str], rename: Dict[str, str]):
+    """Load and freeze the graph with tf2onnx's own loaders (as its CLI does)."""
+    from tf2onnx import tf_loader
+    if kind == 'saved_model':
+        graph_def, inputs, outputs, tables, _ = tf_loader.from_saved_model(
+            source, in_names, outs, tag, [sig_name], None, False,
+            return_initialized_tables=True, return_tensors_to_rename=True)
+        return graph_def, inputs, outputs, tables
+    graph_def, inputs, outputs = tf_loader.from_graphdef(source, in_names, outs)
+    return graph_def, inputs, outputs, None
+
+
+def _tf2onnx(graph_def, name: str, inputs: List[str], outputs: List[str],
+             shapes: Dict[str, List[int]], opset: int, tables, rename: Dict[str, str]):
+    """Run tf2onnx's converter (the same call sequence as ``python -m tf2onnx.convert``)."""
+    import tensorflow as tf
+    from tf2onnx.convert import _convert_common
+    with tf.device('/cpu:0'):
+        model_proto, _ = _convert_common(
+            graph_def, name=name, continue_on_error=False, opset=opset,
+            shape_override=shapes or None, input_names=inputs, output_names=outputs,
+            tensors_to_rename=rename, initialized_tables=tables)
+    return model_proto
+
+
+def fold_constants(model):
+    """Fold constants and drop dead nodes (onnx-graphsurgeon, as polygraphy sanitize does)."""
+    import onnx_graphsurgeon as gs
+    graph = gs.import_onnx(model)
+    graph.fold_constants().cleanup().toposort()
+    folded = gs.export_onnx(graph)
+    folded.ir_version = model.ir_version
+    del folded.opset_import[:]
+    folded.opset_import.extend(model.opset_import)
+    return folded
+
+
+def sample_feed(runner: TFRunner, specs: List[Tuple[str, Optional[List[int]]]],
+                images_dir: Optional[str], input_cfg: Dict, count: int = 3,
+                ) -> List[Dict[str, np.ndarray]]:
+    """Build ``count`` feeds: images from ``images_dir`` for image inputs, else seeded noise."""
+    rng = np.random.RandomState(0)
+    paths = imgs.list_images(images_dir, count) if images_dir else []
+    feeds = []
+    for i in range(max(count if not paths else len(paths), 1)):
+        feed = {}
+        for name, shape in specs:
+            dtype, dims = runner.tensor_dtype_shape(name)
+            shp = list(shape or dims or [])
+            if not shp or any(d is None or d < 0 for d in shp):
+                raise UserError('Input {!r} has no fixed shape ({}): pass one, e.g. --inputs '
+                                '{}[1,300,300,3].'.format(name, shp, name))
+            image_like = len(shp) == 4 and (shp[3] in (1, 3) or shp[1] in (1, 3))
+            if paths and image_like:
+                feed[name] = imgs.prepare(imgs.read_rgb(paths[i]), input_cfg, shp, dtype)
+            elif np.dtype(dtype) == np.uint8:
+                feed[name] = rng.randint(0, 256, size=shp).astype(np.uint8)
+            else:
+                feed[name] = rng.uniform(-1, 1, size=shp).astype(dtype)
+        feeds.append(feed)
+    return feeds
+
+
+def compare(ref: Sequence[np.ndarray], got: Sequence[np.ndarray], names: Sequence[str],
+            ) -> Dict[str, Dict[str, float]]:
+    """Return per output the max abs diff and max rel diff (``|d| / max(|ref|, 1e-6)``)."""
+    out = {}
+    for name, r, g in zip(names, ref, got):
+        r = np.asarray(r, np.float64)
+        g = np.asarray(g, np.float64)
+        if r.shape != g.shape:
+            raise ModelError('Output {!r}: ONNX shape {} differs from TensorFlow {}.'.format(
+                name, g.shape, r.shape))
+        d = np.abs(r - g)
+        out[name] = {'max_abs': float(d.max()) if d.size else 0.0,
+                     'max_rel': float((d / np.maximum(np.abs(r), 1e-6)).max()) if d.size
+                     else 0.0}
+    return out
+
+
+def convert(source: str, output: str, inputs: Optional[str] = None,
+            outputs: Optional[str] = None, tag: str = 'serve',
+            signature_name: str = 'serving_default', opset: int = 13, fold: bool = True,
+            validate_images: Optional[str] = None, input_cfg: Optional[Dict] = None,
+            atol: float = 1e-3, rtol: float = 1e-3) -> OnnxResult:
+    """Convert ``source`` to ONNX at ``output``, validated against TensorFlow.
+
+    Fails (``UserError``, nothing written) if any output differs from TensorFlow by more than
+    ``atol + rtol * |tf|`` on any element, on images from ``validate_images`` (prepared with
+    ``input_cfg``) or, without a folder, on seeded random inputs.
+    """
+    import onnx
+    t0 = time.time()
+    input_cfg = input_cfg or {}
+    kind = source_kind(source)
+    specs, outs, rename, _ = _resolve(source, kind, tag, signature_name, inputs, outputs)
+    in_names = [n for n, _ in specs]
+    shapes = {n: s for n, s in specs if s}
+    LOG.info('[onnx 1/5] loading %s %s (inputs %s, outputs %s)', kind, source, in_names, outs)
+    graph_def, tf_in, tf_out, tables = _load_frozen(source, kind, tag, signature_name,
+                                                    in_names, outs, rename)
+    LOG.info('[onnx 2/5] tf2onnx, opset %d', opset)
+    try:
+        model = _tf2onnx(graph_def, source, tf_in, tf_out, shapes, opset, tables, rename)
+    except UserError:
+        raise
+    except Exception as e:  # tf2onnx raises bare Exceptions/ValueErrors for unsupported ops
+        bad = _unsupported_ops(graph_def, opset)
+        msg = 'tf2onnx cannot convert {!r}: {}'.format(source, str(e).splitlines()[0][:300])
+        if bad:
+            msg += ('. Ops without an ONNX conversion: {}. Cut the graph before them: pass '
+                    '--outputs with the tensors that feed them, e.g. {}.').format(
+                        ', '.join('{} ({})'.format(n, o) for n, o, _ in bad[:5]),
+                        ','.join(sorted({i if ':' in i else i + ':0'
+                                         for _, _, ins in bad[:2] for i in ins})[:4]))
+        else:
+            msg += ('. Cut the graph before the part that fails (e.g. in-graph NMS loops): pass '
+                    '--outputs with earlier tensors (list them with --list-tensors).')
+        raise UserError(msg) from e
+    if fold:
+        LOG.info('[onnx 3/5] folding constants')
+        model = fold_constants(model)
+    onnx.checker.check_model(model)
+    result = OnnxResult()
+    result.tf_inputs, result.tf_outputs = list(in_names), list(outs)
+    result.outputs = [o.name for o in model.graph.output]
+    with atomic_path(output) as tmp:
+        onnx.save(model, tmp)
+        LOG.info('[onnx 4/5] comparing with TensorFlow')
+        result.diffs = validate(source, tmp, tag, specs, outs, rename, validate_images,
+                                input_cfg, atol, rtol)
+        import onnxruntime as ort
+        sess = ort.InferenceSession(tmp, providers=['CPUExecutionProvider'])
+        result.inputs = [(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
+    result.onnx_path = output
+    result.seconds = time.time() - t0
+    LOG.info('[onnx 5/5] wrote %s (%.1f s)', output, result.seconds)
+    return result
+
+
+def validate(source: str, onnx_path: str, tag: str, specs, outs: List[str],
+             rename: Dict[str, str], images_dir: Optional[str], input_cfg: Dict,
+             atol: float, rtol: float) -> Dict[str, Dict[str, float]]:
+    """Run TensorFlow and ONNX Runtime on the same inputs; raise if they differ too much."""
+    import onnxruntime as ort
+    runner = TFRunner(source, outs, tag)
+    try:
+        feeds = sample_feed(runner, specs, images_dir, input_cfg)
+        sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+        onnx_in = [i.name for i in sess.get_inputs()]
+        onnx_out = [o.name for o in sess.get_outputs()]
+        tf_to_onnx_in = {n: (rename.get(n, n) if rename.get(n, n) in onnx_in else
+                             onnx_in[k]) for k, (n, _) in enumerate(specs)}
+        order = [onnx_out.index(rename.get(o, o)) if rename.get(o, o) in onnx_out else k
+                 for k, o in enumerate(outs)]
+        worst = {}  # type: Dict[str, Dict[str, float]]
+        failures = []
+        for feed in feeds:
+            ref = runner.run(feed)
+            got = sess.run(None, {tf_to_onnx_in[n]: v for n, v in feed.items()})
+            got = [got[i] for i in order]
+            for name, d in compare(ref, got, outs).items():
+                w = worst.setdefault(name, {'max_abs': 0.0, 'max_rel': 0.0})
+                w['max_abs'] = max(w['max_abs'], d['max_abs'])
+                w['max_rel'] = max(w['max_rel'], d['max_rel'])
+            for name, r, g in zip(outs, ref, got):
+                if not np.allclose(g, r, atol=atol, rtol=rtol):
+                    failures.append(name)
+        for name in outs:
+            LOG.info('  %-40s max abs %.3g  max rel %.3g', name, worst[name]['max_abs'],
+                     worst[name]['max_rel'])
+        if failures:
+            raise UserError('ONNX output(s) {} differ from TensorFlow beyond atol={} rtol={} '
+                            '({}). Nothing was written. Check the input shape and opset, or '
+                            'raise --atol/--rtol if the difference is expected.'.format(
+                                sorted(set(failures)), atol, rtol,
+                                '; '.join('{}: max abs {:.3g}'.format(k, v['max_abs'])
+                                          for k, v in worst.items())))
+        return worst
+    finally:
+        runner.close()
