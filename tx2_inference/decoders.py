@@ -274,6 +274,7 @@ class GenericDecoder(Decoder):
     """
 
     tensor_options = ('boxes', 'scores', 'classes', 'num_detections', 'output')
+    separate_tensors: Tuple[str, ...] = ('boxes', 'scores')  # required unless packed
     defaults: Dict[str, Any] = {
         'box_format': 'xyxy', 'box_units': 'pixels', 'score_activation': 'none',
         'background_class': None, 'class_offset': 0, 'nms': True, 'multi_label': False,
@@ -300,10 +301,11 @@ class GenericDecoder(Decoder):
                               '(per-class score columns), or score_column and class_column.')
 
     def required_tensors(self) -> List[str]:
-        """Return ['output'] for a packed tensor, else boxes and scores."""
-        if self.options.get('output'):
+        """Return ['output'] for a packed tensor (named, or columns set), else boxes, scores."""
+        if self.options.get('output') or self.options['class_scores'] is not None or \
+                self.options['score_column'] is not None:
             return ['output']
-        return ['boxes', 'scores']
+        return list(self.separate_tensors)
 
     def _packed(self, outputs: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, ...]:
         """Return boxes, scores, classes-or-None, objectness-or-None from the packed output."""
@@ -409,7 +411,8 @@ def _family(name: str, doc: str, known_tensor_names: Dict[str, Tuple[str, ...]],
     defaults = dict(GenericDecoder.defaults)
     defaults.update(preset)
     cls = type(name, (GenericDecoder,), {
-        '__doc__': doc, 'defaults': defaults, 'known_tensor_names': known_tensor_names})
+        '__doc__': doc, 'defaults': defaults, 'known_tensor_names': known_tensor_names,
+        'separate_tensors': tuple(known_tensor_names) or GenericDecoder.separate_tensors})
     return register_decoder(name)(cls)
 
 
@@ -420,8 +423,7 @@ _family('tf_od_api', 'TF Object Detection API after NMS: normalised yxyx boxes, 
         box_format='yxyx', box_units='normalized', class_offset=1, nms=False)
 _family('boxes_scores', 'Boxes [N, 4] (or [N, 1, 4]) and per-class scores [N, C] before NMS, '
         'e.g. the TF OD API SSD graph cut before its postprocessor; host NMS.',
-        {'boxes': ('Postprocessor/ExpandDims_1', 'boxes'),
-         'scores': ('Postprocessor/convert_scores', 'scores')},
+        {'boxes': ('Postprocessor/ExpandDims_1',), 'scores': ('Postprocessor/convert_scores',)},
         box_format='yxyx', box_units='normalized', background_class=0, multi_label=True)
 _family('efficient_nms', "TensorRT's EfficientNMS plugin: num_dets, det_boxes (xyxy pixels), "
         'det_scores, det_classes.',

@@ -1,0 +1,301 @@
+"""The model config: the YAML file beside a model that says what the model file does not.
+
+Input name and layout, colour order, normalisation, resize mode, the decoder and its output
+names, and the labels (schema in docs/DESIGN.md). Anything the model's own tensors make
+unambiguous may be left out: :meth:`ModelConfig.resolve` fills it in, and otherwise raises a
+:class:`~tx2_inference.errors.ConfigError` naming the field to write.
+"""
+
+import copy
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from tx2_inference.decoders import decoder_class, decoder_names
+from tx2_inference.errors import ConfigError
+from tx2_inference.preprocess import COLORS, LAYOUTS, RESIZE_MODES
+
+INPUT_DEFAULTS: Dict[str, Any] = {
+    'name': None, 'layout': None, 'color': None, 'dtype': None, 'size': None,
+    'resize': 'stretch', 'pad_value': 114, 'scale': 1.0, 'mean': [0.0, 0.0, 0.0],
+    'std': [1.0, 1.0, 1.0],
+}
+INPUT_DTYPES = ('uint8', 'float32', 'float16')
+SECTIONS = ('input', 'decoder', 'labels')
+
+
+def config_path_for(model_path: str) -> str:
+    """Return the config path beside a model: ``model.onnx`` -> ``model.yaml``."""
+    return os.path.splitext(model_path)[0] + '.yaml'
+
+
+def _dims(shape: Sequence[Any]) -> List[int]:
+    """Return a shape with every dynamic dimension (None, -1, a symbol) as -1."""
+    return [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else -1 for d in shape]
+
+
+def _describe(tensors: Sequence[Any]) -> str:
+    """List tensors as ``name [shape] dtype`` for error messages."""
+    return ', '.join('{} {} {}'.format(t.name, _dims(t.shape), np.dtype(t.dtype).name)
+                     for t in tensors) or '(none)'
+
+
+def _names(tensors: Sequence[Any]) -> str:
+    """List tensor names for error messages."""
+    return ', '.join(repr(t.name) for t in tensors) or '(none)'
+
+
+class ModelConfig(object):
+    """
+    A model config: ``input`` (dict), ``decoder`` (dict with ``type``), ``labels`` (list).
+
+    ``path`` is the file it came from (None when made in code); error messages name it.
+    """
+
+    def __init__(self, input: Optional[Mapping[str, Any]] = None,
+                 decoder: Optional[Mapping[str, Any]] = None,
+                 labels: Optional[Sequence[str]] = None, path: Optional[str] = None) -> None:
+        """Build and validate a config; unset input fields take their defaults."""
+        self.path = path
+        self.input: Dict[str, Any] = dict(INPUT_DEFAULTS)
+        self.input.update((k, v) for k, v in dict(input or {}).items() if v is not None)
+        self.decoder: Dict[str, Any] = dict(decoder or {})
+        self.labels: List[str] = [str(label) for label in (labels or [])]
+        self._unknown_input = sorted(set(dict(input or {})) - set(INPUT_DEFAULTS))
+        self.validate()
+
+    def _error(self, field: str, message: str) -> ConfigError:
+        """Return a ConfigError that names the file and the field."""
+        where = self.path if self.path else 'model config'
+        return ConfigError('{}: {}: {}'.format(where, field, message))
+
+    def _within(self, exc: ConfigError) -> ConfigError:
+        """Return ``exc`` (whose message names the field) with this config's file in front."""
+        return ConfigError('{}: {}'.format(self.path if self.path else 'model config', exc))
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Optional[str] = None) -> 'ModelConfig':
+        """Build a config from parsed YAML; ConfigError for unknown or malformed sections."""
+        where = path or 'model config'
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError('{}: expected a mapping with sections {}, got {}.'.format(
+                where, ', '.join(SECTIONS), type(data).__name__))
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError('{}: unknown section(s) {}; the sections are {}.'.format(
+                where, ', '.join(map(str, unknown)), ', '.join(SECTIONS)))
+        for section, kind in (('input', dict), ('decoder', dict), ('labels', list)):
+            if data.get(section) is not None and not isinstance(data[section], kind):
+                raise ConfigError('{}: {} must be a {}, got {!r}.'.format(
+                    where, section, 'mapping' if kind is dict else 'list', data[section]))
+        return cls(data.get('input'), data.get('decoder'), data.get('labels'), path)
+
+    @classmethod
+    def load(cls, path: str) -> 'ModelConfig':
+        """Read a config file; ConfigError when it is missing or not valid YAML."""
+        try:
+            with open(path) as stream:
+                data = yaml.safe_load(stream)
+        except (IOError, OSError) as exc:
+            raise ConfigError('cannot read the model config {}: {}. Write one beside the model '
+                              '(see docs/DESIGN.md).'.format(path, exc)) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError('{} is not valid YAML: {}'.format(path, exc)) from exc
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def for_model(cls, model_path: str, config_path: Optional[str] = None) -> 'ModelConfig':
+        """Load ``config_path``, else the YAML beside the model, else an empty config."""
+        if config_path:
+            return cls.load(config_path)
+        path = config_path_for(model_path)
+        if os.path.exists(path):
+            return cls.load(path)
+        return cls(path=path)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Return the config as plain YAML-able data."""
+        return {'input': copy.deepcopy(self.input), 'decoder': copy.deepcopy(self.decoder),
+                'labels': list(self.labels)}
+
+    def save(self, path: Optional[str] = None) -> str:
+        """Write the config as YAML (to ``path``, else where it came from); return the path."""
+        path = path or self.path
+        if not path:
+            raise ValueError('no path to save the model config to')
+        with open(path, 'w') as stream:
+            try:
+                yaml.safe_dump(self.to_dict(), stream, default_flow_style=None, sort_keys=False)
+            except TypeError:  # PyYAML < 5.1 (Ubuntu 18.04's) has no sort_keys
+                yaml.safe_dump(self.to_dict(), stream, default_flow_style=None)
+        self.path = path
+        return path
+
+    def validate(self) -> None:
+        """Check every set value; ConfigError naming the field and the allowed values."""
+        inp = self.input
+        if self._unknown_input:
+            raise self._error('input', 'unknown key(s) {}; the keys are {}.'.format(
+                ', '.join(map(str, self._unknown_input)), ', '.join(INPUT_DEFAULTS)))
+        for field, allowed in (('layout', LAYOUTS), ('color', COLORS),
+                               ('resize', RESIZE_MODES), ('dtype', INPUT_DTYPES)):
+            if inp[field] is not None and inp[field] not in allowed:
+                raise self._error('input.' + field, '{!r} is not one of {}.'.format(
+                    inp[field], ', '.join(allowed)))
+        size = inp['size']
+        if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2 and
+                                     all(isinstance(v, int) and v > 0 for v in size)):
+            raise self._error('input.size', '{!r} is not [height, width] in pixels.'.format(size))
+        for field in ('pad_value', 'scale', 'mean', 'std'):
+            values = inp[field] if isinstance(inp[field], (list, tuple)) else [inp[field]]
+            if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                     for v in values):
+                raise self._error('input.' + field, '{!r} is not a number or a list of numbers.'
+                                  .format(inp[field]))
+        if any(v == 0 for v in (inp['std'] if isinstance(inp['std'], list) else [inp['std']])):
+            raise self._error('input.std', '{!r} contains 0.'.format(inp['std']))
+        if self.decoder.get('type') is not None:
+            try:
+                decoder_class(self.decoder['type'])
+            except ConfigError as exc:
+                raise self._within(exc) from exc
+
+    def resolve(self, inputs: Sequence[Any], outputs: Sequence[Any]) -> 'ModelConfig':
+        """
+        Return a copy with every field the runtime needs filled from the model's tensors.
+
+        :param inputs: the model's inputs (objects with ``name``, ``shape``, ``dtype``).
+        :param outputs: the model's outputs, likewise.
+        :raises ConfigError: naming the field to write where the model leaves it ambiguous,
+            or a name the model does not have (with the names it has).
+        """
+        resolved = ModelConfig(self.input, self.decoder, self.labels, self.path)
+        resolved._resolve_input(inputs)
+        resolved._resolve_decoder(outputs)
+        return resolved
+
+    def _resolve_input(self, inputs: Sequence[Any]) -> None:
+        """Fill name, layout, dtype, size and colour from the model's input."""
+        inp = self.input
+        if inp['name'] is None:
+            if len(inputs) != 1:
+                raise self._error('input.name', 'the model has {} inputs ({}); write input.name: '
+                                  'the one that takes the image.'.format(len(inputs),
+                                                                         _describe(inputs)))
+            tensor = inputs[0]
+        else:
+            matches = [t for t in inputs if t.name == inp['name']]
+            if not matches:
+                raise self._error('input.name', 'the model has no input {!r}; its inputs are {}.'
+                                  .format(inp['name'], _names(inputs)))
+            tensor = matches[0]
+        inp['name'] = tensor.name
+        shape = _dims(tensor.shape)
+        if len(shape) != 4:
+            raise self._error('input.name', 'input {} has shape {}; an image input is 4-D, '
+                              '[1, H, W, C] or [1, C, H, W].'.format(tensor.name, shape))
+        dtype = np.dtype(tensor.dtype).name
+        if inp['dtype'] is not None and inp['dtype'] != dtype:
+            raise self._error('input.dtype', '{} but the model input {} is {}; write input.dtype:'
+                              ' {} or remove it.'.format(inp['dtype'], tensor.name, dtype, dtype))
+        if dtype not in INPUT_DTYPES:
+            raise self._error('input.dtype', 'the model input {} is {}; only {} inputs are '
+                              'supported.'.format(tensor.name, dtype, ', '.join(INPUT_DTYPES)))
+        inp['dtype'] = dtype
+        if inp['layout'] is None:
+            inp['layout'] = self._guess_layout(tensor.name, shape)
+        height, width, channels = ((shape[1], shape[2], shape[3]) if inp['layout'] == 'nhwc'
+                                   else (shape[2], shape[3], shape[1]))
+        if inp['size'] is None:
+            if height < 1 or width < 1:
+                raise self._error('input.size', 'the model input {} has dynamic height/width '
+                                  '{}; write input.size: [height, width].'.format(tensor.name,
+                                                                                  shape))
+            inp['size'] = [height, width]
+        elif (height > 0 and height != inp['size'][0]) or (width > 0 and width != inp['size'][1]):
+            raise self._error('input.size', '{} but the model input {} is {} ({}); write '
+                              'input.size: [{}, {}] or remove it.'.format(
+                                  inp['size'], tensor.name, shape, inp['layout'], height, width))
+        if inp['color'] is None:
+            # One channel can only be mono; three are RGB by TensorFlow's convention.
+            inp['color'] = 'mono' if channels == 1 else 'rgb'
+        if channels not in (-1, 1 if inp['color'] == 'mono' else 3):
+            raise self._error('input.color', '{} but the model input {} has {} channels ({}, '
+                              '{}); fix input.color or input.layout.'.format(
+                                  inp['color'], tensor.name, channels, shape, inp['layout']))
+
+    def _guess_layout(self, name: str, shape: List[int]) -> str:
+        """Return nhwc or nchw from where the 1 or 3 channels are; ConfigError if unclear."""
+        last, second = shape[3] in (1, 3), shape[1] in (1, 3)
+        if last != second:
+            return 'nhwc' if last else 'nchw'
+        raise self._error('input.layout', 'cannot tell the layout of input {} from its shape {};'
+                          ' write input.layout: nhwc or nchw.'.format(name, shape))
+
+    def _resolve_decoder(self, outputs: Sequence[Any]) -> None:
+        """Pick the decoder type and fill its output names; check them against the model."""
+        names = [t.name for t in outputs]
+        if not self.decoder.get('type'):
+            self.decoder['type'] = self._guess_decoder(outputs)
+        cls = decoder_class(self.decoder['type'])
+        try:
+            required = cls(self.decoder, self.labels, tuple(self.input['size'])).required_tensors()
+        except ConfigError as exc:
+            raise self._within(exc) from exc
+        if required == ['output']:
+            found = {'output': names[0]} if len(names) == 1 else {}
+        else:
+            found = _boxes_and_scores(outputs)
+            found.update(_find_tensors(cls.known_tensor_names, names))
+        for key in cls.tensor_options:
+            if not self.decoder.get(key) and key in found:
+                self.decoder[key] = found[key]
+        missing = [key for key in required if not self.decoder.get(key)]
+        if missing:
+            raise self._error('decoder.' + missing[0], 'decoder {} needs the output tensor for '
+                              '{}; write decoder.{}: <name>, one of the model outputs: {}.'.format(
+                                  self.decoder['type'], ', '.join(missing), missing[0],
+                                  _describe(outputs)))
+        for key in cls.tensor_options:
+            if self.decoder.get(key) and self.decoder[key] not in names:
+                raise self._error('decoder.' + key, 'the model has no output {!r}; its outputs '
+                                  'are {}.'.format(self.decoder[key], _names(outputs)))
+
+    def _guess_decoder(self, outputs: Sequence[Any]) -> str:
+        """Return the one decoder type whose known output names the model has."""
+        names = [t.name for t in outputs]
+        matches = []
+        for name in decoder_names():
+            cls = decoder_class(name)
+            if cls.known_tensor_names:
+                found = _find_tensors(cls.known_tensor_names, names)
+                if all(key in found for key in cls.known_tensor_names):
+                    matches.append(name)
+        if len(matches) == 1:
+            return matches[0]
+        raise self._error('decoder.type', 'cannot tell the decoder from the model outputs ({}); '
+                          'write decoder.type: one of {}, and its output names.'.format(
+                              _describe(outputs), ', '.join(matches or decoder_names())))
+
+
+def _find_tensors(known: Mapping[str, Sequence[str]], names: Sequence[str]) -> Dict[str, str]:
+    """Map decoder option keys to the one output whose name contains a known name for it."""
+    found = {}
+    for key, candidates in known.items():
+        hits = [name for name in names if any(c in name for c in candidates)]
+        if len(hits) == 1:
+            found[key] = hits[0]
+    return found
+
+
+def _boxes_and_scores(outputs: Sequence[Any]) -> Dict[str, str]:
+    """Guess boxes (the one output whose last axis is 4) and scores (the other of two)."""
+    boxes = [t.name for t in outputs if _dims(t.shape)[-1:] == [4]]
+    if len(boxes) != 1:
+        return {}
+    others = [t.name for t in outputs if t.name != boxes[0]]
+    return {'boxes': boxes[0], 'scores': others[0]} if len(others) == 1 else {'boxes': boxes[0]}
