@@ -1,0 +1,101 @@
+"""Inference backends behind one small interface (``base.Backend``), opened by ``open_backend``.
+
+Nothing heavy is imported here: each runtime is imported when a backend of its kind is opened,
+so this package imports on a machine without TensorRT, CUDA or TFLite.
+"""
+
+import os
+from typing import Any, Optional
+
+from tx2_inference.backends.base import Backend, Slot, TensorInfo
+from tx2_inference.errors import BackendUnavailableError, ConfigError
+
+__all__ = ['Backend', 'BACKENDS', 'open_backend', 'Slot', 'TensorInfo']
+
+BACKENDS = ('auto', 'onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'tensorrt',
+            'tflite')
+
+_ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
+
+
+def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16',
+                 threads: Optional[int] = None, device: int = 0,
+                 engine_cache_dir: Optional[str] = None, **options: Any) -> Backend:
+    """Open ``model_path`` with the named backend, or the best one here for ``'auto'``.
+
+    ``auto``: a TensorRT engine file -> ``tensorrt``; ``.tflite`` -> ``tflite``; ``.onnx`` ->
+    ``tensorrt`` when a GPU, TensorRT and the engine builder are present (the engine is
+    built once and cached), else ONNX Runtime on CPU.
+
+    :param precision: engine precision when a TensorRT engine is built from ONNX.
+    :param threads: CPU threads for ONNX Runtime (intra-op) or TFLite.
+    :param device: CUDA device number.
+    :param engine_cache_dir: where built engines are cached.
+    :param options: passed on to the backend's constructor.
+    :raises ConfigError: unknown backend name, or a model file the backend cannot run.
+    :raises BackendUnavailableError: the backend's runtime or GPU is missing here.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError('unknown backend {!r}: choose one of {}'.format(
+            backend, ', '.join(BACKENDS)))
+    suffix = os.path.splitext(model_path)[1].lower()
+    if backend == 'auto':
+        backend = _auto(suffix)
+    if backend == 'tflite':
+        if suffix != '.tflite':
+            raise ConfigError('backend tflite needs a .tflite model, not {!r}'.format(
+                model_path))
+        from tx2_inference.backends.tflite_backend import TFLiteBackend
+        return TFLiteBackend(model_path, threads=threads, **options)
+    if backend == 'tensorrt':
+        from tx2_inference.backends.tensorrt_backend import TensorRTBackend
+        if suffix == '.onnx':
+            model_path = _engine_from_onnx(model_path, precision, engine_cache_dir)
+        elif suffix not in _ENGINE_SUFFIXES:
+            raise ConfigError('backend tensorrt needs a .onnx model or a TensorRT engine '
+                              '({}), not {!r}'.format(' '.join(_ENGINE_SUFFIXES), model_path))
+        result = TensorRTBackend(model_path, device=device, **options)
+        result.precision = precision
+        return result
+    if suffix != '.onnx':
+        raise ConfigError('backend {} needs a .onnx model, not {!r}'.format(backend, model_path))
+    from tx2_inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+    providers = {'onnxruntime': ['cpu'], 'onnxruntime-cuda': ['cuda', 'cpu'],
+                 'onnxruntime-tensorrt': ['tensorrt', 'cuda', 'cpu']}[backend]
+    return OnnxRuntimeBackend(model_path, providers=providers, intra_op_threads=threads,
+                              **options)
+
+
+def _auto(suffix: str) -> str:
+    if suffix in _ENGINE_SUFFIXES:
+        return 'tensorrt'
+    if suffix == '.tflite':
+        return 'tflite'
+    if suffix == '.onnx' and _tensorrt_usable():
+        return 'tensorrt'
+    return 'onnxruntime'
+
+
+def _tensorrt_usable() -> bool:
+    """Return True when a GPU, TensorRT and the engine builder are all here."""
+    from tx2_inference.backends.cuda import probe_gpu
+    if probe_gpu()[0] == 0:
+        return False  # checked first: TensorRT must not be touched without a GPU
+    try:
+        from tx2_inference.backends.tensorrt_backend import import_tensorrt
+        import_tensorrt()
+        from tx2_inference import engine_builder  # noqa: F401
+    except (ImportError, BackendUnavailableError):
+        return False
+    return True
+
+
+def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Optional[str]) -> str:
+    """Return a cached engine for ``onnx_path``, building it on this device if needed."""
+    try:
+        from tx2_inference.engine_builder import EngineCache
+    except ImportError as error:
+        raise BackendUnavailableError(
+            'cannot build a TensorRT engine from {!r} here ({}): pass a prebuilt .engine '
+            'file'.format(onnx_path, error)) from error
+    return EngineCache(cache_dir).get_or_build(onnx_path, precision=precision)

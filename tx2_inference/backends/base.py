@@ -1,0 +1,286 @@
+"""The one small interface every inference backend implements, and the CPU "stream".
+
+A backend loads one model and runs it on *slots*. A slot owns one set of host buffers (the
+input the pre-processor writes into, the outputs the decoder reads from) and whatever the
+runtime needs beside them (device buffers, a CUDA stream and event, or a worker thread on
+CPU). Buffers are allocated when the slot is created and bound to the runtime once, so running
+a frame allocates nothing.
+
+The life of a frame in a slot: the caller fills ``slot.inputs``, calls ``launch(slot)`` (which
+returns at once), then ``wait(slot)`` or polls ``query(slot)``; when the slot is done,
+``slot.outputs`` hold the results and ``slot.infer_ms`` the inference time.
+"""
+
+import threading
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tx2_inference.errors import ConfigError
+
+TensorInfo = NamedTuple('TensorInfo', [('name', str), ('shape', Tuple[int, ...]),
+                                       ('dtype', np.dtype)])
+TensorInfo.__doc__ = """A model input or output: name, shape (-1 where dynamic) and numpy dtype."""
+
+
+class Slot(object):
+    """One set of buffers a backend runs a frame in; see the module docstring."""
+
+    __slots__ = ('index', 'inputs', 'outputs', 'handle', 'infer_ms')
+
+    def __init__(self, index: int, inputs: Dict[str, np.ndarray],
+                 outputs: Dict[str, np.ndarray], handle: Any = None) -> None:
+        """Hold the host buffers of slot ``index`` and the backend's private ``handle``."""
+        self.index = index
+        self.inputs = inputs
+        self.outputs = outputs
+        self.handle = handle
+        self.infer_ms = float('nan')
+
+
+class Backend(object):
+    """Load a model, describe its tensors, and run it asynchronously on slots.
+
+    Subclasses set ``name`` and implement ``inputs``, ``outputs``, ``create_slot``, ``launch``,
+    ``query``, ``wait``, ``release_slot`` and ``_close``. ``close`` is idempotent, and the
+    backend is a context manager.
+    """
+
+    name = 'base'
+
+    def __init__(self, model_path: str) -> None:
+        """Remember the model path; subclasses load the model."""
+        self.model_path = model_path
+        self.precision = 'fp32'
+        self._closed = False
+        self._slots = []  # type: List[Slot]
+
+    @property
+    def inputs(self) -> List[TensorInfo]:
+        """Return the model's inputs, in the model's order."""
+        raise NotImplementedError
+
+    @property
+    def outputs(self) -> List[TensorInfo]:
+        """Return the model's outputs, in the model's order."""
+        raise NotImplementedError
+
+    def create_slot(self, index: int,
+                    input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> Slot:
+        """Allocate a slot's buffers (and stream) and bind them to the runtime once.
+
+        :param index: the slot's number, for names and messages.
+        :param input_shapes: concrete shapes for inputs with dynamic dimensions.
+        :raises ConfigError: an input has a dynamic dimension and no shape was given.
+        """
+        raise NotImplementedError
+
+    def launch(self, slot: Slot) -> None:
+        """Start inference on ``slot.inputs``; return without waiting for it."""
+        raise NotImplementedError
+
+    def query(self, slot: Slot) -> bool:
+        """Return True when the slot's last launch has completed (never blocks)."""
+        raise NotImplementedError
+
+    def wait(self, slot: Slot, timeout: Optional[float] = None) -> bool:
+        """Wait for the slot's last launch; True when done, False on timeout.
+
+        :raises RuntimeError: inference failed; the message says what failed.
+        """
+        raise NotImplementedError
+
+    def release_slot(self, slot: Slot) -> None:
+        """Free the slot's buffers and stream after its last launch; idempotent."""
+        if slot.handle is None:
+            return
+        self._release_slot(slot)
+        slot.handle = None
+        if slot in self._slots:
+            self._slots.remove(slot)
+
+    def _release_slot(self, slot: Slot) -> None:
+        raise NotImplementedError
+
+    def run(self, slot: Slot) -> None:
+        """Run one inference synchronously: launch, then wait."""
+        self.launch(slot)
+        self.wait(slot)
+
+    def close(self) -> None:
+        """Release the model and everything the runtime holds; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        for slot in list(self._slots):
+            self.release_slot(slot)
+
+    @property
+    def closed(self) -> bool:
+        """Return True once ``close`` has been called."""
+        return self._closed
+
+    def __enter__(self) -> 'Backend':
+        """Use the backend in a ``with`` block; it closes at the end."""
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Close the backend."""
+        self.close()
+
+
+class ThreadedBackend(Backend):
+    """A CPU backend: each slot's handle is ``(runtime object, ThreadStream, job)``.
+
+    Subclasses build the slot's job (a callable running one inference on the slot's buffers)
+    in ``create_slot`` and register the slot with ``_add_slot``.
+    """
+
+    runtime_label = 'inference'
+    _inputs = []  # type: List[TensorInfo]
+    _outputs = []  # type: List[TensorInfo]
+
+    @property
+    def inputs(self) -> List[TensorInfo]:
+        """Return the model's inputs (set ``_inputs`` when loading)."""
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> List[TensorInfo]:
+        """Return the model's outputs (set ``_outputs``)."""
+        return list(self._outputs)
+
+    def _add_slot(self, index: int, inputs: Dict[str, np.ndarray],
+                  outputs: Dict[str, np.ndarray], runtime_object: Any,
+                  job: Callable[[], None], device_lock: Optional[Any]) -> Slot:
+        stream = ThreadStream('{}-slot-{}'.format(self.name, index), device_lock)
+        slot = Slot(index, inputs, outputs, (runtime_object, stream, job))
+        self._slots.append(slot)
+        return slot
+
+    def launch(self, slot: Slot) -> None:
+        """Start the slot's job on its worker thread."""
+        _, stream, job = slot.handle
+        stream.launch(job)
+
+    def query(self, slot: Slot) -> bool:
+        """Return True when the slot's job has finished."""
+        return slot.handle[1].query()
+
+    def wait(self, slot: Slot, timeout: Optional[float] = None) -> bool:
+        """Wait for the slot's job; raise RuntimeError naming the model if it failed."""
+        stream = slot.handle[1]
+        try:
+            done = stream.wait(timeout)
+        except Exception as error:
+            raise RuntimeError('{} of {!r} failed: {}'.format(
+                self.runtime_label, self.model_path, error)) from error
+        if done:
+            slot.infer_ms = stream.elapsed_ms
+        return done
+
+    def _release_slot(self, slot: Slot) -> None:
+        slot.handle[1].close()
+
+
+class ThreadStream(object):
+    """A CPU "stream": one worker thread that runs one job at a time for one slot.
+
+    ONNX Runtime and TFLite release the GIL while they run, so work launched here overlaps the
+    caller's pre- and post-processing. ``device_lock``, shared by all streams of a backend,
+    makes launches run one after the other, as kernels do on one GPU: a second slot's job
+    waits for the first one to finish instead of splitting the cores with it. Each
+    ``launch`` reuses the same thread and events: nothing is allocated per job.
+    """
+
+    def __init__(self, name: str, device_lock: Optional[Any] = None) -> None:
+        """Start the worker thread, named ``name``."""
+        self._lock = device_lock
+        self._go = threading.Event()
+        self._done = threading.Event()
+        self._done.set()
+        self._job = None  # type: Optional[Callable[[], None]]
+        self._error = None  # type: Optional[BaseException]
+        self._stop = False
+        self.elapsed_ms = float('nan')
+        self._thread = threading.Thread(target=self._loop, name=name)
+        self._thread.daemon = True
+        self._thread.start()
+
+    def launch(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the worker thread; the previous job must have completed."""
+        if self._stop:
+            raise RuntimeError('launch on a closed stream')
+        if not self._done.is_set():
+            raise RuntimeError('launch on a busy stream: wait for the previous job first')
+        self._error = None
+        self._job = job
+        self._done.clear()
+        self._go.set()
+
+    def query(self) -> bool:
+        """Return True when the last job has completed."""
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the last job; re-raise its error in the caller's thread."""
+        if not self._done.wait(timeout):
+            return False
+        error = self._error
+        if error is not None:
+            self._error = None
+            raise error
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker after its current job; idempotent."""
+        if self._stop:
+            return
+        self._stop = True
+        self._go.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            self._go.wait()
+            self._go.clear()
+            if self._stop:
+                self._done.set()
+                return
+            job = self._job
+            try:
+                if self._lock is not None:
+                    with self._lock:
+                        start = time.perf_counter()
+                        job()
+                        self.elapsed_ms = (time.perf_counter() - start) * 1e3
+                else:
+                    start = time.perf_counter()
+                    job()
+                    self.elapsed_ms = (time.perf_counter() - start) * 1e3
+            except BaseException as error:  # noqa: B036 - handed to the waiting thread
+                self._error = error
+            self._done.set()
+
+
+def concrete_shape(info: TensorInfo, requested: Optional[Sequence[int]]) -> tuple:
+    """Pick a concrete shape for an input: the requested one, else the model's, batch 1."""
+    if requested is not None:
+        shape = tuple(int(d) for d in requested)
+        if len(shape) != len(info.shape) or any(
+                m >= 0 and m != s for m, s in zip(info.shape, shape)):
+            raise ConfigError("input {!r}: shape {} does not fit the model's {} (-1 is "
+                              'free): fix input.size / layout in the model config'.format(
+                                  info.name, list(shape), list(info.shape)))
+        return shape
+    shape = tuple(info.shape)
+    if shape and shape[0] == -1:
+        shape = (1,) + shape[1:]
+    if any(d < 0 for d in shape):
+        raise ConfigError('input {!r} has dynamic dimensions {}: set input.size in the '
+                          'model config'.format(info.name, list(info.shape)))
+    return shape

@@ -1,0 +1,370 @@
+"""CUDA for the TensorRT backend: a GPU probe, then streams, events, pinned and device memory.
+
+``probe_gpu`` needs nothing but the driver library: it calls ``cuInit`` and
+``cuDeviceGetCount`` through ctypes. Call it before touching TensorRT, which segfaults on a
+machine without a usable GPU instead of raising (../shared/notes/ml-stack.md).
+
+``open_cuda`` returns a ``CudaDevice`` backed by pycuda (what JetPack 4.6 ships; CUDA 10.2)
+or, where pycuda is absent, by cuda-python's runtime bindings (``cuda.bindings.runtime`` in
+cuda-python 12.6+, ``cuda.cudart`` before). Never ``pycuda.autoinit``: it makes a context
+current in the importing thread only. pycuda work is wrapped in ``push()`` / ``pop()`` so the
+context is current in whichever thread runs it (pycuda ``Context.push`` / ``Context.pop``).
+Every call is checked; a failure raises ``CudaError`` naming the call.
+"""
+
+import ctypes
+import threading
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from tx2_inference.errors import BackendUnavailableError
+
+_CUDA_SUCCESS = 0
+_probe_lock = threading.Lock()
+_probe_result = None  # type: Optional[Tuple[int, str]]
+
+
+class CudaError(RuntimeError):
+    """A CUDA call failed; the message names the call and the CUDA error."""
+
+
+def probe_gpu(refresh: bool = False) -> Tuple[int, str]:
+    """Count usable CUDA GPUs without importing TensorRT or pycuda.
+
+    :returns: (number of devices, reason when there are none, else '').
+    """
+    global _probe_result
+    with _probe_lock:
+        if _probe_result is None or refresh:
+            _probe_result = _probe()
+        return _probe_result
+
+
+def _probe() -> Tuple[int, str]:
+    try:
+        libcuda = ctypes.CDLL('libcuda.so.1')
+    except OSError as error:
+        return 0, 'no CUDA driver (libcuda.so.1 cannot be loaded: {})'.format(error)
+    status = libcuda.cuInit(0)
+    if status != _CUDA_SUCCESS:
+        return 0, 'cuInit failed with CUDA error {} (no usable GPU or driver)'.format(status)
+    count = ctypes.c_int(0)
+    status = libcuda.cuDeviceGetCount(ctypes.byref(count))
+    if status != _CUDA_SUCCESS:
+        return 0, 'cuDeviceGetCount failed with CUDA error {}'.format(status)
+    if count.value == 0:
+        return 0, 'the CUDA driver reports no GPU'
+    return count.value, ''
+
+
+def require_gpu() -> int:
+    """Return the number of GPUs, or raise ``BackendUnavailableError`` saying why none."""
+    count, reason = probe_gpu()
+    if count == 0:
+        raise BackendUnavailableError(
+            'no usable GPU: {}. Use backend onnxruntime or tflite on this machine'.format(
+                reason))
+    return count
+
+
+class CudaDevice(object):
+    """Streams, events and memory on one GPU; the methods both CUDA libraries provide.
+
+    ``push()`` makes the device's context current in the calling thread and ``pop()`` undoes
+    it; call them around any other method, in every thread that uses the device.
+    """
+
+    library = ''
+
+    def push(self) -> None:
+        """Make this device's context current in the calling thread."""
+
+    def pop(self) -> None:
+        """Undo the matching ``push``."""
+
+    def stream(self) -> Any:
+        """Create a stream."""
+        raise NotImplementedError
+
+    def stream_handle(self, stream: Any) -> int:
+        """Return the stream's handle as an int, as TensorRT's execute calls take it."""
+        raise NotImplementedError
+
+    def event(self) -> Any:
+        """Create an event (with timing)."""
+        raise NotImplementedError
+
+    def pagelocked_empty(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+        """Allocate a pinned host array."""
+        raise NotImplementedError
+
+    def mem_alloc(self, nbytes: int) -> Any:
+        """Allocate device memory; ``int()`` of the result is its address."""
+        raise NotImplementedError
+
+    def memcpy_htod_async(self, device: Any, host: np.ndarray, stream: Any) -> None:
+        """Enqueue a copy of ``host`` to ``device`` on ``stream``."""
+        raise NotImplementedError
+
+    def memcpy_dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
+        """Enqueue a copy of ``device`` into ``host`` on ``stream``."""
+        raise NotImplementedError
+
+    def record(self, event: Any, stream: Any) -> None:
+        """Record ``event`` on ``stream``."""
+        raise NotImplementedError
+
+    def query(self, event: Any) -> bool:
+        """Return True when the work before ``event`` has completed."""
+        raise NotImplementedError
+
+    def synchronize(self, event: Any) -> None:
+        """Block until ``event`` has completed."""
+        raise NotImplementedError
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Return the time between two completed events, in milliseconds."""
+        raise NotImplementedError
+
+    def free(self, *objects: Any) -> None:
+        """Free streams, events, pinned or device memory made by this device."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the context."""
+
+
+def open_cuda(device: int = 0, library: Optional[str] = None) -> CudaDevice:
+    """Open GPU ``device`` through pycuda, else cuda-python.
+
+    :param library: ``pycuda`` or ``cuda-python`` to force one; None picks what is installed.
+    :raises BackendUnavailableError: no GPU, or neither library is installed.
+    """
+    require_gpu()
+    errors = []
+    if library in (None, 'pycuda'):
+        try:
+            return _PycudaDevice(device)
+        except ImportError as error:
+            errors.append('pycuda: {}'.format(error))
+    if library in (None, 'cuda-python'):
+        try:
+            return _CudaPythonDevice(device)
+        except ImportError as error:
+            errors.append('cuda-python: {}'.format(error))
+    raise BackendUnavailableError(
+        'no CUDA Python library ({}): install pycuda (JetPack) or cuda-python'.format(
+            '; '.join(errors) or 'unknown library {!r}'.format(library)))
+
+
+class _PycudaDevice(CudaDevice):
+    """pycuda (JetPack 4.6's CUDA 10.2 and later): the device's primary context, pushed."""
+
+    library = 'pycuda'
+
+    def __init__(self, index: int) -> None:
+        import pycuda.driver as cuda
+        self._cuda = cuda
+        self._call('cuInit', cuda.init)
+        # The primary context is the one the CUDA runtime, hence TensorRT, uses too.
+        self._context = self._call('retain_primary_context',
+                                   cuda.Device(index).retain_primary_context)
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self._cuda_error() as error:
+            raise CudaError('CUDA {} failed: {}'.format(what, error)) from error
+
+    def _cuda_error(self) -> Any:
+        return getattr(self._cuda, 'Error', Exception)
+
+    def push(self) -> None:
+        """Push the primary context onto this thread's stack (pycuda ``Context.push``)."""
+        self._call('context push', self._context.push)
+
+    def pop(self) -> None:
+        """Pop it again (pycuda ``Context.pop``)."""
+        self._call('context pop', self._context.pop)
+
+    def stream(self) -> Any:
+        """Create a ``pycuda.driver.Stream``."""
+        return self._call('stream create', self._cuda.Stream)
+
+    def stream_handle(self, stream: Any) -> int:
+        """Return ``stream.handle``."""
+        return int(stream.handle)
+
+    def event(self) -> Any:
+        """Create a ``pycuda.driver.Event``."""
+        return self._call('event create', self._cuda.Event)
+
+    def pagelocked_empty(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+        """Allocate with ``pycuda.driver.pagelocked_empty``."""
+        return self._call('pinned host alloc', self._cuda.pagelocked_empty, shape, dtype)
+
+    def mem_alloc(self, nbytes: int) -> Any:
+        """Allocate with ``pycuda.driver.mem_alloc``."""
+        return self._call('device alloc ({} bytes)'.format(nbytes), self._cuda.mem_alloc,
+                          max(int(nbytes), 1))
+
+    def memcpy_htod_async(self, device: Any, host: np.ndarray, stream: Any) -> None:
+        """Enqueue ``memcpy_htod_async(dest, src, stream)``."""
+        self._call('memcpy_htod_async', self._cuda.memcpy_htod_async, device, host, stream)
+
+    def memcpy_dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
+        """Enqueue ``memcpy_dtoh_async(dest, src, stream)``."""
+        self._call('memcpy_dtoh_async', self._cuda.memcpy_dtoh_async, host, device, stream)
+
+    def record(self, event: Any, stream: Any) -> None:
+        """Call ``Event.record(stream)``."""
+        self._call('event record', event.record, stream)
+
+    def query(self, event: Any) -> bool:
+        """Call ``Event.query()``."""
+        return bool(self._call('event query', event.query))
+
+    def synchronize(self, event: Any) -> None:
+        """Call ``Event.synchronize()`` (pycuda releases the GIL while it waits)."""
+        self._call('event synchronize', event.synchronize)
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Call ``end.time_since(start)``."""
+        return float(self._call('event elapsed time', end.time_since, start))
+
+    def free(self, *objects: Any) -> None:
+        """Free device allocations; pinned arrays, streams and events go with their refs."""
+        for obj in objects:
+            if hasattr(obj, 'free'):
+                self._call('device free', obj.free)
+            elif hasattr(obj, 'base') and hasattr(obj.base, 'free'):
+                self._call('pinned host free', obj.base.free)
+
+    def close(self) -> None:
+        """Release the primary context (pycuda ``Context.detach``)."""
+        if self._context is not None:
+            self._call('context detach', self._context.detach)
+            self._context = None
+
+
+class _CudaPythonDevice(CudaDevice):
+    """cuda-python's runtime bindings: every call returns (status, ...), each one checked."""
+
+    library = 'cuda-python'
+
+    def __init__(self, index: int) -> None:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart  # cuda-python before 12.6
+        self._rt = cudart
+        self._index = index
+        self._local = threading.local()
+        self.push()
+
+    def _check(self, what: str, result: Any) -> Any:
+        if isinstance(result, tuple):
+            status, values = result[0], result[1:]
+        else:
+            status, values = result, ()
+        if status != self._rt.cudaError_t.cudaSuccess:
+            name = self._rt.cudaGetErrorName(status)
+            raise CudaError('CUDA {} failed: {} ({})'.format(
+                what, name[1] if isinstance(name, tuple) else name, int(status)))
+        if len(values) == 1:
+            return values[0]
+        return values or None
+
+    def push(self) -> None:
+        """Select the device in this thread (``cudaSetDevice``) the first time it is used."""
+        if getattr(self._local, 'device', None) != self._index:
+            self._check('cudaSetDevice', self._rt.cudaSetDevice(self._index))
+            self._local.device = self._index
+
+    def stream(self) -> Any:
+        """Create a stream with ``cudaStreamCreate``."""
+        return self._check('cudaStreamCreate', self._rt.cudaStreamCreate())
+
+    def stream_handle(self, stream: Any) -> int:
+        """Return ``int(stream)``."""
+        return int(stream)
+
+    def event(self) -> Any:
+        """Create an event with ``cudaEventCreate``."""
+        return self._check('cudaEventCreate', self._rt.cudaEventCreate())
+
+    def pagelocked_empty(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+        """Allocate with ``cudaMallocHost`` and view it as a numpy array."""
+        dtype = np.dtype(dtype)
+        nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
+        pointer = self._check('cudaMallocHost', self._rt.cudaMallocHost(nbytes))
+        raw = (ctypes.c_byte * nbytes).from_address(int(pointer))
+        array = np.frombuffer(raw, np.uint8)[:int(np.prod(shape)) * dtype.itemsize]
+        return _PinnedArray(array.view(dtype).reshape(shape), int(pointer))
+
+    def mem_alloc(self, nbytes: int) -> Any:
+        """Allocate with ``cudaMalloc``; returns the address."""
+        return int(self._check('cudaMalloc ({} bytes)'.format(nbytes),
+                               self._rt.cudaMalloc(max(int(nbytes), 1))))
+
+    def memcpy_htod_async(self, device: Any, host: np.ndarray, stream: Any) -> None:
+        """Enqueue ``cudaMemcpyAsync`` host to device."""
+        self._check('cudaMemcpyAsync host->device', self._rt.cudaMemcpyAsync(
+            int(device), host.ctypes.data, host.nbytes,
+            self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+
+    def memcpy_dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
+        """Enqueue ``cudaMemcpyAsync`` device to host."""
+        self._check('cudaMemcpyAsync device->host', self._rt.cudaMemcpyAsync(
+            host.ctypes.data, int(device), host.nbytes,
+            self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
+
+    def record(self, event: Any, stream: Any) -> None:
+        """Call ``cudaEventRecord``."""
+        self._check('cudaEventRecord', self._rt.cudaEventRecord(event, stream))
+
+    def query(self, event: Any) -> bool:
+        """Call ``cudaEventQuery``: success is done, ``cudaErrorNotReady`` is not yet."""
+        status = self._rt.cudaEventQuery(event)
+        status = status[0] if isinstance(status, tuple) else status
+        if status == self._rt.cudaError_t.cudaErrorNotReady:
+            return False
+        self._check('cudaEventQuery', status)
+        return True
+
+    def synchronize(self, event: Any) -> None:
+        """Call ``cudaEventSynchronize``."""
+        self._check('cudaEventSynchronize', self._rt.cudaEventSynchronize(event))
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Call ``cudaEventElapsedTime``."""
+        return float(self._check('cudaEventElapsedTime',
+                                 self._rt.cudaEventElapsedTime(start, end)))
+
+    def free(self, *objects: Any) -> None:
+        """Free pinned arrays, device addresses, streams and events."""
+        rt = self._rt
+        for obj in objects:
+            if isinstance(obj, _PinnedArray):
+                self._check('cudaFreeHost', rt.cudaFreeHost(obj.pointer))
+            elif isinstance(obj, int):
+                self._check('cudaFree', rt.cudaFree(obj))
+            elif isinstance(obj, rt.cudaStream_t):
+                self._check('cudaStreamDestroy', rt.cudaStreamDestroy(obj))
+            elif isinstance(obj, rt.cudaEvent_t):
+                self._check('cudaEventDestroy', rt.cudaEventDestroy(obj))
+
+
+class _PinnedArray(np.ndarray):
+    """A numpy view of ``cudaMallocHost`` memory that remembers the pointer to free."""
+
+    def __new__(cls, array: np.ndarray, pointer: int) -> '_PinnedArray':
+        """View ``array`` and keep ``pointer``."""
+        view = array.view(cls)
+        view.pointer = pointer
+        return view
+
+    def __array_finalize__(self, obj: Any) -> None:
+        """Carry the pointer to views."""
+        self.pointer = getattr(obj, 'pointer', 0)

@@ -1,0 +1,169 @@
+"""ONNX Runtime backend: CPU execution provider, CUDA / TensorRT providers where present.
+
+Each slot has its own IOBinding bound once to the slot's preallocated numpy buffers, and its
+own worker thread (a ``ThreadStream``) that calls ``run_with_iobinding``. ONNX Runtime
+releases the GIL while it runs, so pre- and post-processing of other frames go on meanwhile.
+"""
+
+import logging
+import os
+import threading
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from tx2_inference.backends.base import concrete_shape, Slot, TensorInfo, ThreadedBackend
+from tx2_inference.errors import BackendUnavailableError, ModelError
+
+_LOG = logging.getLogger(__name__)
+
+# ONNX Runtime's type strings -> numpy dtypes.
+_ORT_DTYPES = {
+    'tensor(float)': np.float32, 'tensor(float16)': np.float16, 'tensor(double)': np.float64,
+    'tensor(uint8)': np.uint8, 'tensor(int8)': np.int8, 'tensor(uint16)': np.uint16,
+    'tensor(int16)': np.int16, 'tensor(int32)': np.int32, 'tensor(int64)': np.int64,
+    'tensor(bool)': np.bool_,
+}
+
+# Short names accepted for ``providers``.
+_PROVIDER_NAMES = {
+    'cpu': 'CPUExecutionProvider',
+    'cuda': 'CUDAExecutionProvider',
+    'tensorrt': 'TensorrtExecutionProvider',
+}
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise BackendUnavailableError(
+            'ONNX Runtime is not installed ({}): pip install onnxruntime (or '
+            'onnxruntime-gpu), or choose another backend'.format(error)) from error
+    return onnxruntime
+
+
+def _dims(shape: Sequence[Any]) -> tuple:
+    """ONNX Runtime shape (ints, names or None) -> tuple with -1 for dynamic dims."""
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+class OnnxRuntimeBackend(ThreadedBackend):
+    """Run an ONNX model with ONNX Runtime.
+
+    :param model_path: the ``.onnx`` file.
+    :param providers: execution providers in order of preference, by ONNX Runtime name or
+        short name (``cpu``, ``cuda``, ``tensorrt``); default CPU only. A provider that is
+        not available raises ``BackendUnavailableError``.
+    :param intra_op_threads: threads inside one operator (None: ONNX Runtime's default,
+        one per core).
+    :param inter_op_threads: threads across operators (None: ONNX Runtime's default).
+    :param serialize_runs: run one slot at a time, as a GPU runs one stream's kernels after
+        another's; on a small CPU two concurrent runs only split the cores.
+    """
+
+    name = 'onnxruntime'
+    runtime_label = 'ONNX Runtime inference'
+
+    def __init__(self, model_path: str, providers: Optional[Sequence[str]] = None,
+                 intra_op_threads: Optional[int] = None,
+                 inter_op_threads: Optional[int] = None,
+                 serialize_runs: bool = True) -> None:
+        """Load the model into an ``InferenceSession``."""
+        super(OnnxRuntimeBackend, self).__init__(model_path)
+        ort = _import_ort()
+        if not os.path.isfile(model_path):
+            raise ModelError('ONNX model {!r} does not exist: check the model path'.format(
+                model_path))
+        wanted = [_PROVIDER_NAMES.get(p.lower(), p) for p in (providers or ['cpu'])]
+        available = ort.get_available_providers()
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise BackendUnavailableError(
+                'ONNX Runtime provider(s) {} not available here (available: {}): install '
+                'onnxruntime-gpu with CUDA/TensorRT, or use the CPU provider'.format(
+                    ', '.join(missing), ', '.join(available)))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = int(intra_op_threads)
+        if inter_op_threads is not None:
+            options.inter_op_num_threads = int(inter_op_threads)
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(model_path, sess_options=options,
+                                                 providers=wanted)
+        except Exception as error:
+            raise ModelError('ONNX Runtime cannot load {!r}: {} (is it a valid ONNX '
+                             'model?)'.format(model_path, error)) from error
+        self.providers = list(self._session.get_providers())
+        self._inputs = [self._info(a) for a in self._session.get_inputs()]
+        self._outputs = [self._info(a) for a in self._session.get_outputs()]
+        self._device_lock = threading.Lock() if serialize_runs else None
+
+    @staticmethod
+    def _info(arg: Any) -> TensorInfo:
+        dtype = _ORT_DTYPES.get(arg.type)
+        if dtype is None:
+            raise ModelError('tensor {!r} has type {}, which this package does not '
+                             'handle'.format(arg.name, arg.type))
+        return TensorInfo(arg.name, _dims(arg.shape), np.dtype(dtype))
+
+    def create_slot(self, index: int,
+                    input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> Slot:
+        """Allocate the slot's buffers, learn the output shapes, bind both once."""
+        inputs = {}
+        for info in self._inputs:
+            shape = concrete_shape(info, (input_shapes or {}).get(info.name))
+            inputs[info.name] = np.zeros(shape, info.dtype)
+        # One run on zeros gives the output shapes for these input shapes. An output whose
+        # shape then changes with the data (in-graph NMS) makes the bound run fail; the
+        # slot then lets ONNX Runtime allocate its outputs (see _make_job).
+        probe = self._session.run(None, inputs)
+        outputs = {info.name: np.zeros(value.shape, info.dtype)
+                   for info, value in zip(self._outputs, probe)}
+        binding = self._session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_input(name, 'cpu', 0, array.dtype, list(array.shape),
+                               array.ctypes.data)
+        for name, array in outputs.items():
+            binding.bind_output(name, 'cpu', 0, array.dtype, list(array.shape),
+                                array.ctypes.data)
+        return self._add_slot(index, inputs, outputs, binding,
+                              self._make_job(binding, outputs), self._device_lock)
+
+    def _make_job(self, binding: Any, outputs: Dict[str, np.ndarray]) -> Any:
+        session = self._session
+        names = [info.name for info in self._outputs]
+        state = {'dynamic': False}
+
+        def job() -> None:
+            if state['dynamic']:
+                session.run_with_iobinding(binding)
+                outputs.update(zip(names, binding.copy_outputs_to_cpu()))
+                return
+            try:
+                session.run_with_iobinding(binding)
+            except Exception as error:
+                if 'shape' not in str(error).lower():
+                    raise
+                # Output shapes depend on the data: let ONNX Runtime allocate them.
+                _LOG.warning('%s: output shapes change with the input (%s); outputs are '
+                             'now allocated per frame', self.model_path, error)
+                binding.clear_binding_outputs()
+                for name in names:
+                    binding.bind_output(name, 'cpu')
+                state['dynamic'] = True
+                job()
+        return job
+
+    def _release_slot(self, slot: Slot) -> None:
+        super(OnnxRuntimeBackend, self)._release_slot(slot)
+        binding = slot.handle[0]
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+
+    def _close(self) -> None:
+        super(OnnxRuntimeBackend, self)._close()
+        self._session = None

@@ -1,0 +1,242 @@
+"""The one place that knows how TensorRT's Python API differs between versions.
+
+Two generations of the runtime API (NVIDIA's Python API reference for each version):
+
+- **bindings** (TensorRT 7.x to 8.4; 8.2 is JetPack 4.6, the last release for Tegra X2):
+  ``ICudaEngine.num_bindings / get_binding_name / binding_is_input / get_binding_shape /
+  get_binding_dtype / get_profile_shape``; ``IExecutionContext.set_binding_shape /
+  get_binding_shape / execute_async_v2(bindings, stream_handle)``.
+- **tensors** (TensorRT 8.5 to 11; 10.0 removed the bindings API): ``ICudaEngine.num_io_tensors
+  / get_tensor_name / get_tensor_mode / get_tensor_shape / get_tensor_dtype /
+  get_tensor_profile_shape``; ``IExecutionContext.set_input_shape / get_tensor_shape /
+  set_tensor_address / execute_async_v3(stream_handle)``.
+
+8.5 and 8.6 have both; the tensors API is chosen there, as NVIDIA's migration guide asks.
+The choice is made from attribute *names* (``select_runtime_api``), so it is tested against
+recorded API surfaces of each version without a GPU. Builder-side differences
+(``builder_features``) are here too, for the engine builder.
+"""
+
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from tx2_inference.errors import BackendUnavailableError, ConfigError
+
+IoTensor = NamedTuple('IoTensor', [('name', str), ('is_input', bool), ('index', int)])
+
+_TENSORS_ENGINE = ('num_io_tensors', 'get_tensor_name', 'get_tensor_mode',
+                   'get_tensor_shape', 'get_tensor_dtype')
+_TENSORS_CONTEXT = ('set_tensor_address', 'set_input_shape', 'get_tensor_shape',
+                    'execute_async_v3')
+_BINDINGS_ENGINE = ('num_bindings', 'get_binding_name', 'binding_is_input',
+                    'get_binding_shape', 'get_binding_dtype')
+_BINDINGS_CONTEXT = ('set_binding_shape', 'get_binding_shape', 'execute_async_v2')
+
+
+def select_runtime_api(engine_names: Iterable[str], context_names: Iterable[str]) -> str:
+    """Pick the runtime API generation from the names an engine and a context offer.
+
+    :param engine_names: ``dir(engine)`` (or a recorded surface).
+    :param context_names: ``dir(context)``.
+    :returns: ``'tensors'`` (TensorRT 8.5 to 11) or ``'bindings'`` (TensorRT 7 to 8.4).
+    :raises BackendUnavailableError: neither API is complete.
+    """
+    engine_names, context_names = set(engine_names), set(context_names)
+    if (engine_names.issuperset(_TENSORS_ENGINE)
+            and context_names.issuperset(_TENSORS_CONTEXT)):
+        return 'tensors'
+    if (engine_names.issuperset(_BINDINGS_ENGINE)
+            and context_names.issuperset(_BINDINGS_CONTEXT)):
+        return 'bindings'
+    raise BackendUnavailableError(
+        'this TensorRT offers neither the named-tensor API (execute_async_v3) nor the bindings '
+        'API (execute_async_v2); supported: TensorRT 8.2 to 11')
+
+
+BuilderFeatures = NamedTuple('BuilderFeatures', [
+    ('workspace', str),        # 'set_memory_pool_limit' (8.4+) or 'max_workspace_size' (<= 8.x)
+    ('precision_flags', bool),  # BuilderFlag.FP16/INT8 exist (up to 10.x; not 11)
+    ('calibrators', bool),     # IInt8EntropyCalibrator2 exists (up to 10.x; not 11)
+    ('serialized_build', bool),  # Builder.build_serialized_network (8.0+)
+])
+
+
+def builder_features(config_names: Iterable[str], flag_names: Iterable[str],
+                     module_names: Iterable[str], builder_names: Iterable[str]
+                     ) -> BuilderFeatures:
+    """Say which builder calls this TensorRT has, from ``dir()`` of its objects.
+
+    :param config_names: ``dir(builder.create_builder_config())``.
+    :param flag_names: ``trt.BuilderFlag.__members__``.
+    :param module_names: ``dir(tensorrt)``.
+    :param builder_names: ``dir(builder)``.
+    """
+    config_names, flag_names = set(config_names), set(flag_names)
+    if 'set_memory_pool_limit' in config_names:
+        workspace = 'set_memory_pool_limit'
+    elif 'max_workspace_size' in config_names:
+        workspace = 'max_workspace_size'
+    else:
+        workspace = ''
+    return BuilderFeatures(
+        workspace=workspace,
+        precision_flags={'FP16', 'INT8'}.issubset(flag_names),
+        calibrators='IInt8EntropyCalibrator2' in set(module_names),
+        serialized_build='build_serialized_network' in set(builder_names))
+
+
+class RuntimeApi(object):
+    """Engine and context calls of one API generation; all results are checked."""
+
+    generation = ''
+
+    def __init__(self, trt: Any, engine: Any) -> None:
+        """Wrap ``engine`` of TensorRT module ``trt``."""
+        self.trt = trt
+        self.engine = engine
+
+    def io_tensors(self) -> List[IoTensor]:
+        """List the engine's inputs and outputs (of optimisation profile 0)."""
+        raise NotImplementedError
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        """Return the engine's shape of a tensor (-1 where dynamic)."""
+        raise NotImplementedError
+
+    def dtype(self, name: str) -> Any:
+        """Return the numpy dtype of a tensor."""
+        raise NotImplementedError
+
+    def profile_shapes(self, name: str, profile: int) -> Sequence[Tuple[int, ...]]:
+        """Return (min, opt, max) shapes of an input in an optimisation profile."""
+        raise NotImplementedError
+
+    def set_input_shape(self, context: Any, name: str, shape: Sequence[int],
+                        profile: int) -> None:
+        """Set a dynamic input's shape on a context."""
+        raise NotImplementedError
+
+    def context_shape(self, context: Any, name: str, profile: int) -> Tuple[int, ...]:
+        """Return a tensor's concrete shape on a context once inputs are set."""
+        raise NotImplementedError
+
+    def bind(self, context: Any, addresses: Sequence[Tuple[str, int]], profile: int) -> Any:
+        """Bind device addresses to a context once; returns what ``execute`` needs."""
+        raise NotImplementedError
+
+    def execute(self, context: Any, bound: Any, stream_handle: int) -> bool:
+        """Enqueue inference on a stream; False when TensorRT refused."""
+        raise NotImplementedError
+
+
+class TensorsApi(RuntimeApi):
+    """TensorRT 8.5 to 11: named tensors, ``set_tensor_address`` + ``execute_async_v3``."""
+
+    generation = 'tensors'
+
+    def io_tensors(self) -> List[IoTensor]:
+        """Enumerate with ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``."""
+        engine, mode = self.engine, self.trt.TensorIOMode.INPUT
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        return [IoTensor(n, engine.get_tensor_mode(n) == mode, i) for i, n in enumerate(names)]
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        """``ICudaEngine.get_tensor_shape``."""
+        return tuple(self.engine.get_tensor_shape(name))
+
+    def dtype(self, name: str) -> Any:
+        """``trt.nptype(ICudaEngine.get_tensor_dtype)``."""
+        return self.trt.nptype(self.engine.get_tensor_dtype(name))
+
+    def profile_shapes(self, name: str, profile: int) -> Sequence[Tuple[int, ...]]:
+        """``ICudaEngine.get_tensor_profile_shape(name, profile)``."""
+        return [tuple(s) for s in self.engine.get_tensor_profile_shape(name, profile)]
+
+    def set_input_shape(self, context: Any, name: str, shape: Sequence[int],
+                        profile: int) -> None:
+        """``IExecutionContext.set_input_shape``, checked."""
+        if not context.set_input_shape(name, tuple(shape)):
+            raise ConfigError('TensorRT refused shape {} for input {!r} (outside the '
+                              'optimisation profile?)'.format(list(shape), name))
+
+    def context_shape(self, context: Any, name: str, profile: int) -> Tuple[int, ...]:
+        """``IExecutionContext.get_tensor_shape``."""
+        return tuple(context.get_tensor_shape(name))
+
+    def bind(self, context: Any, addresses: Sequence[Tuple[str, int]], profile: int) -> Any:
+        """``IExecutionContext.set_tensor_address`` for every tensor, checked."""
+        for name, address in addresses:
+            if not context.set_tensor_address(name, int(address)):
+                raise RuntimeError('TensorRT set_tensor_address({!r}) failed'.format(name))
+        return None
+
+    def execute(self, context: Any, bound: Any, stream_handle: int) -> bool:
+        """``IExecutionContext.execute_async_v3(stream_handle)``."""
+        return bool(context.execute_async_v3(stream_handle))
+
+
+class BindingsApi(RuntimeApi):
+    """TensorRT 7 to 8.4 (8.2 on JetPack 4.6): binding indices + ``execute_async_v2``.
+
+    With several optimisation profiles, profile k's bindings follow profile k-1's, so
+    ``index + k * bindings_per_profile`` is the binding of a tensor in profile k.
+    """
+
+    generation = 'bindings'
+
+    def __init__(self, trt: Any, engine: Any) -> None:
+        """Count bindings per optimisation profile."""
+        super(BindingsApi, self).__init__(trt, engine)
+        profiles = max(int(getattr(engine, 'num_optimization_profiles', 1)), 1)
+        self.per_profile = engine.num_bindings // profiles
+        self._index = {engine.get_binding_name(i): i for i in range(self.per_profile)}
+
+    def io_tensors(self) -> List[IoTensor]:
+        """Enumerate with ``get_binding_name`` / ``binding_is_input``."""
+        engine = self.engine
+        return [IoTensor(engine.get_binding_name(i), bool(engine.binding_is_input(i)), i)
+                for i in range(self.per_profile)]
+
+    def _binding(self, name: str, profile: int = 0) -> int:
+        return self._index[name] + profile * self.per_profile
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        """``ICudaEngine.get_binding_shape``."""
+        return tuple(self.engine.get_binding_shape(self._binding(name)))
+
+    def dtype(self, name: str) -> Any:
+        """``trt.nptype(ICudaEngine.get_binding_dtype)``."""
+        return self.trt.nptype(self.engine.get_binding_dtype(self._binding(name)))
+
+    def profile_shapes(self, name: str, profile: int) -> Sequence[Tuple[int, ...]]:
+        """``ICudaEngine.get_profile_shape(profile, binding)``."""
+        return [tuple(s) for s in self.engine.get_profile_shape(
+            profile, self._binding(name, profile))]
+
+    def set_input_shape(self, context: Any, name: str, shape: Sequence[int],
+                        profile: int) -> None:
+        """``IExecutionContext.set_binding_shape``, checked."""
+        if not context.set_binding_shape(self._binding(name, profile), tuple(shape)):
+            raise ConfigError('TensorRT refused shape {} for input {!r} (outside the '
+                              'optimisation profile?)'.format(list(shape), name))
+
+    def context_shape(self, context: Any, name: str, profile: int) -> Tuple[int, ...]:
+        """``IExecutionContext.get_binding_shape``."""
+        return tuple(context.get_binding_shape(self._binding(name, profile)))
+
+    def bind(self, context: Any, addresses: Sequence[Tuple[str, int]], profile: int) -> Any:
+        """Build the bindings list once: one address per binding index, 0 elsewhere."""
+        bindings = [0] * self.engine.num_bindings
+        for name, address in addresses:
+            bindings[self._binding(name, profile)] = int(address)
+        return bindings
+
+    def execute(self, context: Any, bound: Any, stream_handle: int) -> bool:
+        """``IExecutionContext.execute_async_v2(bindings, stream_handle)``."""
+        return bool(context.execute_async_v2(bindings=bound, stream_handle=stream_handle))
+
+
+def runtime_api(trt: Any, engine: Any, context: Optional[Any] = None) -> RuntimeApi:
+    """Return the ``RuntimeApi`` for an engine, chosen by ``select_runtime_api``."""
+    names = dir(context) if context is not None else dir(trt.IExecutionContext)
+    generation = select_runtime_api(dir(engine), names)
+    return TensorsApi(trt, engine) if generation == 'tensors' else BindingsApi(trt, engine)
