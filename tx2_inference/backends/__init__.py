@@ -93,9 +93,9 @@ def _tensorrt_usable() -> bool:
 def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Optional[str]) -> str:
     """Return a cached engine for ``onnx_path``, building it on this device if needed."""
     try:
-        from tx2_inference.engine_builder import EngineCache
+        from tx2_inference.engine_builder import build_or_load, BuildOptions
     except ImportError as error:
         raise BackendUnavailableError(
             'cannot build a TensorRT engine from {!r} here ({}): pass a prebuilt .engine '
             'file'.format(onnx_path, error)) from error
-    return EngineCache(cache_dir).get_or_build(onnx_path, precision=precision)
+    return build_or_load(onnx_path, BuildOptions(precision=precision), cache_dir=cache_dir)

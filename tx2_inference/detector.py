@@ -1,0 +1,160 @@
+"""The ``Detector`` facade: model config + backend + pre-processing + executor + decoder.
+
+What the node, the demo and the benchmark use (contract in docs/DESIGN.md)::
+
+    with Detector('models/ssdlite_person.onnx', on_result=callback) as det:
+        det.submit(image, 'rgb', tag)        # never blocks; results in submission order
+        detections = det.detect(image, 'rgb')  # synchronous convenience
+"""
+
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from tx2_inference.backends import open_backend
+from tx2_inference.backends.base import Slot
+from tx2_inference.decoders import create_decoder, DetectionParams, Detections
+from tx2_inference.executor import DoubleBufferedExecutor
+from tx2_inference.model_config import ModelConfig
+from tx2_inference.preprocess import Preprocessor, Transform
+
+ResultCallback = Callable[[Any, Detections, Dict[str, float]], None]
+
+
+class Detector(object):
+    """Detect objects in images with one model, on the best (or the named) backend.
+
+    :param model_path: ``.onnx``, a TensorRT engine, or ``.tflite``.
+    :param config_path: the model config; default: the ``.yaml`` beside the model.
+    :param backend: ``auto``, ``onnxruntime``, ``onnxruntime-cuda``, ``onnxruntime-tensorrt``,
+        ``tensorrt`` or ``tflite`` (see ``tx2_inference.backends.open_backend``).
+    :param precision: TensorRT engine precision when an engine is built from ONNX.
+    :param engine_cache_dir: where built TensorRT engines are cached.
+    :param depth: executor slots (2: double buffering).
+    :param threads: CPU threads for ONNX Runtime / TFLite (None: the runtime's default).
+    :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
+        completion thread in submission order.
+    :param on_error: ``on_error(tag, error)`` for a frame that could not be processed (e.g. a
+        ``FrameError``); default: logged.
+    :raises UserError: a missing or bad model, config or backend, with what to fix.
+    """
+
+    def __init__(self, model_path: str, config_path: Optional[str] = None,
+                 backend: str = 'auto', precision: str = 'fp16',
+                 engine_cache_dir: Optional[str] = None, depth: int = 2,
+                 threads: Optional[int] = None, on_result: Optional[ResultCallback] = None,
+                 on_error: Optional[Callable[[Any, BaseException], None]] = None) -> None:
+        """Load the config and the model, allocate the slots, start the executor."""
+        self.model_path = model_path
+        self.on_result = on_result
+        self.params = DetectionParams()
+        self._closed = False
+        self._lock = threading.Lock()
+        config = ModelConfig.for_model(model_path, config_path)
+        self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
+                                     engine_cache_dir=engine_cache_dir)
+        try:
+            self.config = config.resolve(self._backend.inputs, self._backend.outputs)
+            inp = self.config.input
+            self._input_name = inp['name']
+            height, width = inp['size']
+            channels = 1 if inp['color'] == 'mono' else 3
+            self.input_shape = ((1, height, width, channels) if inp['layout'] == 'nhwc'
+                                else (1, channels, height, width))
+            dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
+            self._decoder = create_decoder(self.config.decoder, self.config.labels,
+                                           (height, width))
+            # One pre-processor and one transform per slot: a slot's frame is prepared by one
+            # thread at a time, but two slots may be prepared at once.
+            self._preprocessors = [Preprocessor(inp, self.input_shape, dtype)
+                                   for _ in range(int(depth))]
+            self._transforms = [Transform() for _ in range(int(depth))]
+            self._executor = DoubleBufferedExecutor(
+                self._backend, self._prepare, self._finish, self._deliver, on_error,
+                depth=depth, input_shapes={self._input_name: self.input_shape})
+        except BaseException:
+            self._backend.close()
+            raise
+
+    @property
+    def labels(self) -> List[str]:
+        """Return the model's labels (class id -> name)."""
+        return list(self.config.labels)
+
+    @property
+    def backend_name(self) -> str:
+        """Return the backend's name (``onnxruntime``, ``tensorrt``, ``tflite``)."""
+        return self._backend.name
+
+    @property
+    def backend(self) -> Any:
+        """Return the open backend (for tools that need its tensors or providers)."""
+        return self._backend
+
+    @property
+    def precision(self) -> str:
+        """Return the precision the backend runs at."""
+        return self._backend.precision
+
+    def _prepare(self, frame: Any, slot: Slot) -> Transform:
+        image, color = frame
+        return self._preprocessors[slot.index](image, color, slot.inputs[self._input_name],
+                                               self._transforms[slot.index])
+
+    def _finish(self, slot: Slot, transform: Transform) -> Detections:
+        detections = self._decoder(slot.outputs, self.params)
+        transform.to_source(detections.boxes, out=detections.boxes)
+        return detections
+
+    def _deliver(self, tag: Any, detections: Detections, timing: Dict[str, float]) -> None:
+        callback = self.on_result
+        if callback is not None:
+            callback(tag, detections, timing)
+
+    def submit(self, image: np.ndarray, color: str, tag: Any = None) -> None:
+        """Queue one frame; never waits for inference (the newest frame wins when busy).
+
+        :param image: HxWx3 (rgb, bgr) or HxW / HxWx1 (mono), uint8.
+        :param color: ``rgb``, ``bgr`` or ``mono``.
+        :param tag: anything; handed back to ``on_result`` with the frame's detections.
+        """
+        self._executor.submit((image, color), tag)
+
+    def detect(self, image: np.ndarray, color: str = 'rgb',
+               timeout: Optional[float] = 30.0) -> Detections:
+        """Detect in one image synchronously; boxes in ``image``'s pixels.
+
+        :raises FrameError: the image cannot feed this model.
+        """
+        return self._executor.process((image, color), timeout)
+
+    def stats(self) -> Dict[str, Any]:
+        """Return counts (submitted, completed, dropped, dropped_reasons) and timings."""
+        result = self._executor.stats()
+        result['backend'] = self.backend_name
+        return result
+
+    def drain(self, timeout_s: Optional[float] = None) -> bool:
+        """Wait until every accepted frame has produced its result; False on timeout."""
+        return self._executor.drain(timeout_s)
+
+    def close(self) -> None:
+        """Finish the frames in flight, release model, buffers and GPU memory; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._executor.close()
+        finally:
+            self._backend.close()
+
+    def __enter__(self) -> 'Detector':
+        """Use in a ``with`` block; closes at the end."""
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Close the detector."""
+        self.close()
+
