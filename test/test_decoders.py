@@ -13,8 +13,14 @@ from typing import Any, Dict
 import numpy as np
 import pytest
 
-from tx2_inference.decoders import (create_decoder, Decoder, DetectionParams, Detections,
-                                    register_decoder)
+from tx2_inference.backends.base import TensorInfo
+from tx2_inference.decoders import (
+    create_decoder,
+    Decoder,
+    DetectionParams,
+    Detections,
+    register_decoder,
+)
 from tx2_inference.errors import ConfigError
 from tx2_inference.model_config import ModelConfig
 from tx2_inference.preprocess import Preprocessor
@@ -200,7 +206,6 @@ def test_post_nms_families_respect_num_detections(scene_outputs: Dict[str, np.nd
 
 def test_config_resolves_names_from_the_onnx_model(scene_onnx: str) -> None:
     import onnxruntime as ort
-    from tx2_inference.backends.base import TensorInfo
 
     session = ort.InferenceSession(scene_onnx, providers=['CPUExecutionProvider'])
 
