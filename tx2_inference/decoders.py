@@ -388,13 +388,17 @@ class GenericDecoder(Decoder):
 
     def _finish(self, boxes: np.ndarray, scores: np.ndarray, rows: np.ndarray,
                 class_ids: np.ndarray, params: DetectionParams) -> Detections:
-        """Filter the selected rows by class, convert boxes, run NMS, order best first, cut."""
+        """Filter the selected rows by class, drop empty boxes, run NMS, order best first, cut."""
         allowed = self.allowed_classes(params)
         if allowed is not None:
             keep = np.isin(class_ids, allowed)
             rows, scores, class_ids = rows[keep], scores[keep], class_ids[keep]
         boxes = to_xyxy(boxes[rows], self.options['box_format'], self.options['box_units'],
                         self.input_size)
+        # Empty boxes are no detections (and OpenCV's NMS counts two of them as overlapping).
+        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not real.all():
+            boxes, scores, class_ids = boxes[real], scores[real], class_ids[real]
         if self.options['nms']:
             order = batched_nms(boxes, scores, class_ids, params.iou_threshold,
                                 params.max_detections)

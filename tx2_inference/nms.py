@@ -46,7 +46,8 @@ def batched_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarra
     Suppress overlapping boxes of the same class; boxes of different classes never interact.
 
     A box is dropped when its IoU with a higher-scoring kept box of the same class is greater
-    than ``iou_threshold``.
+    than ``iou_threshold``. Boxes should have a positive area: OpenCV counts two empty boxes as
+    overlapping (the decoders drop empty boxes first).
 
     :param boxes_xyxy: [N, 4] x1, y1, x2, y2 (any units, any float dtype).
     :param scores: [N] scores; only their order matters.

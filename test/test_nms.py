@@ -1,0 +1,84 @@
+"""Class-aware NMS agrees with a plain reference, on both OpenCV paths."""
+
+from typing import List
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+import numpy as np
+import pytest
+
+from tx2_inference.nms import batched_nms
+
+PATHS = [pytest.param(True, id='NMSBoxesBatched'), pytest.param(False, id='NMSBoxes-offsets')]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two x1, y1, x2, y2 boxes (0 when the union is empty)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def reference_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                  iou_threshold: float) -> List[int]:
+    """Greedy NMS, one box at a time: the textbook definition."""
+    kept: List[int] = []
+    for i in sorted(range(len(scores)), key=lambda j: -scores[j]):
+        if all(classes[k] != classes[i] or _iou(boxes[k], boxes[i]) <= iou_threshold
+               for k in kept):
+            kept.append(i)
+    return kept
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple:
+    """Random boxes (positive area) in a small field so that many overlap, distinct scores."""
+    n = draw(st.integers(0, 30))
+    corner, side = st.floats(0, 100, width=32), st.floats(0.5, 60, width=32)
+    xywh = np.array(draw(st.lists(st.tuples(corner, corner, side, side), min_size=n,
+                                  max_size=n)), np.float64).reshape(-1, 4)
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+    scores = np.array(draw(st.permutations(range(n))), np.float32) / max(n, 1) + 0.01
+    classes = np.array(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int32)
+    iou = draw(st.floats(0.05, 0.95))
+    # Pairs with an IoU within float error of the threshold are decided by rounding; skip them.
+    assume(all(abs(_iou(boxes[i], boxes[j]) - iou) > 1e-4
+               for i in range(n) for j in range(i)))
+    return boxes, scores, classes, iou
+
+
+@pytest.mark.parametrize('batched', PATHS)
+@settings(max_examples=150, deadline=None)
+@given(case=cases())
+def test_agrees_with_the_reference(batched: bool, case: tuple) -> None:
+    boxes, scores, classes, iou = case
+    kept = batched_nms(boxes, scores, classes, iou, use_batched=batched)
+    assert kept.tolist() == reference_nms(boxes, scores, classes, iou)
+
+
+@pytest.mark.parametrize('batched', PATHS)
+def test_classes_do_not_suppress_each_other(batched: bool) -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 10, 10]], np.float32)
+    kept = batched_nms(boxes, [0.9, 0.8, 0.7], [0, 1, 0], 0.5, use_batched=batched)
+    assert kept.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize('batched', PATHS)
+def test_max_detections_cuts_after_suppression(batched: bool) -> None:
+    # OpenCV's top_k would cut the candidates before NMS: here the 2nd box is suppressed, so
+    # the best two survivors are boxes 0 and 2.
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60], [80, 80, 90, 90]])
+    kept = batched_nms(boxes, [0.9, 0.8, 0.7, 0.6], [0, 0, 0, 0], 0.5, max_detections=2,
+                       use_batched=batched)
+    assert kept.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize('batched', PATHS)
+def test_logits_and_empty_input(batched: bool) -> None:
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    kept = batched_nms(boxes, [-0.5, 2.0, -3.0], [1, 1, 1], 0.5, use_batched=batched)
+    assert kept.tolist() == [1, 2]
+    empty = batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5, use_batched=batched)
+    assert empty.shape == (0,) and empty.dtype == np.int64
