@@ -1,0 +1,166 @@
+"""Drive a lifecycle node from another process, as `ros2 lifecycle set` and `ros2 param set` do.
+
+The demo, the benchmark and the tests use it; on a machine without the `ros2` command it is
+also a small scripting API: spin in a background thread, call the node's lifecycle and
+parameter services, and collect the messages of any topic.
+"""
+
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile
+
+TRANSITIONS = {
+    'configure': Transition.TRANSITION_CONFIGURE,
+    'activate': Transition.TRANSITION_ACTIVATE,
+    'deactivate': Transition.TRANSITION_DEACTIVATE,
+    'cleanup': Transition.TRANSITION_CLEANUP,
+    'shutdown': Transition.TRANSITION_UNCONFIGURED_SHUTDOWN,
+}
+
+
+def parameter_value(value: Any) -> ParameterValue:
+    """Return the ParameterValue message for a Python value (bool, int, float, str, lists)."""
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    if isinstance(value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    if isinstance(value, str):
+        return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        if all(isinstance(v, str) for v in items):
+            return ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
+                                  string_array_value=items)
+        if all(isinstance(v, bool) for v in items):
+            return ParameterValue(type=ParameterType.PARAMETER_BOOL_ARRAY,
+                                  bool_array_value=items)
+        if all(isinstance(v, int) for v in items):
+            return ParameterValue(type=ParameterType.PARAMETER_INTEGER_ARRAY,
+                                  integer_array_value=items)
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY,
+                              double_array_value=[float(v) for v in items])
+    raise TypeError('no ROS parameter type for %r' % (value,))
+
+
+class NodeClient(object):
+    """A client node spinning in a background thread, talking to one target node."""
+
+    def __init__(self, target: str, name: str = 'tx2_node_client',
+                 context: Optional[Any] = None) -> None:
+        """Create the client for node `target` (its full name, e.g. '/inference_node')."""
+        self.target = target if target.startswith('/') else '/' + target
+        self._owns_context = not rclpy.ok(context=context)
+        if self._owns_context:
+            rclpy.init(context=context)
+        self.node = rclpy.create_node(name, context=context)
+        self._lock = threading.Lock()
+        self._messages = {}  # type: Dict[str, List[Any]]
+        self._change = self.node.create_client(ChangeState, self.target + '/change_state')
+        self._get = self.node.create_client(GetState, self.target + '/get_state')
+        self._params = self.node.create_client(SetParameters, self.target + '/set_parameters')
+        self._executor = SingleThreadedExecutor(context=context)
+        self._executor.add_node(self.node)
+        self._spinning = True
+        self._thread = threading.Thread(target=self._spin, name='node_client', daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self._spinning:
+            try:
+                self._executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: B902 - shutting down while spinning
+                if self._spinning and rclpy.ok():
+                    raise
+                return
+
+    def wait_for_node(self, timeout: float = 30.0) -> None:
+        """Wait until the target's lifecycle and parameter services answer."""
+        for client in (self._change, self._get, self._params):
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError('%s did not come up within %.0f s (no %s service)'
+                                   % (self.target, timeout, client.srv_name))
+
+    def call(self, client: Any, request: Any, timeout: float = 60.0) -> Any:
+        """Call a service and return its response, or raise TimeoutError."""
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError('%s did not answer within %.0f s' % (client.srv_name, timeout))
+        return future.result()
+
+    def transition(self, name: str, timeout: float = 120.0) -> bool:
+        """Trigger a lifecycle transition ('configure', 'activate', ...); True on SUCCESS."""
+        request = ChangeState.Request()
+        request.transition.id = TRANSITIONS[name]
+        return bool(self.call(self._change, request, timeout).success)
+
+    def state(self) -> str:
+        """Return the target's lifecycle state label ('unconfigured', 'active', ...)."""
+        return self.call(self._get, GetState.Request()).current_state.label
+
+    def set_parameters(self, **values: Any) -> List[Any]:
+        """Set parameters; return the SetParametersResult of each (successful, reason)."""
+        request = SetParameters.Request()
+        request.parameters = [Parameter(name=k, value=parameter_value(v))
+                              for k, v in values.items()]
+        return list(self.call(self._params, request).results)
+
+    def collect(self, msg_type: Any, topic: str, qos: Any = None) -> None:
+        """Keep every message arriving on `topic` (read them with messages(topic))."""
+        with self._lock:
+            self._messages.setdefault(topic, [])
+
+        def keep(msg: Any) -> None:
+            with self._lock:
+                self._messages[topic].append((time.time(), msg))
+        self.node.create_subscription(msg_type, topic, keep, qos or QoSProfile(depth=100))
+
+    def messages(self, topic: str) -> List[Any]:
+        """Return the messages collected on `topic` so far."""
+        with self._lock:
+            return [m for _, m in self._messages.get(topic, [])]
+
+    def timed_messages(self, topic: str) -> List[Any]:
+        """Return (wall-clock receive time, message) pairs collected on `topic`."""
+        with self._lock:
+            return list(self._messages.get(topic, []))
+
+    @staticmethod
+    def wait_until(predicate: Callable[[], Any], timeout: float = 30.0,
+                   period: float = 0.05) -> Any:
+        """Poll `predicate` until it returns something truthy; return it, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(period)
+        return None
+
+    def close(self) -> None:
+        """Stop spinning and destroy the client node (and the context if it made it)."""
+        self._spinning = False
+        self._thread.join(timeout=2.0)
+        self._executor.shutdown()
+        self.node.destroy_node()
+        if self._owns_context:
+            rclpy.try_shutdown()
+
+    def __enter__(self) -> 'NodeClient':
+        """Use as a context manager: closes on exit."""
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close the client."""
+        self.close()
