@@ -64,7 +64,7 @@ class NodeClient(object):
             rclpy.init(context=context)
         self.node = rclpy.create_node(name, context=context)
         self._lock = threading.Lock()
-        self._messages = {}  # type: Dict[str, List[Any]]
+        self._messages: Dict[str, List[Any]] = {}
         self._change = self.node.create_client(ChangeState, self.target + '/change_state')
         self._get = self.node.create_client(GetState, self.target + '/get_state')
         self._params = self.node.create_client(SetParameters, self.target + '/set_parameters')
