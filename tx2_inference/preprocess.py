@@ -180,6 +180,9 @@ class Preprocessor(object):
         self.gain = scale / std
         self.offset = mean / std
         self.identity = bool(np.all(self.gain == 1) and np.all(self.offset == 0))
+        # value = gain * pixel - offset, as the [C, C + 1] matrix cv2.transform takes.
+        self._affine = np.concatenate([np.diag(self.gain), -self.offset[:, None]], axis=1)
+        self._affine = self._affine.astype(np.float64)
         if self.dtype == np.uint8 and not self.identity:
             raise ConfigError('input.scale/mean/std normalise the image, but the model input is '
                               'uint8; remove them, or use a float model input.')
@@ -246,8 +249,12 @@ class Preprocessor(object):
         if self.identity:
             np.copyto(target, pixels, casting='unsafe')
         else:
-            np.multiply(pixels, self.gain, out=target, casting='unsafe')
-            np.subtract(target, self.offset, out=target, casting='unsafe')
+            # numpy ufuncs that cast or broadcast allocate buffers on every call; cv2.transform
+            # applies gain and offset per channel in place, and copyto casts without buffers.
+            work = self._buffer(('float',), pixels.shape, np.float32)
+            np.copyto(work, pixels, casting='unsafe')
+            cv2.transform(work, self._affine, dst=work)
+            np.copyto(target, work, casting='unsafe')
         if self.resize == 'letterbox':
             canvas[:top] = self.pad
             canvas[top + new_h:] = self.pad
