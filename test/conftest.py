@@ -38,3 +38,42 @@ def default_model() -> str:
         pytest.fail('tools/get_default_model.py failed (status {}):\n{}'.format(
             proc.returncode, out[-4000:]))
     return os.path.join(_ROOT, 'models', 'ssdlite_person.onnx')
+
+
+# --- a small real ONNX model for backend and executor mechanics (test_backends/executor) ---
+@pytest.fixture(scope='session')
+def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Build a real ONNX model with exactly known outputs besides a heavy branch.
+
+    x float32 [N, 16, 64, 64] -> 'heavy' [N] (12 convs, a few ms on CPU), 'total' [N] (sum of
+    x per batch item) and 'doubled' (2 * x + 1).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper, TensorProto
+    rng = np.random.RandomState(0)
+    nodes, inits, last = [], [], 'x'
+    for i in range(12):
+        w = numpy_helper.from_array((rng.randn(16, 16, 3, 3) * 0.05).astype(np.float32), 'w%d' % i)
+        inits.append(w)
+        nodes.append(helper.make_node('Conv', [last, w.name], ['c%d' % i], pads=[1, 1, 1, 1]))
+        last = 'c%d' % i
+    inits += [numpy_helper.from_array(np.array([1, 2, 3], np.int64), 'axes'),
+              numpy_helper.from_array(np.array(2.0, np.float32), 'two'),
+              numpy_helper.from_array(np.array(1.0, np.float32), 'one')]
+    nodes += [helper.make_node('ReduceMean', [last, 'axes'], ['heavy'], keepdims=0),
+              helper.make_node('ReduceSum', ['x', 'axes'], ['total'], keepdims=0),
+              helper.make_node('Mul', ['x', 'two'], ['x2']),
+              helper.make_node('Add', ['x2', 'one'], ['doubled'])]
+    shape = ['N', 16, 64, 64]
+    graph = helper.make_graph(
+        nodes, 'conv_test', [helper.make_tensor_value_info('x', TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info('heavy', TensorProto.FLOAT, ['N']),
+         helper.make_tensor_value_info('total', TensorProto.FLOAT, ['N']),
+         helper.make_tensor_value_info('doubled', TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = str(tmp_path_factory.mktemp('onnx') / 'conv.onnx')
+    onnx.save(model, path)
+    return path

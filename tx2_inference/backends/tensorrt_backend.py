@@ -90,10 +90,18 @@ class TensorRTBackend(Backend):
         finally:
             self._cuda.pop()
         self._io = self._api.io_tensors()
-        self._infos = [TensorInfo(t.name, self._api.shape(t.name),
-                                  np.dtype(self._api.dtype(t.name))) for t in self._io]
+        self._infos = [self._info(t.name) for t in self._io]
         self.api_generation = self._api.generation
         self.cuda_library = self._cuda.library
+
+    def _info(self, name: str) -> TensorInfo:
+        try:
+            dtype = np.dtype(self._api.dtype(name))
+        except TypeError as error:  # BF16, FP8, INT4: no numpy type
+            raise ModelError('engine tensor {!r} has a type numpy cannot hold ({}): export '
+                             'the model with float32/float16 inputs and outputs'.format(
+                                 name, error)) from error
+        return TensorInfo(name, self._api.shape(name), dtype)
 
     @property
     def inputs(self) -> List[TensorInfo]:
@@ -121,7 +129,7 @@ class TensorRTBackend(Backend):
             # Concurrent contexts of a dynamic-shape engine each need their own profile
             # where the engine has enough; otherwise profile 0.
             dynamic = any(-1 in i.shape for i in self.inputs)
-            profiles = int(getattr(self._engine, 'num_optimization_profiles', 1))
+            profiles = int(self._engine.num_optimization_profiles)
             profile = index if dynamic and index < profiles else 0
             if profile:
                 if not h.context.set_optimization_profile_async(profile, h.stream_handle):

@@ -186,7 +186,7 @@ class BindingsApi(RuntimeApi):
     def __init__(self, trt: Any, engine: Any) -> None:
         """Count bindings per optimisation profile."""
         super(BindingsApi, self).__init__(trt, engine)
-        profiles = max(int(getattr(engine, 'num_optimization_profiles', 1)), 1)
+        profiles = max(int(engine.num_optimization_profiles), 1)
         self.per_profile = engine.num_bindings // profiles
         self._index = {engine.get_binding_name(i): i for i in range(self.per_profile)}
 

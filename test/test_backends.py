@@ -1,0 +1,165 @@
+"""Backends on real models: ONNX Runtime (IOBinding into slot buffers), TFLite, open_backend."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tx2_inference.backends import open_backend
+from tx2_inference.backends.base import TensorInfo
+from tx2_inference.backends.cuda import probe_gpu
+from tx2_inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
+
+
+def _filled(shape, seed):
+    return np.random.RandomState(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def test_onnxruntime_describes_the_model(conv_onnx_model):
+    with open_backend(conv_onnx_model, 'onnxruntime') as backend:
+        assert backend.name == 'onnxruntime'
+        assert backend.providers == ['CPUExecutionProvider']
+        assert backend.inputs == [TensorInfo('x', (-1, 16, 64, 64), np.dtype(np.float32))]
+        assert [(t.name, t.shape) for t in backend.outputs] == [
+            ('heavy', (-1,)), ('total', (-1,)), ('doubled', (-1, 16, 64, 64))]
+
+
+def test_onnxruntime_runs_into_the_slot_buffers_bound_once(conv_onnx_model):
+    with open_backend(conv_onnx_model, 'onnxruntime', threads=1) as backend:
+        slot = backend.create_slot(0)
+        x = slot.inputs['x']
+        assert x.shape == (1, 16, 64, 64)  # dynamic batch -> 1
+        outputs = {name: (array, array.ctypes.data) for name, array in slot.outputs.items()}
+        for seed in range(3):
+            np.copyto(x, _filled(x.shape, seed))
+            backend.run(slot)
+            # Results land in the same preallocated arrays every frame.
+            for name, (array, address) in outputs.items():
+                assert slot.outputs[name] is array and array.ctypes.data == address
+            np.testing.assert_allclose(slot.outputs['doubled'], 2 * x + 1, rtol=1e-6)
+            np.testing.assert_allclose(slot.outputs['total'], [x.sum()], rtol=1e-4)
+            assert slot.infer_ms > 0
+
+
+def test_onnxruntime_slots_are_independent(conv_onnx_model):
+    with open_backend(conv_onnx_model, 'onnxruntime') as backend:
+        a = backend.create_slot(0)
+        b = backend.create_slot(1, {'x': (2, 16, 64, 64)})
+        assert b.outputs['doubled'].shape == (2, 16, 64, 64)
+        a.inputs['x'].fill(1.0)
+        b.inputs['x'].fill(3.0)
+        backend.launch(a)
+        backend.launch(b)
+        assert backend.wait(b, timeout=30) and backend.wait(a, timeout=30)
+        assert backend.query(a) and backend.query(b)
+        assert np.all(a.outputs['doubled'] == 3.0) and np.all(b.outputs['doubled'] == 7.0)
+        with pytest.raises(RuntimeError, match='busy'):
+            backend.launch(a)
+            backend.launch(a)
+        backend.wait(a)
+
+
+def test_onnxruntime_thread_counts_are_applied(conv_onnx_model):
+    backend = OnnxRuntimeBackend(conv_onnx_model, intra_op_threads=1, inter_op_threads=1)
+    options = backend._session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    backend.close()
+    backend.close()  # idempotent
+    assert backend.closed
+
+
+def test_close_releases_slots(conv_onnx_model):
+    backend = open_backend(conv_onnx_model, 'onnxruntime')
+    slots = [backend.create_slot(i) for i in range(2)]
+    backend.close()
+    assert all(slot.handle is None for slot in slots)
+
+
+def test_wrong_input_shape_names_the_input(conv_onnx_model):
+    with open_backend(conv_onnx_model, 'onnxruntime') as backend:
+        with pytest.raises(ConfigError, match="'x'"):
+            backend.create_slot(0, {'x': (1, 3, 64, 64)})
+
+
+def test_user_errors(conv_onnx_model, tmp_path):
+    with pytest.raises(ModelError, match='does not exist'):
+        open_backend(str(tmp_path / 'missing.onnx'))
+    garbage = tmp_path / 'garbage.onnx'
+    garbage.write_bytes(b'not a model')
+    with pytest.raises(ModelError, match='cannot load'):
+        open_backend(str(garbage), 'onnxruntime')
+    with pytest.raises(ConfigError, match='unknown backend'):
+        open_backend(conv_onnx_model, 'pytorch')
+    with pytest.raises(ConfigError, match='.tflite'):
+        open_backend(conv_onnx_model, 'tflite')
+    import onnxruntime
+    if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
+        with pytest.raises(BackendUnavailableError, match='CUDAExecutionProvider'):
+            open_backend(conv_onnx_model, 'onnxruntime-cuda')
+
+
+@pytest.mark.skipif(probe_gpu()[0] > 0, reason='a GPU is present: auto may pick TensorRT')
+def test_auto_without_gpu_is_onnxruntime_cpu_and_tensorrt_is_refused(conv_onnx_model, tmp_path):
+    with open_backend(conv_onnx_model) as backend:
+        assert backend.name == 'onnxruntime'
+    engine = tmp_path / 'model.engine'
+    engine.write_bytes(b'\0' * 16)
+    # Refused by the GPU probe, before TensorRT is imported (it would segfault here).
+    with pytest.raises(BackendUnavailableError, match='no usable GPU'):
+        open_backend(str(engine))
+
+
+_TFLITE_SCRIPT = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name='x')])
+    def f(x):
+        return {'doubled': x * 2.0 + 1.0, 'total': tf.reduce_sum(x, axis=[1, 2, 3])}
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    open(sys.argv[1], 'wb').write(converter.convert())
+""")
+
+
+@pytest.fixture(scope='module')
+def tiny_tflite(tmp_path_factory):
+    """Convert a tiny TensorFlow function to .tflite (in a subprocess: TF stays out of here)."""
+    pytest.importorskip('ai_edge_litert', reason='ai-edge-litert is not installed')
+    path = str(tmp_path_factory.mktemp('tflite') / 'tiny.tflite')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    proc = subprocess.run([sys.executable, '-c', _TFLITE_SCRIPT, path], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert proc.returncode == 0, proc.stdout.decode()[-2000:]
+    return path
+
+
+def test_tflite_runs_into_the_slot_buffers(tiny_tflite):
+    with open_backend(tiny_tflite) as backend:
+        assert backend.name == 'tflite'
+        assert [t.name for t in backend.inputs] == ['x']
+        slots = [backend.create_slot(i) for i in range(2)]
+        arrays = [dict(s.outputs) for s in slots]
+        for seed in range(3):
+            for offset, slot in enumerate(slots):
+                np.copyto(slot.inputs['x'], _filled((1, 8, 8, 3), seed) + offset)
+                backend.launch(slot)
+            for slot, before in zip(slots, arrays):
+                assert backend.wait(slot, timeout=30)
+                x = slot.inputs['x']
+                doubled = [a for a in slot.outputs.values() if a.shape == (1, 8, 8, 3)][0]
+                total = [a for a in slot.outputs.values() if a.shape == (1,)][0]
+                np.testing.assert_allclose(doubled, 2 * x + 1, rtol=1e-6)
+                np.testing.assert_allclose(total, [x.sum()], rtol=1e-4)
+                assert all(slot.outputs[k] is v for k, v in before.items())
+
+
+def test_tflite_user_errors(tiny_tflite, tmp_path):
+    garbage = tmp_path / 'garbage.tflite'
+    garbage.write_bytes(b'not a model')
+    with pytest.raises(ModelError, match='cannot load'):
+        open_backend(str(garbage))
+    with pytest.raises(ConfigError, match='.onnx'):
+        open_backend(tiny_tflite, 'onnxruntime')
