@@ -16,7 +16,6 @@ their checksums) does nothing. Usage: ``python tools/get_default_model.py [--for
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -41,18 +40,12 @@ ONNX = os.path.join(MODELS, 'ssdlite_person.onnx')
 CONFIG = os.path.join(MODELS, 'ssdlite_person.yaml')
 STAMP = os.path.join(MODELS, '.ssdlite_person.stamp')
 
+sys.path.insert(0, ROOT)
+from tx2_inference.convert.fileio import file_sha256 as sha256  # noqa: E402
+
 INPUT = 'image_tensor:0[1,300,300,3]'
 CUT = 'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0'
 SAMPLES = ('astronaut.png', 'chelsea.png', 'coffee.png')
-
-
-def sha256(path: str) -> str:
-    """Return the hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def outputs_valid() -> bool:
@@ -138,7 +131,6 @@ def sample_images() -> str:
 
 def convert(samples: str) -> None:
     """Convert the SavedModel with our own converter (`tx2-convert onnx`)."""
-    sys.path.insert(0, ROOT)
     from tx2_inference.convert.cli import main as convert_main
     print('[4/4] tx2-convert onnx (cut at {})'.format(CUT), flush=True)
     status = convert_main([

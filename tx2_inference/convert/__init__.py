@@ -4,13 +4,13 @@
 
 The CLI, the engine path and the image helpers run on the robot (Python 3.6, no TensorFlow).
 The TensorFlow stages run only on a workstation and may use newer Python: they are listed in
-:data:`WORKSTATION_MODULES` (paths relative to the repository root), the one place the
-Python 3.6 compatibility check reads its exemptions from.
+:data:`WORKSTATION_MODULES` (file names in this folder), the one place the Python 3.6
+compatibility check (test/test_python36.py) reads its exemptions from.
 """
 
 WORKSTATION_MODULES = (
-    'tx2_inference/convert/tf_onnx.py',
-    'tx2_inference/convert/tf_lite.py',
-    'tx2_inference/convert/tf_runner.py',
-    'tx2_inference/convert/evaluate.py',
+    'tf_onnx.py',     # TensorFlow -> ONNX (tf2onnx), validated against TensorFlow
+    'tf_lite.py',     # TensorFlow -> TFLite
+    'tf_runner.py',   # runs the original TensorFlow graph (the reference)
+    'evaluate.py',    # mAP / agreement / latency report (TF, pycocotools, matplotlib)
 )

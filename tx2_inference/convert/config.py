@@ -1,60 +1,53 @@
 """The model config the converter writes beside each model (schema: docs/DESIGN.md).
 
-Robot side (Python 3.6): plain dicts and PyYAML.
+Robot side (Python 3.6). Validation and loading are the core's
+:class:`tx2_inference.model_config.ModelConfig`; this module only assembles the dict the
+converter knows and writes it atomically, in the schema's key order.
 """
 
 import os
 from typing import Any, Dict, List, Optional
 
 from tx2_inference.convert.fileio import atomic_write_text
-from tx2_inference.errors import ConfigError
+from tx2_inference.model_config import config_path_for, ModelConfig
 
-DEFAULT_INPUT = {'layout': 'nhwc', 'color': 'rgb', 'resize': 'stretch', 'pad_value': 114,
-                 'scale': 1.0, 'mean': [0.0, 0.0, 0.0], 'std': [1.0, 1.0, 1.0]}
+__all__ = ['build', 'config_path_for', 'load', 'parse_labels', 'save']
 
-
-def config_path_for(model_path: str) -> str:
-    """Return the config path beside a model: ``x.onnx`` -> ``x.yaml``."""
-    return os.path.splitext(model_path)[0] + '.yaml'
+_INPUT_ORDER = ('name', 'layout', 'color', 'dtype', 'size', 'resize', 'pad_value', 'scale',
+                'mean', 'std')
 
 
 def load(path: str) -> Dict[str, Any]:
-    """Read a model config YAML as a dict.
+    """Read and validate a model config; return it as a dict with defaults filled in.
 
-    :raises ConfigError: if it is missing or not a mapping.
+    :raises ConfigError: if it is missing or invalid (the message names the file and field).
     """
-    import yaml
-    if not os.path.isfile(path):
-        raise ConfigError('Model config {!r} does not exist: pass --config or write one '
-                          '(docs/DESIGN.md, "Model config").'.format(path))
-    with open(path) as f:
-        data = yaml.safe_load(f)
-    if not isinstance(data, dict):
-        raise ConfigError('Model config {!r} is not a YAML mapping.'.format(path))
-    return data
+    return ModelConfig.load(path).to_dict()
 
 
 def build(input_name: str, shape: List[int], dtype: str, input_overrides: Dict[str, Any],
           decoder: Dict[str, Any], labels: List[str]) -> Dict[str, Any]:
     """Assemble a config dict: input section (size from ``shape``), decoder and labels."""
-    inp = dict(DEFAULT_INPUT)
+    inp = {'layout': 'nhwc', 'color': 'rgb', 'resize': 'stretch', 'pad_value': 114,
+           'scale': 1.0, 'mean': [0.0, 0.0, 0.0], 'std': [1.0, 1.0, 1.0]}  # type: Dict[str, Any]
     inp.update({k: v for k, v in input_overrides.items() if v is not None})
-    layout = inp['layout']
     if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
-        h, w = (shape[2], shape[3]) if layout == 'nchw' else (shape[1], shape[2])
+        h, w = (shape[2], shape[3]) if inp['layout'] == 'nchw' else (shape[1], shape[2])
         inp['size'] = [int(h), int(w)]
     inp['name'] = input_name
     inp['dtype'] = dtype
-    order = ['name', 'layout', 'color', 'dtype', 'size', 'resize', 'pad_value', 'scale',
-             'mean', 'std']
-    ordered = {k: inp[k] for k in order if k in inp}
+    ordered = {k: inp[k] for k in _INPUT_ORDER if k in inp}
     ordered.update({k: v for k, v in inp.items() if k not in ordered})
     return {'input': ordered, 'decoder': dict(decoder), 'labels': list(labels)}
 
 
 def save(path: str, cfg: Dict[str, Any], header: Optional[str] = None) -> None:
-    """Write ``cfg`` as YAML atomically, keeping key order, with an optional comment header."""
+    """Validate ``cfg`` (ModelConfig) and write it as YAML atomically, keeping key order.
+
+    :raises ConfigError: if the config is invalid; nothing is written then.
+    """
     import yaml
+    ModelConfig.from_dict(cfg, path)
     text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
     if header:
         text = ''.join('# ' + line + '\n' for line in header.splitlines()) + text

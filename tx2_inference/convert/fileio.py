@@ -1,6 +1,7 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never half of one."""
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from typing import Iterator
@@ -58,3 +59,12 @@ def _fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def file_sha256(path: str) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,264 @@
+"""Workstation only: SavedModel / frozen GraphDef -> TFLite in FP32, FP16 or INT8.
+
+- Whole SavedModel (a signature): ``tf.lite.TFLiteConverter.from_saved_model``.
+- Graph cut (``--inputs/--outputs``, e.g. the Object Detection API person model, whose
+  Preprocessor ``map`` loop TFLite cannot take: cut the input at ``Preprocessor/sub``, see
+  ../shared/notes/models-and-images.md): the graph is frozen and converted with
+  ``tf.compat.v1.lite.TFLiteConverter.from_frozen_graph``.
+- FP16: float16 weights. INT8: post-training quantization with a representative dataset from
+  the user's images (preprocessed with the config's ``input`` section); inputs and outputs stay
+  float, so the model config does not change between precisions.
+
+The result is compared with TensorFlow on the calibration/sample images (FP32 must match within
+a tolerance; FP16/INT8 differences are reported). The model config is written beside it.
+"""
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from tx2_inference.convert import config as cfgmod
+from tx2_inference.convert import images as imgs
+from tx2_inference.convert.fileio import atomic_path
+from tx2_inference.convert.tf_onnx import compare, parse_tensor_specs
+from tx2_inference.convert.tf_runner import _tf, graph_node_names, signature, source_kind
+from tx2_inference.errors import ModelError, UserError
+
+LOG = logging.getLogger('tx2_inference.convert')
+
+FP32_ATOL = 1e-3
+
+
+def _strip(name: str) -> str:
+    """Return a node name without ``:0``."""
+    return name.rsplit(':', 1)[0] if ':' in name else name
+
+
+def _frozen_graph_file(source: str, kind: str, tag: str, outputs: List[str], tmpdir: str) -> str:
+    """Return a frozen GraphDef file of ``source`` (SavedModels are frozen first)."""
+    if kind == 'frozen_graph':
+        return source
+    tf = _tf()
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as sess:
+        tf.compat.v1.saved_model.loader.load(sess, tag.split(','), source)
+        frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+            sess, graph.as_graph_def(), [_strip(o) for o in outputs])
+    path = os.path.join(tmpdir, 'frozen.pb')
+    with open(path, 'wb') as f:
+        f.write(frozen.SerializeToString())
+    return path
+
+
+def _interpreter(model: bytes, threads: int = 2) -> Any:
+    """Return an allocated TFLite interpreter (ai-edge-litert, else tf.lite)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # older installs
+        Interpreter = _tf().lite.Interpreter  # noqa: N806
+    interp = Interpreter(model_content=model, num_threads=threads)
+    interp.allocate_tensors()
+    return interp
+
+
+def run_tflite(interp: Any, x: np.ndarray) -> Dict[str, np.ndarray]:
+    """Run a one-input TFLite interpreter; return outputs by tensor name."""
+    interp.set_tensor(interp.get_input_details()[0]['index'], x)
+    interp.invoke()
+    return {d['name']: interp.get_tensor(d['index']).copy()
+            for d in interp.get_output_details()}
+
+
+def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[str] = None,
+            outputs: Optional[str] = None, tag: str = 'serve',
+            signature_name: str = 'serving_default', calib_images: Optional[str] = None,
+            calib_limit: int = 64, input_overrides: Optional[Dict[str, Any]] = None,
+            labels: Optional[str] = None, decoder: Optional[Dict[str, Any]] = None,
+            args: Any = None) -> str:
+    """Convert ``source`` to a TFLite model at ``output`` and write its config beside it.
+
+    :returns: a one-paragraph summary (sizes, TF comparison).
+    :raises UserError: bad paths/tensors, INT8 without images, TFLite conversion errors.
+    """
+    tf = _tf()
+    t0 = time.time()
+    if precision not in ('fp32', 'fp16', 'int8'):
+        raise UserError('--precision {!r}: choose fp32, fp16 or int8.'.format(precision))
+    if precision == 'int8' and not calib_images:
+        raise UserError('INT8 needs a representative dataset: pass --calib-images DIR.')
+    kind = source_kind(source)
+    specs = parse_tensor_specs(inputs)
+    outs = [n for n, _ in parse_tensor_specs(outputs)]
+    cut = bool(specs or outs)
+    if cut and not (specs and outs):
+        raise UserError('A graph cut needs both --inputs (with shapes) and --outputs.')
+    if not cut and kind == 'frozen_graph':
+        raise UserError('A frozen graph has no signature: pass --inputs name[1,H,W,3] and '
+                        '--outputs.')
+    if cut:
+        names, _ = graph_node_names(source, tag)
+        missing = [n for n in [s[0] for s in specs] + outs if _strip(n) not in names]
+        if missing:
+            raise UserError('Tensor(s) {} not found in {!r}; list them with `tx2-convert onnx '
+                            '--list-tensors MODEL`.'.format(missing, source))
+        if any(s is None for _, s in specs):
+            raise UserError('Give each cut input a fixed shape, e.g. --inputs '
+                            'Preprocessor/sub[1,300,300,3].')
+    else:
+        signature(source, tag, signature_name)  # a clear error for a wrong signature/tag
+    input_cfg = {k: v for k, v in (input_overrides or {}).items() if v is not None}
+    with tempfile.TemporaryDirectory(prefix='tx2_tflite_') as tmpdir:
+        if cut:
+            pb = _frozen_graph_file(source, kind, tag, outs, tmpdir)
+            conv = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
+                pb, [_strip(n) for n, _ in specs], [_strip(o) for o in outs],
+                input_shapes={_strip(n): s for n, s in specs})
+        else:
+            conv = tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[
+                signature_name], tags=set(tag.split(',')))
+        in_shape = None
+        if cut:
+            in_shape = specs[0][1]
+        if precision == 'fp16':
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif precision == 'int8':
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            paths = imgs.list_images(calib_images, calib_limit)
+            shape_holder = {}  # type: Dict[str, Any]
+
+            def representative() -> Any:
+                for p in paths:
+                    shp = in_shape or shape_holder['shape']
+                    yield [imgs.prepare(imgs.read_rgb(p), input_cfg, shp, np.float32)]
+            if in_shape is None:
+                shape_holder['shape'] = _signature_input_shape(source, tag, signature_name)
+            conv.representative_dataset = representative
+            LOG.info('[tflite] INT8 calibration on %d images', len(paths))
+        LOG.info('[tflite 1/3] converting %s (%s)', source, precision)
+        try:
+            model = conv.convert()
+        except Exception as e:
+            first = str(e).strip().splitlines()
+            msg = first[0][:300] if first else type(e).__name__
+            ops = [ln.strip() for ln in first if 'tf.' in ln or 'Op' in ln][:3]
+            raise UserError('TFLite cannot convert {!r}: {}{}. Cut the graph around the '
+                            'unsupported part with --inputs/--outputs (for TF1 Object Detection '
+                            'API models: --inputs Preprocessor/sub[1,300,300,3] --outputs '
+                            'Postprocessor/ExpandDims_1,Postprocessor/convert_scores).'.format(
+                                source, msg, (' (' + '; '.join(ops) + ')') if ops else '')
+                            ) from e
+    interp = _interpreter(model)
+    detail = interp.get_input_details()[0]
+    shape = [int(d) for d in detail['shape']]
+    out_names = [d['name'] for d in interp.get_output_details()]
+    LOG.info('[tflite 2/3] comparing with TensorFlow')
+    diffs = _compare_with_tf(source, kind, tag, signature_name, specs, outs, cut, interp,
+                             shape, input_cfg, calib_images)
+    if precision == 'fp32':
+        bad = {k: v for k, v in diffs.items() if v['max_abs'] > FP32_ATOL}
+        if bad:
+            raise ModelError('TFLite FP32 output(s) differ from TensorFlow by more than {} '
+                             '({}); nothing was written.'.format(FP32_ATOL, bad))
+    with atomic_path(output) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(model)
+    dec = dict(decoder or {})
+    if dec.get('type') == 'boxes_scores':
+        dec['boxes'] = (_tflite_name(dec.get('boxes'), out_names) or
+                        (out_names[0] if out_names else None))
+        dec['scores'] = (_tflite_name(dec.get('scores'), out_names) or
+                         (out_names[1] if len(out_names) > 1 else None))
+    dtype = np.dtype(detail['dtype']).name
+    cfg = cfgmod.build(detail['name'], shape, dtype, input_cfg, dec,
+                       cfgmod.parse_labels(labels))
+    cfgmod.save(cfgmod.config_path_for(output), cfg,
+                header='Written by tx2-convert tflite ({}) from {}.'.format(precision, source))
+    lines = ['Wrote {} ({}, {:.1f} MB) and {} in {:.1f} s.'.format(
+        output, precision.upper(), len(model) / 1e6, cfgmod.config_path_for(output),
+        time.time() - t0)]
+    for name, d in sorted(diffs.items()):
+        lines.append('  vs TensorFlow  {:<40s} max abs {:.3g}'.format(name, d['max_abs']))
+    return '\n'.join(lines)
+
+
+def _tflite_name(name: Optional[str], out_names: List[str]) -> Optional[str]:
+    """Map a TF tensor name (``a/b:0``) to the TFLite output name (``a/b``) when present."""
+    if not name:
+        return None
+    for cand in (name, _strip(name)):
+        if cand in out_names:
+            return cand
+    return None
+
+
+def _signature_input_shape(source: str, tag: str, sig_name: str) -> List[int]:
+    """Return the fixed shape (batch 1) of a signature's single input."""
+    sig = signature(source, tag, sig_name)
+    (_, _, dims), = sig.inputs.values()
+    if not dims or any(d is None for d in dims[1:]):
+        raise UserError('The signature input has no fixed shape ({}); export the model with a '
+                        'fixed input size.'.format(dims))
+    return [1] + list(dims[1:])
+
+
+def _compare_with_tf(source: str, kind: str, tag: str, sig_name: str, specs, outs: List[str],
+                     cut: bool, interp: Any, shape: List[int], input_cfg: Dict[str, Any],
+                     images_dir: Optional[str]) -> Dict[str, Dict[str, float]]:
+    """Run TF and TFLite on up to 3 images (or seeded noise); return diffs per output."""
+    from tx2_inference.convert.tf_runner import TFRunner
+    tf = _tf()
+    rng = np.random.RandomState(0)
+    paths = imgs.list_images(images_dir, 3) if images_dir else []
+    xs = ([imgs.prepare(imgs.read_rgb(p), input_cfg, shape, np.float32) for p in paths] or
+          [rng.uniform(-1, 1, size=shape).astype(np.float32)])
+    worst = {}  # type: Dict[str, Dict[str, float]]
+    if cut:
+        runner = TFRunner(source, outs, tag)
+        try:
+            for x in xs:
+                ref = runner.run({specs[0][0]: x})
+                got = run_tflite(interp, x)
+                got_list = [got.get(_strip(o), got.get(o)) for o in outs]
+                _merge(worst, compare(ref, got_list, outs))
+        finally:
+            runner.close()
+        return worst
+    loaded = tf.saved_model.load(source, tags=tag.split(','))
+    fn = loaded.signatures[sig_name]
+    (key, _), = fn.structured_input_signature[1].items()
+    for x in xs:
+        ref = {k: v.numpy() for k, v in fn(**{key: tf.constant(x)}).items()}
+        got = run_tflite(interp, x)
+        names = sorted(ref)
+        got_by_shape = _match_outputs(ref, got)
+        _merge(worst, compare([ref[n] for n in names], [got_by_shape[n] for n in names], names))
+    return worst
+
+
+def _match_outputs(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]
+                   ) -> Dict[str, np.ndarray]:
+    """Pair TFLite outputs (named like ``StatefulPartitionedCall:1``) with signature keys."""
+    out = {}
+    pool = dict(got)
+    for key in sorted(ref):
+        named = [k for k in pool if k.endswith(key)]
+        pick = named[0] if named else next(
+            (k for k in sorted(pool) if pool[k].shape == ref[key].shape), None)
+        if pick is None:
+            raise ModelError('TFLite output for {!r} not found among {}.'.format(key, list(got)))
+        out[key] = pool.pop(pick)
+    return out
+
+
+def _merge(worst: Dict[str, Dict[str, float]], diffs: Dict[str, Dict[str, float]]) -> None:
+    """Keep the maximum of each difference."""
+    for name, d in diffs.items():
+        w = worst.setdefault(name, {'max_abs': 0.0, 'max_rel': 0.0})
+        for k in w:
+            w[k] = max(w[k], d[k])
+
