@@ -11,6 +11,11 @@ import cv2
 import numpy as np
 
 _HAS_BATCHED = hasattr(cv2.dnn, 'NMSBoxesBatched')
+# Before OpenCV 4.3 the Python NMSBoxes took integer Rects and truncated float boxes
+# (opencv/opencv#16143, fixed by #16828); there boxes go in as integers on a fine grid.
+_INT_RECTS = tuple(int(v) for v in cv2.__version__.split('.')[:2]) < (4, 3)
+# Grid size: Rect areas and their sums stay far inside int32.
+_GRID = 16383.0
 
 
 def _xywh(boxes_xyxy: np.ndarray) -> np.ndarray:
@@ -18,6 +23,15 @@ def _xywh(boxes_xyxy: np.ndarray) -> np.ndarray:
     xywh = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4).copy()
     xywh[:, 2:] -= xywh[:, :2]
     return xywh
+
+
+def _on_integer_grid(xywh: np.ndarray) -> np.ndarray:
+    """Return the boxes moved and scaled (IoU does not change) onto integers 0.._GRID."""
+    corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    corners -= corners[:, :2].min(axis=0).tolist() * 2
+    corners *= _GRID / max(float(corners.max()), 1e-12)
+    corners = np.round(corners)
+    return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
 
 
 def _positive_scores(scores: np.ndarray) -> np.ndarray:
@@ -68,10 +82,12 @@ def batched_nms(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarra
         keep = _keep(cv2.dnn.NMSBoxesBatched(xywh, scores, class_ids, 0.0,
                                              float(iou_threshold)))
     else:
+        if _INT_RECTS:
+            xywh = _on_integer_grid(xywh)
         # Shift each class into its own region, beyond every other class's boxes.
         span = float(np.abs(xywh[:, :2]).max() + np.abs(xywh[:, 2:]).max()) + 1.0
-        offsets = (class_ids - class_ids.min()).astype(np.float64) * (2.0 * span)
-        xywh[:, :2] += offsets[:, None]
+        _, dense_ids = np.unique(class_ids, return_inverse=True)
+        xywh[:, :2] += dense_ids.reshape(-1, 1) * (2.0 * span)
         keep = _keep(cv2.dnn.NMSBoxes(xywh, scores, 0.0, float(iou_threshold)))
     # top_k in OpenCV limits the candidates *before* suppression, so cut here instead.
     if max_detections is not None and max_detections > 0:
