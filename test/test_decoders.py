@@ -195,6 +195,8 @@ def test_params_change_between_frames(scene_outputs: Dict[str, np.ndarray]) -> N
     _assert_scene(decoder(scene_outputs, allow), SCENE[[1, 3]])
     with pytest.raises(ConfigError, match='fish'):
         decoder(scene_outputs, DetectionParams(class_allowlist=['fish']))
+    with pytest.raises(ConfigError, match='iou_threshold'):
+        DetectionParams(iou_threshold=45)
 
 
 def test_post_nms_families_respect_num_detections(scene_outputs: Dict[str, np.ndarray]) -> None:

@@ -55,11 +55,13 @@ def test_families_are_recognised_by_their_outputs() -> None:
 
 def test_round_trip_through_yaml(tmp_path: str) -> None:
     path = os.path.join(str(tmp_path), 'm.yaml')
-    config = ModelConfig({'color': 'bgr', 'resize': 'letterbox', 'mean': [1, 2, 3]},
+    config = ModelConfig({'color': 'bgr', 'resize': 'letterbox', 'mean': [1, 2, 3],
+                          'size': (320, 480), 'scale': np.float32(0.5)},
                          {'type': 'yolov5', 'output': 'out'}, ['a', 'b'])
     config.save(path)
     loaded = ModelConfig.load(path)
     assert loaded.to_dict() == config.to_dict() and loaded.path == path
+    assert loaded.input['size'] == [320, 480] and loaded.input['scale'] == 0.5
 
 
 def test_the_default_models_config_resolves_against_its_onnx(default_model: str) -> None:

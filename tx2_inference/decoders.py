@@ -43,8 +43,9 @@ class DetectionParams(object):
     :param score_threshold: keep scores >= this (after the score activation).
     :param iou_threshold: NMS drops a box whose IoU with a better box of its class is above this.
     :param max_detections: keep at most this many, best first (<= 0: no limit).
-    :param class_allowlist: None for every class, else class ids (int, index into the labels)
-        and/or label names to keep.
+    :param class_allowlist: None for every class, else class ids (int, or a string of digits:
+        index into the labels) and/or label names to keep.
+    :raises ConfigError: for an IoU threshold outside [0, 1].
     """
 
     __slots__ = ('score_threshold', 'iou_threshold', 'max_detections', 'class_allowlist')
@@ -57,6 +58,8 @@ class DetectionParams(object):
         self.iou_threshold = float(iou_threshold)
         self.max_detections = int(max_detections)
         self.class_allowlist = None if class_allowlist is None else tuple(class_allowlist)
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise ConfigError('iou_threshold: {} is not between 0 and 1.'.format(iou_threshold))
 
     def __repr__(self) -> str:
         """Show the fields."""

@@ -31,6 +31,15 @@ def config_path_for(model_path: str) -> str:
     return os.path.splitext(model_path)[0] + '.yaml'
 
 
+def _plain(value: Any) -> Any:
+    """Return ``value`` with numpy scalars/arrays and tuples as plain numbers and lists."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _dims(shape: Sequence[Any]) -> List[int]:
     """Return a shape with every dynamic dimension (None, -1, a symbol) as -1."""
     return [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else -1 for d in shape]
@@ -60,8 +69,8 @@ class ModelConfig(object):
         """Build and validate a config; unset input fields take their defaults."""
         self.path = path
         self.input: Dict[str, Any] = dict(INPUT_DEFAULTS)
-        self.input.update((k, v) for k, v in dict(input or {}).items() if v is not None)
-        self.decoder: Dict[str, Any] = dict(decoder or {})
+        self.input.update((k, _plain(v)) for k, v in dict(input or {}).items() if v is not None)
+        self.decoder: Dict[str, Any] = {k: _plain(v) for k, v in dict(decoder or {}).items()}
         self.labels: List[str] = [str(label) for label in (labels or [])]
         self._unknown_input = sorted(set(dict(input or {})) - set(INPUT_DEFAULTS))
         self.validate()
