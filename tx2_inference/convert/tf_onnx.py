@@ -17,6 +17,7 @@ from tx2_inference.convert import images as imgs
 from tx2_inference.convert.fileio import atomic_path
 from tx2_inference.convert.tf_runner import (
     graph_node_names,
+    load_graph_def,
     signature,
     source_kind,
     TFRunner,
@@ -104,7 +105,28 @@ def _resolve(source: str, kind: str, tag: str, sig_name: str, inputs_text: Optio
         raise UserError('Tensor {} not found in {!r}.{} List the graph with `tx2-convert onnx '
                         '--list-tensors MODEL`.'.format(', '.join(repr(m) for m in missing),
                                                         source, hint))
+    _check_shapes(source, kind, tag, specs)
     return specs, outs, rename, ops
+
+
+def _check_shapes(source: str, kind: str, tag: str,
+                  specs: List[Tuple[str, Optional[List[int]]]]) -> None:
+    """Refuse a given input shape whose rank or fixed dims contradict the graph's placeholder."""
+    from tx2_inference.convert.tf_runner import _meta_graph
+    gd = _meta_graph(source, tag).graph_def if kind == 'saved_model' else load_graph_def(source)
+    placeholders = {n.name: n for n in gd.node if n.op == 'Placeholder'}
+    for name, shape in specs:
+        node = placeholders.get(name.rsplit(':', 1)[0])
+        if shape is None or node is None or 'shape' not in node.attr:
+            continue
+        proto = node.attr['shape'].shape
+        if proto.unknown_rank:
+            continue
+        dims = [int(d.size) for d in proto.dim]
+        if len(dims) != len(shape) or any(g >= 0 and g != s for g, s in zip(dims, shape)):
+            raise UserError('Shape mismatch for input {!r}: the graph has {} ({} = any), '
+                            '--inputs gives {}. Give a shape of the same rank that keeps the '
+                            'fixed dimensions.'.format(name, dims, -1, shape))
 
 
 def _close_names(name: str, names: set) -> str:
@@ -121,6 +143,32 @@ def list_tensors(source: str, tag: str = 'serve', pattern: str = '') -> List[str
     return ['{}:0  ({})'.format(n, o) for n, o in sorted(ops.items()) if pattern in n]
 
 
+_CONTROL_FLOW = {'Enter', 'Exit', 'Merge', 'Switch', 'NextIteration', 'LoopCond', 'Assert',
+                 'TensorArrayV3', 'TensorArrayReadV3', 'TensorArrayWriteV3',
+                 'TensorArrayGatherV3', 'TensorArrayScatterV3', 'TensorArraySizeV3',
+                 'While', 'StatelessWhile'}
+
+
+def _loop_scopes(graph_def) -> List[str]:
+    """Return the name scopes of TF1/TF2 while loops in a graph (e.g. in-graph NMS)."""
+    scopes = set()
+    for n in graph_def.node:
+        if n.op in ('LoopCond', 'While', 'StatelessWhile'):
+            scopes.add(n.name.rsplit('/while', 1)[0] if '/while' in n.name else n.name)
+    return sorted(scopes)
+
+
+def _loop_hint(graph_def) -> str:
+    """Say where the loops are and that cutting before them is the fix."""
+    scopes = _loop_scopes(graph_def)
+    if not scopes:
+        return ''
+    return (' The graph keeps control-flow loops ({}), which tf2onnx often converts wrongly or '
+            "not at all (e.g. the Object Detection API's NMS): cut before them with --outputs "
+            '(for TF1 detection models: Postprocessor/ExpandDims_1:0,'
+            'Postprocessor/convert_scores:0).'.format(', '.join(scopes[:3])))
+
+
 def _unsupported_ops(frozen_graph, opset: int) -> List[Tuple[str, str, List[str]]]:
     """Return (node, op, its inputs) for nodes tf2onnx has no handler for at ``opset``."""
     from tf2onnx.handler import tf_op
@@ -128,7 +176,7 @@ def _unsupported_ops(frozen_graph, opset: int) -> List[Tuple[str, str, List[str]
     for domain_ops in tf_op.get_opsets().values():
         for per_version in domain_ops:
             known.update(per_version.keys())
-    skip = {'Placeholder', 'Const', 'Identity', 'NoOp', 'PlaceholderWithDefault'}
+    skip = {'Placeholder', 'Const', 'Identity', 'NoOp', 'PlaceholderWithDefault'} | _CONTROL_FLOW
     return [(n.name, n.op, [i for i in n.input if not i.startswith('^')])
             for n in frozen_graph.node if n.op not in known and n.op not in skip]
 
@@ -250,8 +298,8 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
                         ','.join(sorted({i if ':' in i else i + ':0'
                                          for _, _, ins in bad[:2] for i in ins})[:4]))
         else:
-            msg += ('. Cut the graph before the part that fails (e.g. in-graph NMS loops): pass '
-                    '--outputs with earlier tensors (list them with --list-tensors).')
+            msg += '.' + (_loop_hint(graph_def) or ' Cut the graph before the part that fails: '
+                          'pass --outputs with earlier tensors (see --list-tensors).')
         raise UserError(msg) from e
     if fold:
         LOG.info('[onnx 3/5] folding constants')
@@ -263,8 +311,11 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
     with atomic_path(output) as tmp:
         onnx.save(model, tmp)
         LOG.info('[onnx 4/5] comparing with TensorFlow')
-        result.diffs = validate(source, tmp, tag, specs, outs, rename, validate_images,
-                                input_cfg, atol, rtol)
+        try:
+            result.diffs = validate(source, tmp, tag, specs, outs, rename, validate_images,
+                                    input_cfg, atol, rtol)
+        except UserError as e:
+            raise UserError(str(e) + _loop_hint(graph_def)) from None
         import onnxruntime as ort
         sess = ort.InferenceSession(tmp, providers=['CPUExecutionProvider'])
         result.inputs = [(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
