@@ -120,6 +120,7 @@ def graph(default_model):
     command = [sys.executable, '-m', 'tx2_inference.inference_node', '--ros-args',
                '--params-file', PARAMS_FILE, '--params-file', overrides.name,
                '-p', 'model_path:=/nonexistent/ssdlite_person.onnx',
+               '-p', 'score_threshold:=1.5',  # out of range: the node must survive it
                '-p', 'image_topics:=[{}]'.format(topics),
                '-p', 'backend:=onnxruntime', '-p', 'precision:=fp32']
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -160,11 +161,16 @@ def latest_status(graph, name_suffix: str, since: int = 0) -> Any:
     return None
 
 
-def test_configure_fails_on_a_missing_model_and_recovers(graph):
+def test_configure_fails_on_bad_parameters_and_recovers(graph):
     assert graph.state() == 'unconfigured'
     assert not graph.transition_id(Transition.TRANSITION_CONFIGURE)
     assert graph.state() == 'unconfigured'
-    # The failure names the parameter, the file and the fix: in the log and on /diagnostics.
+    # The failure names the parameters, the file and the fix: in the log and on /diagnostics.
+    log = node_log(graph)
+    assert 'score_threshold' in log and 'out of range' in log, log
+    [result] = graph.set_parameters(score_threshold=0.5)
+    assert result.successful, result.reason
+    assert not graph.transition_id(Transition.TRANSITION_CONFIGURE)
     log = node_log(graph)
     assert 'model_path' in log and '/nonexistent/ssdlite_person.onnx' in log, log
     assert 'ros2 param set' in log, log

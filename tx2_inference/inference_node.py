@@ -35,7 +35,11 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 import rclpy
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -274,15 +278,17 @@ class InferenceNode(LifecycleNode):
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
         self._result_errors = 0
+        self._startup_errors = {}  # type: Dict[str, str]
         super().__init__(node_name, **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            value = default_model_path() if name == 'model_path' else default
-            self.declare_parameter(name, value, descriptor)
-        for name in LIVE:
-            self._live[name] = self._parameter_value(name)
+        # Callbacks first, so values from the command line or a params file are checked too.
         self.add_on_set_parameters_callback(self._validate_parameters)
         if hasattr(self, 'add_post_set_parameters_callback'):
             self.add_post_set_parameters_callback(self._apply_parameters)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self._declare(name, default_model_path() if name == 'model_path' else default,
+                          descriptor)
+        for name in LIVE:
+            self._live[name] = self._parameter_value(name)
         # /diagnostics is published in every state, so an operator sees why a configure failed.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
@@ -294,6 +300,19 @@ class InferenceNode(LifecycleNode):
         return self._finalized
 
     # ---------------------------------------------------------------- parameters
+
+    def _declare(self, name: str, default: Any, descriptor: ParameterDescriptor) -> None:
+        """Declare a parameter; a bad startup value falls back to the default, and is kept."""
+        try:
+            self.declare_parameter(name, default, descriptor)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            # Never die on a bad parameter: configure fails, naming it, until it is set again.
+            self.declare_parameter(name, default, descriptor, ignore_override=True)
+            self._startup_errors[name] = str(error)
+            self.get_logger().error(
+                'parameter {} was rejected at startup ({}); configure will fail until it is '
+                'set to a valid value (ros2 param set {} {} <value>)'.format(
+                    name, error, self.get_fully_qualified_name(), name))
 
     def _parameter_value(self, name: str) -> Any:
         """Return a parameter's value; None for an unset one (class_allowlist)."""
@@ -336,6 +355,7 @@ class InferenceNode(LifecycleNode):
         """Post-set callback: live values reach the detector for the next frame."""
         changed = False
         for parameter in parameters:
+            self._startup_errors.pop(parameter.name, None)
             if parameter.name in LIVE:
                 self._live[parameter.name] = parameter.value
                 changed = True
@@ -384,6 +404,12 @@ class InferenceNode(LifecycleNode):
 
     def _configure(self) -> None:
         """Check the parameters, open the detector and create the publishers."""
+        if self._startup_errors:
+            raise ConfigError('parameters rejected at startup: {}. Set each to a valid value '
+                              '(ros2 param set {} <name> <value>) and configure again.'.format(
+                                  '; '.join('{} ({})'.format(k, v) for k, v in
+                                            sorted(self._startup_errors.items())),
+                                  self.get_fully_qualified_name()))
         model_path = os.path.expanduser(self._parameter_value('model_path') or
                                         default_model_path())
         if not os.path.isfile(model_path):
