@@ -186,12 +186,14 @@ def _load_frozen(source: str, kind: str, tag: str, sig_name: str, in_names: List
     """Load and freeze the graph with tf2onnx's own loaders (as its CLI does)."""
     from tf2onnx import tf_loader
     if kind == 'saved_model':
-        graph_def, inputs, outputs, tables, _ = tf_loader.from_saved_model(
-            source, in_names, outs, tag, [sig_name], None, False,
+        # Without --inputs/--outputs tf2onnx takes the signature itself (for a TF2 SavedModel
+        # the tensor names inside its function differ from the signature's graph names).
+        graph_def, inputs, outputs, tables, to_rename = tf_loader.from_saved_model(
+            source, in_names or None, outs or None, tag, [sig_name], None, False,
             return_initialized_tables=True, return_tensors_to_rename=True)
-        return graph_def, inputs, outputs, tables
+        return graph_def, inputs, outputs, tables, to_rename
     graph_def, inputs, outputs = tf_loader.from_graphdef(source, in_names, outs)
-    return graph_def, inputs, outputs, None
+    return graph_def, inputs, outputs, None, {}
 
 
 def _tf2onnx(graph_def, name: str, inputs: List[str], outputs: List[str],
@@ -231,6 +233,8 @@ def sample_feed(runner: TFRunner, specs: List[Tuple[str, Optional[List[int]]]],
         for name, shape in specs:
             dtype, dims = runner.tensor_dtype_shape(name)
             shp = list(shape or dims or [])
+            if shp and (shp[0] is None or shp[0] < 0):
+                shp[0] = 1  # a free batch dimension: validate with batch 1
             if not shp or any(d is None or d < 0 for d in shp):
                 raise UserError('Input {!r} has no fixed shape ({}): pass one, e.g. --inputs '
                                 '{}[1,300,300,3].'.format(name, shp, name))
@@ -281,11 +285,13 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
     in_names = [n for n, _ in specs]
     shapes = {n: s for n, s in specs if s}
     LOG.info('[onnx 1/5] loading %s %s (inputs %s, outputs %s)', kind, source, in_names, outs)
-    graph_def, tf_in, tf_out, tables = _load_frozen(source, kind, tag, signature_name,
-                                                    in_names, outs, rename)
+    from_signature = kind == 'saved_model' and not (inputs and outputs)
+    graph_def, tf_in, tf_out, tables, to_rename = _load_frozen(
+        source, kind, tag, signature_name, [] if from_signature else in_names,
+        [] if from_signature else outs, rename)
     LOG.info('[onnx 2/5] tf2onnx, opset %d', opset)
     try:
-        model = _tf2onnx(graph_def, source, tf_in, tf_out, shapes, opset, tables, rename)
+        model = _tf2onnx(graph_def, source, tf_in, tf_out, shapes, opset, tables, to_rename)
     except UserError:
         raise
     except Exception as e:  # tf2onnx raises bare Exceptions/ValueErrors for unsupported ops
