@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from rcl_interfaces.srv import DescribeParameters
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.node_client import NodeClient
-from tx2_inference.ros_image import array_to_image_msg
+from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
 
 NODE = 'inference_node'
 CAMERAS = ('cam0', 'cam1')
@@ -83,14 +83,16 @@ class Graph(NodeClient):
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(self.stamp_ns, 10**9)
         return msg.header.stamp
 
-    def detect(self, image_msg: Image, camera: str = 'cam0', timeout: float = TIMEOUT_S) -> Any:
+    def detect(self, image_msg: Any, camera: str = 'cam0', timeout: float = TIMEOUT_S,
+               publisher: Any = None) -> Any:
         """Publish a frame, again every 0.3 s until answered (the node's input is best effort)."""
+        publisher = publisher or self.image_pubs[camera]
         image_msg.header.stamp = self.next_stamp()
         image_msg.header.frame_id = camera + '_optical'
         topic = camera + '/detections'
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.image_pubs[camera].publish(image_msg)
+            publisher.publish(image_msg)
             answer = self.wait_until(lambda: [m for m in self.messages(topic)
                                               if m.header.stamp == image_msg.header.stamp],
                                      timeout=min(0.3, max(0.0, deadline - time.monotonic())))
@@ -410,19 +412,33 @@ def test_diagnostics(graph, photos):
     assert int(diagnostics_value(camera, 'frames_out')) >= 3
 
 
-def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos):
+def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos, tmp_path):
     astronaut = array_to_image_msg(photos['astronaut'], 'rgb8')
     assert graph.transition_id(Transition.TRANSITION_DEACTIVATE)
     assert graph.state() == 'inactive'
     assert graph.detect(astronaut, timeout=1.5) is None, 'inactive node still publishes'
     assert graph.transition_id(Transition.TRANSITION_CLEANUP)
     assert graph.state() == 'unconfigured'
-    # Unconfigured: the reconfigure parameters are writable again.
-    [result] = graph.set_parameters(executor_depth=1)
+    # Unconfigured: the reconfigure parameters are writable again. A corrupt model fails
+    # configure, naming the file; the node stays up and configures once the path is fixed.
+    corrupt = tmp_path / 'corrupt.onnx'
+    corrupt.write_bytes(os.urandom(4096))
+    (tmp_path / 'corrupt.yaml').write_text(open(graph.model[:-5] + '.yaml').read())
+    [result] = graph.set_parameters(model_path=str(corrupt))
     assert result.successful, result.reason
+    assert not graph.transition_id(Transition.TRANSITION_CONFIGURE)
+    assert graph.state() == 'unconfigured' and str(corrupt) in node_log(graph)
+    results = graph.set_parameters(model_path=graph.model, executor_depth=1,
+                                   input_transport='compressed')
+    assert all(r.successful for r in results), [r.reason for r in results]
     assert graph.transition_id(Transition.TRANSITION_CONFIGURE)
     assert graph.transition_id(Transition.TRANSITION_ACTIVATE)
-    assert graph.detect(astronaut) is not None
+    # Compressed transport: jpeg on <topic>/compressed.
+    jpeg = array_to_compressed_msg(photos['astronaut'], color='rgb', fmt='jpeg')
+    publisher = graph.node.create_publisher(CompressedImage, 'cam0/image_raw/compressed', 10)
+    result = graph.detect(jpeg, publisher=publisher)
+    assert result is not None, node_log(graph)[-2000:]
+    assert any(iou(box_of(d), ASTRONAUT_PERSON) >= 0.5 for d in result.detections)
     assert graph.transition_id(Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert graph.process.wait(timeout=TIMEOUT_S) == 0
     assert 'Traceback' not in node_log(graph)
