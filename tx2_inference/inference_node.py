@@ -77,14 +77,14 @@ LIVE = ('score_threshold', 'nms_iou_threshold', 'max_detections', 'class_allowli
 
 def default_model_path() -> str:
     """Return the bundled model: the package share's ``models/``, else the source tree's."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        share = get_package_share_directory('tx2_inference')
-        candidate = os.path.join(share, 'models', DEFAULT_MODEL)
-        if os.path.isfile(candidate):
-            return candidate
-    except (ImportError, LookupError, ValueError, EnvironmentError):
-        pass  # not installed with colcon: fall back to the source tree
+    # What ament_index_python's get_package_share_directory does, without the dependency.
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        marker = os.path.join(prefix, 'share', 'ament_index', 'resource_index', 'packages',
+                              'tx2_inference')
+        if prefix and os.path.isfile(marker):
+            candidate = os.path.join(prefix, 'share', 'tx2_inference', 'models', DEFAULT_MODEL)
+            if os.path.isfile(candidate):
+                return candidate
     source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return os.path.join(source, 'models', DEFAULT_MODEL)
 
