@@ -447,3 +447,29 @@ def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos, tmp_path):
 def test_default_model_path_is_the_bundled_model(default_model):
     from tx2_inference.inference_node import default_model_path
     assert os.path.samefile(default_model_path(), default_model)
+
+
+@pytest.mark.parametrize('topic,detections', [
+    ('image_raw', 'detections'), ('/image_raw', '/detections'),
+    ('cam0/image_raw', 'cam0/detections'), ('/robot/cam0/image', '/robot/cam0/detections'),
+    ('~/image', '~/detections'),
+])
+def test_each_camera_publishes_under_its_own_namespace(topic, detections):
+    from tx2_inference.inference_node import _Camera, camera_namespace
+    camera = _Camera(topic, camera_namespace(topic))
+    assert camera.detections_topic == detections
+    assert camera.label_info_topic == detections.replace('detections', 'label_info')
+
+
+@pytest.mark.parametrize('topics,words', [
+    ([], ['empty']),
+    (['image_raw', 'image_rect'], ['share a namespace', 'cam0/image_raw']),
+    (['cam0/image_raw', 'cam0/image_raw'], ['twice']),
+    (['cam 0/image'], ['not a valid topic name']),
+])
+def test_image_topics_that_would_clash_are_rejected(topics, words):
+    from tx2_inference.inference_node import _check_topics
+    reason = _check_topics(topics)
+    for word in words:
+        assert word in reason
+    assert _check_topics(['cam0/image_raw', 'cam1/image_raw']) == ''

@@ -181,7 +181,7 @@ class _Camera(object):
     def __init__(self, image_topic: str, namespace: str) -> None:
         """Name the camera's topics; the node creates the entities."""
         self.image_topic = image_topic
-        prefix = namespace + '/' if namespace else ''
+        prefix = namespace.rstrip('/') + '/' if namespace else ''
         self.detections_topic = prefix + 'detections'
         self.label_info_topic = prefix + 'label_info'
         self.debug_topic = prefix + 'debug_image'
@@ -207,8 +207,8 @@ def sensor_data_qos() -> QoSProfile:
 
 def camera_namespace(image_topic: str) -> str:
     """Return the namespace of an image topic: ``cam0/image_raw`` -> ``cam0``."""
-    return image_topic.rsplit('/', 1)[0] if '/' in image_topic.strip('/') else (
-        '/' if image_topic.startswith('/') else '')
+    head = image_topic.rpartition('/')[0]
+    return head if head else ('/' if image_topic.startswith('/') else '')
 
 
 def detections_to_msg(header: Any, boxes: np.ndarray, scores: np.ndarray,
@@ -274,10 +274,8 @@ class InferenceNode(LifecycleNode):
         self._finalized = False
         self._last_error = ''
         self._live = {}  # type: Dict[str, Any]
-        self._lock = threading.Lock()
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
-        self._result_errors = 0
         self._startup_errors = {}  # type: Dict[str, str]
         super().__init__(node_name, **kwargs)
         # Callbacks first, so values from the command line or a params file are checked too.
@@ -592,7 +590,6 @@ class InferenceNode(LifecycleNode):
                 with camera.lock:
                     camera.debug_images += 1
         except Exception as error:  # keep the completion thread alive
-            self._result_errors += 1
             self._drop(camera, 'publish_error')
             self.get_logger().error('publishing detections for {} failed: {}'.format(
                 camera.image_topic, error), throttle_duration_sec=5.0)
