@@ -256,7 +256,7 @@ def plot(report: Dict[str, Any], path: str) -> None:
     ax1.set_xticklabels(names, rotation=20, ha='right', fontsize=8)
     ax1.set_ylim(0, 1)
     ax1.set_title('Accuracy')
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, loc='lower right')
     ax2.bar(x, [m['latency_ms'] for m in models], 0.5, color='tab:orange')
     ax2.set_xticks(x)
     ax2.set_xticklabels(names, rotation=20, ha='right', fontsize=8)
