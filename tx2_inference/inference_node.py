@@ -35,11 +35,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 import rclpy
-from rclpy.exceptions import (
-    InvalidParameterTypeException,
-    InvalidParameterValueException,
-    ParameterUninitializedException,
-)
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -57,6 +53,11 @@ from vision_msgs.msg import (
 
 from tx2_inference.errors import ConfigError, FrameError, UserError
 from tx2_inference.ros_image import array_to_image_msg, compressed_to_array, image_to_array
+
+try:  # rclpy of Humble and newer; older ones return None for an unset parameter
+    from rclpy.exceptions import ParameterUninitializedException
+except ImportError:  # depends on the ROS distribution
+    ParameterUninitializedException = LookupError
 
 NODE_NAME = 'inference_node'
 DEFAULT_MODEL = 'ssdlite_person.onnx'
