@@ -287,3 +287,127 @@ def test_real_tensorrt_build_of_the_default_model(tmp_path, default_model):
     assert meta['engine_sha256'] == eb.file_sha256(path)
     again = eb.build_or_load(default_model, eb.BuildOptions('fp16'), cache_dir=str(tmp_path))
     assert again == path
+
+
+# --- The TensorRT call sequences per version, against recording fakes of each API surface ---
+# Here TensorRT itself is replaced (no GPU): a fake module with the attributes of 8.2, 10 or 11
+# records the calls, so the version branches of build_engine_bytes are checked name by name.
+
+class _Rec(object):
+    """Records attribute writes and method calls."""
+
+    def __init__(self, log, label, **attrs):
+        self.__dict__.update(attrs)
+        self._log, self._label = log, label
+
+    def __setattr__(self, key, value):
+        if not key.startswith('_') and '_log' in self.__dict__:
+            self._log.append(('set', self._label + '.' + key, value))
+        object.__setattr__(self, key, value)
+
+
+def _fake_trt(version, log):
+    import types
+    major = int(version.split('.')[0])
+    trt = types.ModuleType('tensorrt')
+    trt.__version__ = version
+    enum = lambda *names: type('Enum', (), dict({n: i for i, n in enumerate(names)},  # noqa
+                                                __members__={n: i for i, n in enumerate(names)}))
+    trt.BuilderFlag = enum(*(['FP16', 'INT8', 'GPU_FALLBACK'] if major < 11 else
+                             ['GPU_FALLBACK']))
+    trt.NetworkDefinitionCreationFlag = enum(*(['EXPLICIT_BATCH', 'STRONGLY_TYPED'][
+        :1 if major < 10 else 2] if major < 11 else ['STRONGLY_TYPED']))
+    trt.MemoryPoolType = enum('WORKSPACE')
+    trt.DeviceType = enum('GPU', 'DLA')
+    trt.Logger = type('Logger', (), {'WARNING': 2, '__init__': lambda self, s: None})
+    trt.nptype = lambda dtype: np.uint8
+    if major < 11:
+        for name in ('IInt8EntropyCalibrator2', 'IInt8MinMaxCalibrator'):
+            setattr(trt, name, type(name, (), {'__init__': lambda self: None}))
+    if major >= 10:
+        trt.IProgressMonitor = type('IProgressMonitor', (), {'__init__': lambda self: None})
+
+    def make_config():
+        attrs = {'set_flag': lambda f: log.append(('flag', f)),
+                 'add_optimization_profile': lambda p: log.append(('profile', p)),
+                 'create_timing_cache': lambda b: ('cache', b),
+                 'set_timing_cache': lambda c, ignore_mismatch: log.append(('timing', c)),
+                 'get_timing_cache': lambda: _Rec(log, 'tc', serialize=lambda: b'TC')}
+        if major >= 10 or version.startswith('8.6'):
+            attrs['set_memory_pool_limit'] = lambda pool, n: log.append(('pool', pool, n))
+        else:
+            attrs['max_workspace_size'] = 0
+        return _Rec(log, 'config', **attrs)
+
+    tensor = _Rec(log, 'input', name='image_tensor:0', shape=(1, 300, 300, 3), dtype='uint8')
+    network = _Rec(log, 'network', num_inputs=1, get_input=lambda i: tensor)
+
+    def create_network(flags):
+        log.append(('network_flags', flags))
+        return network
+    builder_attrs = {'create_builder_config': make_config, 'create_network': create_network,
+                     'build_serialized_network': lambda n, c: b'SERIALIZED', 'num_DLA_cores': 0,
+                     'create_optimization_profile': lambda: None}
+    if major < 11:
+        builder_attrs.update(platform_has_fast_fp16=True, platform_has_fast_int8=False)
+    trt.Builder = lambda logger: _Rec(log, 'builder', **builder_attrs)
+    trt.OnnxParser = lambda network, logger: _Rec(log, 'parser', parse=lambda b: True,
+                                                  num_errors=0)
+    return trt
+
+
+def _tiny_onnx(path, qdq):
+    import onnx
+    from onnx import helper, TensorProto
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])
+    if qdq:
+        inits = [helper.make_tensor('s', TensorProto.FLOAT, [], [0.1]),
+                 helper.make_tensor('z', TensorProto.INT8, [], [0])]
+        nodes = [helper.make_node('QuantizeLinear', ['x', 's', 'z'], ['q']),
+                 helper.make_node('DequantizeLinear', ['q', 's', 'z'], ['y'])]
+    else:
+        inits, nodes = [], [helper.make_node('Relu', ['x'], ['y'])]
+    model = helper.make_model(helper.make_graph(nodes, 'g', [x], [y], inits),
+                              opset_imports=[helper.make_opsetid('', 13)])
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
+def test_tensorrt_call_sequence_per_version(version, tmp_path, monkeypatch, caplog):
+    from tx2_inference.backends import tensorrt_backend
+    log = []
+    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
+    plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    qdq = _tiny_onnx(str(tmp_path / 'qdq.onnx'), qdq=True)
+    timing = str(tmp_path / 'timing.cache')
+    opts = eb.BuildOptions('fp16', workspace_mb=256, timing_cache=timing)
+    assert eb.build_engine_bytes(plain, opts) == b'SERIALIZED'
+    flags = [e[1] for e in log if e[0] == 'network_flags'][0]
+    assert flags == (1 if version.startswith('8.') else 0)  # EXPLICIT_BATCH only before 10
+    if version.startswith('8.2'):
+        assert ('set', 'config.max_workspace_size', 256 << 20) in log
+    else:
+        assert ('pool', 0, 256 << 20) in log  # set_memory_pool_limit(WORKSPACE, n)
+    assert (('flag', 0) in log) == (not version.startswith('11'))  # BuilderFlag.FP16
+    assert open(timing, 'rb').read() == b'TC'  # the timing cache is written back
+    assert any(e[:2] == ('set', 'config.progress_monitor') for e in log) == (
+        not version.startswith('8'))
+    log.clear()
+    int8 = eb.BuildOptions('int8')
+    if version.startswith('11'):
+        with pytest.raises(UserError) as err:  # strongly typed: INT8 only from QDQ
+            eb.build_engine_bytes(plain, int8)
+        assert 'tx2-convert quantize' in str(err.value)
+        assert eb.build_engine_bytes(qdq, int8) == b'SERIALIZED'
+    else:
+        with pytest.raises(UserError) as err:  # no images and no cache: say what to pass
+            eb.build_engine_bytes(plain, int8)
+        assert '--calib-images' in str(err.value)
+        caplog.clear()
+        assert eb.build_engine_bytes(qdq, int8) == b'SERIALIZED'  # QDQ: no calibrator
+        assert ('flag', 1) in log  # BuilderFlag.INT8
+        assert 'no fast INT8' in caplog.text  # platform_has_fast_int8 False, as on a TX2
+        if version.startswith('10'):
+            assert [e[1] for e in log if e[0] == 'network_flags'][-1] == 2  # STRONGLY_TYPED
