@@ -99,6 +99,10 @@ def test_bad_input_gives_one_clear_message_and_no_file(keras_saved_model, tmp_pa
         (['onnx', keras_saved_model, '-o', str(out), '--signature', 'predict'],
          "it has ['serve', 'serving_default']"),
         (['onnx', keras_saved_model, '-o', str(out), '--tag', 'train'], 'no MetaGraph with tag'),
+        (['onnx', keras_saved_model, '-o', str(out), '--decoder', 'yolo9'],
+         "'yolo9' is not a known decoder"),
+        (['tflite', keras_saved_model, '-o', str(tmp_path / 'x.tflite'), '--std', '0,1,1'],
+         'input.std'),
         (['tflite', keras_saved_model, '-o', str(tmp_path / 'x.tflite'), '--precision', 'int8'],
          '--calib-images'),
         # validation failing (a tolerance nothing can meet): the file is not written

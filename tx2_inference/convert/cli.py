@@ -74,10 +74,18 @@ def _decoder(args: argparse.Namespace, outputs: List[str]) -> Dict[str, Any]:
     return dec
 
 
+def _check_config_args(args: argparse.Namespace) -> None:
+    """Validate the config options before any conversion, so a bad one writes nothing."""
+    from tx2_inference.model_config import ModelConfig
+    ModelConfig.from_dict({'input': _input_overrides(args),
+                           'decoder': {'type': args.decoder}})
+
+
 def cmd_onnx(args: argparse.Namespace) -> int:
     """`onnx`: SavedModel / frozen graph -> ONNX, validated, with its model config."""
     from tx2_inference.convert import config as cfgmod
     from tx2_inference.convert import tf_onnx
+    _check_config_args(args)
     if args.list_tensors:
         for line in tf_onnx.list_tensors(args.model, args.tag, args.list_tensors):
             print(line)
@@ -132,6 +140,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_tflite(args: argparse.Namespace) -> int:
     """`tflite`: SavedModel / frozen graph -> TFLite FP32, FP16 or INT8."""
     from tx2_inference.convert import tf_lite
+    _check_config_args(args)
     result = tf_lite.convert(args.model, args.output, precision=args.precision,
                              inputs=args.inputs, outputs=args.outputs, tag=args.tag,
                              signature_name=args.signature, calib_images=args.calib_images,
