@@ -54,6 +54,35 @@ def _frozen_graph_file(source: str, kind: str, tag: str, outputs: List[str], tmp
     return path
 
 
+def graph_normalisation(graph_def, input_name: str) -> Optional[Dict[str, Any]]:
+    """Read ``value = pixel * scale - mean`` from the graph when a cut input is ``Sub(Mul)``.
+
+    The TF Object Detection API's SSD preprocessor computes ``x * (2/255) - 1`` as
+    ``Preprocessor/sub = Preprocessor/mul - 1``; cutting the input at that Sub, the model
+    config must say so. Returns ``{'scale', 'mean', 'std'}`` or None when the pattern is absent.
+    """
+    from tensorflow.python.framework import tensor_util
+    nodes = {n.name: n for n in graph_def.node}
+
+    def const(name: str) -> Optional[float]:
+        node = nodes.get(_strip(name))
+        if node is None or node.op != 'Const':
+            return None
+        value = tensor_util.MakeNdarray(node.attr['value'].tensor)
+        return float(value) if value.size == 1 else None
+
+    sub = nodes.get(_strip(input_name))
+    if sub is None or sub.op != 'Sub' or len(sub.input) != 2:
+        return None
+    mul, mean = nodes.get(_strip(sub.input[0])), const(sub.input[1])
+    if mul is None or mul.op != 'Mul' or mean is None:
+        return None
+    scales = [v for v in (const(i) for i in mul.input) if v is not None]
+    if len(scales) != 1:
+        return None
+    return {'scale': scales[0], 'mean': [mean] * 3, 'std': [1.0] * 3}
+
+
 def _interpreter(model: bytes, threads: int = 2) -> Any:
     """Return an allocated TFLite interpreter (ai-edge-litert, else tf.lite)."""
     try:
@@ -111,6 +140,15 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
     else:
         signature(source, tag, signature_name)  # a clear error for a wrong signature/tag
     input_cfg = {k: v for k, v in (input_overrides or {}).items() if v is not None}
+    if cut and not any(k in input_cfg for k in ('scale', 'mean', 'std')):
+        from tx2_inference.convert.tf_runner import _meta_graph, load_graph_def
+        gd = _meta_graph(source, tag).graph_def if kind == 'saved_model' else \
+            load_graph_def(source)
+        found = graph_normalisation(gd, specs[0][0])
+        if found:
+            LOG.info('[tflite] input %s normalises in the graph: scale %.6g, mean %g, std 1 '
+                     '(written to the config)', specs[0][0], found['scale'], found['mean'][0])
+            input_cfg.update(found)
     with tempfile.TemporaryDirectory(prefix='tx2_tflite_') as tmpdir:
         if cut:
             pb = _frozen_graph_file(source, kind, tag, outs, tmpdir)
