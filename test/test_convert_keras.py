@@ -117,3 +117,23 @@ def test_bad_input_gives_one_clear_message_and_no_file(keras_saved_model, tmp_pa
         assert len(err.splitlines()) == 1, err
         assert not out.exists() and not (tmp_path / 'x.tflite').exists()
         assert not [n for n in os.listdir(str(tmp_path)) if n.endswith('.tmp')]
+
+
+def test_module_entry_point_exit_status(tmp_path):
+    """`python -m tx2_inference.convert`: 0 for help, 2 and one line for a missing model."""
+    import subprocess
+    import sys
+    ok = subprocess.Popen([sys.executable, '-m', 'tx2_inference.convert', '--help'],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    out, _ = ok.communicate(timeout=60)
+    assert ok.returncode == 0
+    for sub in ('onnx', 'engine', 'quantize', 'tflite', 'evaluate'):
+        assert sub in out
+    bad = subprocess.Popen([sys.executable, '-m', 'tx2_inference.convert', 'quantize',
+                            str(tmp_path / 'none.onnx'), '-o', str(tmp_path / 'q.onnx'),
+                            '--calib-images', DATA], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True)
+    _, err = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and err.strip().startswith('tx2-convert quantize: error:')
+    assert 'does not exist' in err and not os.listdir(str(tmp_path))
