@@ -22,6 +22,10 @@ from lifecycle_msgs.srv import ChangeState
 import numpy as np
 import pytest
 from rcl_interfaces.srv import DescribeParameters
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
@@ -298,6 +302,9 @@ def test_live_parameters_change_the_next_frame(graph, photos):
     assert all(r.successful for r in results), [r.reason for r in results]
     many = graph.detect(astronaut)
     assert len(many.detections) >= 2, 'expected several low-score boxes at threshold 0.01'
+    # LabelInfo follows the threshold.
+    assert graph.wait_until(lambda: [m for m in graph.messages('cam0/label_info')
+                                     if abs(m.threshold - 0.01) < 1e-6])
     assert min(d.results[0].hypothesis.score for d in many.detections) < 0.5
     [result] = graph.set_parameters(max_detections=1)
     assert result.successful, result.reason
@@ -473,3 +480,47 @@ def test_image_topics_that_would_clash_are_rejected(topics, words):
     for word in words:
         assert word in reason
     assert _check_topics(['cam0/image_raw', 'cam1/image_raw']) == ''
+
+
+def test_deactivate_publishes_the_frames_in_flight(default_model, photos):
+    """In process: frames submitted right before deactivate are drained and published."""
+    from tx2_inference.inference_node import InferenceNode
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    overrides = [Parameter('model_path', value=default_model),
+                 Parameter('image_topics', value=['drain/image_raw']),
+                 Parameter('backend', value='onnxruntime'), Parameter('precision', value='fp32')]
+    node = InferenceNode('drain_node', context=context, parameter_overrides=overrides)
+    listener = rclpy.create_node('drain_listener', context=context)
+    got = []
+    listener.create_subscription(Detection2DArray, 'drain/detections', got.append,
+                                 QoSProfile(depth=50))
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(listener)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        camera = node._cameras[0]
+        assert NodeClient.wait_until(lambda: camera.detections_pub.get_subscription_count())
+        msg = array_to_image_msg(photos['astronaut'], 'rgb8')
+        for i in range(6):  # what the image subscription does, faster than inference
+            msg.header.stamp.sec = i + 1
+            node._on_image(msg, camera)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        stats = node._detector.stats()
+        assert stats['completed'] + stats['dropped'] == 6, stats
+        assert stats['completed'] >= 3  # the busy slots and the pending frame
+        assert NodeClient.wait_until(lambda: len(got) >= stats['completed'], timeout=5.0)
+        assert len(got) == stats['completed']
+        assert [m.header.stamp.sec for m in got] == sorted(m.header.stamp.sec for m in got)
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node._detector is None
+    finally:
+        executor.shutdown()
+        thread.join(timeout=5)
+        node.trigger_shutdown()
+        node.destroy_node()
+        listener.destroy_node()
+        rclpy.try_shutdown(context=context)
