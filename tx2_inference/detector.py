@@ -63,6 +63,8 @@ class Detector(object):
             self.input_shape = ((1, height, width, channels) if inp['layout'] == 'nhwc'
                                 else (1, channels, height, width))
             dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
+            self._input_dtype = dtype
+            self._tool_preprocessor = None  # type: Optional[Preprocessor]
             self._decoder = create_decoder(self.config.decoder, self.config.labels,
                                            (height, width))
             # One pre-processor and one transform per slot: a slot's frame is prepared by one
@@ -93,9 +95,24 @@ class Detector(object):
         return self._backend
 
     @property
+    def depth(self) -> int:
+        """Return the number of executor slots."""
+        return self._executor.depth
+
+    @property
     def precision(self) -> str:
         """Return the precision the backend runs at."""
         return self._backend.precision
+
+    def preprocess(self, image: np.ndarray, color: str, slot: Slot) -> Transform:
+        """Write ``image`` into the input buffer of a slot the caller made (tools, benchmark).
+
+        Not for the executor's slots; not thread-safe.
+        """
+        if self._tool_preprocessor is None:
+            self._tool_preprocessor = Preprocessor(self.config.input, self.input_shape,
+                                                   self._input_dtype)
+        return self._tool_preprocessor(image, color, slot.inputs[self._input_name])
 
     def _prepare(self, frame: Any, slot: Slot) -> Transform:
         image, color = frame

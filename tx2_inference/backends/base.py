@@ -182,6 +182,12 @@ class ThreadedBackend(Backend):
             slot.infer_ms = stream.elapsed_ms
         return done
 
+    def run(self, slot: Slot) -> None:
+        """Run one inference synchronously in the calling thread (no worker hand-off)."""
+        _, stream, job = slot.handle
+        stream.run_inline(job)
+        slot.infer_ms = stream.elapsed_ms
+
     def _release_slot(self, slot: Slot) -> None:
         slot.handle[1].close()
 
@@ -190,10 +196,9 @@ class ThreadStream(object):
     """A CPU "stream": one worker thread that runs one job at a time for one slot.
 
     ONNX Runtime and TFLite release the GIL while they run, so work launched here overlaps the
-    caller's pre- and post-processing. ``device_lock``, shared by all streams of a backend,
-    makes launches run one after the other, as kernels do on one GPU: a second slot's job
-    waits for the first one to finish instead of splitting the cores with it. Each
-    ``launch`` reuses the same thread and events: nothing is allocated per job.
+    caller's pre- and post-processing. An optional ``device_lock``, shared by all streams of
+    a backend, makes launches run one after the other. Each ``launch`` reuses the same thread
+    and events: nothing is allocated per job.
     """
 
     def __init__(self, name: str, device_lock: Optional[Any] = None) -> None:
@@ -220,6 +225,23 @@ class ThreadStream(object):
         self._job = job
         self._done.clear()
         self._go.set()
+
+    def run_inline(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in the calling thread, under the device lock; the stream must be idle."""
+        if not self._done.is_set():
+            raise RuntimeError('run on a busy stream: wait for the previous job first')
+        self._timed(job)
+
+    def _timed(self, job: Callable[[], None]) -> None:
+        if self._lock is not None:
+            with self._lock:
+                start = time.perf_counter()
+                job()
+                self.elapsed_ms = (time.perf_counter() - start) * 1e3
+        else:
+            start = time.perf_counter()
+            job()
+            self.elapsed_ms = (time.perf_counter() - start) * 1e3
 
     def query(self) -> bool:
         """Return True when the last job has completed."""
@@ -251,17 +273,8 @@ class ThreadStream(object):
             if self._stop:
                 self._done.set()
                 return
-            job = self._job
             try:
-                if self._lock is not None:
-                    with self._lock:
-                        start = time.perf_counter()
-                        job()
-                        self.elapsed_ms = (time.perf_counter() - start) * 1e3
-                else:
-                    start = time.perf_counter()
-                    job()
-                    self.elapsed_ms = (time.perf_counter() - start) * 1e3
+                self._timed(self._job)
             except BaseException as error:  # noqa: B036 - handed to the waiting thread
                 self._error = error
             self._done.set()

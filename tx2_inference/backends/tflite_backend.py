@@ -35,14 +35,14 @@ class TFLiteBackend(ThreadedBackend):
 
     :param model_path: the ``.tflite`` file.
     :param threads: interpreter threads (None: the runtime's default).
-    :param serialize_runs: run one slot at a time (see ``OnnxRuntimeBackend``).
+    :param serialize_runs: run one slot at a time (off: see ``OnnxRuntimeBackend``).
     """
 
     name = 'tflite'
     runtime_label = 'TFLite inference'
 
     def __init__(self, model_path: str, threads: Optional[int] = None,
-                 serialize_runs: bool = True) -> None:
+                 serialize_runs: bool = False) -> None:
         """Load the model once to describe it; slots load their own interpreters."""
         super(TFLiteBackend, self).__init__(model_path)
         self._interpreter_class = _interpreter_class()
