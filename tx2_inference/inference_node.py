@@ -25,7 +25,6 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
 from rcl_interfaces.msg import (
@@ -53,6 +52,7 @@ from vision_msgs.msg import (
 
 from tx2_inference.errors import ConfigError, FrameError, UserError
 from tx2_inference.ros_image import array_to_image_msg, compressed_to_array, image_to_array
+from tx2_inference.visualize import draw_detections
 
 try:  # rclpy of Humble and newer; older ones return None for an unset parameter
     from rclpy.exceptions import ParameterUninitializedException
@@ -236,23 +236,6 @@ def detections_to_msg(header: Any, boxes: np.ndarray, scores: np.ndarray,
         detection.results.append(hypothesis)
         msg.detections.append(detection)
     return msg
-
-
-def draw_detections(image: np.ndarray, color: str, boxes: np.ndarray, scores: np.ndarray,
-                    labels: Sequence[str]) -> Tuple[np.ndarray, str]:
-    """Return a copy of ``image`` with boxes and labels drawn, and its encoding."""
-    if color == 'mono':
-        canvas, encoding = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB), 'rgb8'
-    else:
-        canvas, encoding = np.array(image, dtype=np.uint8, order='C'), color + '8'
-    ink = (0, 255, 0)
-    for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels):
-        top_left, bottom_right = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(canvas, top_left, bottom_right, ink, 2)
-        origin = (top_left[0], max(12, top_left[1] - 4))
-        cv2.putText(canvas, '{} {:.2f}'.format(label, score), origin, cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5, ink, 1, cv2.LINE_AA)
-    return canvas, encoding
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
