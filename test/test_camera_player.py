@@ -69,6 +69,35 @@ def wait_until(predicate, timeout: float = 20.0) -> bool:
     return False
 
 
+def test_waits_for_its_subscriber_so_no_frame_is_lost(photos_dir, tmp_path):
+    """With --wait-for-subscribers, a replay starts only once a consumer has matched."""
+    folder, photos = photos_dir
+    proc = player(str(folder), '--rate', '20', '--count', '2', '--encoding', 'rgb8',
+                  '--wait-for-subscribers', '1')
+    try:
+        time.sleep(2.0)
+        assert proc.poll() is None, 'the player published to nobody and ended'
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        node = rclpy.create_node('late_listener', context=context)
+        got = []
+        node.create_subscription(Image, 'player/image_raw', got.append, QoSProfile(depth=10))
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        deadline = time.monotonic() + 20.0
+        while len(got) < 2 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        assert [image_to_array(m)[0].shape for m in got] == [
+            photos['a_astronaut.png'].shape, photos['b_chelsea.png'].shape]
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_folder_looped_as_image_and_compressed(photos_dir, listener):
     folder, photos = photos_dir
     proc = player(str(folder), '--rate', '20', '--loop', '--encoding', 'rgb8', '--compressed',

@@ -17,12 +17,14 @@ import argparse
 import glob
 import os
 import sys
+import time
 from typing import List, Optional
 
 import cv2
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -34,6 +36,8 @@ from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 ENCODINGS = ('bgr8', 'rgb8', 'mono8')
+SUBSCRIBER_SETTLE_S = 0.5
+ACK_TIMEOUT_S = 5.0
 
 try:  # rclpy raises this when publishing fails (e.g. a flooded reliable publisher)
     from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
@@ -131,6 +135,11 @@ class CameraPlayer(Node):
         self.declare_parameter('count', defaults.count, ParameterDescriptor(
             description='Stop after this many frames; 0: no limit.', read_only=True,
             integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
+        self.declare_parameter('wait_for_subscribers', defaults.wait_for_subscribers,
+                               ParameterDescriptor(
+            description='Hold the first frame until this many subscribers have matched, so a '
+                        'replay is not lost to discovery; 0: start at once.', read_only=True,
+            integer_range=[IntegerRange(from_value=0, to_value=1000, step=1)]))
         self.declare_parameter('encoding', defaults.encoding, ParameterDescriptor(
             description='Image encoding published: ' + ', '.join(ENCODINGS) + '.',
             read_only=True))
@@ -149,6 +158,8 @@ class CameraPlayer(Node):
                 self.compressed_format))
         self.source = FrameSource(self.get_parameter('source').value)
         self.count = self.get_parameter('count').value
+        self.wait_for = self.get_parameter('wait_for_subscribers').value
+        self.matched_at = None  # type: Optional[float]
         self.published = 0
         self.failures = 0
         self.done = False
@@ -167,6 +178,20 @@ class CameraPlayer(Node):
 
     def _tick(self) -> None:
         """Publish the next frame; stop at the end (or loop)."""
+        if self.wait_for:
+            now = time.monotonic()
+            if self.image_pub.get_subscription_count() < self.wait_for:
+                self.get_logger().info('waiting for {} subscriber(s)'.format(self.wait_for),
+                                       once=True)
+                self.matched_at = None
+                return
+            # Discovery is two-sided: the subscriber may match this publisher a moment after
+            # this side sees it, and a frame sent before that is not delivered.
+            if self.matched_at is None:
+                self.matched_at = now
+            if now - self.matched_at < SUBSCRIBER_SETTLE_S:
+                return
+            self.wait_for = 0
         frame = self.source.read()
         if frame is None and self.get_parameter('loop').value and self.source.rewind():
             frame = self.source.read()
@@ -204,9 +229,14 @@ class CameraPlayer(Node):
         return msg
 
     def _finish(self, why: str) -> None:
-        """Stop publishing."""
+        """Stop publishing, once reliable subscribers have acknowledged the last frames."""
         self.timer.cancel()
         self.done = True
+        # A large frame goes out in fragments: leaving now would lose the last one. rclpy has
+        # wait_for_all_acked from Galactic on; best-effort subscribers return at once.
+        for pub in (self.image_pub, self.compressed_pub):
+            if pub is not None and hasattr(pub, 'wait_for_all_acked'):
+                pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
         self.get_logger().info('{}: {} frames published, {} publish failures'.format(
             why, self.published, self.failures))
 
@@ -228,6 +258,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument('--rate', type=float, default=10.0, help='frames per second (10)')
     parser.add_argument('--loop', action='store_true', help='start again at the end')
     parser.add_argument('--count', type=int, default=0, help='stop after N frames (0: never)')
+    parser.add_argument('--wait-for-subscribers', dest='wait_for_subscribers', type=int,
+                        default=0, metavar='N',
+                        help='hold the first frame until N subscribers match (0: start at once)')
     parser.add_argument('--encoding', choices=ENCODINGS, default='bgr8',
                         help='published encoding (bgr8)')
     parser.add_argument('--compressed', action='store_true',
