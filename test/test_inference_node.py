@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from boxes import iou, labelled_persons
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -31,31 +32,17 @@ from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from tx2_inference.node_client import detection_xyxy as box_of
 from tx2_inference.node_client import NodeClient
 from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
 
 NODE = 'inference_node'
 CAMERAS = ('cam0', 'cam1')
 # The astronaut (skimage.data.astronaut, 512 x 512), labelled by hand: x1, y1, x2, y2.
-ASTRONAUT_PERSON = (20.0, 15.0, 370.0, 512.0)
+ASTRONAUT_PERSON = labelled_persons('astronaut.jpg')[0]
 TIMEOUT_S = 15.0
 PARAMS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            'config', 'params.yaml')
-
-
-def iou(a, b) -> float:
-    """Return the intersection over union of two x1, y1, x2, y2 boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def box_of(detection) -> tuple:
-    """Return a Detection2D's box as x1, y1, x2, y2."""
-    c, sx, sy = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
-    return (c.x - sx / 2, c.y - sy / 2, c.x + sx / 2, c.y + sy / 2)
 
 
 class Graph(NodeClient):

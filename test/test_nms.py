@@ -2,6 +2,7 @@
 
 from typing import List
 
+from boxes import iou as box_iou
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -26,21 +27,12 @@ def batched_nms(path: str, *args: object, **kwargs: object) -> np.ndarray:
         nms._INT_RECTS = saved
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two x1, y1, x2, y2 boxes (0 when the union is empty)."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def reference_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
                   iou_threshold: float) -> List[int]:
     """Greedy NMS, one box at a time: the textbook definition."""
     kept: List[int] = []
     for i in sorted(range(len(scores)), key=lambda j: -scores[j]):
-        if all(classes[k] != classes[i] or _iou(boxes[k], boxes[i]) <= iou_threshold
+        if all(classes[k] != classes[i] or box_iou(boxes[k], boxes[i]) <= iou_threshold
                for k in kept):
             kept.append(i)
     return kept
@@ -66,7 +58,7 @@ def cases(draw: st.DrawFn) -> tuple:
 def test_agrees_with_the_reference(path: str, case: tuple) -> None:
     boxes, scores, classes, iou = case
     # Pairs with an IoU within rounding of the threshold could go either way; skip them.
-    assume(all(abs(_iou(boxes[i], boxes[j]) - iou) > IOU_MARGIN[path]
+    assume(all(abs(box_iou(boxes[i], boxes[j]) - iou) > IOU_MARGIN[path]
                for i in range(len(boxes)) for j in range(i)))
     kept = batched_nms(path, boxes, scores, classes, iou)
     assert kept.tolist() == reference_nms(boxes, scores, classes, iou)

@@ -34,8 +34,9 @@ ROSDEP_KEYS = {
 }
 # Imports with no rosdep key on every distribution: JetPack ships TensorRT and pycuda; the CPU
 # runtimes come from pip. The README says which to install where.
-NOT_ROSDEP = {'tensorrt', 'pycuda', 'cuda', 'onnxruntime', 'ai_edge_litert', 'tflite_runtime',
-              'onnx', 'psutil', 'matplotlib', 'skimage', 'tensorflow', 'tf2onnx', 'pycocotools'}
+NOT_ROSDEP = {'tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'onnxruntime', 'ai_edge_litert',
+              'tflite_runtime', 'onnx', 'psutil', 'matplotlib', 'skimage', 'tensorflow',
+              'tf2onnx', 'pycocotools'}
 
 
 @pytest.fixture(scope='module')

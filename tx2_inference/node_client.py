@@ -7,12 +7,12 @@ parameter services, and collect the messages of any topic.
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
@@ -68,6 +68,8 @@ class NodeClient(object):
         self._change = self.node.create_client(ChangeState, self.target + '/change_state')
         self._get = self.node.create_client(GetState, self.target + '/get_state')
         self._params = self.node.create_client(SetParameters, self.target + '/set_parameters')
+        self._get_params = self.node.create_client(GetParameters,
+                                                   self.target + '/get_parameters')
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self.node)
         self._spinning = True
@@ -115,6 +117,12 @@ class NodeClient(object):
         request.parameters = [Parameter(name=k, value=parameter_value(v))
                               for k, v in values.items()]
         return list(self.call(self._params, request).results)
+
+    def get_parameters(self, *names: str) -> List[Any]:
+        """Return the parameters' current values (``ros2 param get``), as Python values."""
+        from rclpy.parameter import parameter_value_to_python
+        response = self.call(self._get_params, GetParameters.Request(names=list(names)))
+        return [parameter_value_to_python(value) for value in response.values]
 
     def collect(self, msg_type: Any, topic: str, qos: Any = None) -> None:
         """Keep every message arriving on `topic` (read them with messages(topic))."""
@@ -164,3 +172,9 @@ class NodeClient(object):
     def __exit__(self, *exc: Any) -> None:
         """Close the client."""
         self.close()
+
+
+def detection_xyxy(detection: Any) -> Tuple[float, float, float, float]:
+    """Return a vision_msgs Detection2D's box as x1, y1, x2, y2 pixels."""
+    center, sx, sy = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
+    return (center.x - sx / 2, center.y - sy / 2, center.x + sx / 2, center.y + sy / 2)
