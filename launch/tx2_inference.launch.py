@@ -14,6 +14,7 @@ alone); a failed configure is logged by the node and leaves it unconfigured, fix
 
 from typing import List
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEventHandler
 from launch.conditions import IfCondition
 from launch.events import matches_action
@@ -24,8 +25,6 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
-
-from launch import LaunchDescription
 
 PACKAGE = 'tx2_inference'
 NODE = 'inference_node'
