@@ -58,6 +58,7 @@ _YUV_TO_RGB = {
 
 _SUPPORTED = ', '.join(sorted(ENCODINGS))
 _COMPRESSED_FORMATS = ('jpeg', 'jpg', 'png')
+_SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n')  # jpeg SOI + marker, png
 
 
 def frame_error(reason: str, message: str) -> FrameError:
@@ -184,6 +185,12 @@ def compressed_to_array(msg: Any) -> Tuple[np.ndarray, str]:
     data = _buffer(msg.data)
     if data.size == 0:
         raise frame_error('empty', 'CompressedImage has no data: publish encoded jpeg/png bytes.')
+    head = data[:8].tobytes()
+    if not head.startswith(_SIGNATURES):
+        # Only jpeg and png reach a decoder: imdecode would also try bmp, tiff, webp, ...
+        raise frame_error('corrupt_data', 'CompressedImage data ({} bytes, format {!r}) is '
+                          'neither jpeg nor png (it starts with {!r}): publish jpeg or png '
+                          'bytes.'.format(data.size, msg.format, head[:4]))
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
