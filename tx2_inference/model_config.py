@@ -199,8 +199,9 @@ class ModelConfig(object):
         else:
             matches = [t for t in inputs if t.name == inp['name']]
             if not matches:
-                raise self._error('input.name', 'the model has no input {!r}; its inputs are {}.'
-                                  .format(inp['name'], _names(inputs)))
+                raise self._error('input.name', 'the model has no input {!r}; its inputs are '
+                                  '{}: write one of them there.'.format(inp['name'],
+                                                                       _names(inputs)))
             tensor = matches[0]
         inp['name'] = tensor.name
         shape = _dims(tensor.shape)
@@ -272,7 +273,8 @@ class ModelConfig(object):
         for key in cls.tensor_options:
             if self.decoder.get(key) and self.decoder[key] not in names:
                 raise self._error('decoder.' + key, 'the model has no output {!r}; its outputs '
-                                  'are {}.'.format(self.decoder[key], _names(outputs)))
+                                  'are {}: write the right one there.'.format(
+                                      self.decoder[key], _names(outputs)))
 
     def _guess_decoder(self, outputs: Sequence[Any]) -> str:
         """Return the one decoder type whose known output names the model has."""

@@ -8,7 +8,7 @@ import os
 from typing import Any, Optional
 
 from tx2_inference.backends.base import Backend, Slot, TensorInfo
-from tx2_inference.errors import BackendUnavailableError, ConfigError
+from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
 __all__ = ['Backend', 'BACKENDS', 'open_backend', 'Slot', 'TensorInfo']
 
@@ -39,6 +39,7 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
         raise ConfigError('unknown backend {!r}: choose one of {}'.format(
             backend, ', '.join(BACKENDS)))
     suffix = os.path.splitext(model_path)[1].lower()
+    check_model_file(model_path, suffix)
     if backend == 'auto':
         backend = _auto(suffix)
     if backend == 'tflite':
@@ -54,6 +55,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
         elif suffix not in _ENGINE_SUFFIXES:
             raise ConfigError('backend tensorrt needs a .onnx model or a TensorRT engine '
                               '({}), not {!r}'.format(' '.join(_ENGINE_SUFFIXES), model_path))
+        else:
+            model_path = _checked_engine(model_path)
         result = TensorRTBackend(model_path, device=device, **options)
         result.precision = precision
         return result
@@ -62,8 +65,55 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     from tx2_inference.backends.onnxruntime_backend import OnnxRuntimeBackend
     providers = {'onnxruntime': ['cpu'], 'onnxruntime-cuda': ['cuda', 'cpu'],
                  'onnxruntime-tensorrt': ['tensorrt', 'cuda', 'cpu']}[backend]
-    return OnnxRuntimeBackend(model_path, providers=providers, intra_op_threads=threads,
-                              **options)
+    try:
+        return OnnxRuntimeBackend(model_path, providers=providers, intra_op_threads=threads,
+                                  **options)
+    except ModelError as error:
+        if 'protobuf' not in str(error).lower():
+            raise
+        raise ModelError(
+            '{!r} ({} bytes) is not a complete ONNX model: it is truncated or damaged ({}). '
+            'Copy it again and compare its sha256 with the original, or export it again '
+            '(tx2-convert onnx).'.format(model_path, os.path.getsize(model_path), error)
+        ) from error
+
+
+def check_model_file(model_path: str, suffix: str) -> None:
+    """Refuse an empty model file, or one whose content is another format than its name says.
+
+    :raises ModelError: the file is empty.
+    :raises ConfigError: a TFLite flatbuffer (``TFL3`` at byte 4) not named ``.tflite``.
+    """
+    if not os.path.isfile(model_path):
+        return  # each backend says which file is missing, and how to fix it
+    if os.path.getsize(model_path) == 0:
+        raise ModelError('model file {!r} is empty (0 bytes): the copy or the export failed. '
+                         'Copy the model again (compare its size and sha256) or export it '
+                         'again with tx2-convert.'.format(model_path))
+    with open(model_path, 'rb') as f:
+        head = f.read(8)
+    if head[4:8] == b'TFL3' and suffix != '.tflite':
+        raise ConfigError('{!r} is a TFLite model (its content says so) but is named {}: '
+                          'rename it to {}.tflite (and its .yaml beside it), and point '
+                          'model_path at the new name.'.format(
+                              model_path, suffix or 'without an extension',
+                              os.path.splitext(os.path.basename(model_path))[0]))
+
+
+def _checked_engine(engine_path: str) -> str:
+    """Return an engine usable on this device: as given, or rebuilt from its ONNX if stale.
+
+    An engine without a metadata file (built by trtexec, say) is handed to TensorRT as it is;
+    one whose metadata names another TensorRT version or GPU, or whose checksum fails, is
+    rebuilt from the ONNX beside it or named in its metadata, else refused with what to do.
+    """
+    if not os.path.isfile(os.path.splitext(engine_path)[0] + '.json'):
+        return engine_path
+    from tx2_inference import engine_builder
+    beside = os.path.splitext(engine_path)[0] + '.onnx'
+    return engine_builder.check_engine_file(
+        engine_path, engine_builder.device_identity(),
+        onnx_path=beside if os.path.isfile(beside) else None)
 
 
 def _auto(suffix: str) -> str:
