@@ -367,7 +367,11 @@ class InferenceNode(LifecycleNode):
         try:
             self._configure()
         except UserError as error:
-            return self._fail('configure', str(error))
+            message = str(error).rstrip()
+            if 'configure again' not in message:
+                message += ' Then configure again (ros2 lifecycle set {} configure).'.format(
+                    self.get_fully_qualified_name())
+            return self._fail('configure', message)
         except Exception as error:  # a model or runtime problem no UserError describes
             return self._fail('configure', '{}: {}'.format(type(error).__name__, error))
         self._configured = True
@@ -716,9 +720,12 @@ def main(args: Optional[List[str]] = None) -> None:
         while rclpy.ok() and not node.finalized:
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # SIGINT or SIGTERM (rclpy's signal handlers shut the context down)
     finally:
+        held = node._detector is not None
         node._release()
+        node.get_logger().info('shutting down: model {}released'.format(
+            '' if held else 'already '))
         node.destroy_node()
         rclpy.try_shutdown()
 
