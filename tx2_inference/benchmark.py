@@ -2,15 +2,16 @@
 
 ``python -m tx2_inference.benchmark [--model M] [--backend B] [--frames N] [--output F]``
 
-Measurements, one function each, all on one opened ``Detector`` (so model, backend, threads
-and pre-processing are the same):
+Measurements, one function each, on the same model, input and pre-processing:
 
 - ``measure_raw``: the backend alone, in a tight loop on one pre-processed input, in the
-  calling thread: the limit.
+  calling thread, one inference at a time: the limit.
 - ``measure_executor``: the double-buffered executor fed real 640x480 frames of a real photo,
   pre-processing, inference and decoding included. ``feed='closed'`` keeps it saturated (a new
   frame is submitted as each result arrives, so a frame is always pending); a rate in FPS
-  feeds it from a thread like a camera.
+  feeds it from a thread like a camera. ``executor`` uses the same backend settings as the
+  raw loop; ``executor_split`` (CPU backends) gives each concurrently running slot
+  cores // depth runtime threads instead of all of them.
 
 Rounds alternate raw and executor so that a noisy machine affects both alike; the figures are
 medians over rounds, and the ratio (the median of the per-round ratios) is what to compare
@@ -20,6 +21,8 @@ naive node) add a function and a key to the results dict.
 """
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import platform
@@ -86,14 +89,15 @@ def measure_raw(detector: Detector, frame: np.ndarray, frames: int,
         for _ in range(warmup):
             backend.run(slot)
         times = np.empty(frames)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(frames):
             backend.run(slot)
             times[i] = slot.infer_ms
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         backend.release_slot(slot)
-    return {'fps': frames / elapsed, 'infer_ms_p50': float(np.percentile(times, 50)),
+    return {'fps': frames / elapsed, 'cpu_ms_per_frame': cpu * 1e3 / frames,
+            'infer_ms_p50': float(np.percentile(times, 50)),
             'infer_ms_p99': float(np.percentile(times, 99))}
 
 
@@ -107,7 +111,8 @@ def measure_executor(detector: Detector, frame: np.ndarray, frames: int,
     """
     done = threading.Event()
     closed = feed == 'closed'
-    state = {'results': 0, 'start': 0.0, 'end': 0.0, 'feeding': True, 'before': None}
+    state = {'results': 0, 'start': 0.0, 'end': 0.0, 'cpu': 0.0, 'feeding': True,
+             'before': None}  # type: Dict[str, Any]
     latencies = []  # type: List[float]
 
     def on_result(tag: Any, detections: Any, timing: Dict[str, float]) -> None:
@@ -115,12 +120,13 @@ def measure_executor(detector: Detector, frame: np.ndarray, frames: int,
         state['results'] += 1
         count = state['results']
         if count == warmup:
-            state['start'] = time.perf_counter()
+            state['start'], state['cpu'] = time.perf_counter(), time.process_time()
             state['before'] = detector.stats()
         elif warmup < count <= warmup + frames:
             latencies.append(timing['latency_ms'])
             if count == warmup + frames:
-                state['end'] = time.perf_counter()
+                state['end'], state['cpu'] = (time.perf_counter(),
+                                              time.process_time() - state['cpu'])
                 state['feeding'] = False
                 done.set()
         if closed and state['feeding']:
@@ -145,7 +151,7 @@ def measure_executor(detector: Detector, frame: np.ndarray, frames: int,
         detector.on_result = None
     elapsed = state['end'] - state['start']
     before = state['before']
-    return {'fps': frames / elapsed,
+    return {'fps': frames / elapsed, 'cpu_ms_per_frame': state['cpu'] * 1e3 / frames,
             'latency_ms_p50': float(np.percentile(latencies, 50)),
             'latency_ms_p99': float(np.percentile(latencies, 99)),
             'dropped': after['dropped'] - before['dropped'],
@@ -178,40 +184,55 @@ class _Feeder(threading.Thread):
 
 
 def run_benchmark(model: str = DEFAULT_MODEL, config: Optional[str] = None,
-                  backend: str = 'onnxruntime', frames: int = 200, rounds: int = 5,
+                  backend: str = 'onnxruntime', frames: int = 150, rounds: int = 10,
                   feed: Union[str, float] = 'closed', depth: int = 2,
-                  threads: Optional[int] = None, image: Optional[str] = None,
-                  log: Any = None) -> Dict[str, Any]:
-    """Run every measurement and return the results dict (see the module docstring)."""
+                  threads: Optional[int] = None, split_threads: Optional[int] = 0,
+                  image: Optional[str] = None, log: Any = None) -> Dict[str, Any]:
+    """Run every measurement and return the results dict (see the module docstring).
+
+    :param split_threads: also measure the executor with this many runtime threads per run
+        (``executor_split``): on CPU the slots run concurrently, so they can split the cores
+        instead of each run using all of them. 0: cores // depth; None: skip.
+    """
     frame = load_frame(image)
-    raw, executor = [], []
-    with Detector(model, config_path=config, backend=backend, depth=depth,
-                  threads=threads) as detector:
+    rows = collections.OrderedDict([('raw', []), ('executor', [])])  # type: Dict[str, List]
+    with contextlib.ExitStack() as stack:
+        detector = stack.enter_context(Detector(model, config_path=config, backend=backend,
+                                                depth=depth, threads=threads))
+        split = None
+        if split_threads is not None and detector.backend_name in ('onnxruntime', 'tflite'):
+            split_threads = split_threads or max(1, (os.cpu_count() or 1) // depth)
+            if split_threads != threads:
+                split = stack.enter_context(Detector(model, config_path=config, backend=backend,
+                                                     depth=depth, threads=split_threads))
+                rows['executor_split'] = []
         for index in range(rounds):
-            raw.append(measure_raw(detector, frame, frames))
-            executor.append(measure_executor(detector, frame, frames, feed))
+            rows['raw'].append(measure_raw(detector, frame, frames))
+            rows['executor'].append(measure_executor(detector, frame, frames, feed))
+            if split is not None:
+                rows['executor_split'].append(measure_executor(split, frame, frames, feed))
             if log is not None:
-                log('round {}: raw {:.1f} FPS, executor {:.1f} FPS'.format(
-                    index + 1, raw[-1]['fps'], executor[-1]['fps']))
-        results = {
-            'model': model, 'backend': detector.backend_name, 'precision': detector.precision,
-            'depth': depth, 'threads': threads, 'frames_per_round': frames, 'rounds': rounds,
-            'frame_size': list(FRAME_SIZE), 'feed': feed,
-            'raw_fps': _median(raw, 'fps'),
-            'raw_infer_ms_p50': _median(raw, 'infer_ms_p50'),
-            'executor_fps': _median(executor, 'fps'),
-            'executor_latency_ms_p50': _median(executor, 'latency_ms_p50'),
-            'executor_latency_ms_p99': _median(executor, 'latency_ms_p99'),
-            'executor_prepare_ms_p50': _median(executor, 'prepare_ms_p50'),
-            'executor_decode_ms_p50': _median(executor, 'decode_ms_p50'),
-            'executor_dropped': sum(r['dropped'] for r in executor),
-            'raw_fps_rounds': [r['fps'] for r in raw],
-            'executor_fps_rounds': [r['fps'] for r in executor],
-        }
-    # Paired per round (raw and executor back to back), so that load drifting between rounds
-    # on a shared machine cancels out of the ratio.
-    results['executor_over_raw'] = float(np.median(
-        [e['fps'] / r['fps'] for r, e in zip(raw, executor)]))
+                log('round {}: {}'.format(index + 1, ', '.join(
+                    '{} {:.1f} FPS'.format(name, r[-1]['fps']) for name, r in rows.items())))
+        results = collections.OrderedDict([
+            ('model', model), ('backend', detector.backend_name),
+            ('precision', detector.precision), ('depth', depth), ('threads', threads),
+            ('split_threads', split_threads if split is not None else None),
+            ('frames_per_round', frames), ('rounds', rounds), ('frame_size', list(FRAME_SIZE)),
+            ('feed', feed)])  # type: Dict[str, Any]
+    for name, measured in rows.items():
+        for key in measured[0]:
+            if key == 'dropped':
+                results[name + '_dropped'] = sum(r[key] for r in measured)
+            else:
+                results['{}_{}'.format(name, key)] = _median(measured, key)
+        results[name + '_fps_rounds'] = [round(r['fps'], 2) for r in measured]
+    # Ratios are paired per round (measured back to back), so that load drifting between
+    # rounds on a shared machine cancels out.
+    for name in rows:
+        if name != 'raw':
+            results[name + '_over_raw'] = float(np.median(
+                [e['fps'] / r['fps'] for r, e in zip(rows['raw'], rows[name])]))
     results['machine'] = machine()
     return results
 
@@ -227,12 +248,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--model', default=DEFAULT_MODEL, help='model file (%(default)s)')
     parser.add_argument('--config', help='model config (default: the .yaml beside the model)')
     parser.add_argument('--backend', default='onnxruntime', help='backend (%(default)s)')
-    parser.add_argument('--frames', type=int, default=200, help='frames per measurement')
-    parser.add_argument('--rounds', type=int, default=5, help='raw/executor rounds')
+    parser.add_argument('--frames', type=int, default=150, help='frames per measurement')
+    parser.add_argument('--rounds', type=int, default=10, help='raw/executor rounds')
     parser.add_argument('--feed', default='closed',
                         help="'closed' (saturated) or a frame rate in FPS")
     parser.add_argument('--depth', type=int, default=2, help='executor slots')
     parser.add_argument('--threads', type=int, help='CPU threads for the runtime')
+    parser.add_argument('--split-threads', type=int, default=0,
+                        help='threads per run for executor_split (0: cores // depth; '
+                             '-1: skip)')
     parser.add_argument('--image', help='photo to feed (default: skimage astronaut)')
     parser.add_argument('--output', help='write the results as JSON here')
     args = parser.parse_args(argv)
@@ -241,10 +265,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.model))
     feed = args.feed if args.feed == 'closed' else float(args.feed)
     results = run_benchmark(args.model, args.config, args.backend, args.frames, args.rounds,
-                            feed, args.depth, args.threads, args.image,
+                            feed, args.depth, args.threads,
+                            None if args.split_threads < 0 else args.split_threads, args.image,
                             log=lambda line: print(line, file=sys.stderr))
     print('raw backend: {raw_fps:.1f} FPS   executor: {executor_fps:.1f} FPS   '
           'executor/raw: {executor_over_raw:.3f}'.format(**results))
+    if 'executor_split_fps' in results:
+        print('executor, {split_threads} thread(s) per run: {executor_split_fps:.1f} FPS   '
+              'executor_split/raw: {executor_split_over_raw:.3f}'.format(**results))
     print(json.dumps(results, indent=2))
     if args.output:
         with open(args.output, 'w') as f:
