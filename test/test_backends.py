@@ -163,3 +163,50 @@ def test_tflite_user_errors(tiny_tflite, tmp_path):
         open_backend(str(garbage))
     with pytest.raises(ConfigError, match='.onnx'):
         open_backend(tiny_tflite, 'onnxruntime')
+
+
+def test_tensorrt_matches_onnxruntime_on_the_default_model(default_model, tmp_path):
+    """On a GPU with TensorRT: build (or load) the engine and compare it with ONNX Runtime."""
+    count, reason = probe_gpu()
+    if count == 0:
+        pytest.skip('no usable GPU: {}'.format(reason))
+    from tx2_inference.backends.tensorrt_backend import import_tensorrt
+    try:
+        import_tensorrt()
+    except BackendUnavailableError as error:
+        pytest.skip(str(error))
+    image = np.random.RandomState(0).randint(0, 255, (1, 300, 300, 3)).astype(np.uint8)
+    outputs = {}
+    for name in ('onnxruntime', 'tensorrt'):
+        with open_backend(default_model, name, precision='fp32',
+                          engine_cache_dir=str(tmp_path)) as backend:
+            slots = [backend.create_slot(i) for i in range(2)]
+            for slot in slots:
+                np.copyto(slot.inputs['image_tensor:0'], image)
+                backend.launch(slot)
+            for slot in slots:
+                assert backend.wait(slot, timeout=60)
+            outputs[name] = {k: v.copy() for k, v in slots[1].outputs.items()}
+    for key, expected in outputs['onnxruntime'].items():
+        np.testing.assert_allclose(outputs['tensorrt'][key], expected, atol=2e-3)
+
+
+def test_every_backend_module_imports_without_its_runtime():
+    code = textwrap.dedent("""
+        import sys
+        import tx2_inference.backends
+        import tx2_inference.backends.cuda
+        import tx2_inference.backends.onnxruntime_backend
+        import tx2_inference.backends.tensorrt_backend
+        import tx2_inference.backends.tflite_backend
+        import tx2_inference.backends.trt_api
+        import tx2_inference.detector
+        import tx2_inference.executor
+        heavy = ('tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'tensorflow', 'ai_edge_litert',
+                 'tflite_runtime', 'onnxruntime')
+        print(sorted(m for m in heavy if m in sys.modules))
+    """)
+    proc = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=120)
+    assert proc.returncode == 0, proc.stdout.decode()
+    assert proc.stdout.decode().strip().splitlines()[-1] == '[]'

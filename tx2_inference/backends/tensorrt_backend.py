@@ -17,6 +17,7 @@ Which TensorRT call is used for each step is decided in ``trt_api`` only.
 """
 
 import os
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -202,7 +203,6 @@ class TensorRTBackend(Backend):
             if timeout is None:
                 cuda.synchronize(h.done)
             else:
-                import time
                 deadline = time.monotonic() + timeout
                 while not cuda.query(h.done):
                     if time.monotonic() >= deadline:
