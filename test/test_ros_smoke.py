@@ -20,7 +20,7 @@ def echo_process():
                             env=dict(os.environ))
     yield proc
     proc.terminate()
-    assert proc.wait(timeout=5) == 0, 'the echo node did not exit cleanly on SIGTERM'
+    assert proc.wait(timeout=10) == 0, 'the echo node did not exit cleanly on SIGTERM'
 
 
 def test_image_and_detections_cross_processes(echo_process):
