@@ -20,7 +20,13 @@ def echo_process():
                             env=dict(os.environ))
     yield proc
     proc.terminate()
-    assert proc.wait(timeout=10) == 0, 'the echo node did not exit cleanly on SIGTERM'
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a node behind on the test's ROS domain
+        proc.wait()
+        raise AssertionError('the echo node ignored SIGTERM for 10 s') from None
+    assert code == 0, 'the echo node exited with %d on SIGTERM' % code
 
 
 def test_image_and_detections_cross_processes(echo_process):
