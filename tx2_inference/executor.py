@@ -342,6 +342,11 @@ class DoubleBufferedExecutor(object):
             return
         for entry in self._entries:
             self._backend.release_slot(entry.slot)
+        # The callbacks are usually bound methods of the owner (the Detector), which holds
+        # this executor: drop them, so the owner, its model and the runtime's threads are
+        # freed when it is dropped, not at some later garbage collection.
+        self._prepare = self._finish = None  # type: ignore[assignment]
+        self._on_result = self._on_error = None
 
     def __enter__(self) -> 'DoubleBufferedExecutor':
         """Use in a ``with`` block; closes at the end."""

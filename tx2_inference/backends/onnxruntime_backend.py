@@ -162,7 +162,10 @@ class OnnxRuntimeBackend(ThreadedBackend):
                 for name in names:
                     binding.bind_output(name, 'cpu')
                 state['dynamic'] = True
-                job()
+                # Not job() itself: a closure that calls itself is a reference cycle, which
+                # would keep the session (its memory and threads) alive after close.
+                session.run_with_iobinding(binding)
+                outputs.update(zip(names, binding.copy_outputs_to_cpu()))
         return job
 
     def _release_slot(self, slot: Slot) -> None:
