@@ -1,0 +1,373 @@
+"""
+Robustness of a node process: broken models, bad parameters, churn, flood and signals.
+
+Broken models and configs, bad parameters, lifecycle churn, a flood above the model's
+throughput, and SIGINT/SIGTERM: short versions of ``make soak`` (``tx2_inference.soak``), which
+runs the same functions for longer.
+
+Each test drives a real ``inference_node`` process through its lifecycle and parameter
+services (`NodeClient`), as ``ros2 lifecycle set`` and ``ros2 param set`` do. The image
+subscriptions are made reliable through the node's QoS override parameters, so that no frame is
+lost between the processes and every count is exact. The engine cache's own faults (a corrupted
+entry, two concurrent builders, a killed build) are tested in test_engine_builder.py.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tx2_inference import soak
+from tx2_inference.backends.cuda import probe_gpu
+from tx2_inference.errors import ModelError
+from tx2_inference.inference_node import PARAMETERS, RECONFIGURE
+from tx2_inference.ros_image import array_to_image_msg
+
+CHURN_CYCLES = 20
+FLOOD_FRAMES = 2000
+FLOOD_FPS = 150.0
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory) -> str:
+    """Return a folder for this module's node logs and broken files."""
+    return str(tmp_path_factory.mktemp('robustness'))
+
+
+def new_log(node: soak.NodeProcess, seen: int) -> str:
+    """Return the node's log after the first ``seen`` characters."""
+    return node.log()[seen:]
+
+
+def detector_message(driver: soak.Driver, since: int) -> str:
+    """Return the detector status message of a /diagnostics array after message ``since``."""
+    def find():
+        for array in driver.client.messages('/diagnostics')[since:]:
+            for status in array.status:
+                if status.name.endswith(': detector'):
+                    return status.message
+        return None
+    return driver.client.wait_until(find, timeout=5.0) or ''
+
+
+# --------------------------------------------------------------------------- broken models
+
+@pytest.fixture(scope='module')
+def tflite_file(folder) -> str:
+    """Convert a tiny TensorFlow function to a real .tflite (in a subprocess)."""
+    pytest.importorskip('tensorflow', reason='TensorFlow is not installed (workstation only)')
+    from test_backends import _TFLITE_SCRIPT
+    path = os.path.join(folder, 'tiny.tflite')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    proc = subprocess.run([sys.executable, '-c', _TFLITE_SCRIPT, path], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert proc.returncode == 0, proc.stdout.decode()[-2000:]
+    return path
+
+
+def broken_models(folder: str, model: str, tflite: str):
+    """Yield (case, parameters, words the failure must name) for each broken model or config."""
+    with open(model, 'rb') as f:
+        onnx = f.read()
+    with open(os.path.splitext(model)[0] + '.yaml') as f:
+        config = f.read()
+
+    def write(name: str, data: bytes) -> str:
+        path = os.path.join(folder, name)
+        with open(path, 'wb') as f:
+            f.write(data)
+        return path
+    missing = os.path.join(folder, 'missing', 'person.onnx')
+    yield 'missing file', {'model_path': missing}, [missing, 'does not exist', 'model_path']
+    empty = write('empty.onnx', b'')
+    yield 'empty file', {'model_path': empty}, [empty, 'empty', 'Copy the model again']
+    truncated = write('truncated.onnx', onnx[:len(onnx) // 2])
+    yield 'truncated ONNX', {'model_path': truncated}, [truncated, 'truncated',
+                                                        'Copy it again']
+    with open(tflite, 'rb') as f:
+        renamed = write('tiny_model.onnx', f.read())
+    yield '.tflite named .onnx', {'model_path': renamed}, [renamed, 'TFLite',
+                                                         'rename it to tiny_model.tflite']
+    wrong_input = write('wrong_input.yaml', config.replace(
+        'name: image_tensor:0', 'name: images:0').encode())
+    yield 'config: wrong input name', {'model_path': model, 'model_config': wrong_input}, [
+        wrong_input, 'input.name', "'images:0'", "'image_tensor:0'", 'write one of them']
+    wrong_output = write('wrong_output.yaml', config.replace(
+        'scores: Postprocessor/convert_scores:0', 'scores: detection_scores:0').encode())
+    yield 'config: wrong decoder output', {'model_path': model, 'model_config': wrong_output}, [
+        wrong_output, 'decoder.scores', "'detection_scores:0'",
+        "'Postprocessor/convert_scores:0'", 'write the right one']
+    # An engine whose metadata names another TensorRT and GPU, its ONNX not at hand.
+    engine = write('stale.engine', b'serialized engine of another device')
+    meta = {'trt_version': '7.1.3', 'gpu_name': 'Xavier', 'compute_capability': '7.2',
+            'engine_sha256': soak_sha256(engine), 'onnx_path': missing}
+    write('stale.json', json.dumps(meta).encode())
+    # Without a GPU (here) it cannot be checked nor run; with one, it is refused as stale.
+    why = ['another device', 'Copy the .onnx file'] if probe_gpu()[0] else [
+        'no usable GPU', 'onnxruntime']
+    yield 'stale engine, no ONNX', {'model_path': engine, 'backend': 'tensorrt'}, [engine] + why
+
+
+def soak_sha256(path: str) -> str:
+    """Return a file's sha256."""
+    from tx2_inference.engine_builder import file_sha256
+    return file_sha256(path)
+
+
+def test_broken_models_fail_configure_naming_the_file_and_fix_then_the_same_node_recovers(
+        folder, default_model, tflite_file):
+    node, driver = soak.start_node('broken_models_node', default_model, folder)
+    client = driver.client
+    try:
+        tried = []
+        for case, parameters, words in broken_models(folder, default_model, tflite_file):
+            parameters = dict({'model_config': '', 'backend': 'onnxruntime'}, **parameters)
+            results = client.set_parameters(**parameters)
+            assert all(r.successful for r in results), [r.reason for r in results]
+            seen_log, seen_diag = len(node.log()), len(client.messages('/diagnostics'))
+            assert not client.transition('configure'), case
+            assert client.state() == 'unconfigured', case
+            log = new_log(node, seen_log)
+            assert 'configure failed' in log, (case, log)
+            for word in words + ['configure again']:
+                assert word in log, (case, word, log)
+            message = detector_message(driver, seen_diag)
+            assert words[0] in message and 'configure failed' in message, (case, message)
+            tried.append(case)
+        assert node.alive() and 'Traceback' not in node.log()
+        # Fixed: the same process configures, activates and finds the person.
+        results = client.set_parameters(model_path=default_model, model_config='',
+                                        backend='onnxruntime')
+        assert all(r.successful for r in results), [r.reason for r in results]
+        soak.activate(driver)
+        msg = array_to_image_msg(soak.astronaut(), 'rgb8')
+        stamp = driver.stamp(msg)
+        driver.publish(msg)
+        answer = driver.answer(stamp)
+        assert answer is not None and soak.person_found(answer)
+        assert len(tried) == 7
+    finally:
+        driver.close()
+        node.stop()
+
+
+def test_open_backend_checks_an_engine_against_this_device(tmp_path, monkeypatch):
+    """The node's path to TensorRT checks engine metadata (device identity and TensorRT faked).
+
+    Only the device identity, the TensorRT build and the TensorRT runtime are replaced; the
+    metadata check, the rebuild into the cache and the error are the real code.
+    """
+    from tx2_inference import backends, engine_builder
+    from tx2_inference.backends import tensorrt_backend
+    here = engine_builder.DeviceIdentity('8.2.1', 'NVIDIA Tegra X2', '6.2')
+    opened = []
+
+    class Runtime(object):
+        def __init__(self, path, device=0, **options):
+            opened.append(path)
+
+    monkeypatch.setattr(engine_builder, 'device_identity', lambda: here)
+    monkeypatch.setattr(engine_builder, 'build_engine_bytes',
+                        lambda onnx, options: b'ENGINE for ' + open(onnx, 'rb').read())
+    monkeypatch.setattr(tensorrt_backend, 'TensorRTBackend', Runtime)
+    onnx = tmp_path / 'model.onnx'
+    onnx.write_bytes(b'onnx bytes')
+    cache = engine_builder.EngineCache(str(tmp_path / 'xavier'))
+    xavier = engine_builder.DeviceIdentity('8.5.2', 'Xavier', '7.2')
+    stale = cache.get_or_build(str(onnx), engine_builder.BuildOptions('fp16'), xavier,
+                               lambda p, o: b'xavier engine')
+    backends.open_backend(stale, 'tensorrt')
+    rebuilt = opened[-1]
+    assert rebuilt != stale
+    with open(os.path.splitext(rebuilt)[0] + '.json') as f:
+        assert json.load(f)['gpu_name'] == 'NVIDIA Tegra X2'
+    # Built on this device: used as it is. Stale and its ONNX gone: refused, saying what to do.
+    backends.open_backend(rebuilt, 'tensorrt')
+    assert opened[-1] == rebuilt
+    os.unlink(str(onnx))
+    with pytest.raises(ModelError) as error:
+        backends.open_backend(stale, 'tensorrt')
+    assert 'another device' in str(error.value) and 'Copy the .onnx file' in str(error.value)
+
+
+@pytest.mark.gpu
+def test_stale_engine_rebuilt_on_the_gpu(tmp_path, default_model):
+    count, reason = probe_gpu()
+    if not count:
+        pytest.skip('needs a GPU with TensorRT to build and check a real engine: ' + reason)
+    from tx2_inference import backends, engine_builder
+    onnx = str(tmp_path / 'person.onnx')
+    shutil.copy(default_model, onnx)
+    shutil.copy(os.path.splitext(default_model)[0] + '.yaml', str(tmp_path / 'person.yaml'))
+    engine = engine_builder.build_or_load(onnx, engine_builder.BuildOptions('fp16'),
+                                          output=str(tmp_path / 'person.engine'))
+    meta_path = os.path.splitext(engine)[0] + '.json'
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta['trt_version'] = '7.1.3'  # built by another TensorRT, per its metadata
+    with open(meta_path, 'w') as f:
+        json.dump(meta, f)
+    backend = backends.open_backend(engine, 'tensorrt')
+    try:
+        assert backend.model_path != engine
+    finally:
+        backend.close()
+
+
+# --------------------------------------------------------------------------- parameters
+
+# name -> (a value of the wrong type, out-of-range values (or why there are none), a valid
+# value of the right type used for the read-only check).
+BAD_VALUES = {
+    'model_path': (5, 'any path: a missing or broken file fails configure (tested above)',
+                   '/tmp/other.onnx'),
+    'model_config': (1.5, 'any path: a missing or unfitting config fails configure',
+                     '/tmp/other.yaml'),
+    'backend': (1, ['cuda', ''], 'onnxruntime'),
+    'precision': (16, ['int4', 'FP16'], 'fp32'),
+    'engine_cache_dir': (True, 'any folder: created when an engine is first written',
+                         '/tmp/engines'),
+    'image_topics': ('cam0/image_raw', [[], ['cam 0/image'], ['a/image', 'a/image']],
+                     ['cam9/image_raw']),
+    'input_transport': (0, ['h264', 'theora'], 'compressed'),
+    'executor_depth': (2.5, [0, 9], 3),
+    'cpu_threads': ('four', [-1, 65], 2),
+    'score_threshold': ('high', [-0.1, 1.5], 0.6),
+    'nms_iou_threshold': ([0.5], [-0.01, 1.01], 0.5),
+    'max_detections': (10.0, [0, 10001], 10),
+    'class_allowlist': (7, [['dog'], ['person', 'cat']], ['person']),
+    'publish_debug_image': ('yes', 'a boolean has no range', False),
+}
+
+
+def test_every_parameter_has_bad_values_here():
+    assert set(BAD_VALUES) == set(PARAMETERS), 'a declared parameter has no robustness case'
+
+
+def check_rejected(client, name, value, old, words):
+    """Set a bad value: rejected with a reason naming ``words``; the old value stays."""
+    [result] = client.set_parameters(**{name: value})
+    assert not result.successful, (name, value)
+    reason = result.reason
+    assert reason and any(w in reason for w in words), (name, value, reason)
+    [now] = client.get_parameters(name)
+    assert now == old, (name, value, now, old)
+
+
+def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folder,
+                                                                           default_model):
+    node, driver = soak.start_node('params_node', default_model, folder)
+    client = driver.client
+    try:
+        # Unconfigured: wrong types and out-of-range values.
+        olds = dict(zip(BAD_VALUES, client.get_parameters(*BAD_VALUES)))
+        assert olds['score_threshold'] == 0.5 and olds['model_path'] == default_model
+        for name, (wrong_type, out_of_range, _) in BAD_VALUES.items():
+            check_rejected(client, name, wrong_type, olds[name], ['type', name])
+            if name == 'class_allowlist' or isinstance(out_of_range, str):
+                continue  # labels are known once a model is loaded: checked below
+            for value in out_of_range:
+                check_rejected(client, name, value, olds[name], [name])
+        # Configured: reconfigure parameters are read-only; labels are checked against the
+        # model; live ones still take a good value.
+        assert client.transition('configure')
+        for name in RECONFIGURE:
+            check_rejected(client, name, BAD_VALUES[name][2], olds[name],
+                           ['read-only while the node is configured'])
+        assert client.set_parameters(class_allowlist=['person'])[0].successful
+        for value in BAD_VALUES['class_allowlist'][1]:
+            check_rejected(client, 'class_allowlist', value, ['person'], ['dog', 'cat'])
+        for name in ('score_threshold', 'nms_iou_threshold', 'max_detections',
+                     'publish_debug_image'):
+            good = BAD_VALUES[name][2]
+            assert client.set_parameters(**{name: good})[0].successful, name
+            assert client.get_parameters(name) == [good]
+        assert node.alive() and 'Traceback' not in node.log()
+    finally:
+        driver.close()
+        node.stop()
+
+
+# --------------------------------------------------------------------------- churn and flood
+
+def test_a_closed_detector_frees_its_model_without_waiting_for_the_garbage_collector(
+        default_model):
+    """No reference cycle keeps a closed model alive (its memory and runtime threads)."""
+    import gc
+    import weakref
+
+    from tx2_inference.detector import Detector
+    gc.collect()
+    gc.disable()
+    try:
+        detector = Detector(default_model, backend='onnxruntime', precision='fp32')
+        detector.detect(soak.astronaut((320, 240)), 'rgb')
+        backend = weakref.ref(detector.backend)
+        session = weakref.ref(detector.backend._session)
+        detector.close()
+        del detector
+        assert backend() is None and session() is None
+    finally:
+        gc.enable()
+
+
+@pytest.fixture(scope='module')
+def churn_node(folder, default_model):
+    """Start a node for the churn and the flood; stop it with SIGINT."""
+    # One inference thread: the model's throughput stays well below the flood's input rate.
+    node, driver = soak.start_node('churn_node', default_model, folder,
+                                   extra={'cpu_threads': 1})
+    yield node, driver
+    driver.close()
+    node.stop()
+
+
+def test_lifecycle_churn_with_frames_flowing_leaks_nothing(churn_node):
+    node, driver = churn_node
+    result = soak.churn(node, driver, CHURN_CYCLES)
+    assert result['failures'] == []
+    assert result['cycles_answered'] == CHURN_CYCLES  # detections in every active period
+    first, last = result['samples'][0], result['samples'][-1]
+    # Measured unconfigured after each cycle: the model's threads and files are all gone.
+    assert last['threads'] <= first['threads'], result['samples']
+    assert last['fds'] <= first['fds'], result['samples']
+    assert last['rss_mb'] - first['rss_mb'] < 20.0, result['samples']
+    assert node.alive() and 'Traceback' not in node.log()
+
+
+def test_flood_above_throughput_bounded_latency_flat_memory_drops_counted(churn_node):
+    node, driver = churn_node
+    soak.activate(driver)
+    result = soak.flood(node, driver, FLOOD_FRAMES, FLOOD_FPS)
+    # Every frame arrived (reliable queue) and is accounted for: published or superseded.
+    assert result['node_frames_in'] == FLOOD_FRAMES
+    drops = result['node_dropped']
+    assert {k for k, v in drops.items() if v} <= {'superseded'}, drops
+    assert result['node_frames_out'] + drops['superseded'] == FLOOD_FRAMES
+    assert result['answered'] == result['node_frames_out']
+    assert result['answered_with_person'] == result['answered']
+    # The input was above what the model keeps up with: the newest frame wins.
+    assert drops['superseded'] > 0 and result['output_fps'] < result['input_fps']
+    latencies = sorted(result['latency_ms'])
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    assert p99 < 500.0, (p99, soak.percentile(latencies, 50))
+    # Memory flat: no growth after the first quarter beyond allocator noise.
+    memory = [mb for _, mb in result['memory_mb']]
+    assert memory[-1] - memory[len(memory) // 4] < 20.0, memory
+    assert node.alive() and 'Traceback' not in node.log()
+
+
+# --------------------------------------------------------------------------- signals
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_processing_exits_cleanly_within_2_s(folder, default_model, sig):
+    result = soak.signal_exit(default_model, folder, sig)
+    assert result['answered_before'], 'the node was not processing when signalled'
+    assert result['exit_code'] == 0, result['log'][-2000:]
+    assert result['seconds'] < 2.0, result['seconds']
+    assert 'shutting down: model released' in result['log'], result['log'][-2000:]
+    assert 'Traceback' not in result['log']
