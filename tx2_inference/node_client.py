@@ -119,10 +119,20 @@ class NodeClient(object):
         return list(self.call(self._params, request).results)
 
     def get_parameters(self, *names: str) -> List[Any]:
-        """Return the parameters' current values (``ros2 param get``), as Python values."""
+        """Return the parameters' current values (``ros2 param get``), as Python values.
+
+        A declared parameter without a value is None (rclpy answers nothing at all for a
+        request that names one, so each name is then asked for on its own).
+        """
         from rclpy.parameter import parameter_value_to_python
         response = self.call(self._get_params, GetParameters.Request(names=list(names)))
-        return [parameter_value_to_python(value) for value in response.values]
+        if len(response.values) == len(names):
+            return [parameter_value_to_python(value) for value in response.values]
+        values = []
+        for name in names:
+            answer = self.call(self._get_params, GetParameters.Request(names=[name])).values
+            values.append(parameter_value_to_python(answer[0]) if answer else None)
+        return values
 
     def collect(self, msg_type: Any, topic: str, qos: Any = None) -> None:
         """Keep every message arriving on `topic` (read them with messages(topic))."""
