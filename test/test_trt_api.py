@@ -17,7 +17,7 @@ import pytest
 
 from tx2_inference.backends import trt_api
 from tx2_inference.backends.cuda import probe_gpu
-from tx2_inference.errors import BackendUnavailableError
+from tx2_inference.errors import BackendUnavailableError, ModelError
 
 _ENGINE_COMMON = {'num_layers', 'max_workspace_size', 'refittable', 'name',
                   'num_optimization_profiles', 'engine_capability', 'error_recorder',
@@ -254,3 +254,390 @@ def test_probe_without_gpu_gives_a_reason_and_keeps_tensorrt_unimported():
         pytest.skip('a GPU is present')
     assert reason
     assert 'tensorrt' not in sys.modules
+
+
+# --- Optimisation profiles: one per concurrent slot for dynamic shapes (NVIDIA/TensorRT #1590) ---
+
+def test_binding_index_of_a_profile_follows_the_previous_profiles_bindings():
+    # 8.2: 3 tensors in each of 2 profiles -> 6 bindings; profile 1's are 3, 4, 5.
+    assert [trt_api.binding_index(i, 0, 6, 2) for i in range(3)] == [0, 1, 2]
+    assert [trt_api.binding_index(i, 1, 6, 2) for i in range(3)] == [3, 4, 5]
+    assert trt_api.binding_index(1, 3, 8, 4) == 7
+    assert trt_api.binding_index(1, 0, 2, 0) == 1  # no profiles reported: one
+    for args in ((3, 0, 6, 2), (0, 2, 6, 2), (0, 1, 7, 2), (-1, 0, 6, 2)):
+        with pytest.raises(ModelError):
+            trt_api.binding_index(*args)
+    assert trt_api.profile_binding_name('images', 0) == 'images'
+    assert trt_api.profile_binding_name('images', 2) == 'images [profile 2]'
+
+
+def test_slot_profile_dynamic_gets_its_own_static_shares_profile_zero():
+    assert [trt_api.slot_profile(s, 3, True) for s in range(3)] == [0, 1, 2]
+    assert [trt_api.slot_profile(s, 1, False) for s in range(4)] == [0, 0, 0, 0]
+    with pytest.raises(ModelError) as err:
+        trt_api.slot_profile(2, 2, True, 'yolo.engine')
+    message = str(err.value)
+    for part in ("'yolo.engine'", 'dynamic input shapes and 2 optimisation profile(s)',
+                 'executor slot 2', 'one execution context', '--profiles N',
+                 'executor_depth (at least 3)', 'executor_depth to at most 2'):
+        assert part in message, (part, message)
+
+
+@pytest.mark.parametrize('version', sorted(SURFACES))
+def test_every_version_selects_a_profile_with_the_async_call(version):
+    assert (trt_api.select_profile_call(SURFACES[version]['IExecutionContext'])
+            == 'set_optimization_profile_async')
+    # TensorRT 7.x contexts have only the attribute; a context with neither is refused.
+    legacy = SURFACES['8.2']['IExecutionContext'] - {'set_optimization_profile_async'}
+    assert trt_api.select_profile_call(legacy) == 'active_optimization_profile'
+    with pytest.raises(BackendUnavailableError, match='optimisation profile'):
+        trt_api.select_profile_call(legacy - {'active_optimization_profile'})
+
+
+def test_the_shared_profile_selection_calls_only_what_every_version_has():
+    context_names = _names_called_on(trt_api.RuntimeApi, {'context'})
+    engine_names = _names_called_on(trt_api.RuntimeApi, {'self.engine'})
+    assert context_names == {'set_optimization_profile_async'}
+    for version, s in SURFACES.items():
+        assert context_names <= s['IExecutionContext'], version
+        assert engine_names <= s['ICudaEngine'], version
+
+
+# Recording fakes of TensorRT's runtime objects. Only the TensorRT objects (module, engine,
+# execution contexts) are replaced; each exposes nothing but the recorded attribute names of
+# its version (SURFACES), so a call another version lacks fails here as it would there. They
+# model what NVIDIA's API reference says of profiles: the first context of an engine has
+# profile 0, a later one has none until it selects one, a profile serves one live context, and
+# 8.2's bindings of profile k sit after profile k-1's, named '<name> [profile k]'.
+
+_TENSORS = [('images', True, (-1, 3, 8, 8)), ('scores', False, (-1, 10))]
+_STATIC = [('images', True, (1, 3, 8, 8)), ('scores', False, (1, 10))]
+_RANGE = ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))
+
+
+class _Surface(object):
+    """Only the attribute names of one TensorRT version; the rest is an AttributeError."""
+
+    def __init__(self, impl, names):
+        object.__setattr__(self, '_impl', impl)
+        object.__setattr__(self, '_names', frozenset(names))
+
+    def __dir__(self):
+        return sorted(self._names)
+
+    def __getattr__(self, name):
+        if name not in self._names:
+            raise AttributeError('this TensorRT has no {!r}'.format(name))
+        return getattr(self._impl, name)
+
+    def __setattr__(self, name, value):
+        if name not in self._names:
+            raise AttributeError('this TensorRT has no {!r}'.format(name))
+        setattr(self._impl, name, value)
+
+
+class _Engine(object):
+    def __init__(self, version, log, tensors, profiles):
+        import weakref
+        self.version, self.log, self.tensors = version, log, tensors
+        self.num_optimization_profiles = profiles
+        self.per = len(tensors)
+        self.num_bindings = self.per * profiles
+        self.num_io_tensors = self.per
+        self.dynamic = any(-1 in shape for _, _, shape in tensors)
+        self.contexts = weakref.WeakSet()
+
+    # bindings API (8.2)
+    def _split(self, binding):
+        profile, index = divmod(binding, self.per)
+        return profile, self.tensors[index]
+
+    def get_binding_name(self, binding):
+        profile, (name, _, _) = self._split(binding)
+        return trt_api.profile_binding_name(name, profile)
+
+    def binding_is_input(self, binding):
+        return self._split(binding)[1][1]
+
+    def get_binding_shape(self, binding):
+        return self._split(binding)[1][2]
+
+    def get_binding_dtype(self, binding):
+        return 'float32'
+
+    def get_profile_shape(self, profile, binding):
+        assert self._split(binding)[0] == profile, 'binding of another profile'
+        return _RANGE
+
+    # tensors API (8.5+)
+    def _tensor(self, name):
+        return [t for t in self.tensors if t[0] == name][0]
+
+    def get_tensor_name(self, index):
+        return self.tensors[index][0]
+
+    def get_tensor_mode(self, name):
+        return 'INPUT' if self._tensor(name)[1] else 'OUTPUT'
+
+    def get_tensor_shape(self, name):
+        return self._tensor(name)[2]
+
+    def get_tensor_dtype(self, name):
+        return 'float32'
+
+    def get_tensor_profile_shape(self, name, profile):
+        assert 0 <= profile < self.num_optimization_profiles
+        return _RANGE
+
+    def create_execution_context(self):
+        # Profile 0 for the first context, or for all of a static engine; else none yet.
+        context = _Context(self, 0 if not (self.contexts and self.dynamic) else None)
+        self.contexts.add(context)
+        self.log.append(('engine', 'create_execution_context', context.number))
+        return _Surface(context, SURFACES[self.version]['IExecutionContext'])
+
+
+class _Context(object):
+    count = 0
+
+    def __init__(self, engine, profile):
+        _Context.count += 1
+        self.number = _Context.count
+        self.engine, self.profile = engine, profile
+        self.shape = None if engine.dynamic else engine.tensors[0][2]
+        self.addresses = {}
+
+    def _record(self, *call):
+        self.engine.log.append((self.number,) + call)
+
+    def set_optimization_profile_async(self, profile, stream_handle):
+        self._record('set_optimization_profile_async', profile, stream_handle)
+        taken = {c.profile for c in self.engine.contexts if c is not self}
+        if not 0 <= profile < self.engine.num_optimization_profiles or profile in taken:
+            return False
+        self.profile, self.shape = profile, None
+        return True
+
+    @property
+    def active_optimization_profile(self):
+        return self.profile
+
+    @active_optimization_profile.setter
+    def active_optimization_profile(self, profile):
+        self._record('active_optimization_profile =', profile)
+        self.profile, self.shape = profile, None
+
+    def _set_shape(self, name, shape, profile):
+        assert profile == self.profile
+        lo, _, hi = _RANGE
+        if self.profile is None or any(s < a or s > b for s, a, b in zip(shape, lo, hi)):
+            return False
+        self.shape = tuple(shape)
+        return True
+
+    def set_binding_shape(self, binding, shape):
+        self._record('set_binding_shape', binding, tuple(shape))
+        profile, (name, _, _) = self.engine._split(binding)
+        return self._set_shape(name, shape, profile)
+
+    def get_binding_shape(self, binding):
+        profile, (name, _, declared) = self.engine._split(binding)
+        assert profile == self.profile
+        return (self.shape[0],) + declared[1:]
+
+    def execute_async_v2(self, bindings, stream_handle):
+        self._record('execute_async_v2', list(bindings), stream_handle)
+        per = self.engine.per
+        mine = range(self.profile * per, (self.profile + 1) * per)
+        return (len(bindings) == self.engine.num_bindings and self.shape is not None
+                and all(bool(b) == (i in mine) for i, b in enumerate(bindings)))
+
+    def set_input_shape(self, name, shape):
+        self._record('set_input_shape', name, tuple(shape))
+        return self._set_shape(name, shape, self.profile)
+
+    def get_tensor_shape(self, name):
+        return (self.shape[0],) + self.engine._tensor(name)[2][1:]
+
+    def set_tensor_address(self, name, address):
+        self._record('set_tensor_address', name, address)
+        self.addresses[name] = address
+        return True
+
+    def execute_async_v3(self, stream_handle):
+        self._record('execute_async_v3', stream_handle)
+        return (self.profile is not None and self.shape is not None
+                and len(self.addresses) == self.engine.per)
+
+
+def _fake_runtime_trt(version, log, tensors, profiles):
+    import types
+    trt = types.ModuleType('tensorrt')
+    trt.__version__ = version
+    trt.TensorIOMode = type('TensorIOMode', (), {'INPUT': 'INPUT', 'OUTPUT': 'OUTPUT'})
+    trt.IExecutionContext = type('IExecutionContext', (), dict.fromkeys(
+        SURFACES[version]['IExecutionContext']))
+    trt.nptype = lambda dtype: np.float32
+    trt.Logger = type('Logger', (), {'WARNING': 2, '__init__': lambda self, s: None})
+    engine = _Surface(_Engine(version, log, tensors, profiles), SURFACES[version]['ICudaEngine'])
+    trt.Runtime = lambda logger: types.SimpleNamespace(
+        deserialize_cuda_engine=lambda data: engine)
+    return trt
+
+
+class _HostCuda(object):
+    """Stand-in for cuda.py's CudaDevice (no GPU here): host arrays, integer addresses."""
+
+    library = 'fake'
+
+    def __init__(self):
+        self.next = 0x1000
+
+    def push(self):
+        pass
+
+    pop = close = push
+
+    def stream(self):
+        self.next += 1
+        return self.next
+
+    def stream_handle(self, stream):
+        return stream
+
+    def event(self):
+        return object()
+
+    def pagelocked_empty(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def mem_alloc(self, nbytes):
+        self.next += 0x1000
+        return self.next
+
+    def memcpy_htod_async(self, device, host, stream):
+        pass
+
+    memcpy_dtoh_async = memcpy_htod_async
+
+    def record(self, event, stream):
+        pass
+
+    def query(self, event):
+        return True
+
+    def synchronize(self, event):
+        pass
+
+    def elapsed_ms(self, start, end):
+        return 0.0
+
+    def free(self, *objects):
+        pass
+
+
+def _fake_backend(monkeypatch, tmp_path, version, tensors=_TENSORS, profiles=2):
+    from tx2_inference.backends import tensorrt_backend
+    log = []
+    trt = _fake_runtime_trt(version, log, tensors, profiles)
+    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: trt)
+    monkeypatch.setattr(tensorrt_backend, 'open_cuda', lambda device, library: _HostCuda())
+    path = tmp_path / 'model.engine'
+    path.write_bytes(b'serialized engine')
+    return tensorrt_backend.TensorRTBackend(str(path)), log
+
+
+def _calls(log, name):
+    return [e for e in log if len(e) > 1 and e[1] == name]
+
+
+@pytest.mark.parametrize('version', ['8.2', '8.6', '10.x', '11.x'])
+def test_each_slot_of_a_dynamic_engine_selects_its_own_profile(version, monkeypatch, tmp_path):
+    backend, log = _fake_backend(monkeypatch, tmp_path, version, profiles=2)
+    assert backend.api_generation == EXPECTED[version][0]
+    shapes = {'images': (2, 3, 8, 8)}
+    slots = [backend.create_slot(i, shapes) for i in range(2)]
+    for slot in slots:
+        backend.run(slot)  # the fake's execute returns False unless the calls were right
+        assert slot.outputs['scores'].shape == (2, 10)
+    first, second = (s.handle.stream_handle for s in slots)
+    # Slot i selects profile i on its own stream, before its input shape is set.
+    assert [(e[2], e[3]) for e in _calls(log, 'set_optimization_profile_async')] == [
+        (0, first), (1, second)]
+    for number in [e[2] for e in _calls(log, 'create_execution_context')]:
+        calls = [e[1] for e in log if e[0] == number]
+        assert calls.index('set_optimization_profile_async') < calls.index(
+            'set_binding_shape' if version == '8.2' else 'set_input_shape')
+    if version == '8.2':
+        # Profile 1's input is binding 0 + 1 * (4 bindings // 2 profiles) = 2.
+        assert [e[2] for e in _calls(log, 'set_binding_shape')] == [0, 2]
+        bindings = [e[2] for e in _calls(log, 'execute_async_v2')]
+        assert len(bindings[0]) == len(bindings[1]) == 4
+        assert bindings[0][2:] == [0, 0] and all(bindings[0][:2])
+        assert bindings[1][:2] == [0, 0] and all(bindings[1][2:])
+    else:  # the same tensor names in every profile
+        assert [e[2] for e in _calls(log, 'set_input_shape')] == ['images', 'images']
+        assert len(_calls(log, 'execute_async_v3')) == 2
+    backend.close()
+
+
+@pytest.mark.parametrize('version', ['8.2', '10.x'])
+def test_too_few_profiles_for_the_slots_is_refused_before_a_context_is_made(
+        version, monkeypatch, tmp_path):
+    backend, log = _fake_backend(monkeypatch, tmp_path, version, profiles=2)
+    slots = [backend.create_slot(i, {'images': (1, 3, 8, 8)}) for i in range(2)]
+    contexts = len(_calls(log, 'create_execution_context'))
+    with pytest.raises(ModelError) as err:
+        backend.create_slot(2, {'images': (1, 3, 8, 8)})
+    assert '2 optimisation profile(s)' in str(err.value)
+    assert '--profiles N' in str(err.value) and 'executor_depth' in str(err.value)
+    assert len(_calls(log, 'create_execution_context')) == contexts
+    # A slot index already live is refused too: its profile is taken.
+    with pytest.raises(ModelError, match='already in use'):
+        backend.create_slot(1, {'images': (1, 3, 8, 8)})
+    # Released, its profile is free again for a new context.
+    backend.release_slot(slots[1])
+    backend.run(backend.create_slot(1, {'images': (1, 3, 8, 8)}))
+    backend.close()
+
+
+def test_through_the_executor_depth_three_on_two_profiles_fails_at_load(monkeypatch, tmp_path):
+    from tx2_inference.executor import DoubleBufferedExecutor
+    backend, log = _fake_backend(monkeypatch, tmp_path, '8.2', profiles=2)
+    with pytest.raises(ModelError, match='executor_depth to at most 2'):
+        DoubleBufferedExecutor(backend, lambda frame, slot: None, lambda slot, c: None,
+                               depth=3, input_shapes={'images': (1, 3, 8, 8)})
+    assert backend._slots == []  # the two slots made before were released
+    backend.close()
+
+
+def test_bindings_generation_checks_profile_names_and_falls_back_to_the_attribute():
+    log = []
+    engine = _Engine('8.2', log, _TENSORS, 2)
+    api = trt_api.BindingsApi(None, _Surface(engine, SURFACES['8.2']['ICudaEngine']))
+    assert [api._binding(n, 1) for n in ('images', 'scores')] == [2, 3]
+    # TensorRT 7.x: no set_optimization_profile_async, the attribute is set instead.
+    legacy = SURFACES['8.2']['IExecutionContext'] - {'set_optimization_profile_async'}
+    engine.create_execution_context()
+    context = _Context(engine, None)
+    api.select_profile(_Surface(context, legacy), 1, 0)
+    assert log[-1] == (context.number, 'active_optimization_profile =', 1)
+    # An engine whose profile-1 bindings are not named as documented is refused, not run.
+    engine.get_binding_name = lambda b: 'other' if b >= 2 else _TENSORS[b][0]
+    api = trt_api.BindingsApi(None, _Surface(engine, SURFACES['8.2']['ICudaEngine']))
+    with pytest.raises(ModelError, match="expected 'images \\[profile 1\\]'"):
+        api._binding('images', 1)
+
+
+@pytest.mark.parametrize('version', ['8.2', '10.x'])
+def test_a_static_engine_shares_profile_zero_and_selects_nothing(version, monkeypatch,
+                                                                  tmp_path):
+    backend, log = _fake_backend(monkeypatch, tmp_path, version, tensors=_STATIC, profiles=1)
+    slots = [backend.create_slot(i) for i in range(3)]
+    for slot in slots:
+        backend.run(slot)
+    assert _calls(log, 'set_optimization_profile_async') == []
+    assert all(s.handle.profile == 0 for s in slots)
+    if version == '8.2':
+        assert all(len(e[2]) == 2 for e in _calls(log, 'execute_async_v2'))
+    backend.close()

@@ -6,10 +6,12 @@ addresses are bound once per slot instead of on every frame.
 
 - load: GPU probe (TensorRT segfaults without one) -> ``trt.Runtime(logger)`` ->
   ``deserialize_cuda_engine`` (None means another TensorRT version or GPU built it).
-- per slot: ``create_execution_context`` -> optimisation profile -> input shapes
+- per slot: ``create_execution_context`` -> a stream -> optimisation profile (dynamic shapes
+  only: slot ``i`` selects profile ``i`` on its stream; an engine with fewer profiles than
+  slots is refused with a ``ModelError``, see ``trt_api``) -> input shapes
   (``set_input_shape`` / ``set_binding_shape``) -> concrete output shapes -> pinned host and
-  device buffers -> addresses bound (``set_tensor_address`` / the bindings list) -> a stream
-  and three events.
+  device buffers -> addresses bound (``set_tensor_address`` / the bindings list) -> three
+  events.
 - per frame (``launch``): H2D copies -> event -> ``execute_async_v3`` / ``execute_async_v2`` ->
   event -> D2H copies -> event. ``query`` / ``wait`` look at the last event.
 
@@ -48,8 +50,8 @@ def import_tensorrt() -> Any:
 class _SlotHandle(object):
     """What a TensorRT slot owns beside its host buffers."""
 
-    __slots__ = ('context', 'stream', 'stream_handle', 'device', 'bound', 'copies_in',
-                 'copies_out', 'start', 'end', 'done')
+    __slots__ = ('context', 'profile', 'stream', 'stream_handle', 'device', 'bound',
+                 'copies_in', 'copies_out', 'start', 'end', 'done')
 
 
 class TensorRTBackend(Backend):
@@ -118,24 +120,27 @@ class TensorRTBackend(Backend):
                     input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> Slot:
         """Create the slot's context, buffers, stream and events; bind addresses once."""
         cuda, api = self._cuda, self._api
+        # Dynamic shapes: slot i uses optimisation profile i, never one another live slot
+        # uses (TensorRT allows one context per profile); refused before anything is made.
+        dynamic = any(-1 in i.shape for i in self.inputs)
+        profile = trt_api.slot_profile(index, self._engine.num_optimization_profiles, dynamic,
+                                       self.model_path)
+        if dynamic and any(s.handle.profile == profile for s in self._slots):
+            raise ModelError('executor slot {} of {!r} is already in use (optimisation '
+                             'profile {}): release it first'.format(index, self.model_path,
+                                                                    profile))
         cuda.push()
         try:
             h = _SlotHandle()
+            h.profile = profile
             h.context = self._engine.create_execution_context()
             if h.context is None:
                 raise CudaError('TensorRT create_execution_context failed (out of GPU '
                                 'memory?)')
             h.stream = cuda.stream()
             h.stream_handle = cuda.stream_handle(h.stream)
-            # Concurrent contexts of a dynamic-shape engine each need their own profile
-            # where the engine has enough; otherwise profile 0.
-            dynamic = any(-1 in i.shape for i in self.inputs)
-            profiles = int(self._engine.num_optimization_profiles)
-            profile = index if dynamic and index < profiles else 0
-            if profile:
-                if not h.context.set_optimization_profile_async(profile, h.stream_handle):
-                    raise CudaError('TensorRT set_optimization_profile_async({}) '
-                                    'failed'.format(profile))
+            if dynamic:  # before any input shape; static engines share profile 0
+                api.select_profile(h.context, profile, h.stream_handle)
             host = {}  # type: Dict[str, np.ndarray]
             for info in self.inputs:
                 shape = concrete_shape(info, (input_shapes or {}).get(info.name))

@@ -15,11 +15,31 @@ Two generations of the runtime API (NVIDIA's Python API reference for each versi
 The choice is made from attribute *names* (``select_runtime_api``), so it is tested against
 recorded API surfaces of each version without a GPU. Builder-side differences
 (``builder_features``) are here too, for the engine builder.
+
+**Optimisation profiles and concurrent contexts.** With dynamic input shapes, a profile can be
+used by one execution context at a time (NvInferRuntime.h, ``setOptimizationProfileAsync``:
+"the optimization profile must be set with a unique profileIndex before calling execute or
+enqueue"; NVIDIA/TensorRT issue #1590). So executor slot ``i`` selects profile ``i``
+(``slot_profile``), and a dynamic engine needs one profile per slot. Static engines keep
+profile 0 in every context, as before. The selection, per generation:
+
+- both: ``IExecutionContext.set_optimization_profile_async(i, stream_handle)`` (TensorRT 8.0 to
+  11), on the slot's own stream, before any input shape is set; the slot's inference is
+  enqueued later on that same stream, which gives the ordering the header asks for. Where a
+  context lacks it (TensorRT 7.x), the bindings generation assigns
+  ``active_optimization_profile = i`` instead (``select_profile_call``).
+- tensors (8.5 to 11): tensor names are the same in every profile; ``set_input_shape``,
+  ``get_tensor_shape`` and ``set_tensor_address`` act on the context's selected profile, and
+  ``get_tensor_profile_shape(name, i)`` reads its ranges (NVIDIA ``demo/BERT/perf.py``).
+- bindings (8.2): ``num_bindings`` counts every profile's bindings; profile ``k``'s binding of a
+  tensor is its profile-0 index ``+ k * (num_bindings // num_optimization_profiles)`` and is
+  named ``'<name> [profile k]'`` (``binding_index``, ``profile_binding_name``). The list given
+  to ``execute_async_v2`` has all ``num_bindings`` entries, the selected profile's set.
 """
 
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from tx2_inference.errors import BackendUnavailableError, ConfigError
+from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
 IoTensor = NamedTuple('IoTensor', [('name', str), ('is_input', bool), ('index', int)])
 
@@ -50,6 +70,69 @@ def select_runtime_api(engine_names: Iterable[str], context_names: Iterable[str]
     raise BackendUnavailableError(
         'this TensorRT offers neither the named-tensor API (execute_async_v3) nor the bindings '
         'API (execute_async_v2); supported: TensorRT 8.2 to 11')
+
+
+def slot_profile(slot: int, num_profiles: int, dynamic: bool, engine_path: str = '') -> int:
+    """Return the optimisation profile executor slot ``slot`` must select.
+
+    :param slot: the slot's index (0 to depth - 1).
+    :param num_profiles: ``ICudaEngine.num_optimization_profiles``.
+    :param dynamic: whether any engine input has a dynamic (-1) dimension.
+    :param engine_path: named in the error message.
+    :returns: 0 for a static engine (its contexts may share profile 0); ``slot`` otherwise.
+    :raises ModelError: a dynamic engine with no profile ``slot``: running two contexts on one
+        profile is not allowed by TensorRT, so this is refused instead.
+    """
+    if not dynamic:
+        return 0
+    if slot < int(num_profiles):
+        return slot
+    raise ModelError(
+        'TensorRT engine {!r} has dynamic input shapes and {} optimisation profile(s), but '
+        'executor slot {} needs a profile of its own: TensorRT lets only one execution context '
+        'use a profile at a time. Rebuild the engine with one profile per slot: tx2-convert '
+        'engine MODEL.onnx --shapes NAME:MIN:OPT:MAX --profiles N -o MODEL.engine, with N the '
+        'executor_depth (at least {}); or set executor_depth to at most {}.'.format(
+            engine_path or '?', num_profiles, slot, slot + 1, num_profiles))
+
+
+def binding_index(index: int, profile: int, num_bindings: int, num_profiles: int) -> int:
+    """Return the bindings-API index of profile-0 binding ``index`` in ``profile``.
+
+    TensorRT 7 to 8.4 (8.2 on a TX2) number the bindings of profile ``k`` after those of
+    profile ``k - 1``: ``index + profile * (num_bindings // num_profiles)``.
+
+    :raises ModelError: ``num_bindings`` is not a multiple of ``num_profiles``, or ``index``
+        / ``profile`` are out of range.
+    """
+    num_profiles = max(int(num_profiles), 1)
+    per_profile, rest = divmod(int(num_bindings), num_profiles)
+    if rest or not 0 <= index < per_profile or not 0 <= profile < num_profiles:
+        raise ModelError('binding {} of profile {} does not exist in an engine with {} '
+                         'bindings in {} optimisation profile(s)'.format(
+                             index, profile, num_bindings, num_profiles))
+    return index + profile * per_profile
+
+
+def profile_binding_name(name: str, profile: int) -> str:
+    """Return the bindings-API name of tensor ``name`` in ``profile`` (``'x [profile 1]'``)."""
+    return name if profile == 0 else '{} [profile {}]'.format(name, profile)
+
+
+def select_profile_call(context_names: Iterable[str]) -> str:
+    """Return how a context selects its optimisation profile, from ``dir(context)``.
+
+    :returns: ``'set_optimization_profile_async'`` (TensorRT 8.0 to 11) or
+        ``'active_optimization_profile'`` (the attribute TensorRT 7.x sets it with; it wraps
+        ``setOptimizationProfile``, deprecated in the 8.x C++ API in favour of the async call).
+    :raises BackendUnavailableError: neither is there.
+    """
+    names = set(context_names)
+    for call in ('set_optimization_profile_async', 'active_optimization_profile'):
+        if call in names:
+            return call
+    raise BackendUnavailableError('this TensorRT execution context cannot select an '
+                                  'optimisation profile; supported: TensorRT 8.2 to 11')
 
 
 BuilderFeatures = NamedTuple('BuilderFeatures', [
@@ -109,6 +192,17 @@ class RuntimeApi(object):
     def profile_shapes(self, name: str, profile: int) -> Sequence[Tuple[int, ...]]:
         """Return (min, opt, max) shapes of an input in an optimisation profile."""
         raise NotImplementedError
+
+    def select_profile(self, context: Any, profile: int, stream_handle: int) -> None:
+        """Make ``context`` use optimisation ``profile``, before its input shapes are set.
+
+        ``set_optimization_profile_async(profile, stream_handle)``, checked: its copies go on
+        the slot's stream, the stream its inference is enqueued on later.
+        """
+        if not context.set_optimization_profile_async(profile, stream_handle):
+            raise ModelError('TensorRT set_optimization_profile_async({}) failed: the engine '
+                             'has {} optimisation profile(s), or another context uses this '
+                             'one'.format(profile, self.engine.num_optimization_profiles))
 
     def set_input_shape(self, context: Any, name: str, shape: Sequence[int],
                         profile: int) -> None:
@@ -177,8 +271,9 @@ class TensorsApi(RuntimeApi):
 class BindingsApi(RuntimeApi):
     """TensorRT 7 to 8.4 (8.2 on JetPack 4.6): binding indices + ``execute_async_v2``.
 
-    With several optimisation profiles, profile k's bindings follow profile k-1's, so
-    ``index + k * bindings_per_profile`` is the binding of a tensor in profile k.
+    With several optimisation profiles, profile k's bindings follow profile k-1's
+    (``binding_index``), and are named ``'<name> [profile k]'``; both are checked against the
+    engine the first time a profile is used.
     """
 
     generation = 'bindings'
@@ -186,9 +281,17 @@ class BindingsApi(RuntimeApi):
     def __init__(self, trt: Any, engine: Any) -> None:
         """Count bindings per optimisation profile."""
         super(BindingsApi, self).__init__(trt, engine)
-        profiles = max(int(engine.num_optimization_profiles), 1)
-        self.per_profile = engine.num_bindings // profiles
+        self.profiles = max(int(engine.num_optimization_profiles), 1)
+        self.per_profile = engine.num_bindings // self.profiles
         self._index = {engine.get_binding_name(i): i for i in range(self.per_profile)}
+        self._checked = {0}
+
+    def select_profile(self, context: Any, profile: int, stream_handle: int) -> None:
+        """``set_optimization_profile_async`` (8.0+), else ``active_optimization_profile =``."""
+        if select_profile_call(dir(context)) == 'set_optimization_profile_async':
+            super(BindingsApi, self).select_profile(context, profile, stream_handle)
+        else:  # TensorRT 7.x
+            context.active_optimization_profile = profile
 
     def io_tensors(self) -> List[IoTensor]:
         """Enumerate with ``get_binding_name`` / ``binding_is_input``."""
@@ -197,7 +300,20 @@ class BindingsApi(RuntimeApi):
                 for i in range(self.per_profile)]
 
     def _binding(self, name: str, profile: int = 0) -> int:
-        return self._index[name] + profile * self.per_profile
+        index = binding_index(self._index[name], profile, self.engine.num_bindings,
+                              self.profiles)
+        if profile not in self._checked:
+            for tensor, first in self._index.items():
+                other = binding_index(first, profile, self.engine.num_bindings, self.profiles)
+                found = self.engine.get_binding_name(other)
+                if found != profile_binding_name(tensor, profile):
+                    raise ModelError(
+                        'engine binding {} is {!r}, expected {!r}: this TensorRT numbers the '
+                        'bindings of optimisation profiles in another way; rebuild the engine '
+                        'with --profiles 1 and run executor_depth 1'.format(
+                            other, found, profile_binding_name(tensor, profile)))
+            self._checked.add(profile)
+        return index
 
     def shape(self, name: str) -> Tuple[int, ...]:
         """``ICudaEngine.get_binding_shape``."""
