@@ -306,7 +306,7 @@ class _Rec(object):
         object.__setattr__(self, key, value)
 
 
-def _fake_trt(version, log):
+def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     import types
     major = int(version.split('.')[0])
     trt = types.ModuleType('tensorrt')
@@ -327,9 +327,22 @@ def _fake_trt(version, log):
     if major >= 10:
         trt.IProgressMonitor = type('IProgressMonitor', (), {'__init__': lambda self: None})
 
+    profiles = []
+
+    def add_optimization_profile(profile):  # returns the profile's index, -1 if invalid
+        log.append(('profile', profile))
+        profiles.append(profile)
+        return -1 if refuse_profile else len(profiles) - 1
+
+    def create_optimization_profile():
+        label = 'profile{}'.format(len([e for e in log if e[0] == 'create_profile']))
+        log.append(('create_profile', label))
+        return _Rec(log, label, set_shape=lambda name, lo, opt, hi: log.append(
+            ('set_shape', label, name, tuple(lo), tuple(opt), tuple(hi))))
+
     def make_config():
         attrs = {'set_flag': lambda f: log.append(('flag', f)),
-                 'add_optimization_profile': lambda p: log.append(('profile', p)),
+                 'add_optimization_profile': add_optimization_profile,
                  'create_timing_cache': lambda b: ('cache', b),
                  'set_timing_cache': lambda c, ignore_mismatch: log.append(('timing', c)),
                  'get_timing_cache': lambda: _Rec(log, 'tc', serialize=lambda: b'TC')}
@@ -339,7 +352,7 @@ def _fake_trt(version, log):
             attrs['max_workspace_size'] = 0
         return _Rec(log, 'config', **attrs)
 
-    tensor = _Rec(log, 'input', name='image_tensor:0', shape=(1, 300, 300, 3), dtype='uint8')
+    tensor = _Rec(log, 'input', name='image_tensor:0', shape=input_shape, dtype='uint8')
     network = _Rec(log, 'network', num_inputs=1, get_input=lambda i: tensor)
 
     def create_network(flags):
@@ -347,7 +360,7 @@ def _fake_trt(version, log):
         return network
     builder_attrs = {'create_builder_config': make_config, 'create_network': create_network,
                      'build_serialized_network': lambda n, c: b'SERIALIZED', 'num_DLA_cores': 0,
-                     'create_optimization_profile': lambda: None}
+                     'create_optimization_profile': create_optimization_profile}
     if major < 11:
         builder_attrs.update(platform_has_fast_fp16=True, platform_has_fast_int8=False)
     trt.Builder = lambda logger: _Rec(log, 'builder', **builder_attrs)
@@ -411,3 +424,132 @@ def test_tensorrt_call_sequence_per_version(version, tmp_path, monkeypatch, capl
         assert 'no fast INT8' in caplog.text  # platform_has_fast_int8 False, as on a TX2
         if version.startswith('10'):
             assert [e[1] for e in log if e[0] == 'network_flags'][-1] == 2  # STRONGLY_TYPED
+
+
+# --- Optimisation profiles: one identical profile per executor slot for dynamic inputs ---
+
+_DYNAMIC = (-1, 300, 300, 3)
+_SHAPES = {'image_tensor:0': ((1, 300, 300, 3), (2, 300, 300, 3), (4, 300, 300, 3))}
+
+
+@pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
+def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, monkeypatch):
+    # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
+    from tx2_inference.backends import tensorrt_backend
+    plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    log = []
+    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt',
+                        lambda: _fake_trt(version, log, input_shape=_DYNAMIC))
+    assert eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=_SHAPES,
+                                                        profiles=3)) == b'SERIALIZED'
+    added = [e[1] for e in log if e[0] == 'profile']
+    assert len(added) == 3 and len({id(p) for p in added}) == 3  # three profile objects
+    shapes = [e[1:] for e in log if e[0] == 'set_shape']
+    assert [s[0] for s in shapes] == ['profile0', 'profile1', 'profile2']
+    assert {s[1:] for s in shapes} == {('image_tensor:0',) + _SHAPES['image_tensor:0']}
+    # The default is the node's default executor_depth, 2.
+    log.clear()
+    eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=_SHAPES))
+    assert len([e for e in log if e[0] == 'profile']) == 2
+    # Dynamic without --shapes: say what to pass. A profile TensorRT refuses: a clear error.
+    with pytest.raises(UserError, match='--shapes image_tensor:0:MIN:OPT:MAX'):
+        eb.build_engine_bytes(plain, eb.BuildOptions('fp32', profiles=3))
+    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(
+        version, log, input_shape=_DYNAMIC, refuse_profile=True))
+    with pytest.raises(ModelError, match='refused optimisation profile 0'):
+        eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=_SHAPES))
+
+
+@pytest.mark.parametrize('version', ['8.2.1', '11.4.0'])
+def test_static_network_gets_no_extra_profiles(version, tmp_path, monkeypatch):
+    # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
+    from tx2_inference.backends import tensorrt_backend
+    plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    log = []
+    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
+    eb.build_engine_bytes(plain, eb.BuildOptions('fp32', profiles=4))
+    assert [e for e in log if e[0] in ('create_profile', 'profile')] == []
+    # Fixed shapes given with --shapes: the one profile they describe, as before.
+    fixed = {'image_tensor:0': ((1, 300, 300, 3),) * 3}
+    eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=fixed, profiles=4))
+    assert len([e for e in log if e[0] == 'profile']) == 1
+
+
+def test_profile_count_is_in_the_key_and_metadata_of_dynamic_engines(tmp_path, onnx_file):
+    sha = eb.file_sha256(onnx_file)
+    key = lambda **kw: eb.cache_key(sha, TX2, eb.BuildOptions('fp16', **kw))  # noqa: E731
+    assert key(shapes=_SHAPES, profiles=2) != key(shapes=_SHAPES, profiles=3)
+    assert key(shapes=_SHAPES) == key(shapes=_SHAPES, profiles=2)
+    # A static model's engine does not depend on it: same key, no rebuild for another depth.
+    assert key() == key(profiles=3) == key(profiles=1)
+    assert 'profiles' not in eb.BuildOptions('fp16').key_fields()
+    with pytest.raises(ConfigError, match='executor_depth'):
+        eb.BuildOptions('fp16', profiles=0)
+    cache = eb.EngineCache(str(tmp_path / 'engines'))
+    calls = []
+
+    def build(path, opts):
+        calls.append(opts.profiles)
+        return fake_build(path, opts)
+
+    two = cache.get_or_build(onnx_file, eb.BuildOptions('fp16', shapes=_SHAPES), TX2, build)
+    meta = eb.EngineCache.read_metadata(os.path.splitext(two)[0] + '.json')
+    assert meta['options']['profiles'] == 2
+    assert meta['options']['shapes'] == {'image_tensor:0': [list(s) for s in
+                                                            _SHAPES['image_tensor:0']]}
+    three = cache.get_or_build(onnx_file, eb.BuildOptions('fp16', shapes=_SHAPES, profiles=3),
+                               TX2, build)
+    assert three != two and calls == [2, 3]  # built for 3 slots, not the 2-slot one reused
+    assert cache.get_or_build(onnx_file, eb.BuildOptions('fp16', shapes=_SHAPES, profiles=3),
+                              TX2, build) == three and calls == [2, 3]
+    # Rebuilt on another device from its metadata: the same shapes and profile count.
+    seen = []
+    eb.check_engine_file(three, ORIN, build_fn=lambda p, o: seen.append(o) or fake_build(p, o))
+    assert seen[0].profiles == 3 and seen[0].shapes == _SHAPES
+
+
+def test_cli_engine_profiles_option(tmp_path, onnx_file, monkeypatch, capsys):
+    from tx2_inference.convert import cli
+    got = []
+    monkeypatch.setattr(eb, 'build_or_load', lambda onnx, opts, **kw: got.append(opts) or 'x')
+    shapes = 'image_tensor:0:1x300x300x3:2x300x300x3:4x300x300x3'
+    assert cli.main(['engine', onnx_file, '--shapes', shapes, '--profiles', '3']) == 0
+    assert cli.main(['engine', onnx_file, '--shapes', shapes]) == 0
+    assert [o.profiles for o in got] == [3, 2] and got[0].shapes == _SHAPES
+    assert cli.main(['engine', onnx_file, '--profiles', '0']) == 2
+    assert 'profiles must be at least 1' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(probe_gpu()[0] == 0, reason='no GPU here ({}): concurrent contexts on '
+                    'their own optimisation profiles run on a Jetson or a GPU machine'.format(
+                        probe_gpu()[1]))
+def test_real_dynamic_engine_runs_two_slots_on_two_profiles(tmp_path):
+    pytest.importorskip('tensorrt', reason='TensorRT (full, with the Builder) not installed')
+    import onnx
+    from onnx import helper, TensorProto
+
+    from tx2_inference.backends.tensorrt_backend import TensorRTBackend
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, ['N', 4])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, ['N', 4])
+    model = helper.make_model(helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g',
+                                                [x], [y]),
+                              opset_imports=[helper.make_opsetid('', 13)])
+    path = str(tmp_path / 'dynamic.onnx')
+    onnx.save(model, path)
+    shapes = {'x': ((1, 4), (2, 4), (4, 4))}
+    engine = eb.build_or_load(path, eb.BuildOptions('fp32', shapes=shapes, profiles=2),
+                              cache_dir=str(tmp_path / 'engines'))
+    with TensorRTBackend(engine) as backend:
+        assert backend._engine.num_optimization_profiles == 2
+        slots = [backend.create_slot(i, {'x': (i + 1, 4)}) for i in range(2)]
+        assert [s.handle.profile for s in slots] == [0, 1]
+        for i, slot in enumerate(slots):
+            slot.inputs['x'][:] = np.arange(-4 * (i + 1), 4 * (i + 1),
+                                            2).reshape(i + 1, 4).astype(np.float32)
+        for slot in slots:  # both in flight at once, each context on its own profile
+            backend.launch(slot)
+        for slot in slots:
+            assert backend.wait(slot, timeout=10.0)
+            np.testing.assert_array_equal(slot.outputs['y'], np.maximum(slot.inputs['x'], 0))
+        with pytest.raises(ModelError, match='--profiles N'):
+            backend.create_slot(2, {'x': (1, 4)})

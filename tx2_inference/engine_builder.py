@@ -34,7 +34,12 @@ calibrators), per version:
   ``config.set_timing_cache(cache, ignore_mismatch=False)``,
   ``config.get_timing_cache().serialize()`` after the build.
 - shape profiles: ``builder.create_optimization_profile()``, ``profile.set_shape(name, min,
-  opt, max)``, ``config.add_optimization_profile(profile)``.
+  opt, max)``, ``config.add_optimization_profile(profile)`` (returns the profile's index, -1
+  when invalid). A network with dynamic inputs gets ``BuildOptions.profiles`` identical
+  profiles, one per executor slot: TensorRT lets one execution context use a profile at a
+  time, and the runtime's slot ``i`` selects profile ``i`` (``backends/trt_api.py``). A static
+  network gets none (every context shares the implicit profile 0), or the one ``--shapes``
+  describes, as before. The count is in the cache key and metadata of dynamic engines.
 - build: ``builder.build_serialized_network(network, config)`` (8.0+); None means failure.
 - progress: ``config.progress_monitor = IProgressMonitor subclass`` (10.0+); before that a
   heartbeat log line while the build runs, and the calibrator logs each batch.
@@ -73,7 +78,7 @@ class BuildOptions(object):
                  calib_batch: int = 8, calib_limit: int = 256,
                  timing_cache: Optional[str] = None,
                  shapes: Optional[Dict[str, ShapeProfile]] = None,
-                 config_path: Optional[str] = None) -> None:
+                 config_path: Optional[str] = None, profiles: int = 2) -> None:
         """Check and hold the options.
 
         :param precision: fp32, fp16 or int8.
@@ -87,6 +92,8 @@ class BuildOptions(object):
         :param timing_cache: timing cache file, read if present and written after the build.
         :param shapes: input name -> (min, opt, max) shapes for dynamic inputs.
         :param config_path: the model config (for the calibration images' preprocessing).
+        :param profiles: optimisation profiles for a network with dynamic inputs, identical, one
+            per executor slot (the node's ``executor_depth``, default 2).
         :raises ConfigError: on a value out of range.
         """
         if precision not in PRECISIONS:
@@ -96,6 +103,9 @@ class BuildOptions(object):
                                                                         CALIBRATORS))
         if workspace_mb < 1 or calib_batch < 1 or calib_limit < 1:
             raise ConfigError('workspace_mb, calib_batch and calib_limit must be positive.')
+        if int(profiles) < 1:
+            raise ConfigError('profiles must be at least 1 (one per executor slot, i.e. the '
+                              "node's executor_depth), got {}.".format(profiles))
         self.precision = precision
         self.workspace_mb = int(workspace_mb)
         self.dla_core = dla_core
@@ -107,11 +117,19 @@ class BuildOptions(object):
         self.timing_cache = timing_cache
         self.shapes = dict(shapes or {})
         self.config_path = config_path
+        self.profiles = int(profiles)
 
     def key_fields(self) -> Dict[str, Any]:
-        """Return the options that change the engine (paths and cache files do not)."""
+        """Return the options that change the engine (paths and cache files do not).
+
+        ``profiles`` is there when shape profiles are given: a dynamic network needs them, so an
+        engine built for 2 slots is not reused for 3. A static network's engine does not depend
+        on it (its contexts share profile 0), and keeps its key.
+        """
         fields = {'precision': self.precision, 'dla_core': self.dla_core,
                   'shapes': {k: [list(s) for s in v] for k, v in sorted(self.shapes.items())}}
+        if self.shapes:
+            fields['profiles'] = self.profiles
         if self.precision == 'int8':
             fields['calibrator'] = self.calibrator
         return fields
@@ -362,8 +380,11 @@ def check_engine_file(engine_path: str, identity: DeviceIdentity,
     LOG.warning('engine %s %s: rebuilding from %s', engine_path, problem, onnx_path)
     if options is None:
         saved = (meta or {}).get('options') or {}
+        shapes = {name: (tuple(lo), tuple(opt), tuple(hi))
+                  for name, (lo, opt, hi) in (saved.get('shapes') or {}).items()}
         options = BuildOptions(precision=saved.get('precision', 'fp16'),
-                               dla_core=saved.get('dla_core'))
+                               dla_core=saved.get('dla_core'), shapes=shapes,
+                               profiles=saved.get('profiles', 2))
     cache = EngineCache(os.path.dirname(os.path.abspath(engine_path)))
     return cache.get_or_build(onnx_path, options, identity, build_fn or build_engine_bytes,
                               force=True)
@@ -708,12 +729,16 @@ def _set_precision(trt: Any, builder: Any, config: Any, network: Any, feats: Any
 
 
 def _add_profiles(builder: Any, config: Any, network: Any, options: BuildOptions) -> None:
-    """Add one optimisation profile covering every dynamic input."""
+    """Add the optimisation profiles: ``options.profiles`` identical ones for dynamic inputs.
+
+    One profile per executor slot, since TensorRT lets one execution context use a profile at a
+    time. A static network gets none, or the single one ``options.shapes`` describes.
+    """
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     dynamic = [i for i in inputs if any(d < 0 for d in i.shape)]
     if not dynamic and not options.shapes:
         return
-    profile = builder.create_optimization_profile()
+    shapes = []  # type: List[Tuple[str, ShapeProfile]]
     for inp in inputs:
         if inp.name in options.shapes:
             lo, opt, hi = options.shapes[inp.name]
@@ -727,5 +752,17 @@ def _add_profiles(builder: Any, config: Any, network: Any, options: BuildOptions
                 s > 0 and s != v for s, v in zip(inp.shape, lo)):
             raise UserError('Shape profile for {!r} {} does not fit the input shape {}.'.format(
                 inp.name, list(lo), list(inp.shape)))
-        profile.set_shape(inp.name, lo, opt, hi)
-    config.add_optimization_profile(profile)
+        shapes.append((inp.name, (lo, opt, hi)))
+    count = options.profiles if dynamic else 1
+    if dynamic:
+        LOG.info('dynamic input(s) %s: %d identical optimisation profiles, one per executor '
+                 'slot', ', '.join(i.name for i in dynamic), count)
+    for number in range(count):
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in shapes:
+            profile.set_shape(name, lo, opt, hi)
+        index = config.add_optimization_profile(profile)
+        if index != number:  # -1: TensorRT found the profile invalid
+            raise ModelError('TensorRT refused optimisation profile {} (add_optimization_profile '
+                             'returned {}): check --shapes (see the TensorRT log above).'.format(
+                                 number, index))

@@ -119,7 +119,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
         calib_images=args.calib_images, calib_cache=args.calib_cache,
         calibrator=args.calibrator, calib_batch=args.calib_batch,
         calib_limit=args.calib_limit, timing_cache=args.timing_cache,
-        shapes=engine_builder.parse_shape_profiles(args.shapes), config_path=args.config)
+        shapes=engine_builder.parse_shape_profiles(args.shapes), config_path=args.config,
+        profiles=args.profiles)
     path = engine_builder.build_or_load(args.onnx, opts, cache_dir=args.cache_dir,
                                         output=args.output, force=args.force)
     print('Engine: {}'.format(path))
@@ -200,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--timing-cache', help='timing cache file (read and written)')
     p.add_argument('--shapes', help='dynamic input profiles: name:min:opt:max with shapes '
                    'as 1x3x300x300, e.g. input:1x3x300x300:4x3x300x300:8x3x300x300')
+    p.add_argument('--profiles', type=int, default=2, metavar='N',
+                   help='dynamic inputs: N identical optimisation profiles, one per executor '
+                   "slot (the node's executor_depth; TensorRT lets one slot use a profile at "
+                   'a time). Static models ignore it (default: 2)')
     p.add_argument('--force', action='store_true', help='rebuild even if cached')
     p.set_defaults(func=cmd_engine)
 
