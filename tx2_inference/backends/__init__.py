@@ -56,8 +56,16 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
             raise ConfigError('backend tensorrt needs a .onnx model or a TensorRT engine '
                               '({}), not {!r}'.format(' '.join(_ENGINE_SUFFIXES), model_path))
         else:
-            model_path = _checked_engine(model_path)
-        result = TensorRTBackend(model_path, device=device, **options)
+            try:
+                model_path = _checked_engine(model_path)
+            except BackendUnavailableError as error:
+                raise BackendUnavailableError('cannot check or run the TensorRT engine {!r} '
+                                              'here: {}'.format(model_path, error)) from error
+        try:
+            result = TensorRTBackend(model_path, device=device, **options)
+        except BackendUnavailableError as error:
+            raise BackendUnavailableError('cannot run {!r} with TensorRT: {}'.format(
+                model_path, error)) from error
         result.precision = precision
         return result
     if suffix != '.onnx':
