@@ -721,6 +721,12 @@ def main(args: Optional[List[str]] = None) -> None:
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # SIGINT or SIGTERM (rclpy's signal handlers shut the context down)
+    except Exception as error:
+        if rclpy.ok():
+            raise
+        # The context was shut down (a signal) while the executor was building its wait
+        # set, which rclpy reports as an RCLError rather than ExternalShutdownException.
+        node.get_logger().info('shutdown while spinning: {}'.format(error))
     finally:
         held = node._detector is not None
         node._release()
