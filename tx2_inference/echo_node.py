@@ -39,6 +39,11 @@ def main(args: Optional[List[str]] = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: B902
+        if rclpy.ok():
+            raise
+        # A signal shut the context down while the executor built its wait set: rclpy then
+        # raises RCLError rather than ExternalShutdownException. Still a clean exit.
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
