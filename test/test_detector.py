@@ -1,8 +1,8 @@
 """The Detector facade end to end: the real SSDLite person model on real photographs."""
 
 import threading
-import tracemalloc
 
+from allocations import allocations_over_frames
 import cv2
 import numpy as np
 import pytest
@@ -124,22 +124,11 @@ def test_no_allocation_per_frame_on_the_hot_path(default_model, astronaut):
     with Detector(default_model, backend='onnxruntime', on_result=on_result) as det:
         for _ in range(20):  # warm up: scratch buffers per source size, ORT caches
             det.detect(frame, 'rgb')
-        tracemalloc.start()
-        try:
-            for _ in range(20):
-                det.detect(frame, 'rgb')
-            base, _ = tracemalloc.get_traced_memory()
-            tracemalloc.reset_peak()
-            for tag in range(1000):
-                det.submit(frame, 'rgb', tag)
-                if tag % 2:
-                    assert det.drain(30)
-            assert det.drain(30)
-            current, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        growth, peak = allocations_over_frames(
+            lambda: [det.detect(frame, 'rgb') for _ in range(20)],
+            lambda tag: det.submit(frame, 'rgb', tag), det.drain)
     assert delivered[0] == 1000  # every frame went the whole way and found the person
     # Nothing kept per frame, and no frame- or buffer-sized temporary: the source frame is
     # 900 KiB, the model input 264 KiB, the raw outputs 46 KiB.
-    assert current - base < 32 * 1024, current - base
-    assert peak - base < 128 * 1024, peak - base
+    assert growth < 32 * 1024, growth
+    assert peak < 128 * 1024, peak

@@ -6,8 +6,8 @@ exactly, so every delivered result can be checked against the frame it claims to
 
 import threading
 import time
-import tracemalloc
 
+from allocations import allocations_over_frames
 import numpy as np
 import pytest
 
@@ -161,23 +161,12 @@ def test_no_allocation_per_frame_over_1000_frames(backend):
     with DoubleBufferedExecutor(backend, _prepare, finish, on_result, depth=2) as ex:
         for frame in range(50):  # warm up: thread stacks, deques, ONNX Runtime caches
             ex.process(frame, timeout=30)
-        tracemalloc.start()
-        try:
-            for frame in range(50):
-                ex.process(frame, timeout=30)
-            base, _ = tracemalloc.get_traced_memory()
-            tracemalloc.reset_peak()
-            for frame in range(1000):
-                ex.submit(frame, tag=frame)
-                if frame % 2:
-                    assert ex.drain(30)
-            assert ex.drain(30)
-            current, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        growth, peak = allocations_over_frames(
+            lambda: [ex.process(frame, timeout=30) for frame in range(50)],
+            lambda frame: ex.submit(frame, tag=frame), ex.drain)
         completed = ex.stats()['completed']
     assert count[0] == 1000 and completed == 1100
     # No growth (nothing kept per frame) and no buffer-sized temporary: one input buffer is
     # 256 KiB, so the peak could not stay this low if any frame allocated one.
-    assert current - base < 16 * 1024, (current - base)
-    assert peak - base < 32 * 1024, (peak - base)
+    assert growth < 16 * 1024, growth
+    assert peak < 32 * 1024, peak
