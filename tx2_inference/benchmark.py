@@ -15,9 +15,18 @@ Measurements, one function each, on the same model, input and pre-processing:
 
 Rounds alternate raw and executor so that a noisy machine affects both alike; the figures are
 medians over rounds, and the ratio (the median of the per-round ratios) is what to compare
-across machines. The results dict is printed and,
-with ``--output``, written as JSON. New measurements (issue 7: under load, the ROS node, a
-naive node) add a function and a key to the results dict.
+across machines.
+
+Then, in a real ROS graph (``tx2_inference.bench``, issue 7; ``--no-ros`` skips it): the
+transport floor against the echo node, the raw backend under load paired with the inference
+node at an input rate above the model's throughput, the node and a naive node at 15, 30 and
+60 FPS and that over-rate input, and the node's memory over 10,000 frames. ``--output`` is a
+folder: ``benchmark-results.json`` (every figure, the issue's fields at the top level), the
+plots, and the processes' logs. docs/BENCHMARKS.md reads the figures of one run.
+
+On a GPU, ``--backend tensorrt`` adds the ``gpu`` rows (executor against the raw engine,
+executor depth 2 against 1); elsewhere they say why they are skipped. ``--compare-depth``
+measures depth 1 against 2 on any backend.
 """
 
 import argparse
@@ -37,6 +46,8 @@ from tx2_inference.detector import Detector
 
 DEFAULT_MODEL = os.path.join('models', 'ssdlite_person.onnx')
 FRAME_SIZE = (640, 480)  # width, height
+RESULTS_FILE = 'benchmark-results.json'
+_TRANSPORTS = ('large_shm', 'default')  # tx2_inference.bench.ros_bench.TRANSPORTS
 
 
 def load_frame(path: Optional[str] = None, size: Any = FRAME_SIZE) -> np.ndarray:
@@ -79,8 +90,11 @@ def _cpu_name() -> str:
 
 
 def measure_raw(detector: Detector, frame: np.ndarray, frames: int,
-                warmup: int = 20) -> Dict[str, float]:
-    """Run the backend alone on one pre-processed input, ``frames`` times in a tight loop."""
+                warmup: int = 20, stop: Optional[threading.Event] = None) -> Dict[str, float]:
+    """Run the backend alone on one pre-processed input, ``frames`` times in a tight loop.
+
+    :param stop: run until this event is set instead (at most ``frames`` times).
+    """
     backend = detector.backend
     slot = backend.create_slot(detector.depth, {detector.config.input['name']:
                                                 detector.input_shape})
@@ -90,13 +104,17 @@ def measure_raw(detector: Detector, frame: np.ndarray, frames: int,
             backend.run(slot)
         times = np.empty(frames)
         start, cpu = time.perf_counter(), time.process_time()
-        for i in range(frames):
+        count = 0
+        while count < frames and not (stop is not None and stop.is_set()):
             backend.run(slot)
-            times[i] = slot.infer_ms
+            times[count] = slot.infer_ms
+            count += 1
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        times = times[:max(count, 1)]
     finally:
         backend.release_slot(slot)
-    return {'fps': frames / elapsed, 'cpu_ms_per_frame': cpu * 1e3 / frames,
+    frames = max(count, 1)
+    return {'fps': count / elapsed, 'cpu_ms_per_frame': cpu * 1e3 / frames,
             'infer_ms_p50': float(np.percentile(times, 50)),
             'infer_ms_p99': float(np.percentile(times, 99))}
 
@@ -241,6 +259,64 @@ def _median(rows: List[Dict[str, float]], key: str) -> float:
     return float(np.median([row[key] for row in rows]))
 
 
+def compare_depth(model: str, config: Optional[str], backend: str, frames: int, rounds: int,
+                  threads: Optional[int], image: Optional[str] = None) -> Dict[str, Any]:
+    """Measure the saturated executor with one slot against two (double buffering).
+
+    Rounds alternate the two depths; the ratio is the median of the per-round ratios.
+    """
+    frame = load_frame(image)
+    rows = {1: [], 2: []}  # type: Dict[int, List[Dict[str, float]]]
+    with contextlib.ExitStack() as stack:
+        detectors = {depth: stack.enter_context(Detector(model, config_path=config,
+                                                         backend=backend, depth=depth,
+                                                         threads=threads))
+                     for depth in (1, 2)}
+        for _ in range(rounds):
+            for depth in (1, 2):
+                rows[depth].append(measure_executor(detectors[depth], frame, frames))
+    return {'depth_1_fps': _median(rows[1], 'fps'), 'depth_2_fps': _median(rows[2], 'fps'),
+            'depth_2_over_depth_1': float(np.median(
+                [two['fps'] / one['fps'] for one, two in zip(rows[1], rows[2])]))}
+
+
+def gpu_rows(results: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    """Return the GPU figures (TensorRT executor vs raw engine, depth 2 vs 1), or why not."""
+    if results['backend'] != 'tensorrt':
+        from tx2_inference.backends.cuda import probe_gpu
+        count, why = probe_gpu()
+        return {'skipped': 'the GPU rows need --backend tensorrt on a machine with an NVIDIA '
+                           'GPU and TensorRT; this run used {} ({})'.format(
+                               results['backend'],
+                               '{} GPU(s) present'.format(count) if count else why)}
+    rows = {'executor_over_raw': results['executor_over_raw'], 'raw_fps': results['raw_fps'],
+            'executor_fps': results['executor_fps']}
+    rows.update(compare_depth(args.model, args.config, args.backend, args.frames,
+                              max(3, args.rounds // 2), args.threads, args.image))
+    return rows
+
+
+def run_graph(results: Dict[str, Any], args: argparse.Namespace,
+              log: Any) -> Dict[str, Any]:
+    """Add the ROS graph's measurements (issue 7) and the headline figures to ``results``."""
+    from tx2_inference.bench import suite
+    frame = load_frame(args.image)
+    over_rate = args.over_rate or suite.over_rate_for(results['raw_fps'])
+    rates = [float(r) for r in args.rates.split(',') if r]
+    transports = [t for t in args.transports.split(',') if t]
+    with Detector(args.model, config_path=args.config, backend=args.backend,
+                  depth=args.depth, threads=args.threads) as detector:
+        graph = suite.measure_graph(
+            lambda stop: measure_raw(detector, frame, 10**6, stop=stop), args.model,
+            args.config, args.backend, args.depth, args.threads, rates, over_rate,
+            args.seconds, args.memory_frames, transports, args.load_rounds, args.load_seconds,
+            suite.log_dir_for(args.output_dir), log)
+    results.update(graph)
+    results.update(suite.headline(results))
+    results['goals'] = suite.goals(results)
+    return results
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog='python -m tx2_inference.benchmark',
@@ -258,25 +334,72 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='threads per run for executor_split (0: cores // depth; '
                              '-1: skip)')
     parser.add_argument('--image', help='photo to feed (default: skimage astronaut)')
-    parser.add_argument('--output', help='write the results as JSON here')
+    parser.add_argument('--compare-depth', action='store_true',
+                        help='also measure executor depth 1 against 2 (always with tensorrt)')
+    ros = parser.add_argument_group('ROS graph (issue 7)')
+    ros.add_argument('--no-ros', action='store_true', help='in-process measurements only')
+    ros.add_argument('--rates', default='15,30,60',
+                     help='input rates in FPS; the over-rate is added (%(default)s)')
+    ros.add_argument('--over-rate', type=float,
+                     help='an input rate above the throughput (default: 1.5 x raw, to 5 FPS)')
+    ros.add_argument('--seconds', type=float, default=10.0,
+                     help='measured seconds per input rate (%(default)s)')
+    ros.add_argument('--memory-frames', type=int, default=10000,
+                     help='frames of the memory run (0: skip; %(default)s)')
+    ros.add_argument('--load-rounds', type=int, default=7,
+                     help='paired windows of the raw loop under load and the node at the '
+                          'over-rate input (%(default)s)')
+    ros.add_argument('--load-seconds', type=float, default=5.0,
+                     help='seconds of each paired window (%(default)s)')
+    ros.add_argument('--transports', default=','.join(_TRANSPORTS),
+                     help='Fast DDS set-ups, the headline first (%(default)s)')
+    parser.add_argument('--output', help='folder for benchmark-results.json and the plots '
+                                         '(or a .json file: plots beside it)')
     args = parser.parse_args(argv)
     if not os.path.isfile(args.model):
         parser.error('model {!r} not found; make it with tools/get_default_model.py'.format(
             args.model))
+    if args.output and args.output.endswith('.json'):
+        args.output_dir, results_path = os.path.dirname(args.output) or '.', args.output
+    else:
+        args.output_dir = args.output or os.path.join('output', 'benchmark')
+        results_path = os.path.join(args.output_dir, RESULTS_FILE)
+    if not os.path.isdir(args.output_dir):
+        os.makedirs(args.output_dir)
+    if not args.no_ros:
+        from tx2_inference.bench.ros_bench import isolate_graph
+        isolate_graph()  # before rclpy is imported anywhere
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    load_before = os.getloadavg()
     feed = args.feed if args.feed == 'closed' else float(args.feed)
     results = run_benchmark(args.model, args.config, args.backend, args.frames, args.rounds,
                             feed, args.depth, args.threads,
                             None if args.split_threads < 0 else args.split_threads, args.image,
-                            log=lambda line: print(line, file=sys.stderr))
+                            log=log)
     print('raw backend: {raw_fps:.1f} FPS   executor: {executor_fps:.1f} FPS   '
           'executor/raw: {executor_over_raw:.3f}'.format(**results))
     if 'executor_split_fps' in results:
         print('executor, {split_threads} thread(s) per run: {executor_split_fps:.1f} FPS   '
               'executor_split/raw: {executor_split_over_raw:.3f}'.format(**results))
-    print(json.dumps(results, indent=2))
-    if args.output:
-        with open(args.output, 'w') as f:
-            json.dump(results, f, indent=2)
+    results['gpu'] = gpu_rows(results, args)
+    if args.compare_depth and 'depth_2_over_depth_1' not in results['gpu']:
+        results['depth_compare'] = compare_depth(args.model, args.config, args.backend,
+                                                 args.frames, max(3, args.rounds // 2),
+                                                 args.threads, args.image)
+    if not args.no_ros:
+        run_graph(results, args, log)
+        from tx2_inference.bench.suite import write_plots
+        results['plots'] = write_plots(results, args.output_dir)
+    results['machine']['loadavg_before'] = [round(v, 2) for v in load_before]
+    results['machine']['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
+    with open(results_path, 'w') as f:
+        json.dump(results, f, indent=2)
+    summary = {k: v for k, v in results.items() if k not in ('sweeps', 'memory', 'paired')}
+    print(json.dumps(summary, indent=2))
+    print('results: ' + results_path)
     return 0
 
 
