@@ -1,0 +1,85 @@
+"""`python -m tx2_inference.benchmark` runs end to end in a tiny configuration (issue 7).
+
+A few seconds per measurement: this checks that every process starts, talks and stops, that
+the results file has every field with sane values and that the plots are drawn. It asserts no
+speed goal (those are benchmark figures, docs/BENCHMARKS.md), only what holds by design: the
+naive node's queue makes its answers at an over-rate input older than the inference node's.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tx2_inference.benchmark import RESULTS_FILE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATES = ('15',)
+
+
+@pytest.fixture(scope='module')
+def results(default_model, tmp_path_factory):
+    """Run the tiny benchmark once; return (results dict, output folder)."""
+    output = str(tmp_path_factory.mktemp('benchmark'))
+    command = [sys.executable, '-m', 'tx2_inference.benchmark', '--model', default_model,
+               '--frames', '20', '--rounds', '1', '--rates', ','.join(RATES),
+               '--seconds', '3', '--memory-frames', '300', '--load-rounds', '2',
+               '--load-seconds', '2',
+               '--transports', 'large_shm', '--output', output]
+    proc = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=540)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    with open(os.path.join(output, RESULTS_FILE)) as f:
+        return json.load(f), output
+
+
+@pytest.mark.timeout(600)
+def test_every_field_with_sane_values(results):
+    data, _ = results
+    for key in ('raw_fps', 'raw_under_load_fps', 'executor_fps', 'node_fps', 'naive_fps'):
+        assert 1.0 < data[key] < 10000.0, key
+    assert 0.0 < data['node_over_raw'] < 10.0
+    over = '{:g}'.format(data['over_rate_fps'])
+    assert data['node_over_naive'] == pytest.approx(
+        data['answered_fps']['node'][over] / data['naive_fps'])
+    assert 0.0 < data['transport_floor_ms_p50'] < 200.0
+    for key in ('added_latency_ms_p50', 'added_latency_ms_p99'):
+        assert math.isfinite(data[key]) and abs(data[key]) < 500.0, key
+    assert data['over_rate_fps'] > data['raw_fps']
+    for series in ('node', 'naive'):
+        for rate in RATES + (over,):
+            p50 = data['latency_ms_p50'][series][rate]
+            p99 = data['latency_ms_p99'][series][rate]
+            assert 0.0 < p50 <= p99 < 5000.0, (series, rate)
+            assert 0.0 < data['answered_ratio'][series][rate] <= 1.0, (series, rate)
+    # Through the bundled Fast DDS profile, frames at 15 FPS are not lost.
+    assert data['answered_ratio']['echo']['15'] > 0.9
+    assert data['answered_ratio']['node']['15'] > 0.9
+    assert math.isfinite(data['rss_growth_mb_per_10k_frames'])
+    assert data['memory']['sent'] > 0 and data['memory']['samples'] > 0
+    assert data['machine']['cpus'] >= 1 and data['machine']['processor']
+    assert set(data['goals']) and all('met' in g for g in data['goals'].values())
+
+
+def test_gpu_rows_say_why_they_are_skipped(results):
+    data, _ = results
+    if data['backend'] != 'tensorrt':
+        assert 'tensorrt' in data['gpu']['skipped']
+
+
+def test_naive_answers_are_older_at_an_over_rate_input(results):
+    data, _ = results
+    over = '{:g}'.format(data['over_rate_fps'])
+    assert data['latency_ms_p50']['naive'][over] > data['latency_ms_p50']['node'][over]
+
+
+def test_plots_are_drawn(results):
+    _, output = results
+    for name in ('latency_histogram.png', 'rate_sweep.png'):
+        path = os.path.join(output, name)
+        with open(path, 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n', name
+        assert 1000 < os.path.getsize(path) < 500000, name
