@@ -77,3 +77,20 @@ def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = str(tmp_path_factory.mktemp('onnx') / 'conv.onnx')
     onnx.save(model, path)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked `gpu` where no usable GPU is present, naming why.
+
+    They run as they are on a Jetson or a GPU machine: `pytest -m gpu` selects them. The probe
+    loads libcuda with ctypes only, so TensorRT is never touched without a GPU (it segfaults).
+    """
+    from tx2_inference.backends.cuda import probe_gpu
+    count, reason = probe_gpu()
+    if count:
+        return
+    skip = pytest.mark.skip(reason='no usable GPU: {} (run on a Jetson or GPU machine: '
+                                   'pytest -m gpu)'.format(reason))
+    for item in items:
+        if 'gpu' in item.keywords:
+            item.add_marker(skip)

@@ -165,11 +165,9 @@ def test_tflite_user_errors(tiny_tflite, tmp_path):
         open_backend(tiny_tflite, 'onnxruntime')
 
 
+@pytest.mark.gpu
 def test_tensorrt_matches_onnxruntime_on_the_default_model(default_model, tmp_path):
     """On a GPU with TensorRT: build (or load) the engine and compare it with ONNX Runtime."""
-    count, reason = probe_gpu()
-    if count == 0:
-        pytest.skip('no usable GPU: {}'.format(reason))
     from tx2_inference.backends.tensorrt_backend import import_tensorrt
     try:
         import_tensorrt()

@@ -278,8 +278,7 @@ def test_cli_engine_without_gpu_is_one_clear_error(tmp_path, onnx_file, capsys):
     assert not (tmp_path / 'c').exists() or not os.listdir(str(tmp_path / 'c'))
 
 
-@pytest.mark.skipif(probe_gpu()[0] == 0, reason='no GPU here ({}): the real TensorRT build '
-                    'runs on a Jetson or a GPU machine'.format(probe_gpu()[1]))
+@pytest.mark.gpu
 def test_real_tensorrt_build_of_the_default_model(tmp_path, default_model):
     pytest.importorskip('tensorrt', reason='TensorRT (full, with the Builder) not installed')
     path = eb.build_or_load(default_model, eb.BuildOptions('fp16'), cache_dir=str(tmp_path))
@@ -520,9 +519,7 @@ def test_cli_engine_profiles_option(tmp_path, onnx_file, monkeypatch, capsys):
     assert 'profiles must be at least 1' in capsys.readouterr().err
 
 
-@pytest.mark.skipif(probe_gpu()[0] == 0, reason='no GPU here ({}): concurrent contexts on '
-                    'their own optimisation profiles run on a Jetson or a GPU machine'.format(
-                        probe_gpu()[1]))
+@pytest.mark.gpu
 def test_real_dynamic_engine_runs_two_slots_on_two_profiles(tmp_path):
     pytest.importorskip('tensorrt', reason='TensorRT (full, with the Builder) not installed')
     import onnx

@@ -202,8 +202,6 @@ def test_the_backend_calls_only_names_every_version_has():
 
 
 def _installed_tensorrt():
-    if probe_gpu()[0] == 0:
-        pytest.skip('no usable GPU ({}): TensorRT is not touched'.format(probe_gpu()[1]))
     for name in ('tensorrt', 'tensorrt_lean'):
         try:
             return __import__(name)
@@ -212,6 +210,7 @@ def _installed_tensorrt():
     pytest.skip('TensorRT is not installed')
 
 
+@pytest.mark.gpu
 def test_installed_tensorrt_matches_its_generation():
     trt = _installed_tensorrt()
     major, minor = (int(v) for v in trt.__version__.split('.')[:2])
@@ -219,11 +218,9 @@ def test_installed_tensorrt_matches_its_generation():
     assert generation == ('tensors' if (major, minor) >= (8, 5) else 'bindings')
 
 
+@pytest.mark.gpu
 def test_cuda_round_trip_through_pinned_memory_on_a_stream():
     """H2D, D2H copies and an event on a real GPU, with whichever CUDA library is here."""
-    count, reason = probe_gpu()
-    if count == 0:
-        pytest.skip('no usable GPU: {}'.format(reason))
     from tx2_inference.backends.cuda import open_cuda
     try:
         cuda = open_cuda(0)
