@@ -46,7 +46,6 @@ calibrators), per version:
 """
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -57,6 +56,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from tx2_inference.backends.cuda import gpu_name_and_capability
 from tx2_inference.convert.fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError, UserError
 
@@ -176,26 +176,6 @@ class DeviceIdentity(object):
         """Return the fields as a dict (stored in the metadata)."""
         return {'trt_version': self.trt_version, 'gpu_name': self.gpu_name,
                 'compute_capability': self.compute_capability}
-
-
-def gpu_name_and_capability(index: int = 0) -> Tuple[str, str]:
-    """Read the GPU's name and compute capability from the CUDA driver (ctypes, no TensorRT).
-
-    :raises BackendUnavailableError: without a usable GPU.
-    """
-    from tx2_inference.backends.cuda import require_gpu
-    require_gpu()
-    libcuda = ctypes.CDLL('libcuda.so.1')
-    device = ctypes.c_int(0)
-    if libcuda.cuDeviceGet(ctypes.byref(device), index) != 0:
-        raise BackendUnavailableError('cuDeviceGet({}) failed: no such GPU.'.format(index))
-    name = ctypes.create_string_buffer(256)
-    libcuda.cuDeviceGetName(name, 256, device)
-    major, minor = ctypes.c_int(0), ctypes.c_int(0)
-    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
-    libcuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)
-    libcuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
-    return name.value.decode('utf-8', 'replace'), '{}.{}'.format(major.value, minor.value)
 
 
 def device_identity() -> DeviceIdentity:

@@ -3,6 +3,8 @@
 ``probe_gpu`` needs nothing but the driver library: it calls ``cuInit`` and
 ``cuDeviceGetCount`` through ctypes. Call it before touching TensorRT, which segfaults on a
 machine without a usable GPU instead of raising (../shared/notes/ml-stack.md).
+``gpu_name_and_capability`` reads a GPU's name and compute capability the same way (the engine
+cache's device identity).
 
 ``open_cuda`` returns a ``CudaDevice`` backed by pycuda (what JetPack 4.6 ships; CUDA 10.2)
 or, where pycuda is absent, by cuda-python's runtime bindings (``cuda.bindings.runtime`` in
@@ -66,6 +68,25 @@ def require_gpu() -> int:
             'no usable GPU: {}. Use backend onnxruntime or tflite on this machine'.format(
                 reason))
     return count
+
+
+def gpu_name_and_capability(index: int = 0) -> Tuple[str, str]:
+    """Read GPU ``index``'s name and compute capability from the driver (ctypes, as the probe).
+
+    :raises BackendUnavailableError: without a usable GPU.
+    """
+    require_gpu()
+    libcuda = ctypes.CDLL('libcuda.so.1')
+    device = ctypes.c_int(0)
+    if libcuda.cuDeviceGet(ctypes.byref(device), index) != 0:
+        raise BackendUnavailableError('cuDeviceGet({}) failed: no such GPU.'.format(index))
+    name = ctypes.create_string_buffer(256)
+    libcuda.cuDeviceGetName(name, 256, device)
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+    libcuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)
+    libcuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
+    return name.value.decode('utf-8', 'replace'), '{}.{}'.format(major.value, minor.value)
 
 
 class CudaDevice(object):
