@@ -142,6 +142,17 @@ def test_builder_features_per_version(version):
     assert features == EXPECTED[version][1]
 
 
+@pytest.mark.parametrize('version, members, strongly_typed, expected', [
+    ('8.2.1', {'EXPLICIT_BATCH', 'EXPLICIT_PRECISION'}, False, ['EXPLICIT_BATCH']),
+    ('8.2.1', {'EXPLICIT_BATCH', 'EXPLICIT_PRECISION'}, True, ['EXPLICIT_BATCH']),
+    ('10.3.0', {'EXPLICIT_BATCH', 'STRONGLY_TYPED'}, False, []),  # EXPLICIT_BATCH ignored
+    ('10.3.0', {'EXPLICIT_BATCH', 'STRONGLY_TYPED'}, True, ['STRONGLY_TYPED']),
+    ('11.4.0', {'STRONGLY_TYPED'}, True, []),  # always strongly typed
+])
+def test_network_flags_per_version(version, members, strongly_typed, expected):
+    assert trt_api.network_flags(version, members, strongly_typed) == expected
+
+
 def test_a_half_present_tensor_api_falls_back_or_fails_clearly():
     # 8.6 without execute_async_v3 still has the complete bindings API.
     s = SURFACES['8.6']

@@ -19,7 +19,8 @@ refused with a message saying what to do.
 calibrators), per version:
 
 - network: ``Builder.create_network(1 << EXPLICIT_BATCH)`` up to 10.x (ignored in 10, gone in
-  11); ``STRONGLY_TYPED`` for a QDQ model on 10.x; TensorRT 11 is always strongly typed.
+  11); ``STRONGLY_TYPED`` for a QDQ model on 10.x; TensorRT 11 is always strongly typed
+  (``backends.trt_api.network_flags``).
 - parse: ``OnnxParser(network, logger).parse(bytes)``, errors via ``num_errors/get_error``.
 - workspace: ``config.max_workspace_size`` (<= 8.3) or
   ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, n)`` (8.4+), chosen by
@@ -590,14 +591,13 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
     :raises ModelError: the ONNX cannot be parsed, or the build fails.
     """
     from tx2_inference.backends.tensorrt_backend import import_tensorrt
-    from tx2_inference.backends.trt_api import builder_features
+    from tx2_inference.backends.trt_api import builder_features, network_flags
     trt = import_tensorrt()  # probes the GPU first: TensorRT segfaults without one
     if not hasattr(trt, 'Builder'):
         raise BackendUnavailableError(
             'this TensorRT ({} {}) is the runtime-only package (no Builder/OnnxParser): build '
             'the engine where full TensorRT is installed (JetPack: python3-libnvinfer), or pass '
             'a prebuilt engine.'.format(trt.__name__, trt.__version__))
-    major = int(str(trt.__version__).split('.')[0])
     logger = trt.Logger(trt.Logger.WARNING)
     if hasattr(trt, 'init_libnvinfer_plugins'):
         trt.init_libnvinfer_plugins(logger, '')
@@ -605,12 +605,11 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
     config = builder.create_builder_config()
     feats = builder_features(dir(config), trt.BuilderFlag.__members__, dir(trt), dir(builder))
     qdq = _is_qdq(onnx_path)
-    flag_names = trt.NetworkDefinitionCreationFlag.__members__
+    flag_enum = trt.NetworkDefinitionCreationFlag
     flags = 0
-    if major < 10 and 'EXPLICIT_BATCH' in flag_names:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if major == 10 and qdq and options.precision == 'int8' and 'STRONGLY_TYPED' in flag_names:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    for name in network_flags(trt.__version__, flag_enum.__members__,
+                              strongly_typed=qdq and options.precision == 'int8'):
+        flags |= 1 << int(getattr(flag_enum, name))
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     with open(onnx_path, 'rb') as f:

@@ -14,7 +14,7 @@ Two generations of the runtime API (NVIDIA's Python API reference for each versi
 8.5 and 8.6 have both; the tensors API is chosen there, as NVIDIA's migration guide asks.
 The choice is made from attribute *names* (``select_runtime_api``), so it is tested against
 recorded API surfaces of each version without a GPU. Builder-side differences
-(``builder_features``) are here too, for the engine builder.
+(``builder_features``, ``network_flags``) are here too, for the engine builder.
 
 **Optimisation profiles and concurrent contexts.** With dynamic input shapes, a profile can be
 used by one execution context at a time (NvInferRuntime.h, ``setOptimizationProfileAsync``:
@@ -165,6 +165,27 @@ def builder_features(config_names: Iterable[str], flag_names: Iterable[str],
         precision_flags={'FP16', 'INT8'}.issubset(flag_names),
         calibrators='IInt8EntropyCalibrator2' in set(module_names),
         serialized_build='build_serialized_network' in set(builder_names))
+
+
+def network_flags(version: str, flag_names: Iterable[str], strongly_typed: bool) -> List[str]:
+    """Return the ``NetworkDefinitionCreationFlag`` names to create a network with.
+
+    ``EXPLICIT_BATCH`` up to 9.x (ignored in 10, gone in 11); ``STRONGLY_TYPED`` on 10.x when
+    ``strongly_typed`` is asked for (a QDQ model built as INT8); TensorRT 11 is always strongly
+    typed and takes no flag.
+
+    :param version: ``tensorrt.__version__``.
+    :param flag_names: ``trt.NetworkDefinitionCreationFlag.__members__``.
+    :param strongly_typed: whether the network should be strongly typed where that is a flag.
+    """
+    major = int(str(version).split('.')[0])
+    names = set(flag_names)
+    flags = []  # type: List[str]
+    if major < 10 and 'EXPLICIT_BATCH' in names:
+        flags.append('EXPLICIT_BATCH')
+    if major == 10 and strongly_typed and 'STRONGLY_TYPED' in names:
+        flags.append('STRONGLY_TYPED')
+    return flags
 
 
 class RuntimeApi(object):
