@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from tx2_inference.stats import percentile
+
 DEFAULT_MODEL = 'ssdlite_person.onnx'
 NODE = 'inference_node'
 CAMERA = 'camera'
@@ -64,11 +66,6 @@ def collect_photos(folder: str) -> Dict[str, np.ndarray]:
 def fingerprint(rgb: np.ndarray) -> str:
     """Return a content hash of an RGB image, to recognise a photo in a received message."""
     return hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest()
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Return the q-th percentile of values (NaN when empty)."""
-    return float(np.percentile(values, q)) if len(values) else float('nan')
 
 
 def start(args: List[str], log_path: str) -> subprocess.Popen:

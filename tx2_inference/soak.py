@@ -37,6 +37,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from tx2_inference.stats import percentile
+
 NODE_MODULE = 'tx2_inference.inference_node'
 ASTRONAUT_PERSON = (20.0, 15.0, 370.0, 512.0)  # x1, y1, x2, y2 in the 512 x 512 photo
 QUEUE_DEPTH = 1000
@@ -587,11 +589,6 @@ def signal_exit(model: str, folder: str, sig: int, fps: float = 60.0) -> Dict[st
 
 
 # --------------------------------------------------------------------------- report
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Return the q-th percentile (0 to 100) of ``values`` (nan when empty)."""
-    return float(np.percentile(values, q)) if len(values) else float('nan')
-
 
 def rss_growth(samples: Sequence[Dict[str, float]]) -> float:
     """

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from tx2_inference.bench import ros_bench
+from tx2_inference.stats import percentile
 
 HEADLINE_TRANSPORT = 'large_shm'
 # Rates at most this fraction of the node's throughput queue nothing: their latency is the
@@ -171,10 +172,9 @@ def headline(results: Dict[str, Any]) -> Dict[str, Any]:
         'node_fps_rounds': [round(p['node']['fps'], 2) for p in paired],
         'node_over_naive': (_at(sweeps['node'], over)['fps'] / naive_fps if naive_fps
                             else nan),
-        'transport_floor_ms_p50': float(np.percentile(floor, 50)) if floor else nan,
-        'transport_floor_ms_p99': float(np.percentile(floor, 99)) if floor else nan,
-        'transport_floor_under_load_ms_p50': (float(np.percentile(under_load_floor, 50))
-                                              if under_load_floor else nan),
+        'transport_floor_ms_p50': percentile(floor, 50),
+        'transport_floor_ms_p99': percentile(floor, 99),
+        'transport_floor_under_load_ms_p50': percentile(under_load_floor, 50),
         'added_latency_ms_p50': max([a['p50'] for a in added.values()] or [nan]),
         'added_latency_ms_p99': max([a['p99'] for a in added.values()] or [nan]),
         'added_latency_by_rate': added,
