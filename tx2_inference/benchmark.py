@@ -42,12 +42,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
+from tx2_inference.bench.ros_bench import TRANSPORTS
 from tx2_inference.detector import Detector
 
 DEFAULT_MODEL = os.path.join('models', 'ssdlite_person.onnx')
 FRAME_SIZE = (640, 480)  # width, height
 RESULTS_FILE = 'benchmark-results.json'
-_TRANSPORTS = ('large_shm', 'default')  # tx2_inference.bench.ros_bench.TRANSPORTS
 
 
 def load_frame(path: Optional[str] = None, size: Any = FRAME_SIZE) -> np.ndarray:
@@ -351,7 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           'over-rate input (%(default)s)')
     ros.add_argument('--load-seconds', type=float, default=5.0,
                      help='seconds of each paired window (%(default)s)')
-    ros.add_argument('--transports', default=','.join(_TRANSPORTS),
+    ros.add_argument('--transports', default=','.join(TRANSPORTS),
                      help='Fast DDS set-ups, the headline first (%(default)s)')
     parser.add_argument('--output', help='folder for benchmark-results.json and the plots '
                                          '(or a .json file: plots beside it)')

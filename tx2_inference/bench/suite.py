@@ -25,7 +25,6 @@ import numpy as np
 from tx2_inference.bench import ros_bench
 from tx2_inference.stats import percentile
 
-HEADLINE_TRANSPORT = 'large_shm'
 # Rates at most this fraction of the node's throughput queue nothing: their latency is the
 # node's overhead, not waiting.
 UNQUEUED_FRACTION = 0.8
