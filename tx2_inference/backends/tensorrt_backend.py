@@ -182,9 +182,7 @@ class TensorRTBackend(Backend):
             cuda.record(h.start, h.stream)
             if not self._api.execute(h.context, h.bound, h.stream_handle):
                 raise CudaError('TensorRT {} inference failed for {!r} (see the TensorRT '
-                                'log above)'.format(
-                                    'execute_async_v3' if self._api.generation == 'tensors'
-                                    else 'execute_async_v2', self.model_path))
+                                'log above)'.format(self._api.execute_call, self.model_path))
             cuda.record(h.end, h.stream)
             for array, device in h.copies_out:
                 cuda.memcpy_dtoh_async(array, device, h.stream)

@@ -192,6 +192,7 @@ class RuntimeApi(object):
     """Engine and context calls of one API generation; all results are checked."""
 
     generation = ''
+    execute_call = ''  # the IExecutionContext call ``execute`` makes, for error messages
 
     def __init__(self, trt: Any, engine: Any) -> None:
         """Wrap ``engine`` of TensorRT module ``trt``."""
@@ -247,6 +248,7 @@ class TensorsApi(RuntimeApi):
     """TensorRT 8.5 to 11: named tensors, ``set_tensor_address`` + ``execute_async_v3``."""
 
     generation = 'tensors'
+    execute_call = 'execute_async_v3'
 
     def io_tensors(self) -> List[IoTensor]:
         """Enumerate with ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``."""
@@ -298,6 +300,7 @@ class BindingsApi(RuntimeApi):
     """
 
     generation = 'bindings'
+    execute_call = 'execute_async_v2'
 
     def __init__(self, trt: Any, engine: Any) -> None:
         """Count bindings per optimisation profile."""
