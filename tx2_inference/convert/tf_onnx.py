@@ -17,7 +17,8 @@ from tx2_inference.convert import images as imgs
 from tx2_inference.convert.fileio import atomic_path
 from tx2_inference.convert.tf_runner import (
     graph_node_names,
-    load_graph_def,
+    load_graph,
+    node_ops,
     signature,
     source_kind,
     TFRunner,
@@ -98,23 +99,22 @@ def _resolve(source: str, kind: str, tag: str, sig_name: str, inputs_text: Optio
     if kind == 'frozen_graph' and (not specs or not outs):
         raise UserError('A frozen graph has no signature: pass --inputs and --outputs (tensor '
                         'names, e.g. --inputs image_tensor:0[1,300,300,3]).')
-    names, ops = graph_node_names(source, tag)
+    graph_def = load_graph(source, tag)  # parsed once for the names and the shapes
+    ops = node_ops(graph_def)
+    names = set(ops)
     missing = [n for n in [s[0] for s in specs] + outs if n.rsplit(':', 1)[0] not in names]
     if missing:
         hint = _close_names(missing[0].rsplit(':', 1)[0], names)
         raise UserError('Tensor {} not found in {!r}.{} List the graph with `tx2-convert onnx '
                         '--list-tensors MODEL`.'.format(', '.join(repr(m) for m in missing),
                                                         source, hint))
-    _check_shapes(source, kind, tag, specs)
+    _check_shapes(graph_def, specs)
     return specs, outs, rename, ops
 
 
-def _check_shapes(source: str, kind: str, tag: str,
-                  specs: List[Tuple[str, Optional[List[int]]]]) -> None:
+def _check_shapes(graph_def, specs: List[Tuple[str, Optional[List[int]]]]) -> None:
     """Refuse a given input shape whose rank or fixed dims contradict the graph's placeholder."""
-    from tx2_inference.convert.tf_runner import _meta_graph
-    gd = _meta_graph(source, tag).graph_def if kind == 'saved_model' else load_graph_def(source)
-    placeholders = {n.name: n for n in gd.node if n.op == 'Placeholder'}
+    placeholders = {n.name: n for n in graph_def.node if n.op == 'Placeholder'}
     for name, shape in specs:
         node = placeholders.get(name.rsplit(':', 1)[0])
         if shape is None or node is None or 'shape' not in node.attr:
@@ -138,7 +138,6 @@ def _close_names(name: str, names: set) -> str:
 
 def list_tensors(source: str, tag: str = 'serve', pattern: str = '') -> List[str]:
     """Return 'name:0  (Op)' lines for the graph's nodes matching ``pattern``."""
-    source_kind(source)
     _, ops = graph_node_names(source, tag)
     return ['{}:0  ({})'.format(n, o) for n, o in sorted(ops.items()) if pattern in n]
 

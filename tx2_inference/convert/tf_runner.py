@@ -89,17 +89,25 @@ def signature(path: str, tag: str, name: str) -> SignatureInfo:
     return SignatureInfo(tensors(sig.inputs), tensors(sig.outputs))
 
 
-def graph_node_names(path: str, tag: str = 'serve') -> Tuple[set, Dict[str, str]]:
-    """Return (node names, node name -> op) of the model's graph, functions included."""
-    kind = source_kind(path)
-    if kind == 'saved_model':
-        gd = _meta_graph(path, tag).graph_def
-    else:
-        gd = load_graph_def(path)
-    ops = {n.name: n.op for n in gd.node}
-    for fn in gd.library.function:
+def load_graph(path: str, tag: str = 'serve'):
+    """Return the model's GraphDef: a SavedModel's MetaGraph for ``tag``, or a frozen graph."""
+    if source_kind(path) == 'saved_model':
+        return _meta_graph(path, tag).graph_def
+    return load_graph_def(path)
+
+
+def node_ops(graph_def) -> Dict[str, str]:
+    """Return node name -> op of a GraphDef, the nodes of its functions included."""
+    ops = {n.name: n.op for n in graph_def.node}
+    for fn in graph_def.library.function:
         for n in fn.node_def:
             ops.setdefault(n.name, n.op)
+    return ops
+
+
+def graph_node_names(path: str, tag: str = 'serve') -> Tuple[set, Dict[str, str]]:
+    """Return (node names, node name -> op) of the model's graph, functions included."""
+    ops = node_ops(load_graph(path, tag))
     return set(ops), ops
 
 
