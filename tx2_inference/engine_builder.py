@@ -590,7 +590,7 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
     :raises BackendUnavailableError: no GPU / no TensorRT.
     :raises ModelError: the ONNX cannot be parsed, or the build fails.
     """
-    from tx2_inference.backends.tensorrt_backend import import_tensorrt
+    from tx2_inference.backends.tensorrt_backend import import_tensorrt, tensorrt_logger
     from tx2_inference.backends.trt_api import builder_features, network_flags
     trt = import_tensorrt()  # probes the GPU first: TensorRT segfaults without one
     if not hasattr(trt, 'Builder'):
@@ -598,9 +598,7 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
             'this TensorRT ({} {}) is the runtime-only package (no Builder/OnnxParser): build '
             'the engine where full TensorRT is installed (JetPack: python3-libnvinfer), or pass '
             'a prebuilt engine.'.format(trt.__name__, trt.__version__))
-    logger = trt.Logger(trt.Logger.WARNING)
-    if hasattr(trt, 'init_libnvinfer_plugins'):
-        trt.init_libnvinfer_plugins(logger, '')
+    logger = tensorrt_logger(trt)
     builder = trt.Builder(logger)
     config = builder.create_builder_config()
     feats = builder_features(dir(config), trt.BuilderFlag.__members__, dir(trt), dir(builder))

@@ -47,6 +47,17 @@ def import_tensorrt() -> Any:
             ) from error
 
 
+def tensorrt_logger(trt: Any) -> Any:
+    """Return a WARNING ``trt.Logger``, with TensorRT's plugins (EfficientNMS, ...) registered.
+
+    The plugins are registered where the module has ``init_libnvinfer_plugins``.
+    """
+    logger = trt.Logger(trt.Logger.WARNING)
+    if hasattr(trt, 'init_libnvinfer_plugins'):
+        trt.init_libnvinfer_plugins(logger, '')
+    return logger
+
+
 class _SlotHandle(object):
     """What a TensorRT slot owns beside its host buffers."""
 
@@ -76,10 +87,7 @@ class TensorRTBackend(Backend):
         self._cuda = open_cuda(device, cuda_library)
         self._cuda.push()
         try:
-            self._logger = trt.Logger(trt.Logger.WARNING)
-            if hasattr(trt, 'init_libnvinfer_plugins'):
-                # EfficientNMS and other plugins the engine may use.
-                trt.init_libnvinfer_plugins(self._logger, '')
+            self._logger = tensorrt_logger(trt)  # with the plugins the engine may use
             self._runtime = trt.Runtime(self._logger)
             with open(engine_path, 'rb') as f:
                 data = f.read()
