@@ -558,13 +558,12 @@ class InferenceNode(LifecycleNode):
     def _on_result(self, tag: _Tag, detections: Any, timing: Dict[str, Any]) -> None:
         """Publish one frame's detections; called on the detector's completion thread."""
         camera = tag.camera
+        publisher = camera.detections_pub
+        if publisher is None:  # cleaned up while the frame was in flight
+            return
         try:
-            msg = detections_to_msg(tag.header, detections.boxes, detections.scores,
-                                    detections.labels)
-            publisher = camera.detections_pub
-            if publisher is None:
-                return
-            publisher.publish(msg)
+            publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
+                                                detections.labels))
             now_ns = self.get_clock().now().nanoseconds
             stamp_ns = tag.header.stamp.sec * 10**9 + tag.header.stamp.nanosec
             start_ns = stamp_ns if stamp_ns > 0 else tag.received_ns
