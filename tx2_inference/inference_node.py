@@ -602,7 +602,6 @@ class InferenceNode(LifecycleNode):
         msg.threshold = float(self._live['score_threshold'])
         for camera in self._cameras:
             if camera.label_info_pub is not None:
-                msg.header.frame_id = ''
                 camera.label_info_pub.publish(msg)
 
     # ---------------------------------------------------------------- diagnostics
