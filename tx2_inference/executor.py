@@ -17,7 +17,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class DoubleBufferedExecutor(object):
         self._on_result = on_result
         self._on_error = on_error
         self._cv = threading.Condition(threading.Lock())
-        self._entries = []  # type: List[_Entry]
+        self._entries: List[_Entry] = []
         try:
             for index in range(int(depth)):
                 self._entries.append(_Entry(backend.create_slot(index, input_shapes)))
