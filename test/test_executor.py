@@ -98,6 +98,20 @@ def test_newest_pending_frame_wins_and_the_backlog_is_bounded(backend):
     assert ex.stats()['completed'] == 3
 
 
+def test_a_pending_frame_that_is_none_is_run_like_any_other(backend):
+    # The executor does not look into frames: None is a frame too, also when it waits.
+    rec = _Recorder()
+    rec.gate = threading.Event()
+    with DoubleBufferedExecutor(backend, lambda frame, slot: frame, _finish, rec.on_result,
+                                rec.on_error, depth=1) as ex:
+        ex.submit('first', tag=1)
+        assert rec.entered.wait(30)  # the only slot is held by the completion thread
+        ex.submit(None, tag=2)       # pending
+        rec.gate.set()
+        assert ex.drain(30)
+    assert [(tag, result[1]) for tag, result, _ in rec.results] == [(1, 'first'), (2, None)]
+
+
 def test_drain_waits_for_everything_accepted_then_close_drops_only_the_pending(backend):
     rec = _Recorder()
     ex = _executor(backend, rec)

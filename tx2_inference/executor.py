@@ -225,24 +225,20 @@ class DoubleBufferedExecutor(object):
             self._deliver(entry, result, error, timing)
             with self._cv:
                 self._inflight.popleft()
-                pending = self._pending
-                self._pending = None
                 entry.context = None
                 entry.sync = None
                 entry.tag = None
-                if pending is not None and not self._closing:
+                entry.state = _FREE
+                self._free.append(entry)
+                # The pending frame takes the slot just freed. close() clears it, and submit
+                # refuses new frames once closing, so there is none after close().
+                pending = self._pending
+                self._pending = None
+                if pending is not None:
                     frame, tag, submitted = pending
-                    entry.state = _FREE
-                    self._free.append(entry)
                     entry = self._reserve(tag, submitted, None)
-                else:
-                    if pending is not None:
-                        self._dropped['closed'] += 1
-                    entry.state = _FREE
-                    self._free.append(entry)
-                    frame = None
                 self._cv.notify_all()
-            if pending is not None and frame is not None:
+            if pending is not None:
                 self._start(entry, frame)
 
     def _collect(self, entry: _Entry) -> tuple:
