@@ -45,6 +45,27 @@ def test_onnxruntime_runs_into_the_slot_buffers_bound_once(conv_onnx_model):
             assert slot.infer_ms > 0
 
 
+def test_onnxruntime_outputs_whose_shape_follows_the_data_are_allocated_every_frame(tmp_path):
+    # NonZero: the output's shape changes from frame to frame, as in-graph NMS does.
+    import onnx
+    from onnx import helper, TensorProto
+    graph = helper.make_graph(
+        [helper.make_node('NonZero', ['x'], ['y'])], 'g',
+        [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info('y', TensorProto.INT64, [2, None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    model.ir_version = 8
+    path = str(tmp_path / 'nonzero.onnx')
+    onnx.save(model, path)
+    with open_backend(path, 'onnxruntime') as backend:
+        slot = backend.create_slot(0)
+        for count in (3, 5, 0, 2):
+            slot.inputs['x'][:] = 0
+            slot.inputs['x'][0, :count] = 1
+            backend.run(slot)
+            np.testing.assert_array_equal(slot.outputs['y'], [[0] * count, list(range(count))])
+
+
 def test_onnxruntime_slots_are_independent(conv_onnx_model):
     with open_backend(conv_onnx_model, 'onnxruntime') as backend:
         a = backend.create_slot(0)

@@ -146,26 +146,26 @@ class OnnxRuntimeBackend(ThreadedBackend):
         state = {'dynamic': False}
 
         def job() -> None:
-            if state['dynamic']:
-                session.run_with_iobinding(binding)
-                outputs.update(zip(names, binding.copy_outputs_to_cpu()))
-                return
-            try:
-                session.run_with_iobinding(binding)
-            except Exception as error:
-                if 'shape' not in str(error).lower():
-                    raise
-                # Output shapes depend on the data: let ONNX Runtime allocate them.
-                _LOG.warning('%s: output shapes change with the input (%s); outputs are '
-                             'now allocated per frame', self.model_path, error)
-                binding.clear_binding_outputs()
-                for name in names:
-                    binding.bind_output(name, 'cpu')
-                state['dynamic'] = True
-                # Not job() itself: a closure that calls itself is a reference cycle, which
-                # would keep the session (its memory and threads) alive after close.
-                session.run_with_iobinding(binding)
-                outputs.update(zip(names, binding.copy_outputs_to_cpu()))
+            if not state['dynamic']:
+                try:
+                    session.run_with_iobinding(binding)  # into the bound output buffers
+                    return
+                except Exception as error:
+                    if 'shape' not in str(error).lower():
+                        raise
+                    # Output shapes depend on the data: let ONNX Runtime allocate them.
+                    _LOG.warning('%s: output shapes change with the input (%s); outputs are '
+                                 'now allocated per frame', self.model_path, error)
+                    state['dynamic'] = True
+            # Rebound on every run: an output ONNX Runtime allocated stays bound with its shape,
+            # and the next frame's other shape would fail. (Run here rather than call job(): a
+            # closure that calls itself is a reference cycle, which would keep the session,
+            # its memory and threads, alive after close.)
+            binding.clear_binding_outputs()
+            for name in names:
+                binding.bind_output(name, 'cpu')
+            session.run_with_iobinding(binding)
+            outputs.update(zip(names, binding.copy_outputs_to_cpu()))
         return job
 
     def _release_slot(self, slot: Slot) -> None:
