@@ -121,8 +121,7 @@ def check_counts(state, kind: str) -> dict:
     tally, driver = state[kind], state['driver']
     sent = tally.faults + tally.valid
     status = driver.settled_status(sent)
-    dropped = {k[len('dropped.'):]: int(v) for k, v in status.items()
-               if k.startswith('dropped.')}
+    dropped = soak.dropped(status)
     assert int(status['frames_in']) == sent, status
     assert dropped == dict(tally.expected), (dropped, dict(tally.expected))
     # Damaged frames that still decode are run; one may be replaced by the next (superseded).

@@ -15,8 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from tx2_inference.processes import ModuleProcess
 from tx2_inference.stats import percentile
 
 DEFAULT_MODEL = 'ssdlite_person.onnx'
@@ -68,25 +67,6 @@ def fingerprint(rgb: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
 
-def start(args: List[str], log_path: str) -> subprocess.Popen:
-    """Start a ROS process with its output in a log file."""
-    out = open(log_path, 'w')
-    return subprocess.Popen([sys.executable, '-m'] + args, stdout=out,
-                            stderr=subprocess.STDOUT, env=dict(os.environ))
-
-
-def stop(proc: subprocess.Popen, timeout: float = 5.0) -> Optional[int]:
-    """Stop a process with SIGINT (as Ctrl-C would), then SIGKILL if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 def stamp_key(header: Any) -> Tuple[int, int]:
     """Return a hashable key of a header's stamp."""
     return header.stamp.sec, header.stamp.nanosec
@@ -101,7 +81,7 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
     from tx2_inference.node_client import NodeClient
 
     info: Dict[str, Any] = {}
-    node = start([
+    node = ModuleProcess([
         'tx2_inference.inference_node', '--ros-args', '-r', '__node:=' + NODE,
         '-p', 'model_path:=' + model, '-p', 'backend:=onnxruntime',
         '-p', 'image_topics:=[%s/image_raw]' % CAMERA,
@@ -125,16 +105,16 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
             log('%s: %s in %.2f s' % (NODE, transition, info[transition + '_s']))
         log('camera_player: publishing %d photos at %.1f FPS, %d times each'
             % (len(os.listdir(photos_dir)), rate, loops))
-        player = start([
+        player = ModuleProcess([
             'tx2_inference.camera_player', photos_dir, '--topic', CAMERA + '/image_raw',
             '--rate', '%g' % rate, '--loop', '--count', str(loops * len(os.listdir(photos_dir))),
             '--frame-id', 'demo_camera', '--wait-for-subscribers', '2'],
             os.path.join(out_dir, 'camera_player.log'))
         deadline = time.monotonic() + timeout
-        while player.poll() is None and time.monotonic() < deadline:
+        while player.alive() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)  # let the last answers arrive
-        info['player_exit'] = player.returncode
+        info['player_exit'] = player.process.returncode
         client.transition('deactivate')
         images = {stamp_key(m.header): m for m in client.messages(CAMERA + '/image_raw')}
         pairs = []
@@ -147,9 +127,10 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
         return pairs, info
     finally:
         if player is not None:
-            stop(player)
+            player.stop(timeout=5.0)
         client.close()
-        info['node_exit'] = stop(node)
+        node.stop(timeout=5.0)
+        info['node_exit'] = node.process.returncode
 
 
 def summarise(photos: Dict[str, np.ndarray], pairs: List[Tuple[Any, Any, float]],

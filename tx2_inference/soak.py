@@ -365,6 +365,11 @@ def superseded(status: Dict[str, str]) -> int:
     return int(status.get('detector.dropped_reasons.superseded', 0))
 
 
+def dropped(status: Dict[str, str]) -> Dict[str, int]:
+    """Return the node's drop counts by reason (its ``dropped.<reason>`` values)."""
+    return {k[len('dropped.'):]: int(v) for k, v in status.items() if k.startswith('dropped.')}
+
+
 def accounted(status: Dict[str, str]) -> int:
     """Return the frames a merged status accounts for: published, dropped or superseded."""
     return int(status['frames_out']) + int(status['dropped']) + superseded(status)
@@ -550,8 +555,7 @@ def flood(node: NodeProcess, driver: Driver, frames: int, fps: float,
                  for arrived, m in arrivals]
     scale = (image.shape[1] / 512.0, image.shape[0] / 512.0)
     with_person = sum(1 for _, m in arrivals if person_found(m, scale=scale))
-    drops = {k[len('dropped.'):]: int(v) for k, v in status.items()
-             if k.startswith('dropped.')}
+    drops = dropped(status)
     drops['superseded'] = superseded(status)
     unaccounted = frames - int(status['frames_out']) - sum(drops.values())
     return {'frames_sent': frames, 'input_fps': frames / elapsed, 'unaccounted': unaccounted,
@@ -679,13 +683,6 @@ def plot(results: Dict[str, Any], path: str) -> bool:
     return True
 
 
-def _node_rejected(driver: Driver, frames_in: int) -> Dict[str, int]:
-    """Return the node's drop counts by reason once it counted ``frames_in`` frames."""
-    status = driver.settled_status(frames_in)
-    return {k[len('dropped.'):]: int(v) for k, v in status.items()
-                if k.startswith('dropped.')}
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Run every phase, print the figures, write the JSON and the plot."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -719,8 +716,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 activate(driver)
                 started = time.monotonic()
                 r = fuzz(driver, args.fuzz_frames, transport == 'compressed', seed=1)
-                r['node_rejected'] = {k: v for k, v in _node_rejected(
-                    driver, r['faults_sent'] + r['valid_sent']).items() if v}
+                r['node_rejected'] = {k: v for k, v in dropped(driver.settled_status(
+                    r['faults_sent'] + r['valid_sent'])).items() if v}
                 r['seconds'] = time.monotonic() - started
                 r['traceback_in_log'] = 'Traceback' in node.log()
                 r['alive'] = node.alive()

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,8 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from tx2_inference.processes import ModuleProcess
 
 TOPIC_NAMESPACE = 'tx2_bench'
 IMAGE_TOPIC = TOPIC_NAMESPACE + '/image_raw'
@@ -76,48 +79,27 @@ def transport_env(transport: str) -> Dict[str, str]:
     return env
 
 
-class Process(object):
-    """A child process with its output in a log file; stopped with SIGINT, then SIGKILL."""
+class Process(ModuleProcess):
+    """A benchmark child process, its log in ``<log_dir>/<name>.log``; stopped as Ctrl-C."""
 
     def __init__(self, args: Sequence[str], env: Dict[str, str], log_dir: str,
                  name: str) -> None:
         """Start ``python -m <args>`` with its output in ``<log_dir>/<name>.log``."""
-        self.log_path = os.path.join(log_dir, name + '.log')
-        self._log = open(self.log_path, 'w')
-        self.proc = subprocess.Popen([sys.executable, '-m'] + list(args), env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
+        super().__init__(args, os.path.join(log_dir, name + '.log'), env)
 
     def check(self) -> None:
         """Raise if the process has exited, with the end of its log."""
-        if self.proc.poll() is not None:
+        if not self.alive():
             raise RuntimeError('{} exited with status {}: {}'.format(
-                self.log_path, self.proc.returncode, self.tail()))
+                self.log_path, self.process.returncode, self.tail()))
 
     def tail(self, size: int = 2000) -> str:
         """Return the end of the process's log."""
-        self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()[-size:]
+        return self.log()[-size:]
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> Optional[int]:
         """Interrupt the process (as Ctrl-C) and wait; kill it if it does not exit."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def __enter__(self) -> 'Process':
-        """Use in a ``with`` block: stopped at the end."""
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        """Stop the process."""
-        self.stop()
+        return super().stop(sig, timeout)
 
 
 def rss_mb(pid: int) -> float:
