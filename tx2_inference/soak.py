@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from tx2_inference.processes import ModuleProcess
 from tx2_inference.stats import percentile
 
 NODE_MODULE = 'tx2_inference.inference_node'
@@ -191,7 +191,7 @@ def random_compressed_fault(rng: np.random.RandomState,
 
 # --------------------------------------------------------------------------- the node process
 
-class NodeProcess(object):
+class NodeProcess(ModuleProcess):
     """An ``inference_node`` process with its own name, parameters and log file."""
 
     def __init__(self, name: str, parameters: Dict[str, Any], folder: str,
@@ -206,7 +206,6 @@ class NodeProcess(object):
             reliable, keep last ``depth``, through the node's QoS override parameters.
         """
         self.name = name
-        self.log_path = os.path.join(folder, name + '.log')
         overrides = os.path.join(folder, name + '_qos.yaml')
         with open(overrides, 'w') as f:
             f.write('/**:\n  ros__parameters:\n    qos_overrides:\n')
@@ -214,18 +213,11 @@ class NodeProcess(object):
                 f.write('      {}:\n        subscription:\n          reliability: reliable\n'
                         '          history: keep_last\n          depth: {}\n'.format(
                             topic, depth))
-        command = [sys.executable, '-m', NODE_MODULE, '--ros-args', '-r',
-                   '__node:=' + name, '--params-file', overrides]
+        command = [NODE_MODULE, '--ros-args', '-r', '__node:=' + name, '--params-file',
+                   overrides]
         for key, value in parameters.items():
             command += ['-p', '{}:={}'.format(key, _ros_arg(value))]
-        self._log = open(self.log_path, 'w')
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        self.started = time.monotonic()
-
-    def log(self) -> str:
-        """Return the node's output so far."""
-        with open(self.log_path, errors='replace') as f:
-            return f.read()
+        super().__init__(command, os.path.join(folder, name + '.log'))
 
     def resources(self) -> Dict[str, float]:
         """Return the process's threads, open file descriptors and RSS (MB), via psutil."""
@@ -234,22 +226,10 @@ class NodeProcess(object):
         return {'threads': proc.num_threads(), 'fds': proc.num_fds(),
                 'rss_mb': proc.memory_info().rss / 2.0**20}
 
-    def alive(self) -> bool:
-        """Return whether the process still runs."""
-        return self.process.poll() is None
-
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> Tuple[Optional[int], float]:
         """Send ``sig`` and wait; return (exit status or None, seconds to exit); kill if stuck."""
         start = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=timeout)  # type: Optional[int]
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            code = None
-        self._log.close()
+        code = super().stop(sig, timeout)
         return code, time.monotonic() - start
 
 
