@@ -59,6 +59,7 @@ class NodeClient(object):
                  context: Optional[Any] = None) -> None:
         """Create the client for node `target` (its full name, e.g. '/inference_node')."""
         self.target = target if target.startswith('/') else '/' + target
+        self._context = context
         self._owns_context = not rclpy.ok(context=context)
         if self._owns_context:
             rclpy.init(context=context)
@@ -173,7 +174,7 @@ class NodeClient(object):
         self._executor.shutdown()
         self.node.destroy_node()
         if self._owns_context:
-            rclpy.try_shutdown()
+            rclpy.try_shutdown(context=self._context)
 
     def __enter__(self) -> 'NodeClient':
         """Use as a context manager: closes on exit."""
