@@ -3,19 +3,20 @@
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 
+from tx2_inference.node_client import NodeClient
 from tx2_inference.ros_image import compressed_to_array, image_to_array
+
+IMAGES, COMPRESSED = 'player/image_raw', 'player/image_raw/compressed'
 
 
 @pytest.fixture(scope='module')
@@ -29,44 +30,28 @@ def photos_dir(tmp_path_factory):
     return folder, photos
 
 
+def listen(name: str, *topics: str) -> NodeClient:
+    """Return a client in its own context collecting what the player publishes on topics."""
+    client = NodeClient('camera_player', name=name, context=rclpy.Context())
+    for topic in topics:
+        client.collect(CompressedImage if topic == COMPRESSED else Image, topic,
+                       QoSProfile(depth=100))
+    return client
+
+
 @pytest.fixture()
 def listener():
-    """Collect what the player publishes, from a node in its own context."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node('camera_player_listener', context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    received = {'image': [], 'compressed': []}
-    node.create_subscription(Image, 'player/image_raw',
-                             lambda m: received['image'].append(m), QoSProfile(depth=100))
-    node.create_subscription(CompressedImage, 'player/image_raw/compressed',
-                             lambda m: received['compressed'].append(m), QoSProfile(depth=100))
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield received
-    executor.shutdown()
-    thread.join(timeout=5)
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
+    """Collect the player's images and compressed images."""
+    with listen('camera_player_listener', IMAGES, COMPRESSED) as client:
+        yield client
 
 
 def player(*args: str) -> subprocess.Popen:
     """Start camera_player with args, publishing on player/image_raw."""
     return subprocess.Popen([sys.executable, '-m', 'tx2_inference.camera_player',
-                             '--topic', 'player/image_raw'] + list(args),
+                             '--topic', IMAGES] + list(args),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True)
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    """Poll predicate until true or timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_waits_for_its_subscriber_so_no_frame_is_lost(photos_dir, tmp_path):
@@ -77,19 +62,9 @@ def test_waits_for_its_subscriber_so_no_frame_is_lost(photos_dir, tmp_path):
     try:
         time.sleep(2.0)
         assert proc.poll() is None, 'the player published to nobody and ended'
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        node = rclpy.create_node('late_listener', context=context)
-        got = []
-        node.create_subscription(Image, 'player/image_raw', got.append, QoSProfile(depth=10))
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        deadline = time.monotonic() + 20.0
-        while len(got) < 2 and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        with listen('late_listener', IMAGES) as late:
+            late.wait_until(lambda: len(late.messages(IMAGES)) >= 2, timeout=20.0)
+            got = late.messages(IMAGES)
         assert [image_to_array(m)[0].shape for m in got] == [
             photos['a_astronaut.png'].shape, photos['b_chelsea.png'].shape]
         assert proc.wait(timeout=10) == 0
@@ -103,12 +78,13 @@ def test_folder_looped_as_image_and_compressed(photos_dir, listener):
     proc = player(str(folder), '--rate', '20', '--loop', '--encoding', 'rgb8', '--compressed',
                   '--compressed-format', 'png', '--frame-id', 'cam_test')
     try:
-        assert wait_until(lambda: len(listener['image']) >= 6 and listener['compressed']), \
-            'received {} images'.format(len(listener['image']))
+        assert listener.wait_until(lambda: len(listener.messages(IMAGES)) >= 6 and
+                                   listener.messages(COMPRESSED), timeout=20.0), \
+            'received {} images'.format(len(listener.messages(IMAGES)))
     finally:
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
-    images = list(listener['image'])
+    images = listener.messages(IMAGES)
     shapes = set()
     for msg in images:
         assert msg.header.frame_id == 'cam_test' and msg.encoding == 'rgb8'
@@ -123,7 +99,7 @@ def test_folder_looped_as_image_and_compressed(photos_dir, listener):
     assert abs(stamps[-1] - time.time()) < 30
     period = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
     assert 0.02 < period < 0.2, period  # 20 Hz asked, loose on 2 shared cores
-    array, color = compressed_to_array(listener['compressed'][0])
+    array, color = compressed_to_array(listener.messages(COMPRESSED)[0])
     assert color == 'bgr' and array.shape in shapes
 
 
@@ -139,8 +115,8 @@ def test_video_plays_to_the_end_and_exits(tmp_path, listener):
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, out
     assert '40 frames published' in out, out
-    assert listener['image'], 'no frame received'
-    array, color = image_to_array(listener['image'][-1])
+    assert listener.messages(IMAGES), 'no frame received'
+    array, color = image_to_array(listener.messages(IMAGES)[-1])
     assert color == 'mono' and array.shape == (300, 450)
     gray = cv2.cvtColor(cat, cv2.COLOR_BGR2GRAY)
     assert np.abs(array.astype(int) - gray.astype(int)).mean() < 8  # MJPG is lossy
