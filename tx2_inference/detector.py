@@ -5,10 +5,15 @@ What the node, the demo and the benchmark use (contract in docs/DESIGN.md)::
     with Detector('models/ssdlite_person.onnx', on_result=callback) as det:
         det.submit(image, 'rgb', tag)        # never blocks; results in submission order
         detections = det.detect(image, 'rgb')  # synchronous convenience
+
+Full-integer models (a TFLite model with int8/uint8 inputs or outputs and per-tensor
+``(scale, zero_point)`` in ``backend.quantization``) run like their float twins: the
+pre-processor writes the quantised input, and each quantised output is dequantised into a
+preallocated float32 buffer per slot before decoding.
 """
 
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +25,29 @@ from tx2_inference.model_config import ModelConfig
 from tx2_inference.preprocess import Preprocessor, Transform
 
 ResultCallback = Callable[[Any, Detections, Dict[str, float]], None]
+Quantization = Tuple[float, int]
+Outputs = Dict[str, np.ndarray]
+
+
+def tensor_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
+    """Return ``(scale, zero_point)`` of a quantised integer tensor of ``backend``, else None.
+
+    Backends that know of no quantisation have no ``quantization`` attribute; float tensors and
+    integer tensors with a scale of 0 (counts, class ids) are not quantised.
+    """
+    scale, zero_point = (getattr(backend, 'quantization', None) or {}).get(name, (0.0, 0))
+    if not scale or not np.issubdtype(np.dtype(dtype), np.integer):
+        return None
+    return float(scale), int(zero_point)
+
+
+def dequantize(q: np.ndarray, quantization: Quantization, out: np.ndarray) -> np.ndarray:
+    """Write ``(q - zero_point) * scale`` into the float array ``out``, allocating nothing."""
+    scale, zero_point = quantization
+    np.copyto(out, q, casting='unsafe')  # to float first: q - zero_point overflows int8
+    np.subtract(out, zero_point, out=out)
+    np.multiply(out, scale, out=out)
+    return out
 
 
 class Detector(object):
@@ -64,12 +92,25 @@ class Detector(object):
                                 else (1, channels, height, width))
             dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
             self._input_dtype = dtype
+            #: ``(scale, zero_point)`` of a quantised input, or None.
+            self.input_quantization = tensor_quantization(self._backend, self._input_name,
+                                                          dtype)
+            #: output name -> ``(scale, zero_point)``, for the quantised outputs only.
+            self.output_quantization = {}  # type: Dict[str, Quantization]
+            for tensor in self._backend.outputs:
+                quantization = tensor_quantization(self._backend, tensor.name, tensor.dtype)
+                if quantization is not None:
+                    self.output_quantization[tensor.name] = quantization
+            # slot index -> (the slot's raw outputs, what the decoder reads: float buffers for
+            # the quantised outputs, the raw arrays for the rest); made at a slot's first frame.
+            self._decode_inputs = {}  # type: Dict[int, Tuple[Outputs, Outputs]]
             self._tool_preprocessor = None  # type: Optional[Preprocessor]
             self._decoder = create_decoder(self.config.decoder, self.config.labels,
                                            (height, width))
             # One pre-processor and one transform per slot: a slot's frame is prepared by one
             # thread at a time, but two slots may be prepared at once.
-            self._preprocessors = [Preprocessor(inp, self.input_shape, dtype)
+            self._preprocessors = [Preprocessor(inp, self.input_shape, dtype,
+                                                self.input_quantization)
                                    for _ in range(int(depth))]
             self._transforms = [Transform() for _ in range(int(depth))]
             self._executor = DoubleBufferedExecutor(
@@ -111,7 +152,7 @@ class Detector(object):
         """
         if self._tool_preprocessor is None:
             self._tool_preprocessor = Preprocessor(self.config.input, self.input_shape,
-                                                   self._input_dtype)
+                                                   self._input_dtype, self.input_quantization)
         return self._tool_preprocessor(image, color, slot.inputs[self._input_name])
 
     def _prepare(self, frame: Any, slot: Slot) -> Transform:
@@ -119,8 +160,28 @@ class Detector(object):
         return self._preprocessors[slot.index](image, color, slot.inputs[self._input_name],
                                                self._transforms[slot.index])
 
+    def decode_inputs(self, slot: Slot) -> Dict[str, np.ndarray]:
+        """Return the slot's outputs as the decoder reads them: quantised ones dequantised.
+
+        Without quantised outputs this is ``slot.outputs`` itself. Otherwise the float32
+        buffers are made at the slot's first frame and reused; not thread-safe per slot.
+        """
+        if not self.output_quantization:
+            return slot.outputs
+        entry = self._decode_inputs.get(slot.index)
+        if entry is None or entry[0] is not slot.outputs:
+            views = dict(slot.outputs)
+            for name in self.output_quantization:
+                views[name] = np.empty(slot.outputs[name].shape, np.float32)
+            entry = (slot.outputs, views)
+            self._decode_inputs[slot.index] = entry
+        raw, views = entry
+        for name, quantization in self.output_quantization.items():
+            dequantize(raw[name], quantization, views[name])
+        return views
+
     def _finish(self, slot: Slot, transform: Transform) -> Detections:
-        detections = self._decoder(slot.outputs, self.params)
+        detections = self._decoder(self.decode_inputs(slot), self.params)
         transform.to_source(detections.boxes, out=detections.boxes)
         return detections
 

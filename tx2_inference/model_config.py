@@ -22,7 +22,7 @@ INPUT_DEFAULTS: Dict[str, Any] = {
     'resize': 'stretch', 'pad_value': 114, 'scale': 1.0, 'mean': [0.0, 0.0, 0.0],
     'std': [1.0, 1.0, 1.0],
 }
-INPUT_DTYPES = ('uint8', 'float32', 'float16')
+INPUT_DTYPES = ('uint8', 'float32', 'float16', 'int8', 'int16')  # int: quantised (TFLite)
 SECTIONS = ('input', 'decoder', 'labels')
 
 

@@ -1,7 +1,8 @@
 """Pre-processing: a source image written straight into a model's input buffer.
 
 Resize (stretch or letterbox), colour order, dtype and normalisation (scale, mean, std), NHWC or
-NCHW, in as few passes as the case allows and without allocating per frame once the scratch
+NCHW, and the affine quantisation of a full-integer model's input, in as few passes as the case
+allows and without allocating per frame once the scratch
 buffers for a source size exist. The geometric transform of each frame is recorded in a
 :class:`Transform`, which maps boxes in model-input pixels back to source pixels.
 
@@ -21,6 +22,7 @@ COLORS = ('rgb', 'bgr', 'mono')
 LAYOUTS = ('nhwc', 'nchw')
 RESIZE_MODES = ('stretch', 'letterbox')
 OUTPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float16))
+QUANTIZED_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int16))
 
 
 class Transform(object):
@@ -126,12 +128,15 @@ class Preprocessor(object):
     """
     Writes source images into a model input buffer: resize, colour, dtype, normalisation.
 
-    ``value = (pixel * scale - mean) / std`` per channel, in the model's colour order. Scratch
-    buffers are kept per source size, so steady state allocates nothing. Not thread-safe: use
-    one per thread.
+    ``value = (pixel * scale - mean) / std`` per channel, in the model's colour order. A
+    quantised input (``quantization=(s, zp)``) receives ``round(value / s + zp)``, saturated to
+    its integer dtype: the quantisation is folded into the same per-channel affine map, then
+    rounded and clipped in the float scratch buffer. Scratch buffers are kept per source size,
+    so steady state allocates nothing. Not thread-safe: use one per thread.
     """
 
-    def __init__(self, config: Any, input_shape: Sequence[int], dtype: Any) -> None:
+    def __init__(self, config: Any, input_shape: Sequence[int], dtype: Any,
+                 quantization: Optional[Tuple[float, int]] = None) -> None:
         """
         Prepare for one model input.
 
@@ -139,16 +144,30 @@ class Preprocessor(object):
             ``layout``, ``color``, ``resize``, ``pad_value``, ``scale``, ``mean``, ``std``, or a
             dict with those keys); unset values take the defaults of docs/DESIGN.md.
         :param input_shape: the fixed input shape, [1, H, W, C] or [1, C, H, W].
-        :param dtype: the input's numpy dtype: uint8, float32 or float16.
+        :param dtype: the input's numpy dtype: uint8, float32 or float16; or, quantised,
+            uint8, int8 or int16.
+        :param quantization: ``(scale, zero_point)`` of a quantised integer input (a full-integer
+            TFLite model): ``q = round(value / scale + zero_point)``; None or a scale of 0: not
+            quantised.
         :raises ConfigError: when the settings do not fit the input.
         """
         shape = tuple(int(d) if d is not None else -1 for d in input_shape)
         self.dtype = np.dtype(dtype)
+        self.quantization = None  # type: Optional[Tuple[float, int]]
+        if quantization is not None and float(quantization[0]) != 0.0:
+            if self.dtype not in QUANTIZED_DTYPES:
+                raise ConfigError('input quantisation {} given for a {} input; quantised inputs '
+                                  'are uint8, int8 or int16.'.format(tuple(quantization),
+                                                                     self.dtype))
+            if not float(quantization[0]) > 0:
+                raise ConfigError('input quantisation scale {} is not positive.'.format(
+                    quantization[0]))
+            self.quantization = (float(quantization[0]), int(quantization[1]))
         if len(shape) != 4 or shape[0] != 1 or min(shape) < 1:
             raise ConfigError('input shape {} is not a fixed [1, H, W, C] or [1, C, H, W] shape; '
                               'set input.size: [height, width] in the model config.'
                               .format(list(input_shape)))
-        if self.dtype not in OUTPUT_DTYPES:
+        if self.quantization is None and self.dtype not in OUTPUT_DTYPES:
             raise ConfigError('input dtype {} is not supported; the model input must be uint8, '
                               'float32 or float16.'.format(self.dtype))
         self.layout = str(_setting(config, 'layout', 'nchw' if shape[1] in (1, 3) and
@@ -177,17 +196,34 @@ class Preprocessor(object):
         std = _per_channel(_setting(config, 'std', 1.0), self.channels, 'std')
         if np.any(std == 0):
             raise ConfigError('input.std: {} contains 0.'.format(std.tolist()))
-        self.gain = scale / std
-        self.offset = mean / std
-        self.identity = bool(np.all(self.gain == 1) and np.all(self.offset == 0))
+        gain = (scale / std).astype(np.float64)
+        offset = (mean / std).astype(np.float64)
+        self._limits = None  # type: Optional[Tuple[float, float]]
+        if self.quantization is None:
+            self.identity = bool(np.all(gain == 1) and np.all(offset == 0))
+        else:
+            # q = value / s + zp = pixel * (gain / s) - (offset / s - zp): still affine.
+            q_scale, zero_point = self.quantization
+            gain = gain / q_scale
+            offset = offset / q_scale - zero_point
+            info = np.iinfo(self.dtype)
+            self._limits = (float(info.min), float(info.max))
+            # A straight copy when it gives the same integers (uint8 pixels, uint8 input, a
+            # map within rounding of q = pixel: e.g. s = 1/255, zp = 0 and scale 1/255).
+            self.identity = bool(self.dtype == np.uint8 and np.all(np.abs(gain - 1) < 1e-6) and
+                                 np.all(np.abs(offset) < 1e-3))
+        self.gain = gain.astype(np.float32)
+        self.offset = offset.astype(np.float32)
         # value = gain * pixel - offset, as the [C, C + 1] matrix cv2.transform takes.
-        self._affine = np.concatenate([np.diag(self.gain), -self.offset[:, None]], axis=1)
-        self._affine = self._affine.astype(np.float64)
-        if self.dtype == np.uint8 and not self.identity:
+        self._affine = np.concatenate([np.diag(gain), -offset[:, None]], axis=1)
+        if self.dtype == np.uint8 and not self.identity and self.quantization is None:
             raise ConfigError('input.scale/mean/std normalise the image, but the model input is '
                               'uint8; remove them, or use a float model input.')
         pad = float(_setting(config, 'pad_value', 114))
-        self.pad = (pad * self.gain - self.offset).astype(self.dtype)
+        pad_value = pad * gain - offset
+        if self._limits is not None:
+            pad_value = np.clip(np.rint(pad_value), self._limits[0], self._limits[1])
+        self.pad = pad_value.astype(self.dtype)
         self._scratch: Dict[Tuple[Any, ...], np.ndarray] = {}
 
     def _buffer(self, key: Tuple[Any, ...], shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -209,7 +245,7 @@ class Preprocessor(object):
                              'HxWx3, mono images HxW or HxWx1.'.format(image.shape, color))
         if min(image.shape[:2]) < 1:
             raise FrameError('image of shape {} is empty.'.format(image.shape))
-        if image.dtype == np.uint16 and self.dtype == np.uint8:
+        if image.dtype == np.uint16 and self.dtype == np.uint8 and self.identity:
             raise FrameError('a uint16 image cannot feed a uint8 model input; convert it to uint8 '
                              'first, or use a float model with input.scale set.')
         return channels
@@ -254,6 +290,9 @@ class Preprocessor(object):
             work = self._buffer(('float',), pixels.shape, np.float32)
             np.copyto(work, pixels, casting='unsafe')
             cv2.transform(work, self._affine, dst=work)
+            if self._limits is not None:  # quantised: round to nearest, saturate
+                np.rint(work, out=work)
+                np.clip(work, self._limits[0], self._limits[1], out=work)
             np.copyto(target, work, casting='unsafe')
         if self.resize == 'letterbox':
             canvas[:top] = self.pad

@@ -5,11 +5,16 @@ own worker thread; ``invoke`` releases the GIL. The slot's host buffers are plai
 ``launch`` copies the input in with ``set_tensor`` (the CPU's "H2D copy") and the outputs out
 into preallocated arrays through short-lived ``tensor()`` views, so nothing is allocated per
 frame and no view into the interpreter outlives an ``invoke``.
+
+Full-integer models (int8/uint8 inputs or outputs) describe their per-tensor affine
+quantisation in ``quantization``: ``real = (q - zero_point) * scale``. The backend moves the
+raw integers; ``Detector`` quantises the input and dequantises the outputs. Per-channel
+quantisation of an input or output is refused with a ``ModelError``.
 """
 
 import os
 import threading
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,6 +33,30 @@ def _interpreter_class() -> Any:
                 'no TFLite runtime ({}): pip install ai-edge-litert (or tflite-runtime), or '
                 'use backend onnxruntime'.format(error)) from error
     return Interpreter
+
+
+def tensor_quantization(detail: Dict[str, Any]) -> Tuple[float, int]:
+    """Return a tensor's per-tensor ``(scale, zero_point)``; ``(0.0, 0)``: not quantised.
+
+    :param detail: one entry of the interpreter's ``get_input_details()`` or
+        ``get_output_details()``.
+    :raises ModelError: the tensor is quantised per channel (several scales), which the
+        pre-processor and the decoders do not apply.
+    """
+    params = detail.get('quantization_parameters') or {}
+    scales = np.asarray(params.get('scales', ()), dtype=np.float64).reshape(-1)
+    zero_points = np.asarray(params.get('zero_points', ()), dtype=np.int64).reshape(-1)
+    if scales.size > 1 or zero_points.size > 1:
+        raise ModelError(
+            'TFLite tensor {!r} is quantised per channel ({} scales along axis {}); only '
+            'per-tensor quantisation of model inputs and outputs is supported: convert with '
+            'float (or per-tensor int8) inputs and outputs.'.format(
+                detail.get('name'), max(scales.size, zero_points.size),
+                params.get('quantized_dimension')))
+    if scales.size == 1:
+        return float(scales[0]), int(zero_points[0]) if zero_points.size else 0
+    scale, zero_point = detail.get('quantization', (0.0, 0)) or (0.0, 0)
+    return float(scale), int(zero_point)
 
 
 class TFLiteBackend(ThreadedBackend):
@@ -53,7 +82,8 @@ class TFLiteBackend(ThreadedBackend):
         probe = self._new_interpreter()
         self._inputs = [self._info(d) for d in probe.get_input_details()]
         self._outputs = [self._info(d) for d in probe.get_output_details()]
-        self.quantization = {d['name']: d.get('quantization', (0.0, 0))
+        # name -> (scale, zero_point) of every input and output; (0.0, 0): not quantised.
+        self.quantization = {d['name']: tensor_quantization(d)
                              for d in probe.get_input_details() + probe.get_output_details()}
         self._device_lock = threading.Lock() if serialize_runs else None
 
