@@ -5,7 +5,7 @@ Subcommands::
     tx2-convert onnx MODEL -o model.onnx [--inputs T[1,H,W,3]] [--outputs A,B] [...]
     tx2-convert engine model.onnx [--precision fp16|int8] [--calib-images DIR] [...]
     tx2-convert quantize model.onnx --calib-images DIR -o model_int8.onnx [--format qdq]
-    tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR]
+    tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
     tx2-convert evaluate --images DIR --annotations coco.json --tf MODEL --onnx m.onnx ...
 
 Runs on the robot (Python 3.6): TensorFlow, TensorRT and ONNX Runtime are imported only by
@@ -146,7 +146,8 @@ def cmd_tflite(args: argparse.Namespace) -> int:
                              inputs=args.inputs, outputs=args.outputs, tag=args.tag,
                              signature_name=args.signature, calib_images=args.calib_images,
                              calib_limit=args.calib_limit, input_overrides=_input_overrides(args),
-                             labels=args.labels, decoder=_decoder(args, []), args=args)
+                             labels=args.labels, decoder=_decoder(args, []), args=args,
+                             int8_io=args.int8_io)
     print(result)
     return 0
 
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--outputs', help='frozen graph / cut: A,B')
     p.add_argument('--calib-images', help='representative dataset for INT8')
     p.add_argument('--calib-limit', type=int, default=64)
+    p.add_argument('--int8-io', action='store_true',
+                   help='with --precision int8: int8 input and outputs (full-integer model)')
     _add_config_args(p)
     p.set_defaults(func=cmd_tflite)
 

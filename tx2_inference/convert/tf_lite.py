@@ -7,7 +7,10 @@
   ``tf.compat.v1.lite.TFLiteConverter.from_frozen_graph``.
 - FP16: float16 weights. INT8: post-training quantization with a representative dataset from
   the user's images (preprocessed with the config's ``input`` section); inputs and outputs stay
-  float, so the model config does not change between precisions.
+  float, so the model config does not change between precisions. ``int8_io`` (``--int8-io``)
+  makes a full-integer model instead: int8 input and outputs with per-tensor (scale, zero
+  point), integer-only builtin ops; ``Detector`` quantises the input and dequantises the
+  outputs, and the config's ``input.dtype`` is int8.
 
 The result is compared with TensorFlow on the calibration/sample images (FP32 must match within
 a tolerance; FP16/INT8 differences are reported). The model config is written beside it.
@@ -95,11 +98,27 @@ def _interpreter(model: bytes, threads: int = 2) -> Any:
 
 
 def run_tflite(interp: Any, x: np.ndarray) -> Dict[str, np.ndarray]:
-    """Run a one-input TFLite interpreter; return outputs by tensor name."""
-    interp.set_tensor(interp.get_input_details()[0]['index'], x)
+    """Run a one-input TFLite interpreter on float ``x``; return float outputs by tensor name.
+
+    A quantised integer input is fed ``round(x / scale + zero_point)`` (saturated), and
+    quantised integer outputs come back dequantised.
+    """
+    detail = interp.get_input_details()[0]
+    scale, zero_point = detail['quantization']
+    dtype = np.dtype(detail['dtype'])
+    if scale and np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        x = np.clip(np.rint(x / scale + zero_point), info.min, info.max)
+    interp.set_tensor(detail['index'], np.asarray(x).astype(dtype))
     interp.invoke()
-    return {d['name']: interp.get_tensor(d['index']).copy()
-            for d in interp.get_output_details()}
+    result = {}
+    for d in interp.get_output_details():
+        value = interp.get_tensor(d['index']).copy()
+        scale, zero_point = d['quantization']
+        if scale and np.issubdtype(np.dtype(d['dtype']), np.integer):
+            value = (value.astype(np.float32) - zero_point) * np.float32(scale)
+        result[d['name']] = value
+    return result
 
 
 def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[str] = None,
@@ -107,8 +126,10 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
             signature_name: str = 'serving_default', calib_images: Optional[str] = None,
             calib_limit: int = 64, input_overrides: Optional[Dict[str, Any]] = None,
             labels: Optional[str] = None, decoder: Optional[Dict[str, Any]] = None,
-            args: Any = None) -> str:
+            args: Any = None, int8_io: bool = False) -> str:
     """Convert ``source`` to a TFLite model at ``output`` and write its config beside it.
+
+    :param int8_io: with ``precision='int8'``: int8 input and outputs (a full-integer model).
 
     :returns: a one-paragraph summary (sizes, TF comparison).
     :raises UserError: bad paths/tensors, INT8 without images, TFLite conversion errors.
@@ -119,6 +140,8 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
         raise UserError('--precision {!r}: choose fp32, fp16 or int8.'.format(precision))
     if precision == 'int8' and not calib_images:
         raise UserError('INT8 needs a representative dataset: pass --calib-images DIR.')
+    if int8_io and precision != 'int8':
+        raise UserError('--int8-io makes a full-integer model: use it with --precision int8.')
     kind = source_kind(source)
     specs = parse_tensor_specs(inputs)
     outs = [n for n, _ in parse_tensor_specs(outputs)]
@@ -176,7 +199,12 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
             if in_shape is None:
                 shape_holder['shape'] = _signature_input_shape(source, tag, signature_name)
             conv.representative_dataset = representative
-            LOG.info('[tflite] INT8 calibration on %d images', len(paths))
+            if int8_io:
+                conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                conv.inference_input_type = tf.int8
+                conv.inference_output_type = tf.int8
+            LOG.info('[tflite] INT8 calibration on %d images%s', len(paths),
+                     ' (int8 input and outputs)' if int8_io else '')
         LOG.info('[tflite 1/3] converting %s (%s)', source, precision)
         try:
             model = conv.convert()
@@ -216,9 +244,9 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
                        cfgmod.parse_labels(labels))
     cfgmod.save(cfgmod.config_path_for(output), cfg,
                 header='Written by tx2-convert tflite ({}) from {}.'.format(precision, source))
+    label = precision.upper() + (' with int8 I/O' if int8_io else '')
     lines = ['Wrote {} ({}, {:.1f} MB) and {} in {:.1f} s.'.format(
-        output, precision.upper(), len(model) / 1e6, cfgmod.config_path_for(output),
-        time.time() - t0)]
+        output, label, len(model) / 1e6, cfgmod.config_path_for(output), time.time() - t0)]
     for name, d in sorted(diffs.items()):
         lines.append('  vs TensorFlow  {:<40s} max abs {:.3g}'.format(name, d['max_abs']))
     return '\n'.join(lines)
