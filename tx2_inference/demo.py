@@ -136,6 +136,7 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
 def summarise(photos: Dict[str, np.ndarray], pairs: List[Tuple[Any, Any, float]],
               out_dir: str, threshold: float) -> Dict[str, Any]:
     """Write annotated images, summary.md/json and latency.png; return the summary."""
+    from tx2_inference.node_client import detection_xyxy
     from tx2_inference.ros_image import image_to_array
     from tx2_inference.visualize import draw_detections
 
@@ -158,10 +159,7 @@ def summarise(photos: Dict[str, np.ndarray], pairs: List[Tuple[Any, Any, float]]
         entry['detections'] = [{
             'label': d.results[0].hypothesis.class_id,
             'score': round(float(d.results[0].hypothesis.score), 3),
-            'box_xyxy': [round(d.bbox.center.position.x - d.bbox.size_x / 2, 1),
-                         round(d.bbox.center.position.y - d.bbox.size_y / 2, 1),
-                         round(d.bbox.center.position.x + d.bbox.size_x / 2, 1),
-                         round(d.bbox.center.position.y + d.bbox.size_y / 2, 1)],
+            'box_xyxy': [round(v, 1) for v in detection_xyxy(d)],
         } for d in det.detections]
     for name, entry in per_photo.items():
         dets = entry['detections'] or []
