@@ -259,22 +259,22 @@ def _median(rows: List[Dict[str, float]], key: str) -> float:
     return float(np.median([row[key] for row in rows]))
 
 
-def compare_depth(model: str, config: Optional[str], backend: str, frames: int, rounds: int,
-                  threads: Optional[int], image: Optional[str] = None) -> Dict[str, Any]:
+def compare_depth(args: argparse.Namespace) -> Dict[str, Any]:
     """Measure the saturated executor with one slot against two (double buffering).
 
-    Rounds alternate the two depths; the ratio is the median of the per-round ratios.
+    Rounds (half of ``--rounds``, at least 3) alternate the two depths; the ratio is the
+    median of the per-round ratios.
     """
-    frame = load_frame(image)
+    frame = load_frame(args.image)
     rows = {1: [], 2: []}  # type: Dict[int, List[Dict[str, float]]]
     with contextlib.ExitStack() as stack:
-        detectors = {depth: stack.enter_context(Detector(model, config_path=config,
-                                                         backend=backend, depth=depth,
-                                                         threads=threads))
+        detectors = {depth: stack.enter_context(Detector(args.model, config_path=args.config,
+                                                         backend=args.backend, depth=depth,
+                                                         threads=args.threads))
                      for depth in (1, 2)}
-        for _ in range(rounds):
+        for _ in range(max(3, args.rounds // 2)):
             for depth in (1, 2):
-                rows[depth].append(measure_executor(detectors[depth], frame, frames))
+                rows[depth].append(measure_executor(detectors[depth], frame, args.frames))
     return {'depth_1_fps': _median(rows[1], 'fps'), 'depth_2_fps': _median(rows[2], 'fps'),
             'depth_2_over_depth_1': float(np.median(
                 [two['fps'] / one['fps'] for one, two in zip(rows[1], rows[2])]))}
@@ -291,8 +291,7 @@ def gpu_rows(results: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any
                                '{} GPU(s) present'.format(count) if count else why)}
     rows = {'executor_over_raw': results['executor_over_raw'], 'raw_fps': results['raw_fps'],
             'executor_fps': results['executor_fps']}
-    rows.update(compare_depth(args.model, args.config, args.backend, args.frames,
-                              max(3, args.rounds // 2), args.threads, args.image))
+    rows.update(compare_depth(args))
     return rows
 
 
@@ -386,9 +385,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               'executor_split/raw: {executor_split_over_raw:.3f}'.format(**results))
     results['gpu'] = gpu_rows(results, args)
     if args.compare_depth and 'depth_2_over_depth_1' not in results['gpu']:
-        results['depth_compare'] = compare_depth(args.model, args.config, args.backend,
-                                                 args.frames, max(3, args.rounds // 2),
-                                                 args.threads, args.image)
+        results['depth_compare'] = compare_depth(args)
     if not args.no_ros:
         run_graph(results, args, log)
         from tx2_inference.bench.suite import write_plots
