@@ -449,8 +449,8 @@ def test_default_model_path_is_the_bundled_model(default_model):
     ('~/image', '~/detections'),
 ])
 def test_each_camera_publishes_under_its_own_namespace(topic, detections):
-    from tx2_inference.inference_node import _Camera, camera_namespace
-    camera = _Camera(topic, camera_namespace(topic))
+    from tx2_inference.inference_node import _Camera
+    camera = _Camera(topic)
     assert camera.detections_topic == detections
     assert camera.label_info_topic == detections.replace('detections', 'label_info')
 

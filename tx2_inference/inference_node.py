@@ -179,9 +179,10 @@ class _Tag(object):
 class _Camera(object):
     """One input topic, its publishers and its counters (guarded by ``lock``)."""
 
-    def __init__(self, image_topic: str, namespace: str) -> None:
-        """Name the camera's topics; the node creates the entities."""
+    def __init__(self, image_topic: str) -> None:
+        """Name the camera's topics, under its image topic's namespace; the node creates them."""
         self.image_topic = image_topic
+        namespace = camera_namespace(image_topic)
         prefix = namespace.rstrip('/') + '/' if namespace else ''
         self.detections_topic = prefix + 'detections'
         self.label_info_topic = prefix + 'label_info'
@@ -415,7 +416,7 @@ class InferenceNode(LifecycleNode):
         reason = _check_topics(topics)
         if reason:
             raise ConfigError(reason)
-        self._cameras = [_Camera(topic, camera_namespace(topic)) for topic in topics]
+        self._cameras = [_Camera(topic) for topic in topics]
 
         from tx2_inference.detector import Detector
         self._detector = Detector(
