@@ -51,7 +51,6 @@ class Graph(NodeClient):
     def __init__(self) -> None:
         """Create the client node, the camera publishers and the collecting subscribers."""
         super().__init__('/' + NODE, name='inference_node_tester')
-        self.change_state = self.node.create_client(ChangeState, '/{}/change_state'.format(NODE))
         self.describe = self.node.create_client(DescribeParameters,
                                                 '/{}/describe_parameters'.format(NODE))
         self.image_pubs = {cam: self.node.create_publisher(Image, cam + '/image_raw', 10)
@@ -65,7 +64,7 @@ class Graph(NodeClient):
         """Ask for a transition by id (ros2 lifecycle set); return whether it succeeded."""
         request = ChangeState.Request()
         request.transition = Transition(id=transition_id)
-        return self.call(self.change_state, request).success
+        return self.call(self._change, request).success
 
     def next_stamp(self) -> Any:
         """Return a header stamp of now that no frame has used."""
