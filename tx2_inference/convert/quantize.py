@@ -95,13 +95,14 @@ class _ImageReader(object):
         return next(self._feeds, None)
 
 
-def calibration_feeds(onnx_path: str, calib_dir: str, config_path: Optional[str],
+def calibration_feeds(onnx_path: str, calib_dir: str, cfg: Dict[str, Any],
                       limit: int) -> List[Dict[str, np.ndarray]]:
-    """Preprocess up to ``limit`` images of ``calib_dir`` into ONNX input feeds."""
+    """Preprocess up to ``limit`` images of ``calib_dir`` into ONNX input feeds.
+
+    :param cfg: the model's config (``config.load``), whose ``input`` section says how.
+    """
     import onnxruntime as ort
 
-    from tx2_inference.convert import config as cfgmod
-    cfg = cfgmod.load(config_path or cfgmod.config_path_for(onnx_path))
     sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
     inp = sess.get_inputs()[0]
     if len(sess.get_inputs()) != 1:
@@ -167,7 +168,8 @@ def quantize(onnx_path: str, output: str, calib_dir: str, fmt: str = 'qdq',
         raise UserError('ONNX model {!r} does not exist.'.format(onnx_path))
     if fmt not in ('qdq', 'qoperator'):
         raise UserError('--format {!r}: choose qdq or qoperator.'.format(fmt))
-    feeds = calibration_feeds(onnx_path, calib_dir, config_path, limit)
+    cfg = cfgmod.load(config_path or cfgmod.config_path_for(onnx_path))
+    feeds = calibration_feeds(onnx_path, calib_dir, cfg, limit)
     report = QuantizeReport(output, fmt)
     report.calibration_images = len(feeds)
     methods = {'minmax': CalibrationMethod.MinMax, 'entropy': CalibrationMethod.Entropy,
@@ -200,8 +202,6 @@ def quantize(onnx_path: str, output: str, calib_dir: str, fmt: str = 'qdq',
                                                             latency_runs)
         report.fp32_mb = os.path.getsize(onnx_path) / 1e6
         report.int8_mb = os.path.getsize(tmp) / 1e6
-    cfg_src = config_path or cfgmod.config_path_for(onnx_path)
-    cfg = cfgmod.load(cfg_src)
     cfgmod.save(cfgmod.config_path_for(output), cfg, header='Written by tx2-convert quantize '
                 '({} INT8) from {}.'.format(fmt.upper(), os.path.basename(onnx_path)))
     atomic_write_text(os.path.splitext(output)[0] + '.quantize.json',
