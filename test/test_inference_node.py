@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 from rcl_interfaces.srv import DescribeParameters
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -477,14 +476,8 @@ def test_deactivate_publishes_the_frames_in_flight(default_model, photos):
                  Parameter('image_topics', value=['drain/image_raw']),
                  Parameter('backend', value='onnxruntime'), Parameter('precision', value='fp32')]
     node = InferenceNode('drain_node', context=context, parameter_overrides=overrides)
-    listener = rclpy.create_node('drain_listener', context=context)
-    got = []
-    listener.create_subscription(Detection2DArray, 'drain/detections', got.append,
-                                 QoSProfile(depth=50))
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(listener)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    listener = NodeClient('drain_node', name='drain_listener', context=context)
+    listener.collect(Detection2DArray, 'drain/detections', QoSProfile(depth=50))
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -498,15 +491,16 @@ def test_deactivate_publishes_the_frames_in_flight(default_model, photos):
         stats = node._detector.stats()
         assert stats['completed'] + stats['dropped'] == 6, stats
         assert stats['completed'] >= 3  # the busy slots and the pending frame
-        assert NodeClient.wait_until(lambda: len(got) >= stats['completed'], timeout=5.0)
+        assert listener.wait_until(
+            lambda: len(listener.messages('drain/detections')) >= stats['completed'],
+            timeout=5.0)
+        got = listener.messages('drain/detections')
         assert len(got) == stats['completed']
         assert [m.header.stamp.sec for m in got] == sorted(m.header.stamp.sec for m in got)
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
         assert node._detector is None
     finally:
-        executor.shutdown()
-        thread.join(timeout=5)
+        listener.close()
         node.trigger_shutdown()
         node.destroy_node()
-        listener.destroy_node()
         rclpy.try_shutdown(context=context)
