@@ -23,6 +23,7 @@ import pytest
 
 from tx2_inference import soak
 from tx2_inference.backends.cuda import probe_gpu
+from tx2_inference.convert.fileio import file_sha256
 from tx2_inference.errors import ModelError
 from tx2_inference.inference_node import PARAMETERS, RECONFIGURE
 from tx2_inference.ros_image import array_to_image_msg
@@ -37,11 +38,6 @@ FLOOD_SIZE = (160, 120)  # small frames: a stall elsewhere cannot queue much mem
 def folder(tmp_path_factory) -> str:
     """Return a folder for this module's node logs and broken files."""
     return str(tmp_path_factory.mktemp('robustness'))
-
-
-def new_log(node: soak.NodeProcess, seen: int) -> str:
-    """Return the node's log after the first ``seen`` characters."""
-    return node.log()[seen:]
 
 
 def detector_message(driver: soak.Driver, since: int) -> str:
@@ -105,18 +101,12 @@ def broken_models(folder: str, model: str, tflite: str):
     # An engine whose metadata names another TensorRT and GPU, its ONNX not at hand.
     engine = write('stale.engine', b'serialized engine of another device')
     meta = {'trt_version': '7.1.3', 'gpu_name': 'Xavier', 'compute_capability': '7.2',
-            'engine_sha256': soak_sha256(engine), 'onnx_path': missing}
+            'engine_sha256': file_sha256(engine), 'onnx_path': missing}
     write('stale.json', json.dumps(meta).encode())
     # Without a GPU (here) it cannot be checked nor run; with one, it is refused as stale.
     why = ['another device', 'Copy the .onnx file'] if probe_gpu()[0] else [
         'no usable GPU', 'onnxruntime']
     yield 'stale engine, no ONNX', {'model_path': engine, 'backend': 'tensorrt'}, [engine] + why
-
-
-def soak_sha256(path: str) -> str:
-    """Return a file's sha256."""
-    from tx2_inference.engine_builder import file_sha256
-    return file_sha256(path)
 
 
 def test_broken_models_fail_configure_naming_the_file_and_fix_then_the_same_node_recovers(
@@ -132,7 +122,7 @@ def test_broken_models_fail_configure_naming_the_file_and_fix_then_the_same_node
             seen_log, seen_diag = len(node.log()), len(client.messages('/diagnostics'))
             assert not client.transition('configure'), case
             assert client.state() == 'unconfigured', case
-            log = new_log(node, seen_log)
+            log = node.log()[seen_log:]
             assert 'configure failed' in log, (case, log)
             for word in words + ['configure again']:
                 assert word in log, (case, word, log)
