@@ -358,15 +358,16 @@ def accounted(status: Dict[str, str]) -> int:
 def person_found(msg: Any, offset: Tuple[float, float] = (0.0, 0.0),
                  scale: Any = 1.0) -> bool:
     """Return whether ``msg`` has a person on the astronaut (IoU >= 0.5 with the hand label)."""
+    from tx2_inference.node_client import detection_xyxy
     sx, sy = scale if isinstance(scale, (tuple, list)) else (scale, scale)
     x1, y1, x2, y2 = (v * f for v, f in zip(ASTRONAUT_PERSON, (sx, sy, sx, sy)))
     want = (x1 + offset[0], y1 + offset[1], x2 + offset[0], y2 + offset[1])
     for detection in msg.detections:
-        c, sx, sy = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
-        box = (c.x - sx / 2, c.y - sy / 2, c.x + sx / 2, c.y + sy / 2)
+        box = detection_xyxy(detection)
         w = max(0.0, min(box[2], want[2]) - max(box[0], want[0]))
         h = max(0.0, min(box[3], want[3]) - max(box[1], want[1]))
-        union = sx * sy + (want[2] - want[0]) * (want[3] - want[1]) - w * h
+        area = detection.bbox.size_x * detection.bbox.size_y
+        union = area + (want[2] - want[0]) * (want[3] - want[1]) - w * h
         if detection.results and detection.results[0].hypothesis.class_id == 'person' and \
                 union > 0 and w * h / union >= 0.5:
             return True
