@@ -427,6 +427,8 @@ def fuzz(driver: Driver, frames: int, compressed: bool, seed: int = 0,
             if compressed:
                 return random_compressed_fault(rng, image)
             return random_raw_fault(rng)
+    good = (array_to_compressed_msg(image, 'rgb', 'jpeg') if compressed
+            else array_to_image_msg(image, 'rgb8'))
     expected = {}  # type: Dict[str, int]
     result = {'faults_sent': 0, 'accepted_damaged': 0, 'valid_sent': 0, 'valid_with_person': 0}
     for index in range(frames):
@@ -439,8 +441,6 @@ def fuzz(driver: Driver, frames: int, compressed: bool, seed: int = 0,
         else:
             expected[reason] = expected.get(reason, 0) + 1
         if (index + 1) % valid_every == 0 or index + 1 == frames:
-            good = (array_to_compressed_msg(image, 'rgb', 'jpeg') if compressed
-                    else array_to_image_msg(image, 'rgb8'))
             stamp = driver.stamp(good)
             driver.publish(good)
             result['valid_sent'] += 1
@@ -462,13 +462,12 @@ def churn(node: NodeProcess, driver: Driver, cycles: int, fps: float = 15.0,
     :returns: per-cycle threads, fds and RSS of the node (measured unconfigured), and counts.
     """
     from tx2_inference.ros_image import array_to_image_msg
-    image = astronaut((320, 240)) if frame is None else frame
+    msg = array_to_image_msg(astronaut((320, 240)) if frame is None else frame, 'rgb8')
     stop = threading.Event()
     sent = [0]
 
     def feed() -> None:
         while not stop.is_set():
-            msg = array_to_image_msg(image, 'rgb8')
             driver.stamp(msg)
             driver.publish(msg)
             sent[0] += 1
