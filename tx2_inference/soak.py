@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from tx2_inference.processes import ModuleProcess
+from tx2_inference.ros_image import ENCODINGS
 from tx2_inference.stats import percentile
 
 NODE_MODULE = 'tx2_inference.inference_node'
@@ -49,8 +50,10 @@ RAW_FAULTS = (
     'data_too_long', 'mismatched_encoding', 'odd_width')
 COMPRESSED_FAULTS = ('unknown_format', 'empty', 'random_bytes', 'no_signature',
                      'truncated', 'flipped_bytes')
-RAW_ENCODINGS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, 'mono16': 2,
-            'yuv422': 2, 'yuv422_yuy2': 2}
+# The encodings raw faults are applied to, and their bytes per pixel.
+RAW_ENCODINGS = {name: ENCODINGS[name][1] * np.dtype(ENCODINGS[name][0]).itemsize
+                 for name in ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', 'yuv422',
+                              'yuv422_yuy2')}
 
 
 def astronaut(size: Optional[Tuple[int, int]] = None) -> np.ndarray:
@@ -79,7 +82,6 @@ def raw_fault(kind: str, width: int, height: int, encoding: str, delta: int,
     """
     from sensor_msgs.msg import Image
 
-    from tx2_inference.ros_image import ENCODINGS
     msg = Image()
     bpp = RAW_ENCODINGS[encoding]
     msg.encoding, msg.width, msg.height = encoding, width, height
@@ -172,7 +174,6 @@ def random_raw_fault(rng: np.random.RandomState) -> Tuple[Any, str]:
     kind = RAW_FAULTS[rng.randint(len(RAW_FAULTS))]
     encoding = sorted(RAW_ENCODINGS)[rng.randint(len(RAW_ENCODINGS))]
     text = ''.join(chr(c) for c in rng.randint(33, 127, size=rng.randint(0, 12)))
-    from tx2_inference.ros_image import ENCODINGS
     if text in ENCODINGS:
         text += '_x'
     return raw_fault(kind, int(rng.randint(1, 96)), int(rng.randint(1, 96)), encoding,
