@@ -25,13 +25,13 @@ import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 import rclpy
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 
+from tx2_inference.node_client import spin_until_shutdown
 from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
@@ -278,9 +278,8 @@ def main(args: Optional[List[str]] = None) -> int:
     player = None
     try:
         player = CameraPlayer(options)
-        while rclpy.ok() and not player.done:
-            rclpy.spin_once(player, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_shutdown(player, lambda: player.done)
+    except KeyboardInterrupt:  # Ctrl-C before the player spins
         pass
     except ValueError as error:  # a source or option the user must fix
         print('camera_player: {}'.format(error), file=sys.stderr)

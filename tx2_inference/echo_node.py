@@ -9,11 +9,12 @@ import sys
 from typing import List, Optional
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
+
+from tx2_inference.node_client import spin_until_shutdown
 
 
 class EchoNode(Node):
@@ -36,14 +37,7 @@ def main(args: Optional[List[str]] = None) -> int:
     argv = rclpy.utilities.remove_ros_args(args if args is not None else sys.argv)
     node = EchoNode(reliable='--reliable' in argv)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:  # noqa: B902
-        if rclpy.ok():
-            raise
-        # A signal shut the context down while the executor built its wait set: rclpy then
-        # raises RCLError rather than ExternalShutdownException. Still a clean exit.
+        spin_until_shutdown(node)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

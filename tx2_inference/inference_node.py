@@ -35,7 +35,6 @@ from rcl_interfaces.msg import (
 )
 import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -51,6 +50,7 @@ from vision_msgs.msg import (
 )
 
 from tx2_inference.errors import ConfigError, FrameError, UserError
+from tx2_inference.node_client import spin_until_shutdown
 from tx2_inference.ros_image import array_to_image_msg, compressed_to_array, image_to_array
 from tx2_inference.visualize import draw_detections
 
@@ -713,19 +713,8 @@ def main(args: Optional[List[str]] = None) -> None:
     """Run the node until Ctrl-C, an external shutdown, or its shutdown transition."""
     rclpy.init(args=args)
     node = InferenceNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        while rclpy.ok() and not node.finalized:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # SIGINT or SIGTERM (rclpy's signal handlers shut the context down)
-    except Exception as error:
-        if rclpy.ok():
-            raise
-        # The context was shut down (a signal) while the executor was building its wait
-        # set, which rclpy reports as an RCLError rather than ExternalShutdownException.
-        node.get_logger().info('shutdown while spinning: {}'.format(error))
+        spin_until_shutdown(node, lambda: node.finalized)
     finally:
         held = node._detector is not None
         node._release()

@@ -3,6 +3,9 @@
 The demo, the benchmark and the tests use it; on a machine without the `ros2` command it is
 also a small scripting API: spin in a background thread, call the node's lifecycle and
 parameter services, and collect the messages of any topic.
+
+`spin_until_shutdown` is the other side: the main loop of the package's node processes
+(`inference_node`, `camera_player`, `echo_node`), which exit cleanly on SIGINT and SIGTERM.
 """
 
 import threading
@@ -14,7 +17,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
 TRANSITIONS = {
@@ -183,6 +186,26 @@ class NodeClient(object):
     def __exit__(self, *exc: Any) -> None:
         """Close the client."""
         self.close()
+
+
+def spin_until_shutdown(node: Any, done: Callable[[], bool] = lambda: False) -> None:
+    """Spin ``node`` until ``done()``, Ctrl-C or an external shutdown (SIGINT, SIGTERM).
+
+    rclpy's signal handlers shut the context down; a signal that lands while the executor
+    builds its wait set surfaces as an RCLError rather than ExternalShutdownException, and is
+    a clean exit too. Any other error is raised.
+    """
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while rclpy.ok() and not done():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as error:  # noqa: B902
+        if rclpy.ok():
+            raise
+        node.get_logger().info('shutdown while spinning: {}'.format(error))
 
 
 def detection_xyxy(detection: Any) -> Tuple[float, float, float, float]:
