@@ -198,14 +198,16 @@ class CameraPlayer(Node):
         if frame is None:
             self._finish('end of {}'.format(self.source.source))
             return
-        msg = self._image_msg(frame)
+        pixels = self._pixels(frame)
+        msg = self._image_msg(pixels)
         try:
             self.image_pub.publish(msg)
             if self.compressed_pub is not None:
-                color = 'mono' if self.encoding == 'mono8' else 'bgr'
-                pixels = frame if color == 'bgr' else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                # The frame as it is (bgr), or the grey pixels already made for mono8.
+                mono = self.encoding == 'mono8'
                 self.compressed_pub.publish(array_to_compressed_msg(
-                    pixels, color=color, fmt=self.compressed_format, header=msg.header))
+                    pixels if mono else frame, color='mono' if mono else 'bgr',
+                    fmt=self.compressed_format, header=msg.header))
         except PublishError as error:  # flooded middleware: drop this frame, keep going
             self.failures += 1
             self.get_logger().warning('publishing failed ({}); {} failures so far'.format(
@@ -215,14 +217,16 @@ class CameraPlayer(Node):
         if self.count and self.published >= self.count:
             self._finish('published {} frames'.format(self.published))
 
-    def _image_msg(self, frame: np.ndarray) -> Image:
-        """Build the Image message of a BGR frame in the chosen encoding, stamped now."""
+    def _pixels(self, frame: np.ndarray) -> np.ndarray:
+        """Return a BGR frame in the chosen encoding."""
         if self.encoding == 'rgb8':
-            pixels = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        elif self.encoding == 'mono8':
-            pixels = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        else:
-            pixels = frame
+            return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if self.encoding == 'mono8':
+            return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        return frame
+
+    def _image_msg(self, pixels: np.ndarray) -> Image:
+        """Build the Image message of pixels in the chosen encoding, stamped now."""
         msg = array_to_image_msg(pixels, self.encoding)
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.get_parameter('frame_id').value
