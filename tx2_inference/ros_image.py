@@ -74,6 +74,11 @@ def frame_error(reason: str, message: str) -> FrameError:
     return error
 
 
+def _to_8bit(array: np.ndarray) -> np.ndarray:
+    """Scale 16-bit pixels to 8 bits as cv_bridge does: convertTo(CV_8U, 255 / 65535), rounded."""
+    return np.rint(array.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+
+
 def _buffer(data: Any) -> np.ndarray:
     """Return the message's bytes as a flat uint8 array, sharing memory where possible."""
     try:
@@ -139,8 +144,7 @@ def image_to_array(msg: Any) -> Tuple[np.ndarray, str]:
     if channels == 1:
         mono = pixels[:, :, 0]
         if itemsize > 1:
-            # cv_bridge's mono16 -> mono8: convertTo(CV_8U, 255 / 65535), rounded, saturated.
-            mono = np.rint(mono.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+            mono = _to_8bit(mono)
         return mono, color
     if keep is not None:
         pixels = pixels[:, :, :keep]
@@ -200,7 +204,7 @@ def compressed_to_array(msg: Any) -> Tuple[np.ndarray, str]:
                           'not decode: the data is corrupt or not jpeg/png.'
                           .format(data.size, msg.format))
     if image.dtype == np.uint16:
-        image = np.rint(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+        image = _to_8bit(image)
     elif image.dtype != np.uint8:
         raise frame_error('unknown_format', 'CompressedImage decodes to {} pixels: publish '
                           '8 or 16 bit jpeg/png.'.format(image.dtype))
