@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, Optional
 
 from boxes import iou, labelled_persons
+from builtin_interfaces.msg import Time
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
@@ -68,9 +69,8 @@ class Graph(NodeClient):
     def next_stamp(self) -> Any:
         """Return a header stamp of now that no frame has used."""
         self.stamp_ns = max(self.stamp_ns + 1000, time.time_ns())
-        msg = Image()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(self.stamp_ns, 10**9)
-        return msg.header.stamp
+        sec, nanosec = divmod(self.stamp_ns, 10**9)
+        return Time(sec=sec, nanosec=nanosec)
 
     def detect(self, image_msg: Any, camera: str = 'cam0', timeout: float = TIMEOUT_S,
                publisher: Any = None) -> Any:
