@@ -8,8 +8,7 @@ and `ros2 param set` do, publish real photos and check what comes back.
 """
 
 import os
-import subprocess
-import sys
+import signal
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.node_client import detection_xyxy as box_of
 from tx2_inference.node_client import NodeClient
+from tx2_inference.processes import ModuleProcess
 from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
 
 NODE = 'inference_node'
@@ -97,9 +97,8 @@ def photos() -> Dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope='module')
-def graph(default_model):
+def graph(default_model, tmp_path_factory):
     """Start the node process (with a missing model) and this process's graph."""
-    log = tempfile.NamedTemporaryFile(prefix='inference_node_', suffix='.log', delete=False)
     # cam0 and cam1 subscribe reliably through the QoS overrides (large best-effort frames are
     # often lost between processes here); cam2 keeps the default sensor-data QoS.
     overrides = tempfile.NamedTemporaryFile('w', prefix='qos_', suffix='.yaml', delete=False)
@@ -108,31 +107,22 @@ def graph(default_model):
         .format(cam) for cam in CAMERAS))
     overrides.close()
     topics = ','.join(c + '/image_raw' for c in CAMERAS + ('cam2',))
-    command = [sys.executable, '-m', 'tx2_inference.inference_node', '--ros-args',
+    command = ['tx2_inference.inference_node', '--ros-args',
                '--params-file', PARAMS_FILE, '--params-file', overrides.name,
                '-p', 'model_path:=/nonexistent/ssdlite_person.onnx',
                '-p', 'score_threshold:=1.5',  # out of range: the node must survive it
                '-p', 'image_topics:=[{}]'.format(topics),
                '-p', 'backend:=onnxruntime', '-p', 'precision:=fp32']
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = ModuleProcess(command, str(tmp_path_factory.mktemp('inference_node') / 'node.log'))
     graph = Graph()
     graph.wait_for_node(timeout=TIMEOUT_S)
     graph.model = default_model
-    graph.process = process
-    graph.log_path = log.name
+    graph.server = server
     yield graph
     try:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=10)
+        assert server.stop(signal.SIGTERM) is not None, 'the node ignored SIGTERM for 10 s'
     finally:
         graph.close()
-
-
-def node_log(graph) -> str:
-    """Return the node process's output so far."""
-    with open(graph.log_path) as f:
-        return f.read()
 
 
 def diagnostics_value(status, key: str) -> Optional[str]:
@@ -157,12 +147,12 @@ def test_configure_fails_on_bad_parameters_and_recovers(graph):
     assert not graph.transition_id(Transition.TRANSITION_CONFIGURE)
     assert graph.state() == 'unconfigured'
     # The failure names the parameters, the file and the fix: in the log and on /diagnostics.
-    log = node_log(graph)
+    log = graph.server.log()
     assert 'score_threshold' in log and 'out of range' in log, log
     [result] = graph.set_parameters(score_threshold=0.5)
     assert result.successful, result.reason
     assert not graph.transition_id(Transition.TRANSITION_CONFIGURE)
-    log = node_log(graph)
+    log = graph.server.log()
     assert 'model_path' in log and '/nonexistent/ssdlite_person.onnx' in log, log
     assert 'ros2 param set' in log, log
     seen = len(graph.messages('/diagnostics'))
@@ -172,7 +162,7 @@ def test_configure_fails_on_bad_parameters_and_recovers(graph):
     # Fix the parameter and configure again.
     [result] = graph.set_parameters(model_path=graph.model)
     assert result.successful, result.reason
-    assert graph.transition_id(Transition.TRANSITION_CONFIGURE), node_log(graph)[-3000:]
+    assert graph.transition_id(Transition.TRANSITION_CONFIGURE), graph.server.log()[-3000:]
     assert graph.state() == 'inactive'
 
 
@@ -225,7 +215,7 @@ def test_person_on_the_astronaut_in_source_pixels(graph, photos):
     canvas = np.full((700, 900, 3), 128, np.uint8)
     canvas[100:612, 300:812] = photos['astronaut']
     result = graph.detect(array_to_image_msg(canvas, 'rgb8'))
-    assert result is not None, node_log(graph)[-3000:]
+    assert result is not None, graph.server.log()[-3000:]
     assert result.header.frame_id == 'cam0_optical'
     persons = [d for d in result.detections if d.results[0].hypothesis.class_id == 'person']
     assert persons, 'no person found on the astronaut'
@@ -374,12 +364,12 @@ def test_bad_frames_are_counted_and_the_node_keeps_going(graph, photos):
         reasons = ('dropped.bad_frame_step_too_small', 'dropped.bad_frame_unknown_encoding')
         return status if all(diagnostics_value(status, r) for r in reasons) else None
     status = graph.wait_until(counted, timeout=TIMEOUT_S, period=0.2)
-    assert status is not None, (latest_status(graph, 'cam1/image_raw'), node_log(graph)[-2000:])
+    assert status is not None, (latest_status(graph, 'cam1/image_raw'), graph.server.log()[-2000:])
     assert int(diagnostics_value(status, 'dropped')) >= 2
-    assert 'dropped a frame from cam1/image_raw' in node_log(graph)  # logged, throttled
+    assert 'dropped a frame from cam1/image_raw' in graph.server.log()  # logged, throttled
     # Still serving, and still the same process.
     assert graph.detect(array_to_image_msg(photos['astronaut'], 'rgb8'), 'cam1') is not None
-    assert graph.process.poll() is None
+    assert graph.server.alive()
 
 
 def test_diagnostics(graph, photos):
@@ -419,7 +409,7 @@ def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos, tmp_path):
     [result] = graph.set_parameters(model_path=str(corrupt))
     assert result.successful, result.reason
     assert not graph.transition_id(Transition.TRANSITION_CONFIGURE)
-    assert graph.state() == 'unconfigured' and str(corrupt) in node_log(graph)
+    assert graph.state() == 'unconfigured' and str(corrupt) in graph.server.log()
     results = graph.set_parameters(model_path=graph.model, executor_depth=1,
                                    input_transport='compressed')
     assert all(r.successful for r in results), [r.reason for r in results]
@@ -429,11 +419,11 @@ def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos, tmp_path):
     jpeg = array_to_compressed_msg(photos['astronaut'], color='rgb', fmt='jpeg')
     publisher = graph.node.create_publisher(CompressedImage, 'cam0/image_raw/compressed', 10)
     result = graph.detect(jpeg, publisher=publisher)
-    assert result is not None, node_log(graph)[-2000:]
+    assert result is not None, graph.server.log()[-2000:]
     assert any(iou(box_of(d), ASTRONAUT_PERSON) >= 0.5 for d in result.detections)
     assert graph.transition_id(Transition.TRANSITION_ACTIVE_SHUTDOWN)
-    assert graph.process.wait(timeout=TIMEOUT_S) == 0
-    assert 'Traceback' not in node_log(graph)
+    assert graph.server.process.wait(timeout=TIMEOUT_S) == 0
+    assert 'Traceback' not in graph.server.log()
 
 
 def test_default_model_path_is_the_bundled_model(default_model):
