@@ -1,8 +1,7 @@
 """Smoke test of the ROS graph: an Image and a Detection2DArray cross between two processes."""
 
 import os
-import subprocess
-import sys
+import signal
 import time
 
 import numpy as np
@@ -13,20 +12,16 @@ from sensor_msgs.msg import Image
 from skimage import data
 from vision_msgs.msg import Detection2DArray
 
+from tx2_inference.processes import ModuleProcess
+
 
 @pytest.fixture
-def echo_process():
-    proc = subprocess.Popen([sys.executable, '-m', 'tx2_inference.echo_node'],
-                            env=dict(os.environ))
+def echo_process(tmp_path):
+    proc = ModuleProcess(['tx2_inference.echo_node'], str(tmp_path / 'echo_node.log'))
     yield proc
-    proc.terminate()
-    try:
-        code = proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # never leave a node behind on the test's ROS domain
-        proc.wait()
-        raise AssertionError('the echo node ignored SIGTERM for 10 s') from None
-    assert code == 0, 'the echo node exited with %d on SIGTERM' % code
+    code = proc.stop(signal.SIGTERM)  # killed if it hangs: no node left on the test's domain
+    assert code is not None, 'the echo node ignored SIGTERM for 10 s'
+    assert code == 0, 'the echo node exited with %d on SIGTERM: %s' % (code, proc.log()[-2000:])
 
 
 def test_image_and_detections_cross_processes(echo_process):
