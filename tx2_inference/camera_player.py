@@ -160,6 +160,7 @@ class CameraPlayer(Node):
         self.count = self.get_parameter('count').value
         self.wait_for = self.get_parameter('wait_for_subscribers').value
         self.matched_at = None  # type: Optional[float]
+        self.hold_first = False
         self.published = 0
         self.failures = 0
         self.done = False
@@ -192,6 +193,7 @@ class CameraPlayer(Node):
             if now - self.matched_at < SUBSCRIBER_SETTLE_S:
                 return
             self.wait_for = 0
+            self.hold_first = True
         frame = self.source.read()
         if frame is None and self.get_parameter('loop').value and self.source.rewind():
             frame = self.source.read()
@@ -214,6 +216,11 @@ class CameraPlayer(Node):
                 error, self.failures), throttle_duration_sec=5.0)
             return
         self.published += 1
+        if self.hold_first:
+            # The first frame stays in the writer's history until reliable subscribers have it,
+            # however late their side of discovery completes; the next frame would replace it.
+            self.hold_first = False
+            self._wait_for_acks()
         if self.count and self.published >= self.count:
             self._finish('published {} frames'.format(self.published))
 
@@ -232,15 +239,21 @@ class CameraPlayer(Node):
         msg.header.frame_id = self.get_parameter('frame_id').value
         return msg
 
+    def _wait_for_acks(self) -> None:
+        """Wait until reliable subscribers acknowledged what was published (up to a timeout).
+
+        rclpy has wait_for_all_acked from Galactic on; best-effort subscribers return at once.
+        """
+        for pub in (self.image_pub, self.compressed_pub):
+            if pub is not None and hasattr(pub, 'wait_for_all_acked'):
+                pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+
     def _finish(self, why: str) -> None:
         """Stop publishing, once reliable subscribers have acknowledged the last frames."""
         self.timer.cancel()
         self.done = True
-        # A large frame goes out in fragments: leaving now would lose the last one. rclpy has
-        # wait_for_all_acked from Galactic on; best-effort subscribers return at once.
-        for pub in (self.image_pub, self.compressed_pub):
-            if pub is not None and hasattr(pub, 'wait_for_all_acked'):
-                pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+        # A large frame goes out in fragments: leaving now would lose the last one.
+        self._wait_for_acks()
         self.get_logger().info('{}: {} frames published, {} publish failures'.format(
             why, self.published, self.failures))
 
