@@ -31,12 +31,12 @@ ROSDEP_KEYS = {
     'builtin_interfaces': 'builtin_interfaces', 'cv_bridge': 'cv_bridge',
     'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml',
     'launch': 'launch', 'launch_ros': 'launch_ros', 'ament_index_python': 'ament_index_python',
+    'matplotlib': 'python3-matplotlib', 'psutil': 'python3-psutil', 'skimage': 'python3-skimage',
 }
 # Imports with no rosdep key on every distribution: JetPack ships TensorRT and pycuda; the CPU
 # runtimes come from pip. The README says which to install where.
 NOT_ROSDEP = {'tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'onnxruntime', 'ai_edge_litert',
-              'tflite_runtime', 'onnx', 'psutil', 'matplotlib', 'skimage', 'tensorflow',
-              'tf2onnx', 'pycocotools'}
+              'tflite_runtime', 'onnx', 'tensorflow', 'tf2onnx', 'pycocotools'}
 
 
 @pytest.fixture(scope='module')
