@@ -9,7 +9,6 @@ and `ros2 param set` do, publish real photos and check what comes back.
 
 import os
 import signal
-import tempfile
 import threading
 import time
 from typing import Any, Dict, Optional
@@ -32,7 +31,7 @@ import skimage.data
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.node_client import detection_xyxy as box_of
-from tx2_inference.node_client import NodeClient
+from tx2_inference.node_client import NodeClient, write_reliable_overrides
 from tx2_inference.processes import ModuleProcess
 from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
 
@@ -101,14 +100,12 @@ def graph(default_model, tmp_path_factory):
     """Start the node process (with a missing model) and this process's graph."""
     # cam0 and cam1 subscribe reliably through the QoS overrides (large best-effort frames are
     # often lost between processes here); cam2 keeps the default sensor-data QoS.
-    overrides = tempfile.NamedTemporaryFile('w', prefix='qos_', suffix='.yaml', delete=False)
-    overrides.write('/**:\n  ros__parameters:\n    qos_overrides:\n' + ''.join(
-        '      /{}/image_raw:\n        subscription:\n          reliability: reliable\n'
-        .format(cam) for cam in CAMERAS))
-    overrides.close()
+    overrides = write_reliable_overrides(
+        str(tmp_path_factory.mktemp('qos') / 'overrides.yaml'),
+        ['/{}/image_raw'.format(cam) for cam in CAMERAS])
     topics = ','.join(c + '/image_raw' for c in CAMERAS + ('cam2',))
     command = ['tx2_inference.inference_node', '--ros-args',
-               '--params-file', PARAMS_FILE, '--params-file', overrides.name,
+               '--params-file', PARAMS_FILE, '--params-file', overrides,
                '-p', 'model_path:=/nonexistent/ssdlite_person.onnx',
                '-p', 'score_threshold:=1.5',  # out of range: the node must survive it
                '-p', 'image_topics:=[{}]'.format(topics),

@@ -10,7 +10,7 @@ parameter services, and collect the messages of any topic.
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -207,6 +207,24 @@ def spin_until_shutdown(node: Any, done: Callable[[], bool] = lambda: False) -> 
             raise
         node.get_logger().info('shutdown while spinning: {}'.format(error))
 
+
+def write_reliable_overrides(path: str, topics: Sequence[str],
+                             depth: Optional[int] = None) -> str:
+    """Write a params file making the node's subscriptions to `topics` reliable; return `path`.
+
+    These are rclpy's QoS override parameters (`qos_overrides./topic.subscription.*`), what a
+    robot's params file would say for a reliable camera driver. With `depth`, the queue is keep
+    last `depth` too. Topics are fully qualified ('/cam0/image_raw').
+    """
+    lines = ['/**:', '  ros__parameters:', '    qos_overrides:']
+    for topic in topics:
+        lines += ['      {}:'.format(topic), '        subscription:',
+                  '          reliability: reliable']
+        if depth is not None:
+            lines += ['          history: keep_last', '          depth: {}'.format(depth)]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
 
 def detection_xyxy(detection: Any) -> Tuple[float, float, float, float]:
     """Return a vision_msgs Detection2D's box as x1, y1, x2, y2 pixels."""

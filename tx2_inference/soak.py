@@ -207,13 +207,9 @@ class NodeProcess(ModuleProcess):
             reliable, keep last ``depth``, through the node's QoS override parameters.
         """
         self.name = name
-        overrides = os.path.join(folder, name + '_qos.yaml')
-        with open(overrides, 'w') as f:
-            f.write('/**:\n  ros__parameters:\n    qos_overrides:\n')
-            for topic in reliable_topics:
-                f.write('      {}:\n        subscription:\n          reliability: reliable\n'
-                        '          history: keep_last\n          depth: {}\n'.format(
-                            topic, depth))
+        from tx2_inference.node_client import write_reliable_overrides
+        overrides = write_reliable_overrides(os.path.join(folder, name + '_qos.yaml'),
+                                             reliable_topics, depth)
         command = [NODE_MODULE, '--ros-args', '-r', '__node:=' + name, '--params-file',
                    overrides]
         for key, value in parameters.items():

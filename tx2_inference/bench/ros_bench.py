@@ -231,11 +231,9 @@ def node_args(model: str, config: Optional[str], backend: str, depth: int,
 
 def reliable_params_file(log_dir: str) -> str:
     """Write the QoS override that makes the node's image subscription reliable."""
-    path = os.path.join(log_dir, 'node_reliable_images.yaml')
-    with open(path, 'w') as f:
-        f.write('/**:\n  ros__parameters:\n    qos_overrides:\n      /{}:\n'
-                '        subscription:\n          reliability: reliable\n'.format(IMAGE_TOPIC))
-    return path
+    from tx2_inference.node_client import write_reliable_overrides
+    return write_reliable_overrides(os.path.join(log_dir, 'node_reliable_images.yaml'),
+                                    ['/' + IMAGE_TOPIC])
 
 
 @contextlib.contextmanager
