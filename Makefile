@@ -24,7 +24,7 @@ models: env
 	@$(PY) tools/get_default_model.py
 
 demo: models
-	@$(PY) -m tx2_inference.demo
+	@$(PY) -m tx2_inference.tools.demo
 
 test: models
 	@$(PY) -m pytest
@@ -33,10 +33,10 @@ lint: env
 	@$(PY) -m pytest test/test_style.py test/test_python36.py test/test_package_xml.py
 
 bench: models
-	@$(PY) -m tx2_inference.benchmark --output output/benchmark
+	@$(PY) -m tx2_inference.tools.benchmark --output output/benchmark
 
 soak: models
-	@$(PY) -m tx2_inference.soak --output output/soak
+	@$(PY) -m tx2_inference.tools.soak --output output/soak
 
 # Re-pin every package after a change to requirements/*.txt.
 constraints: env

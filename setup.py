@@ -34,12 +34,12 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'inference_node = tx2_inference.inference_node:main',
-            'camera_player = tx2_inference.camera_player:main',
+            'inference_node = tx2_inference.ros.node:main',
+            'camera_player = tx2_inference.tools.camera_player:main',
             'convert = tx2_inference.convert.cli:main',
             'tx2-convert = tx2_inference.convert.cli:main',
-            'benchmark = tx2_inference.benchmark:main',
-            'echo_node = tx2_inference.echo_node:main',
+            'benchmark = tx2_inference.tools.benchmark:main',
+            'echo_node = tx2_inference.tools.echo_node:main',
         ],
     },
 )

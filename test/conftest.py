@@ -85,7 +85,7 @@ def pytest_collection_modifyitems(config, items):
     They run as they are on a Jetson or a GPU machine: `pytest -m gpu` selects them. The probe
     loads libcuda with ctypes only, so TensorRT is never touched without a GPU (it segfaults).
     """
-    from tx2_inference.backends.cuda import probe_gpu
+    from tx2_inference.backends.tensorrt.cuda import probe_gpu
     count, reason = probe_gpu()
     if count:
         return

@@ -10,8 +10,8 @@ import pytest
 
 from tx2_inference.backends import open_backend
 from tx2_inference.backends.base import TensorInfo
-from tx2_inference.backends.cuda import probe_gpu
 from tx2_inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
 
@@ -189,7 +189,7 @@ def test_tflite_user_errors(tiny_tflite, tmp_path):
 @pytest.mark.gpu
 def test_tensorrt_matches_onnxruntime_on_the_default_model(default_model, tmp_path):
     """On a GPU with TensorRT: build (or load) the engine and compare it with ONNX Runtime."""
-    from tx2_inference.backends.tensorrt_backend import import_tensorrt
+    from tx2_inference.backends.tensorrt.runtime import import_tensorrt
     try:
         import_tensorrt()
     except BackendUnavailableError as error:
@@ -214,11 +214,11 @@ def test_every_backend_module_imports_without_its_runtime():
     code = textwrap.dedent("""
         import sys
         import tx2_inference.backends
-        import tx2_inference.backends.cuda
+        import tx2_inference.backends.tensorrt.cuda
         import tx2_inference.backends.onnxruntime_backend
-        import tx2_inference.backends.tensorrt_backend
+        import tx2_inference.backends.tensorrt.runtime
         import tx2_inference.backends.tflite_backend
-        import tx2_inference.backends.trt_api
+        import tx2_inference.backends.tensorrt.api
         import tx2_inference.detector
         import tx2_inference.executor
         heavy = ('tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'tensorflow', 'ai_edge_litert',

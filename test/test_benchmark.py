@@ -1,4 +1,4 @@
-"""`python -m tx2_inference.benchmark` runs end to end in a tiny configuration (issue 7).
+"""`python -m tx2_inference.tools.benchmark` runs end to end in a tiny configuration (issue 7).
 
 A few seconds per measurement: this checks that every process starts, talks and stops, that
 the results file has every field with sane values and that the plots are drawn. It asserts no
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tx2_inference.benchmark import RESULTS_FILE
+from tx2_inference.tools.benchmark import RESULTS_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATES = ('15',)
@@ -25,7 +25,7 @@ OVER_RATE = 400
 def results(default_model, tmp_path_factory):
     """Run the tiny benchmark once; return (results dict, output folder)."""
     output = str(tmp_path_factory.mktemp('benchmark'))
-    command = [sys.executable, '-m', 'tx2_inference.benchmark', '--model', default_model,
+    command = [sys.executable, '-m', 'tx2_inference.tools.benchmark', '--model', default_model,
                '--frames', '20', '--rounds', '1', '--rates', ','.join(RATES),
                '--seconds', '3', '--memory-frames', '300', '--load-rounds', '2',
                '--load-seconds', '2',

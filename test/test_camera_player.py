@@ -13,8 +13,8 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 
-from tx2_inference.node_client import NodeClient
-from tx2_inference.ros_image import compressed_to_array, image_to_array
+from tx2_inference.ros.image import compressed_to_array, image_to_array
+from tx2_inference.tools.node_client import NodeClient
 
 IMAGES, COMPRESSED = 'player/image_raw', 'player/image_raw/compressed'
 
@@ -48,7 +48,7 @@ def listener():
 
 def player(*args: str) -> subprocess.Popen:
     """Start camera_player with args, publishing on player/image_raw."""
-    return subprocess.Popen([sys.executable, '-m', 'tx2_inference.camera_player',
+    return subprocess.Popen([sys.executable, '-m', 'tx2_inference.tools.camera_player',
                              '--topic', IMAGES] + list(args),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             universal_newlines=True)

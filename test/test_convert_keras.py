@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from tx2_inference.convert import images
 from tx2_inference.convert.cli import main
+from tx2_inference.core import images
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'persons')
 SCALE = ['--scale', str(1 / 255.0)]
@@ -51,7 +51,7 @@ def test_onnx_matches_tensorflow(keras_saved_model, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from tx2_inference.model_config import ModelConfig
+    from tx2_inference.core.model_config import ModelConfig
     out = str(tmp_path / 'keras.onnx')
     assert main(['onnx', keras_saved_model, '-o', out, '--validate-images', DATA,
                  '--opset', '13', '--labels', 'a,b'] + SCALE) == 0
@@ -72,8 +72,8 @@ def test_onnx_matches_tensorflow(keras_saved_model, tmp_path):
 
 @pytest.mark.parametrize('precision,atol', [('fp32', 1e-4), ('fp16', 1e-2), ('int8', 0.05)])
 def test_tflite_matches_tensorflow(keras_saved_model, tmp_path, precision, atol):
-    from tx2_inference.convert.tf_lite import _interpreter, _match_outputs, run_tflite
-    from tx2_inference.model_config import ModelConfig
+    from tx2_inference.convert.workstation.tf_lite import _interpreter, _match_outputs, run_tflite
+    from tx2_inference.core.model_config import ModelConfig
     out = str(tmp_path / 'keras_{}.tflite'.format(precision))
     assert main(['tflite', keras_saved_model, '-o', out, '--precision', precision,
                  '--calib-images', DATA] + SCALE) == 0

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tx2_inference.convert.cli import main
-from tx2_inference.decoders import DetectionParams
+from tx2_inference.core.decoders import DetectionParams
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PERSONS = os.path.join(HERE, 'data', 'persons')
@@ -47,7 +47,7 @@ def detect_all(model_path, threshold=0.3):
 
 
 def iou(a, b):
-    from tx2_inference.convert.evaluate import iou_matrix
+    from tx2_inference.convert.workstation.evaluate import iou_matrix
     return float(iou_matrix(np.asarray(a)[None], np.asarray(b)[None])[0, 0])
 
 
@@ -57,7 +57,7 @@ def fp32(models):
 
 
 def test_default_model_and_config(models):
-    from tx2_inference.model_config import ModelConfig
+    from tx2_inference.core.model_config import ModelConfig
     for path in models.values():
         assert os.path.exists(path)
     cfg = ModelConfig.load(os.path.splitext(models['onnx'])[0] + '.yaml')
@@ -78,8 +78,8 @@ def test_frozen_graph_cut_matches_tensorflow_detections(models, tmp_path):
                  'image_tensor:0[1,300,300,3]', '--outputs', CUT, '--labels', 'person',
                  '--background-class', '0']) == 0
     ours = detect_all(out)
-    from tx2_inference.convert.tf_runner import TFRunner
-    from tx2_inference.preprocess import Preprocessor
+    from tx2_inference.convert.workstation.tf_runner import TFRunner
+    from tx2_inference.core.preprocess import Preprocessor
     tf_full = TFRunner(models['frozen'], ['detection_boxes:0', 'detection_scores:0'])
     pre = Preprocessor({}, (1, 300, 300, 3), np.uint8)  # the same 300x300 stretch input
     buf = np.empty((1, 300, 300, 3), np.uint8)
@@ -160,7 +160,7 @@ def tflite_int8(models, tmp_path_factory):
 
 
 def test_tflite_int8_cut_config_and_accuracy(tflite_int8, fp32, models):
-    from tx2_inference.model_config import ModelConfig
+    from tx2_inference.core.model_config import ModelConfig
     cfg = ModelConfig.load(os.path.splitext(tflite_int8)[0] + '.yaml')
     assert cfg.input['dtype'] == 'float32' and cfg.input['name'] == 'Preprocessor/sub'
     assert cfg.input['scale'] == pytest.approx(2 / 255.0)
@@ -220,7 +220,7 @@ def test_evaluate_report_on_hand_labelled_photos(models, qdq, tflite_int8, tmp_p
 def test_coco_map_is_one_for_the_labels_themselves_and_drops_when_shifted():
     from pycocotools.coco import COCO
 
-    from tx2_inference.convert.evaluate import coco_map
+    from tx2_inference.convert.workstation.evaluate import coco_map
     ann = os.path.join(PERSONS, 'annotations.json')
     coco = COCO(ann)
     perfect = [{'image_id': a['image_id'], 'category_id': 1, 'bbox': a['bbox'], 'score': 0.9}

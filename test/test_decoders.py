@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 
 from tx2_inference.backends.base import TensorInfo
-from tx2_inference.decoders import (
+from tx2_inference.core.decoders import (
     create_decoder,
     Decoder,
     DetectionParams,
     Detections,
     register_decoder,
 )
+from tx2_inference.core.model_config import ModelConfig
+from tx2_inference.core.preprocess import Preprocessor
 from tx2_inference.errors import ConfigError
-from tx2_inference.model_config import ModelConfig
-from tx2_inference.preprocess import Preprocessor
 
 HEIGHT, WIDTH = 64, 96
 LABELS = ['cat', 'dog', 'bird']

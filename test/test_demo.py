@@ -20,7 +20,7 @@ THRESHOLD = 0.5  # the node's default score_threshold (config/params.yaml)
 def demo(default_model, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('demo'))
     proc = subprocess.run(
-        [sys.executable, '-m', 'tx2_inference.demo', '--model', default_model,
+        [sys.executable, '-m', 'tx2_inference.tools.demo', '--model', default_model,
          '--output', out, '--loops', '1', '--rate', '5'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=240)
     with open(os.path.join(out, 'summary.json')) as f:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from tx2_inference.decoders import DetectionParams
+from tx2_inference.core.decoders import DetectionParams
 from tx2_inference.detector import Detector
 from tx2_inference.errors import FrameError, ModelError
 

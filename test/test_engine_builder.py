@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from tx2_inference import engine_builder as eb
-from tx2_inference.backends.cuda import probe_gpu
+from tx2_inference.backends.tensorrt import builder as eb
+from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.errors import ConfigError, ModelError, UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,8 +138,8 @@ def test_stale_engine_rebuilt_from_onnx_or_clear_error(tmp_path, onnx_file):
 _CHILD = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {root!r})
-    from tx2_inference import engine_builder as eb
-    import tx2_inference.convert.fileio as fileio
+    from tx2_inference.backends.tensorrt import builder as eb
+    import tx2_inference.core.fileio as fileio
     mode, onnx, cache_dir, marker = sys.argv[1:5]
     identity = eb.DeviceIdentity('8.2.1', 'NVIDIA Tegra X2', '6.2')
 
@@ -238,7 +238,7 @@ def test_calibration_batches_are_full_and_preprocessed(tmp_path):
     for i in range(7):
         cv2.imwrite(str(folder / '{}.png'.format(i)),
                     rng.randint(0, 256, (40 + i, 60, 3)).astype(np.uint8))
-    from tx2_inference.convert import images
+    from tx2_inference.core import images
     paths = images.list_images(str(folder))
     cfg = {'layout': 'nchw', 'color': 'rgb', 'scale': 1 / 255.0, 'mean': [0.5] * 3,
            'std': [0.25] * 3}
@@ -388,7 +388,7 @@ def _tiny_onnx(path, qdq):
 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_tensorrt_call_sequence_per_version(version, tmp_path, monkeypatch, caplog):
-    from tx2_inference.backends import tensorrt_backend
+    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     log = []
     monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
@@ -434,7 +434,7 @@ _SHAPES = {'image_tensor:0': ((1, 300, 300, 3), (2, 300, 300, 3), (4, 300, 300, 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, monkeypatch):
     # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
-    from tx2_inference.backends import tensorrt_backend
+    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
     monkeypatch.setattr(tensorrt_backend, 'import_tensorrt',
@@ -462,7 +462,7 @@ def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, 
 @pytest.mark.parametrize('version', ['8.2.1', '11.4.0'])
 def test_static_network_gets_no_extra_profiles(version, tmp_path, monkeypatch):
     # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
-    from tx2_inference.backends import tensorrt_backend
+    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
     monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
@@ -525,7 +525,7 @@ def test_real_dynamic_engine_runs_two_slots_on_two_profiles(tmp_path):
     import onnx
     from onnx import helper, TensorProto
 
-    from tx2_inference.backends.tensorrt_backend import TensorRTBackend
+    from tx2_inference.backends.tensorrt.runtime import TensorRTBackend
     x = helper.make_tensor_value_info('x', TensorProto.FLOAT, ['N', 4])
     y = helper.make_tensor_value_info('y', TensorProto.FLOAT, ['N', 4])
     model = helper.make_model(helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g',

@@ -22,14 +22,14 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from tx2_inference import soak
 from tx2_inference.errors import FrameError
-from tx2_inference.ros_image import (
+from tx2_inference.ros.image import (
     array_to_compressed_msg,
     array_to_image_msg,
     compressed_to_array,
     ENCODINGS,
 )
+from tx2_inference.tools import soak
 
 RAW_EXAMPLES = 75           # batches of 20 faults: 1,500 raw faults
 COMPRESSED_EXAMPLES = 50    # 1,000 compressed faults

@@ -30,10 +30,10 @@ from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from tx2_inference.node_client import detection_xyxy as box_of
-from tx2_inference.node_client import NodeClient, write_reliable_overrides
-from tx2_inference.processes import ModuleProcess
-from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
+from tx2_inference.ros.image import array_to_compressed_msg, array_to_image_msg
+from tx2_inference.tools.node_client import detection_xyxy as box_of
+from tx2_inference.tools.node_client import NodeClient, write_reliable_overrides
+from tx2_inference.tools.processes import ModuleProcess
 
 NODE = 'inference_node'
 CAMERAS = ('cam0', 'cam1')
@@ -104,7 +104,7 @@ def graph(default_model, tmp_path_factory):
         str(tmp_path_factory.mktemp('qos') / 'overrides.yaml'),
         ['/{}/image_raw'.format(cam) for cam in CAMERAS])
     topics = ','.join(c + '/image_raw' for c in CAMERAS + ('cam2',))
-    command = ['tx2_inference.inference_node', '--ros-args',
+    command = ['tx2_inference.ros.node', '--ros-args',
                '--params-file', PARAMS_FILE, '--params-file', overrides,
                '-p', 'model_path:=/nonexistent/ssdlite_person.onnx',
                '-p', 'score_threshold:=1.5',  # out of range: the node must survive it
@@ -424,7 +424,7 @@ def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos, tmp_path):
 
 
 def test_default_model_path_is_the_bundled_model(default_model):
-    from tx2_inference.inference_node import default_model_path
+    from tx2_inference.ros.node import default_model_path
     assert os.path.samefile(default_model_path(), default_model)
 
 
@@ -434,7 +434,7 @@ def test_default_model_path_is_the_bundled_model(default_model):
     ('~/image', '~/detections'),
 ])
 def test_each_camera_publishes_under_its_own_namespace(topic, detections):
-    from tx2_inference.inference_node import _Camera
+    from tx2_inference.ros.node import _Camera
     camera = _Camera(topic)
     assert camera.detections_topic == detections
     assert camera.label_info_topic == detections.replace('detections', 'label_info')
@@ -447,7 +447,7 @@ def test_each_camera_publishes_under_its_own_namespace(topic, detections):
     (['cam 0/image'], ['not a valid topic name']),
 ])
 def test_image_topics_that_would_clash_are_rejected(topics, words):
-    from tx2_inference.inference_node import _check_topics
+    from tx2_inference.ros.node import _check_topics
     reason = _check_topics(topics)
     for word in words:
         assert word in reason
@@ -456,7 +456,7 @@ def test_image_topics_that_would_clash_are_rejected(topics, words):
 
 def test_deactivate_publishes_the_frames_in_flight(default_model, photos):
     """In process: frames submitted right before deactivate are drained and published."""
-    from tx2_inference.inference_node import InferenceNode
+    from tx2_inference.ros.node import InferenceNode
     context = rclpy.Context()
     rclpy.init(context=context)
     overrides = [Parameter('model_path', value=default_model),

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tx2_inference.backends.base import TensorInfo
+from tx2_inference.core.model_config import config_path_for, ModelConfig
 from tx2_inference.errors import ConfigError
-from tx2_inference.model_config import config_path_for, ModelConfig
 
 SSD_INPUTS = [TensorInfo('image_tensor:0', (1, 300, 300, 3), np.dtype(np.uint8))]
 SSD_OUTPUTS = [TensorInfo('Postprocessor/ExpandDims_1:0', (1, 1917, 1, 4), np.dtype(np.float32)),

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from tx2_inference import nms
+from tx2_inference.core import nms
 
 # NMSBoxesBatched (OpenCV >= 4.7); NMSBoxes with per-class offsets on float boxes (4.3 to 4.6);
 # the same on an integer grid (4.1 on JetPack 4.6, whose Python NMSBoxes truncates floats).

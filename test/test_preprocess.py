@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from skimage import data
 
+from tx2_inference.core.preprocess import Preprocessor, Transform
 from tx2_inference.errors import ConfigError, FrameError
-from tx2_inference.preprocess import Preprocessor, Transform
 
 
 def _measured_box(channel: np.ndarray) -> np.ndarray:

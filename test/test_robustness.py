@@ -2,8 +2,8 @@
 Robustness of a node process: broken models, bad parameters, churn, flood and signals.
 
 Broken models and configs, bad parameters, lifecycle churn, a flood above the model's
-throughput, and SIGINT/SIGTERM: short versions of ``make soak`` (``tx2_inference.soak``), which
-runs the same functions for longer.
+throughput, and SIGINT/SIGTERM: short versions of ``make soak``
+(``tx2_inference.tools.soak``), which runs the same functions for longer.
 
 Each test drives a real ``inference_node`` process through its lifecycle and parameter
 services (`NodeClient`), as ``ros2 lifecycle set`` and ``ros2 param set`` do. The image
@@ -21,12 +21,12 @@ import sys
 
 import pytest
 
-from tx2_inference import soak
-from tx2_inference.backends.cuda import probe_gpu
-from tx2_inference.convert.fileio import file_sha256
+from tx2_inference.backends.tensorrt.cuda import probe_gpu
+from tx2_inference.core.fileio import file_sha256
 from tx2_inference.errors import ModelError
-from tx2_inference.inference_node import PARAMETERS, RECONFIGURE
-from tx2_inference.ros_image import array_to_image_msg
+from tx2_inference.ros.image import array_to_image_msg
+from tx2_inference.ros.node import PARAMETERS, RECONFIGURE
+from tx2_inference.tools import soak
 
 CHURN_CYCLES = 20
 FLOOD_FRAMES = 2000
@@ -153,7 +153,7 @@ def test_open_backend_checks_an_engine_against_this_device(tmp_path, monkeypatch
     metadata check, the rebuild into the cache and the error are the real code.
     """
     from tx2_inference import backends, engine_builder
-    from tx2_inference.backends import tensorrt_backend
+    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     here = engine_builder.DeviceIdentity('8.2.1', 'NVIDIA Tegra X2', '6.2')
     opened = []
 

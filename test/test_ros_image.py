@@ -9,7 +9,7 @@ from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 
 from tx2_inference.errors import FrameError
-from tx2_inference.ros_image import (
+from tx2_inference.ros.image import (
     array_to_compressed_msg,
     array_to_image_msg,
     compressed_to_array,

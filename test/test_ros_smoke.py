@@ -12,12 +12,12 @@ from sensor_msgs.msg import Image
 from skimage import data
 from vision_msgs.msg import Detection2DArray
 
-from tx2_inference.processes import ModuleProcess
+from tx2_inference.tools.processes import ModuleProcess
 
 
 @pytest.fixture
 def echo_process(tmp_path):
-    proc = ModuleProcess(['tx2_inference.echo_node'], str(tmp_path / 'echo_node.log'))
+    proc = ModuleProcess(['tx2_inference.tools.echo_node'], str(tmp_path / 'echo_node.log'))
     yield proc
     code = proc.stop(signal.SIGTERM)  # killed if it hangs: no node left on the test's domain
     assert code is not None, 'the echo node ignored SIGTERM for 10 s'

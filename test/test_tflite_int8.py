@@ -18,10 +18,10 @@ import pytest
 import skimage.data
 
 from tx2_inference.backends.tflite_backend import tensor_quantization
-from tx2_inference.decoders import create_decoder, DetectionParams
+from tx2_inference.core.decoders import create_decoder, DetectionParams
+from tx2_inference.core.preprocess import Preprocessor, Transform
 from tx2_inference.detector import Detector
 from tx2_inference.errors import ConfigError, ModelError
-from tx2_inference.preprocess import Preprocessor, Transform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PERSONS = os.path.join(HERE, 'data', 'persons')

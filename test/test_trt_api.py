@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from tx2_inference.backends import trt_api
-from tx2_inference.backends.cuda import probe_gpu
+from tx2_inference.backends.tensorrt import api as trt_api
+from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.errors import BackendUnavailableError, ModelError
 
 _ENGINE_COMMON = {'num_layers', 'max_workspace_size', 'refittable', 'name',
@@ -195,7 +195,7 @@ def test_each_generation_calls_only_what_its_versions_have(cls, versions):
 
 
 def test_the_backend_calls_only_names_every_version_has():
-    from tx2_inference.backends import tensorrt_backend
+    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     source = inspect.getsource(tensorrt_backend)
     tree = ast.parse(source)
     on_engine, on_context = set(), set()
@@ -232,7 +232,7 @@ def test_installed_tensorrt_matches_its_generation():
 @pytest.mark.gpu
 def test_cuda_round_trip_through_pinned_memory_on_a_stream():
     """H2D, D2H copies and an event on a real GPU, with whichever CUDA library is here."""
-    from tx2_inference.backends.cuda import open_cuda
+    from tx2_inference.backends.tensorrt.cuda import open_cuda
     try:
         cuda = open_cuda(0)
     except BackendUnavailableError as error:
@@ -545,7 +545,7 @@ class _HostCuda(object):
 
 
 def _fake_backend(monkeypatch, tmp_path, version, tensors=_TENSORS, profiles=2):
-    from tx2_inference.backends import tensorrt_backend
+    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     log = []
     trt = _fake_runtime_trt(version, log, tensors, profiles)
     monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: trt)

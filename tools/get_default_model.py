@@ -41,8 +41,8 @@ CONFIG = os.path.join(MODELS, 'ssdlite_person.yaml')
 STAMP = os.path.join(MODELS, '.ssdlite_person.stamp')
 
 sys.path.insert(0, ROOT)
-from tx2_inference.convert.fileio import atomic_path, atomic_write_text  # noqa: E402
-from tx2_inference.convert.fileio import file_sha256 as sha256  # noqa: E402
+from tx2_inference.core.fileio import atomic_path, atomic_write_text  # noqa: E402
+from tx2_inference.core.fileio import file_sha256 as sha256  # noqa: E402
 
 INPUT = 'image_tensor:0[1,300,300,3]'
 CUT = 'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0'

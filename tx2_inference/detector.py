@@ -20,10 +20,10 @@ import numpy as np
 
 from tx2_inference.backends import open_backend
 from tx2_inference.backends.base import Slot
-from tx2_inference.decoders import create_decoder, DetectionParams, Detections
+from tx2_inference.core.decoders import create_decoder, DetectionParams, Detections
+from tx2_inference.core.model_config import ModelConfig
+from tx2_inference.core.preprocess import Preprocessor, Transform
 from tx2_inference.executor import DoubleBufferedExecutor
-from tx2_inference.model_config import ModelConfig
-from tx2_inference.preprocess import Preprocessor, Transform
 
 ResultCallback = Callable[[Any, Detections, Dict[str, float]], None]
 Quantization = Tuple[float, int]

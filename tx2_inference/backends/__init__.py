@@ -49,7 +49,7 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
         from tx2_inference.backends.tflite_backend import TFLiteBackend
         return TFLiteBackend(model_path, threads=threads, **options)
     if backend == 'tensorrt':
-        from tx2_inference.backends.tensorrt_backend import TensorRTBackend
+        from tx2_inference.backends.tensorrt.runtime import TensorRTBackend
         if suffix == '.onnx':
             model_path = _engine_from_onnx(model_path, precision, engine_cache_dir)
         elif suffix not in _ENGINE_SUFFIXES:
@@ -117,7 +117,7 @@ def _checked_engine(engine_path: str) -> str:
     """
     if not os.path.isfile(os.path.splitext(engine_path)[0] + '.json'):
         return engine_path
-    from tx2_inference import engine_builder
+    from tx2_inference.backends.tensorrt import builder as engine_builder
     beside = os.path.splitext(engine_path)[0] + '.onnx'
     return engine_builder.check_engine_file(
         engine_path, engine_builder.device_identity(),
@@ -136,13 +136,13 @@ def _auto(suffix: str) -> str:
 
 def _tensorrt_usable() -> bool:
     """Return True when a GPU, TensorRT and the engine builder are all here."""
-    from tx2_inference.backends.cuda import probe_gpu
+    from tx2_inference.backends.tensorrt.cuda import probe_gpu
     if probe_gpu()[0] == 0:
         return False  # checked first: TensorRT must not be touched without a GPU
     try:
-        from tx2_inference.backends.tensorrt_backend import import_tensorrt
+        from tx2_inference.backends.tensorrt.runtime import import_tensorrt
         import_tensorrt()
-        from tx2_inference import engine_builder  # noqa: F401
+        from tx2_inference.backends.tensorrt import builder as engine_builder  # noqa: F401
     except (ImportError, BackendUnavailableError):
         return False
     return True
@@ -151,7 +151,7 @@ def _tensorrt_usable() -> bool:
 def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Optional[str]) -> str:
     """Return a cached engine for ``onnx_path``, building it on this device if needed."""
     try:
-        from tx2_inference.engine_builder import build_or_load, BuildOptions
+        from tx2_inference.backends.tensorrt.builder import build_or_load, BuildOptions
     except ImportError as error:
         raise BackendUnavailableError(
             'cannot build a TensorRT engine from {!r} here ({}): pass a prebuilt .engine '

@@ -9,8 +9,8 @@ compatibility check (test/test_python36.py) reads its exemptions from.
 """
 
 WORKSTATION_MODULES = (
-    'tf_onnx.py',     # TensorFlow -> ONNX (tf2onnx), validated against TensorFlow
-    'tf_lite.py',     # TensorFlow -> TFLite
-    'tf_runner.py',   # runs the original TensorFlow graph (the reference)
-    'evaluate.py',    # mAP / agreement / latency report (TF, pycocotools, matplotlib)
+    'workstation/tf_onnx.py',  # TensorFlow -> ONNX (tf2onnx), validated against TensorFlow
+    'workstation/tf_lite.py',  # TensorFlow -> TFLite
+    'workstation/tf_runner.py',  # runs the original TensorFlow graph (the reference)
+    'workstation/evaluate.py',  # mAP / agreement / latency report (TF, pycocotools, matplotlib)
 )

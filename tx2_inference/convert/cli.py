@@ -76,7 +76,7 @@ def _decoder(args: argparse.Namespace, outputs: List[str]) -> Dict[str, Any]:
 
 def _check_config_args(args: argparse.Namespace) -> None:
     """Validate the config options before any conversion, so a bad one writes nothing."""
-    from tx2_inference.model_config import ModelConfig
+    from tx2_inference.core.model_config import ModelConfig
     ModelConfig.from_dict({'input': _input_overrides(args),
                            'decoder': {'type': args.decoder}})
 
@@ -84,7 +84,7 @@ def _check_config_args(args: argparse.Namespace) -> None:
 def cmd_onnx(args: argparse.Namespace) -> int:
     """`onnx`: SavedModel / frozen graph -> ONNX, validated, with its model config."""
     from tx2_inference.convert import config as cfgmod
-    from tx2_inference.convert import tf_onnx
+    from tx2_inference.convert.workstation import tf_onnx
     _check_config_args(args)
     if args.list_tensors:
         for line in tf_onnx.list_tensors(args.model, args.tag, args.list_tensors):
@@ -113,7 +113,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     """`engine`: ONNX -> TensorRT engine on this device, through the engine cache."""
-    from tx2_inference import engine_builder
+    from tx2_inference.backends.tensorrt import builder as engine_builder
     opts = engine_builder.BuildOptions(
         precision=args.precision, workspace_mb=args.workspace_mb, dla_core=args.dla_core,
         calib_images=args.calib_images, calib_cache=args.calib_cache,
@@ -140,7 +140,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_tflite(args: argparse.Namespace) -> int:
     """`tflite`: SavedModel / frozen graph -> TFLite FP32, FP16 or INT8."""
-    from tx2_inference.convert import tf_lite
+    from tx2_inference.convert.workstation import tf_lite
     _check_config_args(args)
     result = tf_lite.convert(args.model, args.output, precision=args.precision,
                              inputs=args.inputs, outputs=args.outputs, tag=args.tag,
@@ -154,7 +154,7 @@ def cmd_tflite(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: mAP, agreement and latency of each model on a COCO-format set."""
-    from tx2_inference.convert import evaluate
+    from tx2_inference.convert.workstation import evaluate
     report = evaluate.run(args)
     print(report)
     return 0

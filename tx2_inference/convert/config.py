@@ -1,15 +1,15 @@
 """The model config the converter writes beside each model (schema: docs/DESIGN.md).
 
 Robot side (Python 3.6). Validation and loading are the core's
-:class:`tx2_inference.model_config.ModelConfig`; this module only assembles the dict the
+:class:`tx2_inference.core.model_config.ModelConfig`; this module only assembles the dict the
 converter knows and writes it atomically, in the schema's key order.
 """
 
 import os
 from typing import Any, Dict, List, Optional
 
-from tx2_inference.convert.fileio import atomic_write_text
-from tx2_inference.model_config import config_path_for, ModelConfig
+from tx2_inference.core.fileio import atomic_write_text
+from tx2_inference.core.model_config import config_path_for, ModelConfig
 
 __all__ = ['build', 'config_path_for', 'load', 'parse_labels', 'save']
 

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from tx2_inference.convert import images
-from tx2_inference.convert.fileio import atomic_path, atomic_write_text
+from tx2_inference.core import images
+from tx2_inference.core.fileio import atomic_path, atomic_write_text
 from tx2_inference.errors import ModelError, UserError
 
 LOG = logging.getLogger('tx2_inference.convert')

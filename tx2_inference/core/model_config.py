@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
-from tx2_inference.decoders import decoder_class, decoder_names
+from tx2_inference.core.decoders import decoder_class, decoder_names
+from tx2_inference.core.preprocess import COLORS, LAYOUTS, RESIZE_MODES
 from tx2_inference.errors import ConfigError
-from tx2_inference.preprocess import COLORS, LAYOUTS, RESIZE_MODES
 
 INPUT_DEFAULTS: Dict[str, Any] = {
     'name': None, 'layout': None, 'color': None, 'dtype': None, 'size': None,

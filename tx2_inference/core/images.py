@@ -48,7 +48,7 @@ def prepare(image_rgb: np.ndarray, input_cfg: Dict[str, Any], shape: Sequence[in
             dtype: Any) -> np.ndarray:
     """Turn an RGB uint8 image into one model input of ``shape`` (batch 1) and ``dtype``.
 
-    Uses the runtime's own :class:`tx2_inference.preprocess.Preprocessor`, so calibration and
+    Uses the runtime's own :class:`tx2_inference.core.preprocess.Preprocessor`, so calibration and
     validation inputs are exactly what the robot feeds the model.
 
     :param image_rgb: HxWx3 uint8 RGB (or HxW mono) image.
@@ -57,7 +57,7 @@ def prepare(image_rgb: np.ndarray, input_cfg: Dict[str, Any], shape: Sequence[in
     :param shape: the model input's shape, [1, H, W, C] or [1, C, H, W].
     :param dtype: the numpy dtype of the model input.
     """
-    from tx2_inference.preprocess import Preprocessor
+    from tx2_inference.core.preprocess import Preprocessor
     pre = Preprocessor({k: v for k, v in input_cfg.items() if v is not None}, shape, dtype)
     out = np.empty(pre.shape, dtype=pre.dtype)
     pre(image_rgb, 'mono' if image_rgb.ndim == 2 else 'rgb', out)

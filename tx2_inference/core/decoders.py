@@ -2,11 +2,11 @@
 
 Every built-in family is one configuration of :class:`GenericDecoder`, which reads boxes and
 scores described as data (box order, units, packed columns, score activation, background
-column) and runs the one class-aware NMS of :mod:`tx2_inference.nms` where the model has not.
+column) and runs the one class-aware NMS of :mod:`tx2_inference.core.nms` where the model has not.
 A new model therefore needs a config file, not new code. Where a head truly needs code, register
 a decoder::
 
-    from tx2_inference.decoders import Decoder, Detections, register_decoder
+    from tx2_inference.core.decoders import Decoder, Detections, register_decoder
 
     @register_decoder('my_head')
     class MyHead(Decoder):
@@ -21,15 +21,15 @@ and write ``decoder: {type: my_head, output: <tensor name>}`` in the model confi
 that holds the class must be imported before the model loads (e.g. by the launching script).
 
 Decoders return boxes in model-input pixels; the frame's
-:class:`tx2_inference.preprocess.Transform` maps them to source pixels.
+:class:`tx2_inference.core.preprocess.Transform` maps them to source pixels.
 """
 
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
+from tx2_inference.core.nms import batched_nms
 from tx2_inference.errors import ConfigError
-from tx2_inference.nms import batched_nms
 
 BOX_FORMATS = ('yxyx', 'xyxy', 'cxcywh')
 BOX_UNITS = ('normalized', 'pixels')
@@ -214,7 +214,7 @@ def decoder_class(name: str) -> Type[Decoder]:
     """Return the decoder class registered as ``name``; ConfigError naming the choices."""
     if name not in _REGISTRY:
         raise ConfigError('decoder.type: {!r} is not a known decoder; choose one of {} (or '
-                          'register your own with tx2_inference.decoders.register_decoder).'
+                          'register your own with tx2_inference.core.decoders.register_decoder).'
                           .format(name, ', '.join(decoder_names())))
     return _REGISTRY[name]
 

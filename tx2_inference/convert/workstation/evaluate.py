@@ -24,9 +24,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from tx2_inference.convert import config as cfgmod
-from tx2_inference.convert import images as imgs
-from tx2_inference.convert.fileio import atomic_path, atomic_write_text
-from tx2_inference.decoders import create_decoder, DetectionParams, Detections
+from tx2_inference.core import images as imgs
+from tx2_inference.core.decoders import create_decoder, DetectionParams, Detections
+from tx2_inference.core.fileio import atomic_path, atomic_write_text
 from tx2_inference.errors import UserError
 
 LOG = logging.getLogger('tx2_inference.convert')
@@ -62,8 +62,8 @@ def detector_runner(name: str, kind: str, path: str, params: DetectionParams,
 def tf_runner(path: str, config_path: str, params: DetectionParams, tag: str = 'serve',
               threads: Optional[int] = None) -> ModelRunner:
     """Run the TensorFlow original on the tensors named by a (converted model's) config."""
-    from tx2_inference.convert.tf_runner import TFRunner
-    from tx2_inference.preprocess import Preprocessor
+    from tx2_inference.convert.workstation.tf_runner import TFRunner
+    from tx2_inference.core.preprocess import Preprocessor
     cfg = cfgmod.load(config_path)
     inp, dec = cfg['input'], cfg['decoder']
     if not inp.get('name') or not inp.get('size'):

@@ -1,6 +1,6 @@
 """The README demo: the bundled person detector, served by the node, on real photographs.
 
-`make demo` (or `python -m tx2_inference.demo`) runs a real ROS graph on this machine:
+`make demo` (or `python -m tx2_inference.tools.demo`) runs a real ROS graph on this machine:
 
 1. `inference_node` (ONNX Runtime on the CPU) in its own process, driven to active through its
    lifecycle services, as `ros2 lifecycle set` would;
@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from tx2_inference.processes import ModuleProcess
-from tx2_inference.stats import percentile
+from tx2_inference.core.stats import percentile
+from tx2_inference.tools.processes import ModuleProcess
 
 DEFAULT_MODEL = 'ssdlite_person.onnx'
 NODE = 'inference_node'
@@ -40,7 +40,7 @@ def log(text: str) -> None:
 
 def repo_root() -> str:
     """Return the source tree's root (the demo runs from a checkout)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def collect_photos(folder: str) -> Dict[str, np.ndarray]:
@@ -78,11 +78,11 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
 
-    from tx2_inference.node_client import NodeClient
+    from tx2_inference.tools.node_client import NodeClient
 
     info: Dict[str, Any] = {}
     node = ModuleProcess([
-        'tx2_inference.inference_node', '--ros-args', '-r', '__node:=' + NODE,
+        'tx2_inference.ros.node', '--ros-args', '-r', '__node:=' + NODE,
         '-p', 'model_path:=' + model, '-p', 'backend:=onnxruntime',
         '-p', 'image_topics:=[%s/image_raw]' % CAMERA,
         # The player publishes reliably; a reliable subscription loses no large frame on a busy
@@ -106,7 +106,7 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
         log('camera_player: publishing %d photos at %.1f FPS, %d times each'
             % (len(os.listdir(photos_dir)), rate, loops))
         player = ModuleProcess([
-            'tx2_inference.camera_player', photos_dir, '--topic', CAMERA + '/image_raw',
+            'tx2_inference.tools.camera_player', photos_dir, '--topic', CAMERA + '/image_raw',
             '--rate', '%g' % rate, '--loop', '--count', str(loops * len(os.listdir(photos_dir))),
             '--frame-id', 'demo_camera', '--wait-for-subscribers', '2'],
             os.path.join(out_dir, 'camera_player.log'))
@@ -136,9 +136,9 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
 def summarise(photos: Dict[str, np.ndarray], pairs: List[Tuple[Any, Any, float]],
               out_dir: str, threshold: float) -> Dict[str, Any]:
     """Write annotated images, summary.md/json and latency.png; return the summary."""
-    from tx2_inference.node_client import detection_xyxy
-    from tx2_inference.ros_image import image_to_array
-    from tx2_inference.visualize import draw_detections
+    from tx2_inference.core.visualize import draw_detections
+    from tx2_inference.ros.image import image_to_array
+    from tx2_inference.tools.node_client import detection_xyxy
 
     names = {fingerprint(rgb): name for name, rgb in photos.items()}
     per_photo = collections.OrderedDict((name, {'answers': 0, 'latency_ms': [],

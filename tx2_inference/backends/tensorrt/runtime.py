@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tx2_inference.backends import trt_api
 from tx2_inference.backends.base import Backend, concrete_shape, Slot, TensorInfo
-from tx2_inference.backends.cuda import CudaError, open_cuda, require_gpu
+from tx2_inference.backends.tensorrt import api as trt_api
+from tx2_inference.backends.tensorrt.cuda import CudaError, open_cuda, require_gpu
 from tx2_inference.errors import BackendUnavailableError, ModelError
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from tx2_inference.processes import ModuleProcess
+from tx2_inference.tools.processes import ModuleProcess
 
 TOPIC_NAMESPACE = 'tx2_bench'
 IMAGE_TOPIC = TOPIC_NAMESPACE + '/image_raw'
@@ -44,8 +44,8 @@ _PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILE
 
 def profile_path() -> str:
     """Return the bundled Fast DDS profile: the source tree's config/, else the package share."""
-    source = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))), 'config', PROFILE_FILE)
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))), 'config', PROFILE_FILE)
     if os.path.isfile(source):
         return source
     for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
@@ -129,7 +129,7 @@ def run_loadgen(env: Dict[str, str], rates: Sequence[Any], seconds: float, log_d
     :param targets: (image topic, detections topic) of each target node.
     """
     output = os.path.join(log_dir, name + '.json')
-    args = [sys.executable, '-m', 'tx2_inference.bench.loadgen',
+    args = [sys.executable, '-m', 'tx2_inference.tools.bench.loadgen',
             '--rates', ','.join(r if isinstance(r, str) else '{:g}'.format(r) for r in rates),
             '--seconds', str(seconds), '--warmup', str(warmup), '--grace', str(grace),
             '--image-topics', ','.join(t[0] for t in targets),
@@ -164,7 +164,7 @@ def echo_sweep(env: Dict[str, str], rates: Sequence[float], seconds: float,
 
 def _echo_args(image_topic: str = IMAGE_TOPIC,
                detections_topic: str = DETECTIONS_TOPIC) -> List[str]:
-    return ['tx2_inference.echo_node', '--ros-args', '-r', 'image:=' + image_topic,
+    return ['tx2_inference.tools.echo_node', '--ros-args', '-r', 'image:=' + image_topic,
             '-r', 'detections:=' + detections_topic]
 
 
@@ -216,7 +216,7 @@ def paired_over_rate(raw_until: Callable[[threading.Event], Dict[str, float]],
 def node_args(model: str, config: Optional[str], backend: str, depth: int,
               threads: Optional[int], params_file: Optional[str] = None) -> List[str]:
     """Return the inference node's command line for the benchmark graph."""
-    args = ['tx2_inference.inference_node', '--ros-args', '-r', '__node:=' + NODE_NAME,
+    args = ['tx2_inference.ros.node', '--ros-args', '-r', '__node:=' + NODE_NAME,
             '-p', 'model_path:=' + os.path.abspath(model),
             '-p', 'image_topics:=[{}]'.format(IMAGE_TOPIC),
             '-p', 'backend:=' + backend, '-p', 'executor_depth:={}'.format(depth),
@@ -231,7 +231,7 @@ def node_args(model: str, config: Optional[str], backend: str, depth: int,
 
 def reliable_params_file(log_dir: str) -> str:
     """Write the QoS override that makes the node's image subscription reliable."""
-    from tx2_inference.node_client import write_reliable_overrides
+    from tx2_inference.tools.node_client import write_reliable_overrides
     return write_reliable_overrides(os.path.join(log_dir, 'node_reliable_images.yaml'),
                                     ['/' + IMAGE_TOPIC])
 
@@ -241,7 +241,7 @@ def _active_node(env: Dict[str, str], model: str, config: Optional[str], backend
                  depth: int, threads: Optional[int], log_dir: str, name: str,
                  reliable: bool = False) -> Iterator[Process]:
     """Start the inference node, configure and activate it through its services."""
-    from tx2_inference.node_client import NodeClient
+    from tx2_inference.tools.node_client import NodeClient
     args = node_args(model, config, backend, depth, threads,
                      reliable_params_file(log_dir) if reliable else None)
     with Process(args, env, log_dir, name) as node:
@@ -329,7 +329,7 @@ def naive_sweep(env: Dict[str, str], model: str, config: Optional[str], backend:
                 threads: Optional[int], rates: Sequence[float], seconds: float,
                 log_dir: str, name: str = 'naive') -> List[Dict[str, Any]]:
     """Run the naive node at each rate."""
-    args = ['tx2_inference.bench.naive_node', '--model', os.path.abspath(model),
+    args = ['tx2_inference.tools.bench.naive_node', '--model', os.path.abspath(model),
             '--backend', backend]
     if config:
         args += ['--config', os.path.abspath(config)]

@@ -13,9 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tx2_inference.convert import images as imgs
-from tx2_inference.convert.fileio import atomic_path
-from tx2_inference.convert.tf_runner import (
+from tx2_inference.convert.workstation.tf_runner import (
     graph_node_names,
     load_graph,
     node_ops,
@@ -23,6 +21,8 @@ from tx2_inference.convert.tf_runner import (
     source_kind,
     TFRunner,
 )
+from tx2_inference.core import images as imgs
+from tx2_inference.core.fileio import atomic_path
 from tx2_inference.errors import ModelError, UserError
 
 LOG = logging.getLogger('tx2_inference.convert')

@@ -1,6 +1,6 @@
 """The benchmark's camera and its stopwatch: a frame publisher and an answer subscriber.
 
-``python -m tx2_inference.bench.loadgen --rates 15,30 --seconds 10 --output out.json``
+``python -m tx2_inference.tools.bench.loadgen --rates 15,30 --seconds 10 --output out.json``
 
 One process publishes 640x480 rgb8 frames of a real photo on the image topic at each rate in
 turn, like a camera, and collects the `Detection2DArray` answers on the detections topic. Each
@@ -60,7 +60,7 @@ class LoadGenerator(object):
                  diagnostics: bool = False, reliable: bool = True,
                  depth: int = 10) -> None:
         """Create the node, the publisher and the subscriptions; spin in a thread."""
-        from tx2_inference.ros_image import array_to_image_msg
+        from tx2_inference.ros.image import array_to_image_msg
         self._owns_context = not rclpy.ok()
         if self._owns_context:
             rclpy.init()
@@ -211,7 +211,7 @@ class LoadGenerator(object):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: publish at each rate, write the figures as JSON."""
-    parser = argparse.ArgumentParser(prog='python -m tx2_inference.bench.loadgen',
+    parser = argparse.ArgumentParser(prog='python -m tx2_inference.tools.bench.loadgen',
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--rates', default='15,30',
                         help='comma-separated FPS, each RATE or RATE@TARGET (the index of a '
@@ -230,7 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--depth', type=int, default=10, help='publisher queue (%(default)s)')
     parser.add_argument('--output', help='write the figures here as JSON (default: stdout)')
     args = parser.parse_args(argv)
-    from tx2_inference.benchmark import load_frame
+    from tx2_inference.tools.benchmark import load_frame
     generator = LoadGenerator(load_frame(args.image), args.image_topics.split(','),
                               args.detections_topics.split(','),
                               args.diagnostics, not args.best_effort, args.depth)

@@ -1,7 +1,7 @@
 """The benchmark's measurements in a real ROS graph, and the headline figures (issue 7).
 
 ``measure_graph`` runs, on the same model and the same 640x480 rgb8 frames as the in-process
-rows of ``tx2_inference.benchmark``:
+rows of ``tx2_inference.tools.benchmark``:
 
 1. the echo sweep per transport (transport floor and losses at each input rate);
 2. the raw backend under load, paired with the node: windows in which the load generator
@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tx2_inference.bench import ros_bench
-from tx2_inference.stats import percentile
+from tx2_inference.core.stats import percentile
+from tx2_inference.tools.bench import ros_bench
 
 # Rates at most this fraction of the node's throughput queue nothing: their latency is the
 # node's overhead, not waiting.
@@ -220,8 +220,8 @@ def goals(results: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def write_plots(results: Dict[str, Any], folder: str) -> List[str]:
-    """Draw the figures into ``folder`` (see ``tx2_inference.bench.plots``)."""
-    from tx2_inference.bench import plots
+    """Draw the figures into ``folder`` (see ``tx2_inference.tools.bench.plots``)."""
+    from tx2_inference.tools.bench import plots
     return plots.plot_all(results, folder)
 
 

@@ -57,11 +57,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from tx2_inference.backends.cuda import gpu_name_and_capability
-from tx2_inference.convert.fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from tx2_inference.backends.tensorrt.cuda import gpu_name_and_capability
+from tx2_inference.core.fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError, UserError
 
-LOG = logging.getLogger('tx2_inference.engine_builder')
+LOG = logging.getLogger('tx2_inference.backends.tensorrt.builder')
 
 METADATA_FORMAT = 1
 PRECISIONS = ('fp32', 'fp16', 'int8')
@@ -181,7 +181,7 @@ class DeviceIdentity(object):
 
 def device_identity() -> DeviceIdentity:
     """Return this machine's TensorRT version and GPU (probes the GPU before TensorRT)."""
-    from tx2_inference.backends.tensorrt_backend import import_tensorrt
+    from tx2_inference.backends.tensorrt.runtime import import_tensorrt
     gpu, cc = gpu_name_and_capability()
     trt = import_tensorrt()
     return DeviceIdentity(str(trt.__version__), gpu, cc)
@@ -440,7 +440,7 @@ class CalibrationBatches(object):
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """Yield contiguous batches of ``batch_shape`` and ``dtype``."""
-        from tx2_inference.convert import images
+        from tx2_inference.core import images
         out = np.empty(self.batch_shape, self.dtype)
         for b in range(self.count):
             for i, path in enumerate(self.paths[b * self.batch_size:(b + 1) * self.batch_size]):
@@ -471,7 +471,7 @@ def make_calibrator(trt: Any, kind: str, batches: Optional[CalibrationBatches],
             self.iterator = iter(batches) if batches is not None else None
             self.done = 0
             if batches is not None:
-                from tx2_inference.backends.cuda import open_cuda
+                from tx2_inference.backends.tensorrt.cuda import open_cuda
                 self.device = open_cuda()
                 self.device.push()
                 self.buffer = self.device.mem_alloc(batches.nbytes)
@@ -590,8 +590,8 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
     :raises BackendUnavailableError: no GPU / no TensorRT.
     :raises ModelError: the ONNX cannot be parsed, or the build fails.
     """
-    from tx2_inference.backends.tensorrt_backend import import_tensorrt, tensorrt_logger
-    from tx2_inference.backends.trt_api import builder_features, network_flags
+    from tx2_inference.backends.tensorrt.api import builder_features, network_flags
+    from tx2_inference.backends.tensorrt.runtime import import_tensorrt, tensorrt_logger
     trt = import_tensorrt()  # probes the GPU first: TensorRT segfaults without one
     if not hasattr(trt, 'Builder'):
         raise BackendUnavailableError(
@@ -690,7 +690,7 @@ def _set_precision(trt: Any, builder: Any, config: Any, network: Any, feats: Any
     have_cache = bool(options.calib_cache and os.path.isfile(options.calib_cache))
     batches = None
     if options.calib_images:
-        from tx2_inference.convert import images
+        from tx2_inference.core import images
         inp = network.get_input(0)
         shape = [d if d > 0 else 1 for d in inp.shape]
         batches = CalibrationBatches(images.list_images(options.calib_images,

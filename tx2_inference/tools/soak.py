@@ -1,8 +1,8 @@
 """
 Robustness runs against a real ``inference_node`` process: faults, churn, flood and signals.
 
-``python -m tx2_inference.soak --output output/soak`` (``make soak``) runs the long versions and
-writes ``soak-results.json`` and ``soak.png`` (node memory and latency over frames); the test
+``python -m tx2_inference.tools.soak --output output/soak`` (``make soak``) runs the long versions
+and writes ``soak-results.json`` and ``soak.png`` (node memory and latency over frames); the test
 suite (``test/test_robustness.py``, ``test/test_fuzz_frames.py``) runs short versions of the
 same functions. Each phase starts the node as its own process, drives it through its lifecycle
 and parameter services (`NodeClient`) and feeds it over real topics:
@@ -36,11 +36,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from tx2_inference.processes import ModuleProcess
-from tx2_inference.ros_image import ENCODINGS
-from tx2_inference.stats import percentile
+from tx2_inference.core.stats import percentile
+from tx2_inference.ros.image import ENCODINGS
+from tx2_inference.tools.processes import ModuleProcess
 
-NODE_MODULE = 'tx2_inference.inference_node'
+NODE_MODULE = 'tx2_inference.ros.node'
 ASTRONAUT_PERSON = (20.0, 15.0, 370.0, 512.0)  # x1, y1, x2, y2 in the 512 x 512 photo
 QUEUE_DEPTH = 1000
 
@@ -139,7 +139,7 @@ def compressed_fault(kind: str, image: np.ndarray, fmt: str, delta: int,
     :returns: ``(msg, reason)``; ``reason`` is None when the damaged data still decodes (a
         truncated jpeg often does, gray at the bottom), so the node must accept the frame.
     """
-    from tx2_inference.ros_image import array_to_compressed_msg
+    from tx2_inference.ros.image import array_to_compressed_msg
     msg = array_to_compressed_msg(image, 'rgb', fmt)
     data = bytearray(msg.data)
     reason = None  # type: Optional[str]
@@ -207,7 +207,7 @@ class NodeProcess(ModuleProcess):
             reliable, keep last ``depth``, through the node's QoS override parameters.
         """
         self.name = name
-        from tx2_inference.node_client import write_reliable_overrides
+        from tx2_inference.tools.node_client import write_reliable_overrides
         overrides = write_reliable_overrides(os.path.join(folder, name + '_qos.yaml'),
                                              reliable_topics, depth)
         command = [NODE_MODULE, '--ros-args', '-r', '__node:=' + name, '--params-file',
@@ -249,7 +249,7 @@ class Driver(object):
         from sensor_msgs.msg import CompressedImage, Image
         from vision_msgs.msg import Detection2DArray
 
-        from tx2_inference.node_client import NodeClient
+        from tx2_inference.tools.node_client import NodeClient
         self.client = NodeClient('/' + node, name=node + '_driver')
         self.camera = camera
         self.image_topic = '/{}/image_raw'.format(camera)
@@ -355,7 +355,7 @@ def accounted(status: Dict[str, str]) -> int:
 def person_found(msg: Any, offset: Tuple[float, float] = (0.0, 0.0),
                  scale: Any = 1.0) -> bool:
     """Return whether ``msg`` has a person on the astronaut (IoU >= 0.5 with the hand label)."""
-    from tx2_inference.node_client import detection_xyxy
+    from tx2_inference.tools.node_client import detection_xyxy
     sx, sy = scale if isinstance(scale, (tuple, list)) else (scale, scale)
     x1, y1, x2, y2 = (v * f for v, f in zip(ASTRONAUT_PERSON, (sx, sy, sx, sy)))
     want = (x1 + offset[0], y1 + offset[1], x2 + offset[0], y2 + offset[1])
@@ -416,7 +416,7 @@ def fuzz(driver: Driver, frames: int, compressed: bool, seed: int = 0,
 
     :returns: sent, expected drop counts by reason, valid frames sent and answered with a person.
     """
-    from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
+    from tx2_inference.ros.image import array_to_compressed_msg, array_to_image_msg
     rng = np.random.RandomState(seed)
     image = astronaut() if valid is None else valid
     if generate is None:
@@ -458,7 +458,7 @@ def churn(node: NodeProcess, driver: Driver, cycles: int, fps: float = 15.0,
 
     :returns: per-cycle threads, fds and RSS of the node (measured unconfigured), and counts.
     """
-    from tx2_inference.ros_image import array_to_image_msg
+    from tx2_inference.ros.image import array_to_image_msg
     msg = array_to_image_msg(astronaut((320, 240)) if frame is None else frame, 'rgb8')
     stop = threading.Event()
     sent = [0]
@@ -504,7 +504,7 @@ def flood(node: NodeProcess, driver: Driver, frames: int, fps: float,
     :returns: counts (sent, answered, node's frames_in/out and drops by reason), end-to-end
         latency per answered frame (stamp to arrival here), and the node's RSS over frames.
     """
-    from tx2_inference.ros_image import array_to_image_msg
+    from tx2_inference.ros.image import array_to_image_msg
     image = astronaut((320, 240)) if frame is None else frame
     template = array_to_image_msg(image, 'rgb8')
     start_count = len(driver.detections())
@@ -548,7 +548,7 @@ def flood(node: NodeProcess, driver: Driver, frames: int, fps: float,
 
 def signal_exit(model: str, folder: str, sig: int, fps: float = 60.0) -> Dict[str, Any]:
     """Send ``sig`` to an active node while frames are processed; return status and time."""
-    from tx2_inference.ros_image import array_to_image_msg
+    from tx2_inference.ros.image import array_to_image_msg
     name = 'signal_node_' + signal.Signals(sig).name.lower()
     node, driver = start_node(name, model, folder)
     try:

@@ -25,10 +25,15 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from tx2_inference.convert import config as cfgmod
-from tx2_inference.convert import images as imgs
-from tx2_inference.convert.fileio import atomic_path
-from tx2_inference.convert.tf_onnx import compare, parse_tensor_specs
-from tx2_inference.convert.tf_runner import _tf, graph_node_names, signature, source_kind
+from tx2_inference.convert.workstation.tf_onnx import compare, parse_tensor_specs
+from tx2_inference.convert.workstation.tf_runner import (
+    _tf,
+    graph_node_names,
+    signature,
+    source_kind,
+)
+from tx2_inference.core import images as imgs
+from tx2_inference.core.fileio import atomic_path
 from tx2_inference.errors import ModelError, UserError
 
 LOG = logging.getLogger('tx2_inference.convert')
@@ -164,7 +169,7 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
         signature(source, tag, signature_name)  # a clear error for a wrong signature/tag
     input_cfg = {k: v for k, v in (input_overrides or {}).items() if v is not None}
     if cut and not any(k in input_cfg for k in ('scale', 'mean', 'std')):
-        from tx2_inference.convert.tf_runner import _meta_graph, load_graph_def
+        from tx2_inference.convert.workstation.tf_runner import _meta_graph, load_graph_def
         gd = _meta_graph(source, tag).graph_def if kind == 'saved_model' else \
             load_graph_def(source)
         found = graph_normalisation(gd, specs[0][0])
@@ -276,7 +281,7 @@ def _compare_with_tf(source: str, kind: str, tag: str, sig_name: str, specs, out
                      cut: bool, interp: Any, shape: List[int], input_cfg: Dict[str, Any],
                      images_dir: Optional[str]) -> Dict[str, Dict[str, float]]:
     """Run TF and TFLite on up to 3 images (or seeded noise); return diffs per output."""
-    from tx2_inference.convert.tf_runner import TFRunner
+    from tx2_inference.convert.workstation.tf_runner import TFRunner
     tf = _tf()
     rng = np.random.RandomState(0)
     paths = imgs.list_images(images_dir, 3) if images_dir else []

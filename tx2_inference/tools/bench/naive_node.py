@@ -12,7 +12,7 @@ comparison measures where the work runs, not a different decoding. With ONNX Run
 a plain ``InferenceSession.run`` as the snippets do; with another backend, the package's
 backend synchronously (``launch`` then ``wait``).
 
-``python -m tx2_inference.bench.naive_node --model models/ssdlite_person.onnx``
+``python -m tx2_inference.tools.bench.naive_node --model models/ssdlite_person.onnx``
 (subscribes to ``image``, publishes ``detections``: remap them with ``--ros-args -r``).
 """
 
@@ -29,9 +29,9 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
 from tx2_inference.backends import open_backend
-from tx2_inference.decoders import create_decoder, DetectionParams
-from tx2_inference.inference_node import detections_to_msg
-from tx2_inference.model_config import ModelConfig
+from tx2_inference.core.decoders import create_decoder, DetectionParams
+from tx2_inference.core.model_config import ModelConfig
+from tx2_inference.ros.node import detections_to_msg
 
 
 class NaiveNode(Node):
@@ -115,7 +115,7 @@ class NaiveNode(Node):
 def main(args: Optional[List[str]] = None) -> int:
     """Spin the naive node until interrupted."""
     argv = sys.argv if args is None else args
-    parser = argparse.ArgumentParser(prog='python -m tx2_inference.bench.naive_node',
+    parser = argparse.ArgumentParser(prog='python -m tx2_inference.tools.bench.naive_node',
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', required=True, help='model file')
     parser.add_argument('--config', help='model config (default: the .yaml beside the model)')

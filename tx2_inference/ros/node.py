@@ -49,10 +49,10 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
+from tx2_inference.core.visualize import draw_detections
 from tx2_inference.errors import ConfigError, FrameError, UserError
-from tx2_inference.node_client import spin_until_shutdown
-from tx2_inference.ros_image import array_to_image_msg, compressed_to_array, image_to_array
-from tx2_inference.visualize import draw_detections
+from tx2_inference.ros.image import array_to_image_msg, compressed_to_array, image_to_array
+from tx2_inference.tools.node_client import spin_until_shutdown
 
 try:  # rclpy of Humble and newer; older ones return None for an unset parameter
     from rclpy.exceptions import ParameterUninitializedException
@@ -86,7 +86,7 @@ def default_model_path() -> str:
             candidate = os.path.join(prefix, 'share', 'tx2_inference', 'models', DEFAULT_MODEL)
             if os.path.isfile(candidate):
                 return candidate
-    source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return os.path.join(source, 'models', DEFAULT_MODEL)
 
 
@@ -349,7 +349,7 @@ class InferenceNode(LifecycleNode):
 
     def _detection_params(self) -> Any:
         """Return the DetectionParams of the current live parameters."""
-        from tx2_inference.decoders import DetectionParams
+        from tx2_inference.core.decoders import DetectionParams
         allowlist = self._live.get('class_allowlist') or None
         return DetectionParams(score_threshold=self._live['score_threshold'],
                                iou_threshold=self._live['nms_iou_threshold'],

@@ -1,6 +1,6 @@
 """Benchmark: the executor against the raw backend on the same model and the same input.
 
-``python -m tx2_inference.benchmark [--model M] [--backend B] [--frames N] [--output F]``
+``python -m tx2_inference.tools.benchmark [--model M] [--backend B] [--frames N] [--output F]``
 
 Measurements, one function each, on the same model, input and pre-processing:
 
@@ -17,7 +17,7 @@ Rounds alternate raw and executor so that a noisy machine affects both alike; th
 medians over rounds, and the ratio (the median of the per-round ratios) is what to compare
 across machines.
 
-Then, in a real ROS graph (``tx2_inference.bench``, issue 7; ``--no-ros`` skips it): the
+Then, in a real ROS graph (``tx2_inference.tools.bench``, issue 7; ``--no-ros`` skips it): the
 transport floor against the echo node, the raw backend under load paired with the inference
 node at an input rate above the model's throughput, the node and a naive node at 15, 30 and
 60 FPS and that over-rate input, and the node's memory over 10,000 frames. ``--output`` is a
@@ -42,8 +42,8 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from tx2_inference.bench.ros_bench import TRANSPORTS
 from tx2_inference.detector import Detector
+from tx2_inference.tools.bench.ros_bench import TRANSPORTS
 
 DEFAULT_MODEL = os.path.join('models', 'ssdlite_person.onnx')
 FRAME_SIZE = (640, 480)  # width, height
@@ -283,7 +283,7 @@ def compare_depth(args: argparse.Namespace) -> Dict[str, Any]:
 def gpu_rows(results: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
     """Return the GPU figures (TensorRT executor vs raw engine, depth 2 vs 1), or why not."""
     if results['backend'] != 'tensorrt':
-        from tx2_inference.backends.cuda import probe_gpu
+        from tx2_inference.backends.tensorrt.cuda import probe_gpu
         count, why = probe_gpu()
         return {'skipped': 'the GPU rows need --backend tensorrt on a machine with an NVIDIA '
                            'GPU and TensorRT; this run used {} ({})'.format(
@@ -298,7 +298,7 @@ def gpu_rows(results: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any
 def run_graph(results: Dict[str, Any], args: argparse.Namespace,
               log: Any) -> Dict[str, Any]:
     """Add the ROS graph's measurements (issue 7) and the headline figures to ``results``."""
-    from tx2_inference.bench import suite
+    from tx2_inference.tools.bench import suite
     frame = load_frame(args.image)
     over_rate = args.over_rate or suite.over_rate_for(results['raw_fps'])
     rates = [float(r) for r in args.rates.split(',') if r]
@@ -318,7 +318,7 @@ def run_graph(results: Dict[str, Any], args: argparse.Namespace,
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog='python -m tx2_inference.benchmark',
+    parser = argparse.ArgumentParser(prog='python -m tx2_inference.tools.benchmark',
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', default=DEFAULT_MODEL, help='model file (%(default)s)')
     parser.add_argument('--config', help='model config (default: the .yaml beside the model)')
@@ -366,7 +366,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not os.path.isdir(args.output_dir):
         os.makedirs(args.output_dir)
     if not args.no_ros:
-        from tx2_inference.bench.ros_bench import isolate_graph
+        from tx2_inference.tools.bench.ros_bench import isolate_graph
         isolate_graph()  # before rclpy is imported anywhere
 
     def log(line: str) -> None:
@@ -388,7 +388,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         results['depth_compare'] = compare_depth(args)
     if not args.no_ros:
         run_graph(results, args, log)
-        from tx2_inference.bench.suite import write_plots
+        from tx2_inference.tools.bench.suite import write_plots
         results['plots'] = write_plots(results, args.output_dir)
     results['machine']['loadavg_before'] = [round(v, 2) for v in load_before]
     results['machine']['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]

@@ -5,7 +5,7 @@ Replays test data into the inference node on a robot, or feeds a camera without 
 
     ros2 run tx2_inference camera_player /data/frames --rate 10 --loop
     ros2 run tx2_inference camera_player /dev/video0 --topic cam0/image_raw --frame-id cam0
-    python -m tx2_inference.camera_player clip.mp4 --compressed
+    python -m tx2_inference.tools.camera_player clip.mp4 --compressed
 
 Every option is also a ROS parameter (``--ros-args -p rate:=5.0`` wins over ``--rate``).
 Each frame gets the current time as its stamp and ``frame_id``; with ``compressed`` a
@@ -31,8 +31,8 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 
-from tx2_inference.node_client import spin_until_shutdown
-from tx2_inference.ros_image import array_to_compressed_msg, array_to_image_msg
+from tx2_inference.ros.image import array_to_compressed_msg, array_to_image_msg
+from tx2_inference.tools.node_client import spin_until_shutdown
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 ENCODINGS = ('bgr8', 'rgb8', 'mono8')

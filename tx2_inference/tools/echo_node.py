@@ -14,7 +14,7 @@ from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
-from tx2_inference.node_client import spin_until_shutdown
+from tx2_inference.tools.node_client import spin_until_shutdown
 
 
 class EchoNode(Node):

@@ -1,7 +1,7 @@
 """The benchmark's figures: a latency histogram, and throughput and latency against input rate.
 
 Both read the results dict the benchmark writes (``benchmark-results.json``), so they can be
-drawn again from a saved run: ``python -m tx2_inference.bench.plots results.json out_dir``.
+drawn again from a saved run: ``python -m tx2_inference.tools.bench.plots results.json out_dir``.
 matplotlib is imported here only (the Agg backend: no display needed).
 """
 
@@ -118,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Draw the figures of a saved results file."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print('usage: python -m tx2_inference.bench.plots results.json out_dir',
+        print('usage: python -m tx2_inference.tools.bench.plots results.json out_dir',
               file=sys.stderr)
         return 2
     with open(args[0]) as f:

@@ -1,0 +1,1 @@
+"""The converter's TensorFlow stage: runs on a workstation (TensorFlow, newer Python)."""

@@ -1,0 +1,1 @@
+"""Tools around the node: camera player, echo node, demo, soak, benchmark, test client."""
