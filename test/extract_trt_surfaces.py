@@ -5,7 +5,7 @@ Usage (a clone of github.com/NVIDIA/TensorRT with its release branches)::
     python3 test/extract_trt_surfaces.py TensorRT > test/data/trt_api_surfaces.json
 
 For each release branch below, the Python names of the classes the package touches are read
-from the pybind11 sources (``py::class_<...>(m, "Name")`` / ``py::enum_`` followed by
+from the pybind11 sources (``py::class_<...> [var](m, "Name")`` / ``py::enum_`` followed by
 ``.def("x"`` / ``.def_property("x"`` / ``.value("X"`` ...) in ``python/src/**.cpp``, and module
 functions from ``m.def("x"`` and ``def x(`` in ``python/packaging/**/__init__.py``.
 """
@@ -22,8 +22,8 @@ BRANCHES = {'8.0': 'release/8.0', '8.2': 'release/8.2', '8.6': 'release/8.6',
             '10.x': 'release/10.3', '11.1': 'release/11.1'}
 CLASSES = ('ICudaEngine', 'IExecutionContext', 'IBuilderConfig', 'Builder', 'BuilderFlag',
            'NetworkDefinitionCreationFlag', 'Runtime')
-DECL = re.compile(r'py::(?:class_|enum_)<(?:[^<>]|<(?:[^<>]|<[^<>]*>)*>)*>\s*\(\s*m\s*,\s*'
-                  r'"(\w+)"')
+DECL = re.compile(r'py::(?:class_|enum_)<(?:[^<>]|<(?:[^<>]|<[^<>]*>)*>)*>'
+                  r'\s*(?:\w+\s*)?\(\s*m\s*,\s*"(\w+)"')
 MEMBER = re.compile(r'\.(?:def|def_property|def_property_readonly|def_readwrite|def_readonly|'
                     r'def_static|value)\s*\(\s*"(\w+)"')
 MODULE_DEF = re.compile(r'\bm\.def\s*\(\s*"(\w+)"')

@@ -175,9 +175,49 @@ def test_the_backend_calls_only_names_every_version_has():
             elif receiver == 'h.context':
                 on_context.add(node.attr)
     assert {'create_execution_context', 'num_optimization_profiles'} <= on_engine
+    on_runtime = {n for r in ('self._runtime',) for n in _attributes_on(tree, {r})}
+    on_module = _attributes_on(tree, {'trt'}) - {'__name__', '__version__'}
+    assert on_runtime == {'deserialize_cuda_engine'}
     for version, s in SURFACES.items():
         assert on_engine <= s['ICudaEngine'], (version, on_engine - s['ICudaEngine'])
         assert on_context <= s['IExecutionContext'], (version, on_context)
+        assert on_runtime <= s['Runtime'], version
+        # init_libnvinfer_plugins is looked up with hasattr (the lean runtime has none).
+        assert on_module - {'init_libnvinfer_plugins'} <= s['module'], (
+            version, on_module - s['module'])
+
+
+def _attributes_on(tree, receivers):
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and ast.unparse(node.value) in receivers}
+
+
+# Builder calls guarded by a feature check (api.builder_features, hasattr) or made only on the
+# versions that have them; every other call on the config must exist in every version <= 10.x.
+_GUARDED_CONFIG = {'max_workspace_size', 'set_memory_pool_limit', 'progress_monitor',
+                   'int8_calibrator', 'set_calibration_profile'}
+
+
+@pytest.mark.parametrize('version', ['8.0', '8.2', '8.6', '10.x', '11.x'])
+def test_the_builder_calls_only_names_its_versions_have(version):
+    from tx2_inference.backends.tensorrt import builder
+    tree = ast.parse(inspect.getsource(builder))
+    s = SURFACES[version]
+    on_config = _attributes_on(tree, {'config'}) - _GUARDED_CONFIG
+    on_builder = _attributes_on(tree, {'builder'}) - {'platform_has_fast_fp16',
+                                                      'platform_has_fast_int8',
+                                                      'num_DLA_cores'}  # getattr, default
+    assert on_config <= s['IBuilderConfig'], on_config - s['IBuilderConfig']
+    assert on_builder <= s['Builder'], on_builder - s['Builder']
+    has = s['IBuilderConfig']
+    if version != '11.x':  # INT8 calibration exists up to 10.x, with its calibration profile
+        assert {'int8_calibrator', 'set_calibration_profile'} <= has
+    assert ('progress_monitor' in has) == (version in ('10.x', '11.x'))
+    feats = trt_api.builder_features(has, s['BuilderFlag'], s['module'], s['Builder'])
+    assert feats.workspace in has
+    # --version-compatible: both flags from 8.6 on.
+    assert ({'VERSION_COMPATIBLE', 'EXCLUDE_LEAN_RUNTIME'} <= s['BuilderFlag']) == (
+        version not in ('8.0', '8.2'))
 
 
 def _installed_tensorrt():
@@ -971,3 +1011,32 @@ def test_pycuda_without_retain_primary_context_says_what_to_install(monkeypatch)
     with pytest.raises(BackendUnavailableError) as err:
         cuda._PycudaDevice(0)
     assert '2019.1.2' in str(err.value) and "'pycuda>=2020.1'" in str(err.value)
+
+
+def test_pycuda_done_event_blocks_and_only_allocations_are_freed(monkeypatch):
+    from tx2_inference.backends.tensorrt import cuda
+    freed = []
+
+    class Allocation(bytearray):  # pycuda's HostAllocation / DeviceAllocation: free()
+        def free(self):
+            freed.append(self)
+
+    context = types.SimpleNamespace(push=lambda: None, pop=lambda: None, detach=lambda: None)
+    driver = types.ModuleType('pycuda.driver')
+    driver.Error, driver.init = RuntimeError, lambda: None
+    driver.Device = lambda index: types.SimpleNamespace(retain_primary_context=lambda: context)
+    driver.event_flags = types.SimpleNamespace(DEFAULT=0, BLOCKING_SYNC=1, DISABLE_TIMING=2)
+    driver.Event = lambda flags=0: types.SimpleNamespace(flags=flags)
+    driver.pagelocked_empty = lambda shape, dtype: np.ndarray(
+        shape, dtype, buffer=Allocation(int(np.prod(shape)) * np.dtype(dtype).itemsize))
+    pycuda = types.ModuleType('pycuda')
+    pycuda.driver = driver
+    monkeypatch.setitem(sys.modules, 'pycuda', pycuda)
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', driver)
+    device = cuda._PycudaDevice(0)
+    assert device.event(blocking=True).flags == 1 | 2 and device.event().flags == 0
+    array = device.pagelocked_empty((2, 4), np.float32)
+    device.free(array[1:], array + 1)  # a view and a copy: not allocations
+    assert freed == []
+    device.free(array)
+    assert freed == [array.base]
