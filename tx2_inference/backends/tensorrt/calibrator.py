@@ -198,6 +198,7 @@ def make_calibrator(trt: Any, kind: str, batches: Optional[CalibrationBatches],
             try:
                 device.free(*made)
             finally:
+                del made[:]  # pycuda's stream and event are destroyed here, context pushed
                 device.pop()
                 device.close()
 

@@ -37,6 +37,7 @@ copy; measure both (docs/BENCHMARKS.md) before choosing on the robot.
 Which TensorRT call is used for each step is decided in ``api`` only.
 """
 
+import logging
 import os
 import threading
 import time
@@ -49,6 +50,8 @@ from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cache import engine_metadata
 from tx2_inference.backends.tensorrt.cuda import CudaError, open_cuda, require_gpu
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
+
+LOG = logging.getLogger(__name__)
 
 OUTPUTS_FROM = ('pinned', 'copy')
 
@@ -378,8 +381,7 @@ class TensorRTBackend(Backend):
         if busy:
             # Freeing these under the GPU or a waiting thread would crash the process: leave
             # them, the engine and the CUDA context allocated, and say so.
-            import logging
-            logging.getLogger(__name__).warning(
+            LOG.warning(
                 'TensorRT backend %s closed with %d slot(s) still running or waited on: '
                 'their buffers, the engine and the CUDA context are left allocated',
                 self.model_path, len(busy))
