@@ -32,7 +32,8 @@ TensorRT 8.0 (JetPack 4.6 ships 8.0.1; 4.6.1 and later ship 8.2.1) to 11.
 pinned buffers the D2H copies wrote; ``'copy'`` copies them into ordinary numpy arrays once a
 frame is done, and the decoder reads those. On a TX2 (sm_62, no I/O coherency) pinned host
 memory is not cached by the CPU, so a decoder that reads outputs many times may be faster on the
-copy; measure both (docs/BENCHMARKS.md) before choosing on the robot.
+copy; on the robot compare the executor's ``decode_ms`` (its ``stats()``, the node's
+diagnostics) with each before choosing.
 
 Which TensorRT call is used for each step is decided in ``api`` only.
 """
