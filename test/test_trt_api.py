@@ -1040,3 +1040,16 @@ def test_pycuda_done_event_blocks_and_only_allocations_are_freed(monkeypatch):
     assert freed == []
     device.free(array)
     assert freed == [array.base]
+
+
+def test_make_gpu_check_without_a_gpu_is_one_line_and_fails():
+    import subprocess
+    if probe_gpu()[0]:
+        pytest.skip('a GPU is present: make gpu-check runs instead')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(['make', '--no-print-directory', 'gpu-check',
+                           'GPU_PYTHON=' + sys.executable], cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stdout
+    assert 'needs an NVIDIA GPU' in lines[0]
