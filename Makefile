@@ -46,7 +46,8 @@ GPU_PYTHON ?= python3
 GPU_PROBE := from tx2_inference.backends.tensorrt.cuda import probe_gpu; n, why = probe_gpu(); \
 	print('' if n else why)
 gpu-check:
-	$(eval GPU_MISSING := $(shell PYTHONPATH=. $(GPU_PYTHON) -c "$(GPU_PROBE)" 2>&1 || echo failed))
+	$(eval GPU_MISSING := $(shell PYTHONPATH=. $(GPU_PYTHON) -c "$(GPU_PROBE)" 2>/dev/null \
+	  || echo '$(GPU_PYTHON) cannot run the GPU probe (numpy missing?)'))
 	$(if $(GPU_MISSING),$(error make gpu-check needs an NVIDIA GPU, none here: $(GPU_MISSING)))
 	@PYTHONPATH=. PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m pytest -m gpu -s -q -rs -p no:cacheprovider \
 	  -o addopts= -o timeout=280 test/test_gpu_check.py
