@@ -8,7 +8,7 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env models demo test lint bench soak constraints clean help
+.PHONY: env models demo test lint bench soak constraints clean help gpu-check
 
 help:
 	@echo 'make demo   set up, convert the default model, run the node on real photos'
@@ -16,6 +16,7 @@ help:
 	@echo 'make bench  benchmarks (figures and plots in output/benchmark/)'
 	@echo 'make soak   long robustness runs (figures in output/soak/)'
 	@echo 'make lint   style and Python 3.6 checks only'
+	@echo 'make gpu-check  the TensorRT backend on a real GPU, TensorRT a stand-in (no installs)'
 
 env:
 	@tools/setup_env.sh
@@ -37,6 +38,19 @@ bench: models
 
 soak: models
 	@$(PY) -m tx2_inference.tools.soak --output output/soak
+
+# The TensorRT backend's CUDA path on a real GPU, with only TensorRT replaced by a stand-in
+# (test/trt_standin.py). Needs no venv and installs nothing: a Python with numpy, cupy and
+# cuda-python (GPU_PYTHON, default python3), as on the lent GPU machines. Under 5 minutes.
+GPU_PYTHON ?= python3
+GPU_PROBE := from tx2_inference.backends.tensorrt.cuda import probe_gpu; n, why = probe_gpu(); \
+	print('' if n else why)
+gpu-check:
+	$(eval GPU_MISSING := $(shell PYTHONPATH=. $(GPU_PYTHON) -c "$(GPU_PROBE)" 2>/dev/null \
+	  || echo '$(GPU_PYTHON) cannot run the GPU probe (numpy missing?)'))
+	$(if $(GPU_MISSING),$(error make gpu-check needs an NVIDIA GPU, none here: $(GPU_MISSING)))
+	@PYTHONPATH=. PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m pytest -m gpu -s -q -rs -p no:cacheprovider \
+	  -o addopts= -o timeout=280 test/test_gpu_check.py
 
 # Re-pin every package after a change to requirements/*.txt.
 constraints: env

@@ -230,30 +230,51 @@ def test_build_or_load_copies_output_with_metadata(tmp_path, onnx_file):
                          build_fn=fake_build)
 
 
-def test_calibration_batches_are_full_and_preprocessed(tmp_path):
+def _calibration_images(folder, count):
     import cv2
-    folder = tmp_path / 'calib'
     folder.mkdir()
     rng = np.random.RandomState(1)
-    for i in range(7):
+    for i in range(count):
         cv2.imwrite(str(folder / '{}.png'.format(i)),
                     rng.randint(0, 256, (40 + i, 60, 3)).astype(np.uint8))
+    return str(folder)
+
+
+def test_calibration_batches_cover_every_image_and_are_preprocessed(tmp_path):
     from tx2_inference.core import images
-    paths = images.list_images(str(folder))
+    paths = images.list_images(_calibration_images(tmp_path / 'calib', 7))
     cfg = {'layout': 'nchw', 'color': 'rgb', 'scale': 1 / 255.0, 'mean': [0.5] * 3,
            'std': [0.25] * 3}
-    batches = eb.CalibrationBatches(paths, cfg, (1, 3, 32, 32), np.float32, batch_size=3)
-    assert len(batches) == 2 and batches.batch_shape == (3, 3, 32, 32)
+    batches = eb.CalibrationBatches(paths, cfg, (3, 3, 32, 32), np.float32)
+    assert len(batches) == 3 and batches.batch_shape == (3, 3, 32, 32)
     assert batches.nbytes == 3 * 3 * 32 * 32 * 4
+    # Every image is calibrated; the last batch is filled up from the start.
+    fed = [p for b in range(len(batches)) for p in batches.batch_paths(b)]
+    assert set(fed) == set(paths) and fed[7:] == paths[:2]
     got = [b.copy() for b in batches]
-    assert len(got) == 2 and all(b.shape == (3, 3, 32, 32) and b.flags.c_contiguous
+    assert len(got) == 3 and all(b.shape == (3, 3, 32, 32) and b.flags.c_contiguous
                                  for b in got)
     # image 4 is the 2nd of batch 2; same preprocessing as the runtime's
     expect = images.prepare(images.read_rgb(paths[4]), cfg, (1, 3, 32, 32), np.float32)[0]
     np.testing.assert_allclose(got[1][1], expect)
+    np.testing.assert_allclose(got[2][2], images.prepare(images.read_rgb(paths[1]), cfg,
+                                                         (1, 3, 32, 32), np.float32)[0])
     assert -2.1 <= got[0].min() and got[0].max() <= 2.1  # (x/255 - .5) / .25
+    # Fewer images than a batch still calibrate (repeated), none is refused.
+    assert len(eb.CalibrationBatches(paths[:2], cfg, (3, 3, 32, 32), np.float32)) == 1
     with pytest.raises(UserError):
-        eb.CalibrationBatches(paths[:2], cfg, (1, 3, 32, 32), np.float32, batch_size=3)
+        eb.CalibrationBatches([], cfg, (3, 3, 32, 32), np.float32)
+
+
+def test_calibration_shape_static_uses_the_networks_batch_dynamic_its_profile():
+    from tx2_inference.backends.tensorrt.calibrator import calibration_shape
+    # Static batch-1: TensorRT feeds the network's own shape, whatever --calib-batch says.
+    assert calibration_shape((1, 300, 300, 3), None, 8) == ((1, 300, 300, 3), False)
+    profile = ((1, 300, 300, 3), (2, 300, 300, 3), (4, 300, 300, 3))
+    assert calibration_shape((-1, 300, 300, 3), profile, 8) == ((4, 300, 300, 3), True)
+    assert calibration_shape((-1, 300, 300, 3), profile, 3) == ((3, 300, 300, 3), True)
+    with pytest.raises(UserError, match='--shapes'):
+        calibration_shape((-1, 300, 300, 3), None, 8)
 
 
 def test_shape_profiles_and_options_are_checked():
@@ -312,8 +333,10 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     trt.__version__ = version
     enum = lambda *names: type('Enum', (), dict({n: i for i, n in enumerate(names)},  # noqa
                                                 __members__={n: i for i, n in enumerate(names)}))
-    trt.BuilderFlag = enum(*(['FP16', 'INT8', 'GPU_FALLBACK'] if major < 11 else
-                             ['GPU_FALLBACK']))
+    flags = ['FP16', 'INT8', 'GPU_FALLBACK'] if major < 11 else ['GPU_FALLBACK']
+    if major >= 10 or version.startswith('8.6'):
+        flags += ['VERSION_COMPATIBLE', 'EXCLUDE_LEAN_RUNTIME']
+    trt.BuilderFlag = enum(*flags)
     trt.NetworkDefinitionCreationFlag = enum(*(['EXPLICIT_BATCH', 'STRONGLY_TYPED'][
         :1 if major < 10 else 2] if major < 11 else ['STRONGLY_TYPED']))
     trt.MemoryPoolType = enum('WORKSPACE')
@@ -340,7 +363,10 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
             ('set_shape', label, name, tuple(lo), tuple(opt), tuple(hi))))
 
     def make_config():
-        attrs = {'set_flag': lambda f: log.append(('flag', f)),
+        flags = set()
+        attrs = {'set_flag': lambda f: log.append(('flag', f)) or flags.add(f), '_flags': flags,
+                 'set_calibration_profile': lambda p: log.append(('calibration_profile', p))
+                 or True,
                  'add_optimization_profile': add_optimization_profile,
                  'create_timing_cache': lambda b: ('cache', b),
                  'set_timing_cache': lambda c, ignore_mismatch: log.append(('timing', c)),
@@ -356,9 +382,28 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
 
     def create_network(flags):
         log.append(('network_flags', flags))
+        network.flags = flags
         return network
+
+    def build_serialized_network(network, config):
+        # TensorRT 10 refuses FP16/INT8 on a strongly typed network (NVIDIA/TensorRT#4253).
+        strongly = major == 10 and network.flags & (1 << trt.NetworkDefinitionCreationFlag
+                                                    .STRONGLY_TYPED)
+        if strongly and {0, 1} & config._flags:
+            log.append(('refused', 'precision flag on a strongly typed network'))
+            return None
+        calibrator = config.__dict__.get('int8_calibrator')
+        if calibrator is not None:  # what TensorRT does with a calibrator: read every batch
+            fed = []
+            while True:
+                pointers = calibrator.get_batch(['image_tensor:0'])
+                if pointers is None:
+                    break
+                fed.append((calibrator.get_batch_size(), pointers))
+            log.append(('calibrated', fed))
+        return b'SERIALIZED'
     builder_attrs = {'create_builder_config': make_config, 'create_network': create_network,
-                     'build_serialized_network': lambda n, c: b'SERIALIZED', 'num_DLA_cores': 0,
+                     'build_serialized_network': build_serialized_network, 'num_DLA_cores': 0,
                      'create_optimization_profile': create_optimization_profile}
     if major < 11:
         builder_attrs.update(platform_has_fast_fp16=True, platform_has_fast_int8=False)
@@ -418,11 +463,17 @@ def test_tensorrt_call_sequence_per_version(version, tmp_path, monkeypatch, capl
             eb.build_engine_bytes(plain, int8)
         assert '--calib-images' in str(err.value)
         caplog.clear()
+        log.clear()
         assert eb.build_engine_bytes(qdq, int8) == b'SERIALIZED'  # QDQ: no calibrator
-        assert ('flag', 1) in log  # BuilderFlag.INT8
-        assert 'no fast INT8' in caplog.text  # platform_has_fast_int8 False, as on a TX2
+        assert not any(e[0] == 'calibrated' for e in log)
         if version.startswith('10'):
+            # Strongly typed (the types come from the QDQ ONNX): no precision flag at all, or
+            # TensorRT 10 refuses the build (NVIDIA/TensorRT#4253; trtexec clears them too).
             assert [e[1] for e in log if e[0] == 'network_flags'][-1] == 2  # STRONGLY_TYPED
+            assert ('flag', 0) not in log and ('flag', 1) not in log
+        else:  # 8.x: explicit quantization still needs the INT8 flag
+            assert ('flag', 1) in log  # BuilderFlag.INT8
+            assert 'no fast INT8' in caplog.text  # platform_has_fast_int8 False, as on a TX2
 
 
 # --- Optimisation profiles: one identical profile per executor slot for dynamic inputs ---
@@ -550,3 +601,154 @@ def test_real_dynamic_engine_runs_two_slots_on_two_profiles(tmp_path):
             np.testing.assert_array_equal(slot.outputs['y'], np.maximum(slot.inputs['x'], 0))
         with pytest.raises(ModelError, match='--profiles N'):
             backend.create_slot(2, {'x': (1, 4)})
+
+
+# --- INT8 calibration through the build (TensorRT replaced by the recording fake above, and the
+# calibrator's CUDA by a host stand-in: no GPU here) ---
+
+class _HostCudaDevice(object):
+    """cuda.open_cuda's device, on the host: it records pushes, allocations and copies."""
+
+    opened = []
+
+    def __init__(self):
+        self.depth, self.live, self.closed, self.copied = 0, set(), False, []
+        _HostCudaDevice.opened.append(self)
+
+    def push(self):
+        self.depth += 1
+
+    def pop(self):
+        self.depth -= 1
+
+    def _make(self, value):
+        self.live.add(value)
+        return value
+
+    def mem_alloc(self, nbytes):
+        self.nbytes = nbytes
+        return self._make(0x1000)
+
+    def stream(self):
+        return self._make('stream')
+
+    def event(self, blocking=False):
+        return self._make('event')
+
+    def memcpy_htod_async(self, device, host, stream):
+        assert self.depth > 0 and host.nbytes == self.nbytes
+        self.copied.append(host.copy())
+
+    def record(self, event, stream):
+        pass
+
+    def synchronize(self, event):
+        pass
+
+    def free(self, *objects):
+        assert self.depth > 0
+        self.live.difference_update(objects)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture()
+def host_cuda(monkeypatch):
+    from tx2_inference.backends.tensorrt import cuda
+    _HostCudaDevice.opened = []
+    monkeypatch.setattr(cuda, 'open_cuda', lambda *a, **k: _HostCudaDevice())
+    return _HostCudaDevice.opened
+
+
+@pytest.mark.parametrize('input_shape, calib_batch, batches, batch', [
+    ((1, 300, 300, 3), 8, 7, 1),   # static batch 1: every image, one at a time (#2978)
+    (_DYNAMIC, 8, 2, 4),           # dynamic: --calib-batch clamped to the profile's max 4
+    (_DYNAMIC, 3, 3, 3),
+])
+def test_int8_calibrates_every_image_in_batches_the_network_accepts(
+        input_shape, calib_batch, batches, batch, tmp_path, monkeypatch, host_cuda):
+    from tx2_inference.backends.tensorrt import runtime
+    plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    log = []
+    monkeypatch.setattr(runtime, 'import_tensorrt',
+                        lambda: _fake_trt('8.2.1', log, input_shape=input_shape))
+    shapes = _SHAPES if -1 in input_shape else {}
+    options = eb.BuildOptions('int8', calib_images=_calibration_images(tmp_path / 'c', 7),
+                              calib_batch=calib_batch, shapes=shapes,
+                              config_path=os.path.join(ROOT, 'models', 'ssdlite_person.yaml'))
+    assert eb.build_engine_bytes(plain, options) == b'SERIALIZED'
+    fed = [e[1] for e in log if e[0] == 'calibrated'][0]
+    assert len(fed) == batches and {size for size, _ in fed} == {batch}
+    device = host_cuda[0]
+    assert device.nbytes == batch * 300 * 300 * 3  # the buffer holds exactly one batch
+    assert all(c.shape == (batch, 300, 300, 3) for c in device.copied)
+    profiles = [e[1] for e in log if e[0] == 'calibration_profile']
+    if -1 in input_shape:  # NvInfer.h: must be set for runtime dimensions
+        label = profiles[0]._label
+        assert [e[2:] for e in log if e[0] == 'set_shape' and e[1] == label] == [
+            ('image_tensor:0',) + ((batch, 300, 300, 3),) * 3]
+    else:
+        assert profiles == []
+    assert device.live == set() and device.depth == 0 and device.closed
+
+
+def test_calibrator_cuda_state_is_released_when_the_build_fails_early(
+        tmp_path, monkeypatch, host_cuda):
+    from tx2_inference.backends.tensorrt import runtime
+    plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: _fake_trt('8.2.1', []))
+    options = eb.BuildOptions('int8', calib_images=_calibration_images(tmp_path / 'c', 2),
+                              dla_core=0,  # this device has no DLA: refused after precision
+                              config_path=os.path.join(ROOT, 'models', 'ssdlite_person.yaml'))
+    with pytest.raises(ConfigError, match='DLA core 0'):
+        eb.build_engine_bytes(plain, options)
+    # No context left pushed on this thread (pycuda would abort the process at its exit).
+    assert all(d.depth == 0 and d.closed and not d.live for d in host_cuda)
+
+
+@pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
+def test_version_compatible_builds_for_the_lean_runtime(version, tmp_path, monkeypatch):
+    from tx2_inference.backends.tensorrt import runtime
+    plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    log = []
+    trt = _fake_trt(version, log)
+    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: trt)
+    options = eb.BuildOptions('fp32', version_compatible=True)
+    if version.startswith('8.2'):
+        with pytest.raises(UserError, match='8.6 and later'):
+            eb.build_engine_bytes(plain, options)
+        return
+    assert eb.build_engine_bytes(plain, options) == b'SERIALIZED'
+    flags = {e[1] for e in log if e[0] == 'flag'}
+    assert flags == {int(trt.BuilderFlag.VERSION_COMPATIBLE),
+                     int(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)}
+    # A model with a TensorRT plugin op cannot be version compatible: said before building.
+    import onnx
+    model = onnx.load(plain)
+    model.graph.node[0].op_type = 'EfficientNMS_TRT'
+    onnx.save(model, plain)
+    with pytest.raises(UserError, match='EfficientNMS_TRT'):
+        eb.build_engine_bytes(plain, options)
+
+
+def test_version_compatible_is_in_the_key_metadata_and_rebuild(tmp_path, onnx_file):
+    sha = eb.file_sha256(onnx_file)
+    plain, compatible = eb.BuildOptions('fp16'), eb.BuildOptions('fp16', version_compatible=True)
+    assert 'version_compatible' not in plain.key_fields()  # existing keys unchanged
+    assert eb.cache_key(sha, TX2, plain) != eb.cache_key(sha, TX2, compatible)
+    path = eb.build_or_load(onnx_file, compatible, cache_dir=str(tmp_path / 'c'), identity=TX2,
+                            build_fn=fake_build)
+    assert eb.engine_metadata(path)['options']['version_compatible'] is True
+    seen = []
+    eb.check_engine_file(path, ORIN, build_fn=lambda p, o: seen.append(o) or fake_build(p, o))
+    assert seen[0].version_compatible
+
+
+def test_cli_engine_version_compatible_option(tmp_path, onnx_file, monkeypatch):
+    from tx2_inference.convert import cli
+    got = []
+    monkeypatch.setattr(eb, 'build_or_load', lambda onnx, opts, **kw: got.append(opts) or 'x')
+    assert cli.main(['engine', onnx_file, '--version-compatible']) == 0
+    assert cli.main(['engine', onnx_file]) == 0
+    assert [o.version_compatible for o in got] == [True, False]

@@ -1,129 +1,97 @@
-"""The choice between TensorRT's API generations, against recorded API surfaces; GPU checks.
+"""The choice between TensorRT's API generations, against NVIDIA's own API surfaces; the runtime.
 
-TensorRT cannot be installed or run here, so the version differences are tested against the
-attribute names each version's Python classes have, recorded below from NVIDIA's Python API
-reference for that version (docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-823,
--861, 10.x, 11.x ``infer/Core/{Engine,ExecutionContext,BuilderConfig}.html`` and the 8.x->10.x
-and 10.x->11.x migration guides' "Removed Python APIs" tables). The surfaces are partial: the
-attributes a runtime or builder could plausibly touch, not every member.
+TensorRT cannot run here, so the version differences are tested against the attribute names each
+version's Python classes have, taken from NVIDIA's sources, not from memory:
+
+- 8.0 (JetPack 4.6), 8.2 (JetPack 4.6.1+, the last for Tegra X2), 8.6 and 10.x (10.3, JetPack
+  6.1): ``test/data/trt_api_surfaces.json``, extracted by ``test/extract_trt_surfaces.py`` from
+  the pybind11 bindings ``python/src/infer/pyCore.cpp`` (module names also from the other
+  ``python/src/**.cpp`` and ``python/packaging/tensorrt/__init__.py``) of the release branches
+  ``release/8.0``, ``release/8.2``, ``release/8.6`` and ``release/10.3`` of github.com/NVIDIA/
+  TensorRT; each entry records its branch, commit and source file.
+- 11.x: the runtime classes (``ICudaEngine``, ``IExecutionContext``, ``Runtime``, enums) are
+  read from the real TensorRT 11.4 lean bindings (``tensorrt-lean-cu13-bindings`` 11.4.0.106,
+  module ``tensorrt_lean_bindings``; requirements/test.txt), which import without a GPU. The
+  builder-side classes, absent from the lean runtime, come from ``release/11.1``'s pyCore.cpp.
+
+Only what a GPU alone can do is replaced below (an engine, its execution contexts, CUDA): the
+module's enums and ``nptype`` are the real 11.4 objects. Never ``Runtime.deserialize_cuda_engine``
+here: without a GPU it segfaults.
 """
 
 import ast
 import inspect
+import json
+import os
 import sys
+import threading
+import types
 
 import numpy as np
 import pytest
+import tensorrt_lean_bindings as lean
 
 from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cuda import probe_gpu
-from tx2_inference.errors import BackendUnavailableError, ModelError
+from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
-_ENGINE_COMMON = {'num_layers', 'max_workspace_size', 'refittable', 'name',
-                  'num_optimization_profiles', 'engine_capability', 'error_recorder',
-                  'create_execution_context', 'serialize', 'create_engine_inspector',
-                  '__getitem__'}
-_CONTEXT_COMMON = {'debug_sync', 'profiler', 'engine', 'name', 'error_recorder',
-                   'set_optimization_profile_async', 'execute_v2', 'report_to_profiler',
-                   'enqueue_emits_profile'}
-_ENGINE_BINDINGS = {'num_bindings', 'max_batch_size', 'has_implicit_batch_dimension',
-                    'get_binding_index', 'get_binding_name', 'binding_is_input',
-                    'get_binding_shape', 'get_binding_dtype', 'get_binding_format',
-                    'get_location', 'get_profile_shape', 'get_profile_shape_input',
-                    'is_shape_binding', 'is_execution_binding', 'device_memory_size',
-                    'create_execution_context_without_device_memory'}
-_ENGINE_TENSORS = {'num_io_tensors', 'get_tensor_name', 'get_tensor_mode',
-                   'get_tensor_shape', 'get_tensor_dtype', 'get_tensor_location',
-                   'get_tensor_format', 'get_tensor_profile_shape', 'is_shape_inference_io'}
-_CONTEXT_BINDINGS = {'execute', 'execute_async', 'execute_async_v2', 'set_binding_shape',
-                     'get_binding_shape', 'all_binding_shapes_specified',
-                     'all_shape_inputs_specified', 'active_optimization_profile',
-                     'get_strides', 'set_shape_input', 'get_shape', 'device_memory'}
-_CONTEXT_TENSORS = {'execute_async_v3', 'set_tensor_address', 'get_tensor_address',
-                    'set_input_shape', 'get_tensor_shape', 'get_tensor_strides',
-                    'infer_shapes', 'set_input_consumed_event', 'get_input_consumed_event',
-                    'set_output_allocator', 'get_output_allocator', 'temporary_allocator',
-                    'persistent_cache_limit', 'nvtx_verbosity', 'set_aux_streams'}
-_CONFIG_COMMON = {'flags', 'set_flag', 'clear_flag', 'get_flag', 'add_optimization_profile',
-                  'default_device_type', 'DLA_core', 'profiling_verbosity',
-                  'create_timing_cache', 'set_timing_cache', 'get_timing_cache',
-                  'set_tactic_sources', 'get_tactic_sources', 'avg_timing_iterations'}
-_FLAGS_82 = {'FP16', 'INT8', 'DEBUG', 'GPU_FALLBACK', 'STRICT_TYPES', 'REFIT',
-             'DISABLE_TIMING_CACHE', 'TF32', 'SPARSE_WEIGHTS', 'SAFETY_SCOPE',
-             'OBEY_PRECISION_CONSTRAINTS', 'PREFER_PRECISION_CONSTRAINTS', 'DIRECT_IO',
-             'REJECT_EMPTY_ALGORITHMS'}
-_CALIBRATORS = {'IInt8EntropyCalibrator2', 'IInt8MinMaxCalibrator', 'IInt8EntropyCalibrator',
-                'IInt8LegacyCalibrator'}
-_MODULE_COMMON = {'Logger', 'Runtime', 'Builder', 'nptype', 'volume', 'init_libnvinfer_plugins',
-                  'TensorIOMode', 'BuilderFlag', 'OnnxParser'}
+_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'trt_api_surfaces.json')
+with open(_DATA) as _f:
+    SOURCES = json.load(_f)
+
+
+def _public(obj):
+    return {n for n in dir(obj) if not n.startswith('_')}
+
+
+def _from_sources(version):
+    s = SOURCES[version]
+    surface = {c: set(s[c]) for c in ('ICudaEngine', 'IExecutionContext', 'IBuilderConfig',
+                                       'Builder', 'BuilderFlag', 'NetworkDefinitionCreationFlag',
+                                       'Runtime')}
+    surface['module'] = set(s['module'])
+    return surface
+
+
+def _real_11x():
+    """11.x: the runtime from the real 11.4 lean bindings, the builder from release/11.1."""
+    built = _from_sources('11.1')
+    surface = {c: _public(getattr(lean, c)) for c in ('ICudaEngine', 'IExecutionContext',
+                                                       'Runtime')}
+    surface['BuilderFlag'] = set(lean.BuilderFlag.__members__)
+    for c in ('IBuilderConfig', 'Builder', 'NetworkDefinitionCreationFlag'):
+        surface[c] = built[c]
+    surface['module'] = _public(lean) | built['module']
+    return surface
+
 
 # version -> class -> attribute names.
-SURFACES = {
-    '8.2': {  # JetPack 4.6, the last TensorRT for Tegra X2: bindings only.
-        'ICudaEngine': _ENGINE_COMMON | _ENGINE_BINDINGS,
-        'IExecutionContext': _CONTEXT_COMMON | _CONTEXT_BINDINGS,
-        'IBuilderConfig': _CONFIG_COMMON | {'max_workspace_size', 'int8_calibrator',
-                                            'set_calibration_profile'},
-        'BuilderFlag': _FLAGS_82,
-        'Builder': {'build_serialized_network', 'build_engine', 'create_network',
-                    'create_builder_config', 'create_optimization_profile',
-                    'platform_has_fast_fp16', 'platform_has_fast_int8', 'max_batch_size'},
-        'module': (_MODULE_COMMON - {'TensorIOMode'}) | _CALIBRATORS,
-    },
-    '8.6': {  # both generations; bindings deprecated.
-        'ICudaEngine': _ENGINE_COMMON | _ENGINE_BINDINGS | _ENGINE_TENSORS
-        | {'hardware_compatibility_level', 'num_aux_streams'},
-        'IExecutionContext': _CONTEXT_COMMON | _CONTEXT_BINDINGS | _CONTEXT_TENSORS,
-        'IBuilderConfig': _CONFIG_COMMON | {'max_workspace_size', 'set_memory_pool_limit',
-                                            'get_memory_pool_limit', 'int8_calibrator',
-                                            'builder_optimization_level',
-                                            'hardware_compatibility_level'},
-        'BuilderFlag': _FLAGS_82 | {'FP8', 'VERSION_COMPATIBLE', 'EXCLUDE_LEAN_RUNTIME'},
-        'Builder': {'build_serialized_network', 'build_engine', 'create_network',
-                    'create_builder_config', 'create_optimization_profile',
-                    'platform_has_fast_fp16', 'platform_has_fast_int8'},
-        'module': _MODULE_COMMON | _CALIBRATORS,
-    },
-    '10.x': {  # bindings API removed (8.x -> 10.x migration guide).
-        'ICudaEngine': _ENGINE_COMMON | _ENGINE_TENSORS
-        | {'device_memory_size', 'device_memory_size_v2', 'streamable_weights_size',
-           'weight_streaming_budget', 'is_debug_tensor', 'hardware_compatibility_level'},
-        'IExecutionContext': _CONTEXT_COMMON | _CONTEXT_TENSORS
-        | {'update_device_memory_size_for_shapes', 'set_debug_listener',
-           'all_input_dimensions_specified', 'all_shape_inputs_specified', 'device_memory'},
-        'IBuilderConfig': _CONFIG_COMMON | {'set_memory_pool_limit', 'get_memory_pool_limit',
-                                            'int8_calibrator', 'builder_optimization_level'},
-        'BuilderFlag': (_FLAGS_82 - {'STRICT_TYPES'}) | {'FP8', 'BF16', 'INT4',
-                                                          'VERSION_COMPATIBLE', 'STRIP_PLAN'},
-        'Builder': {'build_serialized_network', 'create_network', 'create_builder_config',
-                    'create_optimization_profile', 'platform_has_fast_fp16',
-                    'platform_has_fast_int8'},
-        'module': _MODULE_COMMON | _CALIBRATORS,
-    },
-    '11.x': {  # strongly typed only: precision flags and calibration removed (10 -> 11 guide).
-        'ICudaEngine': _ENGINE_COMMON | _ENGINE_TENSORS
-        | {'device_memory_size_v2', 'streamable_weights_size', 'weight_streaming_budget',
-           'is_debug_tensor', 'hardware_compatibility_level'},
-        'IExecutionContext': _CONTEXT_COMMON | _CONTEXT_TENSORS
-        | {'update_device_memory_size_for_shapes', 'set_debug_listener',
-           'all_input_dimensions_specified', 'all_shape_inputs_specified'},
-        'IBuilderConfig': _CONFIG_COMMON | {'set_memory_pool_limit', 'get_memory_pool_limit',
-                                            'builder_optimization_level'},
-        'BuilderFlag': {'DEBUG', 'GPU_FALLBACK', 'REFIT', 'DISABLE_TIMING_CACHE', 'TF32',
-                        'SPARSE_WEIGHTS', 'SAFETY_SCOPE', 'REJECT_EMPTY_ALGORITHMS',
-                        'VERSION_COMPATIBLE', 'STRIP_PLAN'},
-        'Builder': {'build_serialized_network', 'create_network', 'create_builder_config',
-                    'create_optimization_profile'},
-        'module': _MODULE_COMMON,
-    },
-}
+SURFACES = {v: _from_sources(v) for v in ('8.0', '8.2', '8.6', '10.x')}
+SURFACES['11.x'] = _real_11x()
 
 EXPECTED = {
+    '8.0': ('bindings', trt_api.BuilderFeatures('max_workspace_size', True, True, True)),
     '8.2': ('bindings', trt_api.BuilderFeatures('max_workspace_size', True, True, True)),
     '8.6': ('tensors', trt_api.BuilderFeatures('set_memory_pool_limit', True, True, True)),
     '10.x': ('tensors', trt_api.BuilderFeatures('set_memory_pool_limit', True, True, True)),
     '11.x': ('tensors', trt_api.BuilderFeatures('set_memory_pool_limit', False, False, True)),
 }
+
+
+def test_the_surfaces_are_nvidias_and_say_where_they_come_from():
+    for version in ('8.0', '8.2', '8.6', '10.x', '11.1'):
+        entry = SOURCES[version]
+        assert entry['branch'].startswith('release/') and len(entry['commit']) == 40
+        assert entry['source']['ICudaEngine'] == 'python/src/infer/pyCore.cpp'
+    # Names the old hand-written lists claimed and NVIDIA's sources do not have:
+    assert 'all_input_dimensions_specified' not in SURFACES['10.x']['IExecutionContext']
+    assert 'max_workspace_size' not in SURFACES['8.2']['ICudaEngine']
+    assert 'weight_streaming_budget' not in SURFACES['11.x']['ICudaEngine']
+    assert 'weight_streaming_budget_v2' in SURFACES['11.x']['ICudaEngine']
+    assert 'REJECT_EMPTY_ALGORITHMS' not in SURFACES['11.x']['BuilderFlag']
+    assert lean.__version__.startswith('11.4')
+    # The lean runtime has no builder: what auto and the build check for.
+    assert not hasattr(lean, 'Builder') and not hasattr(lean, 'OnnxParser')
 
 
 @pytest.mark.parametrize('version', sorted(SURFACES))
@@ -207,9 +175,49 @@ def test_the_backend_calls_only_names_every_version_has():
             elif receiver == 'h.context':
                 on_context.add(node.attr)
     assert {'create_execution_context', 'num_optimization_profiles'} <= on_engine
+    on_runtime = {n for r in ('self._runtime',) for n in _attributes_on(tree, {r})}
+    on_module = _attributes_on(tree, {'trt'}) - {'__name__', '__version__'}
+    assert on_runtime == {'deserialize_cuda_engine'}
     for version, s in SURFACES.items():
         assert on_engine <= s['ICudaEngine'], (version, on_engine - s['ICudaEngine'])
         assert on_context <= s['IExecutionContext'], (version, on_context)
+        assert on_runtime <= s['Runtime'], version
+        # init_libnvinfer_plugins is looked up with hasattr (the lean runtime has none).
+        assert on_module - {'init_libnvinfer_plugins'} <= s['module'], (
+            version, on_module - s['module'])
+
+
+def _attributes_on(tree, receivers):
+    return {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and ast.unparse(node.value) in receivers}
+
+
+# Builder calls guarded by a feature check (api.builder_features, hasattr) or made only on the
+# versions that have them; every other call on the config must exist in every version <= 10.x.
+_GUARDED_CONFIG = {'max_workspace_size', 'set_memory_pool_limit', 'progress_monitor',
+                   'int8_calibrator', 'set_calibration_profile'}
+
+
+@pytest.mark.parametrize('version', ['8.0', '8.2', '8.6', '10.x', '11.x'])
+def test_the_builder_calls_only_names_its_versions_have(version):
+    from tx2_inference.backends.tensorrt import builder
+    tree = ast.parse(inspect.getsource(builder))
+    s = SURFACES[version]
+    on_config = _attributes_on(tree, {'config'}) - _GUARDED_CONFIG
+    on_builder = _attributes_on(tree, {'builder'}) - {'platform_has_fast_fp16',
+                                                      'platform_has_fast_int8',
+                                                      'num_DLA_cores'}  # getattr, default
+    assert on_config <= s['IBuilderConfig'], on_config - s['IBuilderConfig']
+    assert on_builder <= s['Builder'], on_builder - s['Builder']
+    has = s['IBuilderConfig']
+    if version != '11.x':  # INT8 calibration exists up to 10.x, with its calibration profile
+        assert {'int8_calibrator', 'set_calibration_profile'} <= has
+    assert ('progress_monitor' in has) == (version in ('10.x', '11.x'))
+    feats = trt_api.builder_features(has, s['BuilderFlag'], s['module'], s['Builder'])
+    assert feats.workspace in has
+    # --version-compatible: both flags from 8.6 on.
+    assert ({'VERSION_COMPATIBLE', 'EXCLUDE_LEAN_RUNTIME'} <= s['BuilderFlag']) == (
+        version not in ('8.0', '8.2'))
 
 
 def _installed_tensorrt():
@@ -354,6 +362,11 @@ class _Engine(object):
         self.num_io_tensors = self.per
         self.dynamic = any(-1 in shape for _, _, shape in tensors)
         self.contexts = weakref.WeakSet()
+        self.host = set()  # names of tensors in host memory (shape tensors)
+        self.probe = lambda: None  # what to note when destroyed
+
+    def __del__(self):
+        self.log.append(('engine', '__del__', self.probe()))
 
     # bindings API (8.2)
     def _split(self, binding):
@@ -371,7 +384,7 @@ class _Engine(object):
         return self._split(binding)[1][2]
 
     def get_binding_dtype(self, binding):
-        return 'float32'
+        return lean.DataType.FLOAT
 
     def get_profile_shape(self, profile, binding):
         assert self._split(binding)[0] == profile, 'binding of another profile'
@@ -385,13 +398,19 @@ class _Engine(object):
         return self.tensors[index][0]
 
     def get_tensor_mode(self, name):
-        return 'INPUT' if self._tensor(name)[1] else 'OUTPUT'
+        return lean.TensorIOMode.INPUT if self._tensor(name)[1] else lean.TensorIOMode.OUTPUT
+
+    def get_tensor_location(self, name):
+        return lean.TensorLocation.HOST if name in self.host else lean.TensorLocation.DEVICE
+
+    def get_location(self, binding):  # bindings API
+        return self.get_tensor_location(self._split(binding)[1][0])
 
     def get_tensor_shape(self, name):
         return self._tensor(name)[2]
 
     def get_tensor_dtype(self, name):
-        return 'float32'
+        return lean.DataType.FLOAT
 
     def get_tensor_profile_shape(self, name, profile):
         assert 0 <= profile < self.num_optimization_profiles
@@ -478,50 +497,89 @@ class _Context(object):
                 and len(self.addresses) == self.engine.per)
 
 
-def _fake_runtime_trt(version, log, tensors, profiles):
-    import types
-    trt = types.ModuleType('tensorrt')
+def _fake_runtime_trt(version, log, tensors, profiles, name='tensorrt'):
+    """Return a TensorRT module: the real 11.4 enums and nptype, engine and runtime stand-ins."""
+    trt = types.ModuleType(name)
     trt.__version__ = version
-    trt.TensorIOMode = type('TensorIOMode', (), {'INPUT': 'INPUT', 'OUTPUT': 'OUTPUT'})
+    trt.TensorIOMode, trt.TensorLocation, trt.nptype = (lean.TensorIOMode, lean.TensorLocation,
+                                                        lean.nptype)
     trt.IExecutionContext = type('IExecutionContext', (), dict.fromkeys(
         SURFACES[version]['IExecutionContext']))
-    trt.nptype = lambda dtype: np.float32
     trt.Logger = type('Logger', (), {'WARNING': 2, '__init__': lambda self, s: None})
-    engine = _Surface(_Engine(version, log, tensors, profiles), SURFACES[version]['ICudaEngine'])
-    trt.Runtime = lambda logger: types.SimpleNamespace(
-        deserialize_cuda_engine=lambda data: engine)
+    impl = _Engine(version, log, tensors, profiles)
+    trt.probe = lambda: None  # called when the engine or runtime is destroyed
+    impl.probe = lambda: trt.probe()
+    engine = _Surface(impl, SURFACES[version]['ICudaEngine'])
+    trt.engine = engine
+
+    class Runtime(object):
+        def __init__(self, logger):
+            log.append(('runtime', '__init__'))
+
+        def deserialize_cuda_engine(self, data):
+            found, trt.engine = trt.engine, None  # only the backend holds it from here on
+            return found
+
+        def __del__(self):
+            log.append(('runtime', '__del__', trt.probe()))
+
+    trt.Runtime = Runtime
     return trt
 
 
 class _HostCuda(object):
-    """Stand-in for cuda.py's CudaDevice (no GPU here): host arrays, integer addresses."""
+    """Stand-in for cuda.py's CudaDevice (no GPU here): host arrays, integer addresses.
+
+    It records what a GPU run would show: the push depth, what is allocated and freed, the
+    flags of each event, and which stream a wait was for.
+    """
 
     library = 'fake'
 
-    def __init__(self):
+    def __init__(self, log=None):
         self.next = 0x1000
+        self.depth = 0
+        self.live = {}  # id -> kind, of everything allocated and not yet freed
+        self.log = log if log is not None else []
+        self.fail_alloc_at = None
+        self.allocs = 0
+        self.closed = False
+
+    def _make(self, kind, obj):
+        self.allocs += 1
+        if self.fail_alloc_at is not None and self.allocs >= self.fail_alloc_at:
+            from tx2_inference.backends.tensorrt.cuda import CudaError
+            raise CudaError('CUDA cudaMalloc failed: cudaErrorMemoryAllocation (2)')
+        self.live[id(obj)] = kind
+        return obj
 
     def push(self):
-        pass
+        self.depth += 1
 
-    pop = close = push
+    def pop(self):
+        assert self.depth > 0, 'pop without push'
+        self.depth -= 1
+
+    def close(self):
+        self.log.append(('cuda', 'close', self.depth))
+        self.closed = True
 
     def stream(self):
         self.next += 1
-        return self.next
+        return self._make('stream', types.SimpleNamespace(handle=self.next))
 
     def stream_handle(self, stream):
-        return stream
+        return stream.handle
 
-    def event(self):
-        return object()
+    def event(self, blocking=False):
+        return self._make('event', types.SimpleNamespace(blocking=blocking))
 
     def pagelocked_empty(self, shape, dtype):
-        return np.zeros(shape, dtype)
+        return self._make('pinned', np.zeros(shape, dtype))
 
     def mem_alloc(self, nbytes):
         self.next += 0x1000
-        return self.next
+        return self._make('device', _Address(self.next))
 
     def memcpy_htod_async(self, device, host, stream):
         pass
@@ -529,30 +587,49 @@ class _HostCuda(object):
     memcpy_dtoh_async = memcpy_htod_async
 
     def record(self, event, stream):
-        pass
+        self.log.append(('cuda', 'record', id(event)))
 
     def query(self, event):
         return True
 
     def synchronize(self, event):
-        pass
+        self.log.append(('cuda', 'synchronize', id(event)))
+
+    def synchronize_stream(self, stream):
+        self.log.append(('cuda', 'synchronize_stream', stream.handle))
 
     def elapsed_ms(self, start, end):
         return 0.0
 
     def free(self, *objects):
-        pass
+        assert self.depth > 0, 'freed outside push/pop'
+        for obj in objects:
+            assert self.live.pop(id(obj), None) is not None, 'double or foreign free'
 
 
-def _fake_backend(monkeypatch, tmp_path, version, tensors=_TENSORS, profiles=2):
+class _Address(object):
+    """A device allocation stand-in; ``int()`` gives its address, as pycuda's does."""
+
+    def __init__(self, address):
+        self.address = address
+
+    def __int__(self):
+        return self.address
+
+
+def _fake_backend(monkeypatch, tmp_path, version, tensors=_TENSORS, profiles=2, cuda=None,
+                  trt=None, **options):
     from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     log = []
-    trt = _fake_runtime_trt(version, log, tensors, profiles)
+    trt = trt or _fake_runtime_trt(version, log, tensors, profiles)
+    cuda = cuda or _HostCuda(log)
     monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: trt)
-    monkeypatch.setattr(tensorrt_backend, 'open_cuda', lambda device, library: _HostCuda())
+    monkeypatch.setattr(tensorrt_backend, 'open_cuda', lambda device, library: cuda)
     path = tmp_path / 'model.engine'
     path.write_bytes(b'serialized engine')
-    return tensorrt_backend.TensorRTBackend(str(path)), log
+    backend = tensorrt_backend.TensorRTBackend(str(path), **options)
+    backend.fake_cuda = cuda
+    return backend, log
 
 
 def _calls(log, name):
@@ -649,3 +726,330 @@ def test_a_static_engine_shares_profile_zero_and_selects_nothing(version, monkey
     if version == '8.2':
         assert all(len(e[2]) == 2 for e in _calls(log, 'execute_async_v2'))
     backend.close()
+
+
+# --- The runtime's lifetimes and CUDA use (issue 11), on the fakes above: TensorRT's engine and
+# contexts and the CUDA device are stand-ins (no GPU here); what a GPU alone can show is
+# measured by `make gpu-check` (test/test_gpu_check.py).
+
+def test_close_frees_contexts_then_engine_then_runtime_inside_push_pop(monkeypatch, tmp_path):
+    log = []
+    trt = _fake_runtime_trt('10.x', log, _STATIC, 1)
+    cuda = _HostCuda(log)
+    trt.probe = lambda: (cuda.depth, cuda.closed)
+    backend, _ = _fake_backend(monkeypatch, tmp_path, '10.x', trt=trt, cuda=cuda)
+    backend.run(backend.create_slot(0))
+    backend.close()
+    # Gone once close() returns (the API wrapper held the engine too), destroyed with the CUDA
+    # context pushed and not yet released, in the order contexts -> engine -> runtime.
+    freed = [e for e in log if e[1] == '__del__']
+    assert freed == [('engine', '__del__', (1, False)), ('runtime', '__del__', (1, False))]
+    assert log.index(freed[0]) < log.index(('cuda', 'close', 0))
+    assert cuda.closed and cuda.depth == 0 and cuda.live == {}
+
+
+def test_events_done_blocks_timing_events_time(monkeypatch, tmp_path):
+    backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1)
+    slot = backend.create_slot(0)
+    h = slot.handle
+    # done: blocking sync, no timing (the waiting thread sleeps); start/end: timing.
+    assert h.done.blocking and not h.start.blocking and not h.end.blocking
+    backend.close()
+
+
+def test_a_failed_create_slot_frees_what_it_made(monkeypatch, tmp_path):
+    cuda = _HostCuda()
+    backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1,
+                                 cuda=cuda)
+    for fail_at in range(1, 8):  # stream, 2 pinned, 2 device, 3 events: fail at each
+        cuda.allocs, cuda.fail_alloc_at = 0, fail_at
+        with pytest.raises(Exception, match='cudaErrorMemoryAllocation'):
+            backend.create_slot(0)
+        assert cuda.live == {} and cuda.depth == 0, fail_at
+        assert backend._slots == []
+    cuda.fail_alloc_at = None
+    backend.run(backend.create_slot(0))
+    backend.close()
+    assert cuda.live == {}
+
+
+def test_release_waits_for_the_stream_even_after_a_failed_launch(monkeypatch, tmp_path):
+    from tx2_inference.backends.tensorrt.cuda import CudaError
+    backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1)
+    slot = backend.create_slot(0)
+    h = slot.handle
+    stream = h.stream.handle
+    h.context._impl.execute_async_v3 = lambda handle: False  # TensorRT refuses the frame
+    with pytest.raises(CudaError, match='execute_async_v3'):
+        backend.launch(slot)
+    # done is still recorded after the copies already enqueued, so it marks the last work.
+    assert log[-1] == ('cuda', 'record', id(h.done))
+    inputs = slot.inputs
+    backend.release_slot(slot)
+    waits = [e for e in log if e[1] in ('synchronize', 'synchronize_stream')]
+    assert waits[-1] == ('cuda', 'synchronize_stream', stream)
+    assert inputs == {} and slot.outputs == {}  # no freed pinned array reachable
+    backend.close()
+
+
+def test_close_leaves_a_slot_a_thread_still_waits_on(monkeypatch, tmp_path, caplog):
+    # As after an executor close that timed out: its completion thread still waits.
+    cuda = _HostCuda()
+    release = threading.Event()
+    cuda.synchronize = lambda event: release.wait(10)
+    backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1,
+                                 cuda=cuda, close_timeout=0.2)
+    slot = backend.create_slot(0)
+    backend.launch(slot)
+    waiter = threading.Thread(target=backend.wait, args=(slot,))
+    waiter.start()
+    closer = threading.Thread(target=backend.close)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive(), 'close() blocked on the busy slot'
+    assert len(cuda.live) == 8 and not cuda.closed  # nothing freed under the waiting thread
+    assert 'still running or waited on' in caplog.text
+    release.set()
+    waiter.join(5)
+    assert slot.outputs['scores'].shape == (1, 10)  # still valid memory for the thread
+
+
+@pytest.mark.parametrize('outputs_from', ['pinned', 'copy'])
+def test_outputs_from_pinned_or_a_copy(outputs_from, monkeypatch, tmp_path):
+    backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1,
+                                 outputs_from=outputs_from)
+    slot = backend.create_slot(0)
+    pinned = slot.handle.pinned['scores']
+    assert (slot.outputs['scores'] is pinned) == (outputs_from == 'pinned')
+    backend.launch(slot)
+    pinned[:] = 7  # what the D2H copy writes
+    assert backend.wait(slot)
+    np.testing.assert_array_equal(slot.outputs['scores'], np.full((1, 10), 7, np.float32))
+    backend.close()
+    with pytest.raises(ConfigError, match='outputs_from'):
+        _fake_backend(monkeypatch, tmp_path, '10.x', outputs_from='uncached')
+
+
+@pytest.mark.parametrize('version', ['8.2', '11.x'])
+def test_a_host_shape_tensor_is_refused_by_name(version, monkeypatch, tmp_path):
+    log = []
+    trt = _fake_runtime_trt(version, log, _STATIC, 1)
+    trt.engine._impl.host.add('images')  # TensorLocation.HOST, the real 11.4 enum
+    with pytest.raises(ModelError, match="'images' lives in host memory"):
+        _fake_backend(monkeypatch, tmp_path, version, trt=trt)
+
+
+# --- The lean runtime (bug 5) and `auto` with a runtime-only TensorRT (bug 6) ---
+
+def _no_full_tensorrt(monkeypatch):
+    from tx2_inference.backends.tensorrt import runtime
+    monkeypatch.setattr(runtime, 'require_gpu', lambda: 1)
+    for name in ('tensorrt', 'tensorrt_lean'):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails: not installed
+    return runtime
+
+
+def test_import_tensorrt_finds_the_real_11x_lean_bindings(monkeypatch):
+    runtime = _no_full_tensorrt(monkeypatch)
+    trt = runtime.import_tensorrt()
+    assert trt is lean and runtime.is_lean(trt)
+    assert not hasattr(trt, 'init_libnvinfer_plugins')
+    logger = runtime.tensorrt_logger(trt)  # a real 11.4 Logger, no plugin registration
+    assert isinstance(logger, lean.ILogger)
+
+
+@pytest.mark.parametrize('meta, refused_before_loading', [
+    ({'options': {'precision': 'fp16'}}, True),
+    (None, False),  # no metadata (trtexec): TensorRT says None, the message says why
+])
+def test_lean_runtime_refuses_an_engine_not_built_version_compatible(
+        meta, refused_before_loading, monkeypatch, tmp_path):
+    log = []
+    trt = _fake_runtime_trt('11.x', log, _STATIC, 1, name='tensorrt_lean_bindings')
+    trt.engine = None  # what deserialize_cuda_engine returns for such an engine
+    if meta is not None:
+        (tmp_path / 'model.json').write_text(json.dumps(meta))
+    with pytest.raises(ModelError) as err:
+        _fake_backend(monkeypatch, tmp_path, '11.x', trt=trt)
+    message = str(err.value)
+    assert 'lean runtime' in message and '--version-compatible' in message
+    assert 'another TensorRT version' not in message
+    assert (('runtime', '__init__') not in log) == refused_before_loading
+
+
+def test_lean_runtime_runs_a_version_compatible_engine(monkeypatch, tmp_path):
+    log = []
+    trt = _fake_runtime_trt('11.x', log, _STATIC, 1, name='tensorrt_lean_bindings')
+    (tmp_path / 'model.json').write_text(json.dumps(
+        {'options': {'precision': 'fp16', 'version_compatible': True}}))
+    backend, _ = _fake_backend(monkeypatch, tmp_path, '11.x', trt=trt)
+    backend.run(backend.create_slot(0))
+    backend.close()
+
+
+def test_auto_on_onnx_with_only_the_lean_runtime_picks_onnxruntime(monkeypatch, default_model):
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import cuda, runtime
+    monkeypatch.setattr(cuda, 'probe_gpu', lambda refresh=False: (1, ''))  # as on a Jetson
+    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: lean)  # runtime-only TensorRT
+    with backends.open_backend(default_model, 'auto') as backend:
+        assert backend.name == 'onnxruntime'
+
+
+# --- cuda.py without a GPU: what its CUDA libraries return, stood in for ---
+
+class _FakeCudart(object):
+    """The parts of cuda-python's runtime module ``_CudaPythonDevice`` uses, on host memory."""
+
+    class cudaError_t(object):  # noqa: N801 (cuda-python's name)
+        cudaSuccess, cudaErrorNotReady, cudaErrorMemoryAllocation = 0, 600, 2  # noqa: N815
+
+    class cudaStream_t(object):  # noqa: N801
+        def __init__(self, address):
+            self.address = address
+
+        def getPtr(self):  # noqa: N802
+            return self.address
+
+        def __int__(self):
+            raise AssertionError('int(cudaStream_t) is deprecated: use getPtr()')
+
+    class cudaEvent_t(object):  # noqa: N801
+        pass
+
+    cudaEventDefault, cudaEventBlockingSync, cudaEventDisableTiming = 0, 1, 2  # noqa: N815
+
+    def __init__(self):
+        self.calls = []
+        self.buffers = {}
+
+    def cudaGetErrorName(self, status):  # noqa: N802
+        return (0, b'cudaErrorMemoryAllocation')
+
+    def cudaMalloc(self, nbytes):  # noqa: N802
+        return (self.cudaError_t.cudaErrorMemoryAllocation, 0)
+
+    def cudaMallocHost(self, nbytes):  # noqa: N802
+        import ctypes
+        buffer = ctypes.create_string_buffer(nbytes)
+        self.buffers[ctypes.addressof(buffer)] = buffer
+        return (0, ctypes.addressof(buffer))
+
+    def cudaFreeHost(self, pointer):  # noqa: N802
+        self.calls.append(('cudaFreeHost', pointer))
+        return (0,)
+
+    def cudaEventCreateWithFlags(self, flags):  # noqa: N802
+        self.calls.append(('cudaEventCreateWithFlags', flags))
+        return (0, self.cudaEvent_t())
+
+    def cudaEventQuery(self, event):  # noqa: N802
+        self.calls.append(('cudaEventQuery',))
+        done = len([c for c in self.calls if c == ('cudaEventQuery',)]) >= 3
+        return (0 if done else self.cudaError_t.cudaErrorNotReady,)
+
+    def cudaEventSynchronize(self, event):  # noqa: N802
+        self.calls.append(('cudaEventSynchronize',))
+        return (0,)
+
+
+def _cuda_python_device(version):
+    from tx2_inference.backends.tensorrt import cuda
+    device = cuda._CudaPythonDevice.__new__(cuda._CudaPythonDevice)
+    device._rt, device._pinned, device._lock = _FakeCudart(), {}, threading.Lock()
+    device.releases_gil = cuda.version_tuple(version) >= device.GIL_RELEASED_FROM
+    return device
+
+
+def test_cuda_python_error_names_are_text_and_streams_give_their_pointer():
+    from tx2_inference.backends.tensorrt.cuda import CudaError
+    device = _cuda_python_device('13.0.0')
+    with pytest.raises(CudaError) as err:
+        device.mem_alloc(64)
+    assert str(err.value) == 'CUDA cudaMalloc (64 bytes) failed: cudaErrorMemoryAllocation (2)'
+    assert device.stream_handle(_FakeCudart.cudaStream_t(0x7f00)) == 0x7f00
+
+
+def test_cuda_python_done_event_flags_and_waiting_without_the_gil():
+    device = _cuda_python_device('12.8.0')  # holds the GIL in its calls: poll instead
+    device.event(blocking=True)
+    device.event()
+    assert device._rt.calls == [('cudaEventCreateWithFlags', 1 | 2),
+                                ('cudaEventCreateWithFlags', 0)]
+    device.synchronize(object())
+    assert ('cudaEventSynchronize',) not in device._rt.calls
+    assert device._rt.calls.count(('cudaEventQuery',)) == 3
+    device = _cuda_python_device('12.9.1')  # releases it: the blocking call
+    device.synchronize(object())
+    assert device._rt.calls == [('cudaEventSynchronize',)]
+
+
+def test_cuda_python_pinned_arrays_are_freed_once_and_never_through_a_copy():
+    device = _cuda_python_device('13.0.0')
+    array = device.pagelocked_empty((4, 8), np.float32)
+    array[:] = 3
+    view, copy = array[1:], array + 1  # neither is an allocation of its own
+    assert type(copy) is np.ndarray and not hasattr(copy, 'pointer')
+    device.free(copy)
+    assert device._rt.calls == []
+    device.free(view)  # a view frees the allocation it views, once
+    device.free(array)
+    assert [c[0] for c in device._rt.calls] == ['cudaFreeHost']
+
+
+def test_pycuda_without_retain_primary_context_says_what_to_install(monkeypatch):
+    from tx2_inference.backends.tensorrt import cuda
+    pycuda = types.ModuleType('pycuda')
+    pycuda.VERSION_TEXT = '2019.1.2'
+    driver = types.ModuleType('pycuda.driver')
+    driver.Error = RuntimeError
+    driver.init = lambda: None
+    driver.Device = lambda index: types.SimpleNamespace(make_context=None)  # no retain_...
+    pycuda.driver = driver
+    monkeypatch.setitem(sys.modules, 'pycuda', pycuda)
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', driver)
+    with pytest.raises(BackendUnavailableError) as err:
+        cuda._PycudaDevice(0)
+    assert '2019.1.2' in str(err.value) and "'pycuda>=2020.1'" in str(err.value)
+
+
+def test_pycuda_done_event_blocks_and_only_allocations_are_freed(monkeypatch):
+    from tx2_inference.backends.tensorrt import cuda
+    freed = []
+
+    class Allocation(bytearray):  # pycuda's HostAllocation / DeviceAllocation: free()
+        def free(self):
+            freed.append(self)
+
+    context = types.SimpleNamespace(push=lambda: None, pop=lambda: None, detach=lambda: None)
+    driver = types.ModuleType('pycuda.driver')
+    driver.Error, driver.init = RuntimeError, lambda: None
+    driver.Device = lambda index: types.SimpleNamespace(retain_primary_context=lambda: context)
+    driver.event_flags = types.SimpleNamespace(DEFAULT=0, BLOCKING_SYNC=1, DISABLE_TIMING=2)
+    driver.Event = lambda flags=0: types.SimpleNamespace(flags=flags)
+    driver.pagelocked_empty = lambda shape, dtype: np.ndarray(
+        shape, dtype, buffer=Allocation(int(np.prod(shape)) * np.dtype(dtype).itemsize))
+    pycuda = types.ModuleType('pycuda')
+    pycuda.driver = driver
+    monkeypatch.setitem(sys.modules, 'pycuda', pycuda)
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', driver)
+    device = cuda._PycudaDevice(0)
+    assert device.event(blocking=True).flags == 1 | 2 and device.event().flags == 0
+    array = device.pagelocked_empty((2, 4), np.float32)
+    device.free(array[1:], array + 1)  # a view and a copy: not allocations
+    assert freed == []
+    device.free(array)
+    assert freed == [array.base]
+
+
+def test_make_gpu_check_without_a_gpu_is_one_line_and_fails():
+    import subprocess
+    if probe_gpu()[0]:
+        pytest.skip('a GPU is present: make gpu-check runs instead')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(['make', '--no-print-directory', 'gpu-check',
+                           'GPU_PYTHON=' + sys.executable], cwd=root, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stdout
+    assert 'needs an NVIDIA GPU' in lines[0]

@@ -135,17 +135,21 @@ def _auto(suffix: str) -> str:
 
 
 def _tensorrt_usable() -> bool:
-    """Return True when a GPU, TensorRT and the engine builder are all here."""
+    """Return True when a GPU, TensorRT with its builder, and the engine builder are here.
+
+    A runtime-only TensorRT (the lean runtime: no ``Builder`` / ``OnnxParser``) cannot build
+    an engine from ONNX, so ``auto`` then picks ONNX Runtime.
+    """
     from tx2_inference.backends.tensorrt.cuda import probe_gpu
     if probe_gpu()[0] == 0:
         return False  # checked first: TensorRT must not be touched without a GPU
     try:
         from tx2_inference.backends.tensorrt.runtime import import_tensorrt
-        import_tensorrt()
+        trt = import_tensorrt()
         from tx2_inference.backends.tensorrt import builder as engine_builder  # noqa: F401
     except (ImportError, BackendUnavailableError):
         return False
-    return True
+    return hasattr(trt, 'Builder') and hasattr(trt, 'OnnxParser')
 
 
 def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Optional[str]) -> str:

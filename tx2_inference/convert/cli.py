@@ -120,7 +120,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         calibrator=args.calibrator, calib_batch=args.calib_batch,
         calib_limit=args.calib_limit, timing_cache=args.timing_cache,
         shapes=engine_builder.parse_shape_profiles(args.shapes), config_path=args.config,
-        profiles=args.profiles)
+        profiles=args.profiles, version_compatible=args.version_compatible)
     path = engine_builder.build_or_load(args.onnx, opts, cache_dir=args.cache_dir,
                                         output=args.output, force=args.force)
     print('Engine: {}'.format(path))
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='dynamic inputs: N identical optimisation profiles, one per executor '
                    "slot (the node's executor_depth; TensorRT lets one slot use a profile at "
                    'a time). Static models ignore it (default: 2)')
+    p.add_argument('--version-compatible', action='store_true',
+                   help='TensorRT 8.6+: build with VERSION_COMPATIBLE | EXCLUDE_LEAN_RUNTIME so '
+                   'the runtime-only tensorrt_lean package can run it (no plugin ops)')
     p.add_argument('--force', action='store_true', help='rebuild even if cached')
     p.set_defaults(func=cmd_engine)
 

@@ -2,7 +2,8 @@
 
 Two generations of the runtime API (NVIDIA's Python API reference for each version):
 
-- **bindings** (TensorRT 7.x to 8.4; 8.2 is JetPack 4.6, the last release for Tegra X2):
+- **bindings** (TensorRT 7.x to 8.6; JetPack 4.6 ships 8.0.1, 4.6.1 and later 8.2.1, the last
+  releases for Tegra X2; every call used here exists in 8.0 too):
   ``ICudaEngine.num_bindings / get_binding_name / binding_is_input / get_binding_shape /
   get_binding_dtype / get_profile_shape``; ``IExecutionContext.set_binding_shape /
   get_binding_shape / execute_async_v2(bindings, stream_handle)``.
@@ -31,10 +32,10 @@ profile 0 in every context, as before. The selection, per generation:
 - tensors (8.5 to 11): tensor names are the same in every profile; ``set_input_shape``,
   ``get_tensor_shape`` and ``set_tensor_address`` act on the context's selected profile, and
   ``get_tensor_profile_shape(name, i)`` reads its ranges (NVIDIA ``demo/BERT/perf.py``).
-- bindings (8.2): ``num_bindings`` counts every profile's bindings; profile ``k``'s binding of a
-  tensor is its profile-0 index ``+ k * (num_bindings // num_optimization_profiles)`` and is
-  named ``'<name> [profile k]'`` (``binding_index``, ``profile_binding_name``). The list given
-  to ``execute_async_v2`` has all ``num_bindings`` entries, the selected profile's set.
+- bindings (8.0 to 8.6): ``num_bindings`` counts every profile's bindings; profile ``k``'s
+  binding of a tensor is its profile-0 index ``+ k * (num_bindings // num_optimization_profiles)``
+  and is named ``'<name> [profile k]'`` (``binding_index``, ``profile_binding_name``). The list
+  given to ``execute_async_v2`` has all ``num_bindings`` entries, the selected profile's set.
 """
 
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
@@ -69,7 +70,7 @@ def select_runtime_api(engine_names: Iterable[str], context_names: Iterable[str]
         return 'bindings'
     raise BackendUnavailableError(
         'this TensorRT offers neither the named-tensor API (execute_async_v3) nor the bindings '
-        'API (execute_async_v2); supported: TensorRT 8.2 to 11')
+        'API (execute_async_v2); supported: TensorRT 8.0 to 11')
 
 
 def slot_profile(slot: int, num_profiles: int, dynamic: bool, engine_path: str = '') -> int:
@@ -99,7 +100,7 @@ def slot_profile(slot: int, num_profiles: int, dynamic: bool, engine_path: str =
 def binding_index(index: int, profile: int, num_bindings: int, num_profiles: int) -> int:
     """Return the bindings-API index of profile-0 binding ``index`` in ``profile``.
 
-    TensorRT 7 to 8.4 (8.2 on a TX2) number the bindings of profile ``k`` after those of
+    TensorRT 7 to 8.6 (8.0.1 or 8.2.1 on a TX2) number the bindings of profile ``k`` after those of
     profile ``k - 1``: ``index + profile * (num_bindings // num_profiles)``.
 
     :raises ModelError: ``num_bindings`` is not a multiple of ``num_profiles``, or ``index``
@@ -132,7 +133,7 @@ def select_profile_call(context_names: Iterable[str]) -> str:
         if call in names:
             return call
     raise BackendUnavailableError('this TensorRT execution context cannot select an '
-                                  'optimisation profile; supported: TensorRT 8.2 to 11')
+                                  'optimisation profile; supported: TensorRT 8.0 to 11')
 
 
 BuilderFeatures = NamedTuple('BuilderFeatures', [
@@ -231,6 +232,10 @@ class RuntimeApi(object):
         """Set a dynamic input's shape on a context."""
         raise NotImplementedError
 
+    def is_host_tensor(self, name: str) -> bool:
+        """Return True when a tensor lives in host memory (a shape tensor), not on the GPU."""
+        raise NotImplementedError
+
     def context_shape(self, context: Any, name: str, profile: int) -> Tuple[int, ...]:
         """Return a tensor's concrete shape on a context once inputs are set."""
         raise NotImplementedError
@@ -264,6 +269,10 @@ class TensorsApi(RuntimeApi):
         """``trt.nptype(ICudaEngine.get_tensor_dtype)``."""
         return self.trt.nptype(self.engine.get_tensor_dtype(name))
 
+    def is_host_tensor(self, name: str) -> bool:
+        """``ICudaEngine.get_tensor_location(name) == TensorLocation.HOST``."""
+        return self.engine.get_tensor_location(name) == self.trt.TensorLocation.HOST
+
     def profile_shapes(self, name: str, profile: int) -> Sequence[Tuple[int, ...]]:
         """``ICudaEngine.get_tensor_profile_shape(name, profile)``."""
         return [tuple(s) for s in self.engine.get_tensor_profile_shape(name, profile)]
@@ -292,7 +301,7 @@ class TensorsApi(RuntimeApi):
 
 
 class BindingsApi(RuntimeApi):
-    """TensorRT 7 to 8.4 (8.2 on JetPack 4.6): binding indices + ``execute_async_v2``.
+    """TensorRT 7 to 8.6 (8.0.1 or 8.2.1 on JetPack 4.6.x): bindings + ``execute_async_v2``.
 
     With several optimisation profiles, profile k's bindings follow profile k-1's
     (``binding_index``), and are named ``'<name> [profile k]'``; both are checked against the
@@ -346,6 +355,10 @@ class BindingsApi(RuntimeApi):
     def dtype(self, name: str) -> Any:
         """``trt.nptype(ICudaEngine.get_binding_dtype)``."""
         return self.trt.nptype(self.engine.get_binding_dtype(self._binding(name)))
+
+    def is_host_tensor(self, name: str) -> bool:
+        """``ICudaEngine.get_location(binding) == TensorLocation.HOST``."""
+        return self.engine.get_location(self._binding(name)) == self.trt.TensorLocation.HOST
 
     def profile_shapes(self, name: str, profile: int) -> Sequence[Tuple[int, ...]]:
         """``ICudaEngine.get_profile_shape(profile, binding)``."""

@@ -12,11 +12,27 @@ cuda-python 12.6+, ``cuda.cudart`` before). Never ``pycuda.autoinit``: it makes 
 current in the importing thread only. pycuda work is wrapped in ``push()`` / ``pop()`` so the
 context is current in whichever thread runs it (pycuda ``Context.push`` / ``Context.pop``).
 Every call is checked; a failure raises ``CudaError`` naming the call.
+
+**Waiting without burning a core.** ``event(blocking=True)`` makes the event a slot's ``done``
+is recorded on: ``cudaEventBlockingSync`` (the waiting thread sleeps in the driver instead of
+spinning, which on a TX2 is one of its cores) and ``cudaEventDisableTiming`` (the inference
+time is measured on the timing events around ``execute``). pycuda releases the GIL in
+``Event.synchronize``; cuda-python does in its calls from 12.9.1 on (before, every call held
+it), so with an older cuda-python ``synchronize`` polls ``cudaEventQuery`` with a short sleep
+(``releases_gil``). ``make gpu-check`` measures both on a real GPU.
+
+**Lifetimes.** Everything is freed by ``free`` while the caller has the context pushed, never
+left to the garbage collector of whichever thread drops the last reference. cuda-python's
+pinned arrays are plain numpy arrays over ``cudaMallocHost`` memory that the device records by
+address: ``free`` of one (or of a view of it) frees the allocation once; a copy or another array
+is not freed, and a second ``free`` does nothing (no double free).
 """
 
 import ctypes
+import re
 import threading
-from typing import Any, Optional, Tuple
+import time
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -97,6 +113,7 @@ class CudaDevice(object):
     """
 
     library = ''
+    releases_gil = True  # whether ``synchronize`` lets other Python threads run
 
     def push(self) -> None:
         """Make this device's context current in the calling thread."""
@@ -112,8 +129,8 @@ class CudaDevice(object):
         """Return the stream's handle as an int, as TensorRT's execute calls take it."""
         raise NotImplementedError
 
-    def event(self) -> Any:
-        """Create an event (with timing)."""
+    def event(self, blocking: bool = False) -> Any:
+        """Create an event: with timing, or ``blocking`` (blocking sync, no timing)."""
         raise NotImplementedError
 
     def pagelocked_empty(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -142,6 +159,10 @@ class CudaDevice(object):
 
     def synchronize(self, event: Any) -> None:
         """Block until ``event`` has completed."""
+        raise NotImplementedError
+
+    def synchronize_stream(self, stream: Any) -> None:
+        """Block until all work enqueued on ``stream`` has completed."""
         raise NotImplementedError
 
     def elapsed_ms(self, start: Any, end: Any) -> float:
@@ -179,18 +200,41 @@ def open_cuda(device: int = 0, library: Optional[str] = None) -> CudaDevice:
             '; '.join(errors) or 'unknown library {!r}'.format(library)))
 
 
+def version_tuple(text: Any) -> Tuple[int, ...]:
+    """Return ``(12, 9, 1)`` for ``'12.9.1'`` (leading numbers only; ``()`` if none)."""
+    match = re.match(r'\s*(\d+(?:\.\d+)*)', str(text or ''))
+    return tuple(int(p) for p in match.group(1).split('.')) if match else ()
+
+
+def _error_text(value: Any) -> str:
+    """Return a CUDA error name as text (cuda-python gives bytes)."""
+    if isinstance(value, tuple):
+        value = value[-1]
+    if isinstance(value, bytes):
+        return value.decode('ascii', 'replace')
+    return str(value)
+
+
 class _PycudaDevice(CudaDevice):
     """pycuda (JetPack 4.6's CUDA 10.2 and later): the device's primary context, pushed."""
 
     library = 'pycuda'
 
     def __init__(self, index: int) -> None:
+        import pycuda
         import pycuda.driver as cuda
         self._cuda = cuda
+        self._context = None  # type: Any
         self._call('cuInit', cuda.init)
+        device = self._call('cuDeviceGet', cuda.Device, index)
+        if not hasattr(device, 'retain_primary_context'):  # pycuda before 2020.1
+            raise BackendUnavailableError(
+                'pycuda {} has no Device.retain_primary_context (added in pycuda 2020.1; '
+                'JetPack 4 recipes often pin 2019.1): install a newer one '
+                "(pip3 install 'pycuda>=2020.1') or uninstall pycuda to use cuda-python.".format(
+                    getattr(pycuda, 'VERSION_TEXT', '?')))
         # The primary context is the one the CUDA runtime, hence TensorRT, uses too.
-        self._context = self._call('retain_primary_context',
-                                   cuda.Device(index).retain_primary_context)
+        self._context = self._call('retain_primary_context', device.retain_primary_context)
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         try:
@@ -217,9 +261,12 @@ class _PycudaDevice(CudaDevice):
         """Return ``stream.handle``."""
         return int(stream.handle)
 
-    def event(self) -> Any:
-        """Create a ``pycuda.driver.Event``."""
-        return self._call('event create', self._cuda.Event)
+    def event(self, blocking: bool = False) -> Any:
+        """Create a ``pycuda.driver.Event`` (``BLOCKING_SYNC | DISABLE_TIMING`` if blocking)."""
+        flags = 0
+        if blocking:
+            flags = self._cuda.event_flags.BLOCKING_SYNC | self._cuda.event_flags.DISABLE_TIMING
+        return self._call('event create', self._cuda.Event, flags)
 
     def pagelocked_empty(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
         """Allocate with ``pycuda.driver.pagelocked_empty``."""
@@ -250,17 +297,25 @@ class _PycudaDevice(CudaDevice):
         """Call ``Event.synchronize()`` (pycuda releases the GIL while it waits)."""
         self._call('event synchronize', event.synchronize)
 
+    def synchronize_stream(self, stream: Any) -> None:
+        """Call ``Stream.synchronize()``."""
+        self._call('stream synchronize', stream.synchronize)
+
     def elapsed_ms(self, start: Any, end: Any) -> float:
         """Call ``end.time_since(start)``."""
         return float(self._call('event elapsed time', end.time_since, start))
 
     def free(self, *objects: Any) -> None:
-        """Free device allocations; pinned arrays, streams and events go with their refs."""
+        """Free device and pinned allocations; streams and events go with their last ref.
+
+        Only an allocation itself or the array pycuda returned for it is freed, never a view.
+        """
         for obj in objects:
-            if hasattr(obj, 'free'):
+            if isinstance(obj, np.ndarray):
+                if hasattr(obj.base, 'free'):
+                    self._call('pinned host free', obj.base.free)
+            elif hasattr(obj, 'free'):
                 self._call('device free', obj.free)
-            elif hasattr(obj, 'base') and hasattr(obj.base, 'free'):
-                self._call('pinned host free', obj.base.free)
 
     def close(self) -> None:
         """Release the primary context (pycuda ``Context.detach``)."""
@@ -269,10 +324,25 @@ class _PycudaDevice(CudaDevice):
             self._context = None
 
 
+def cuda_python_version() -> Tuple[int, ...]:
+    """Return the installed cuda-python (``cuda.bindings``, else ``cuda``) version, or ()."""
+    for name in ('cuda.bindings', 'cuda'):
+        try:
+            module = __import__(name, fromlist=['__version__'])
+        except ImportError:
+            continue
+        version = version_tuple(getattr(module, '__version__', ''))
+        if version:
+            return version
+    return ()
+
+
 class _CudaPythonDevice(CudaDevice):
     """cuda-python's runtime bindings: every call returns (status, ...), each one checked."""
 
     library = 'cuda-python'
+    GIL_RELEASED_FROM = (12, 9, 1)
+    POLL_S = 0.0005
 
     def __init__(self, index: int) -> None:
         try:
@@ -282,6 +352,9 @@ class _CudaPythonDevice(CudaDevice):
         self._rt = cudart
         self._index = index
         self._local = threading.local()
+        self._pinned: Dict[int, int] = {}
+        self._lock = threading.Lock()
+        self.releases_gil = cuda_python_version() >= self.GIL_RELEASED_FROM
         self.push()
 
     def _check(self, what: str, result: Any) -> Any:
@@ -290,9 +363,8 @@ class _CudaPythonDevice(CudaDevice):
         else:
             status, values = result, ()
         if status != self._rt.cudaError_t.cudaSuccess:
-            name = self._rt.cudaGetErrorName(status)
             raise CudaError('CUDA {} failed: {} ({})'.format(
-                what, name[1] if isinstance(name, tuple) else name, int(status)))
+                what, _error_text(self._rt.cudaGetErrorName(status)), int(status)))
         if len(values) == 1:
             return values[0]
         return values or None
@@ -308,21 +380,27 @@ class _CudaPythonDevice(CudaDevice):
         return self._check('cudaStreamCreate', self._rt.cudaStreamCreate())
 
     def stream_handle(self, stream: Any) -> int:
-        """Return ``int(stream)``."""
-        return int(stream)
+        """Return the ``cudaStream_t``'s address (``getPtr()``; ``int()`` is deprecated)."""
+        return int(stream.getPtr()) if hasattr(stream, 'getPtr') else int(stream)
 
-    def event(self) -> Any:
-        """Create an event with ``cudaEventCreate``."""
-        return self._check('cudaEventCreate', self._rt.cudaEventCreate())
+    def event(self, blocking: bool = False) -> Any:
+        """Create an event (``cudaEventBlockingSync | cudaEventDisableTiming`` if blocking)."""
+        rt = self._rt
+        flags = rt.cudaEventDefault
+        if blocking:
+            flags = rt.cudaEventBlockingSync | rt.cudaEventDisableTiming
+        return self._check('cudaEventCreateWithFlags', rt.cudaEventCreateWithFlags(flags))
 
     def pagelocked_empty(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
-        """Allocate with ``cudaMallocHost`` and view it as a numpy array."""
+        """Allocate with ``cudaMallocHost``; a numpy array over it, recorded by address."""
         dtype = np.dtype(dtype)
-        nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
-        pointer = self._check('cudaMallocHost', self._rt.cudaMallocHost(nbytes))
-        raw = (ctypes.c_byte * nbytes).from_address(int(pointer))
-        array = np.frombuffer(raw, np.uint8)[:int(np.prod(shape)) * dtype.itemsize]
-        return _PinnedArray(array.view(dtype).reshape(shape), int(pointer))
+        size = int(np.prod(shape)) * dtype.itemsize
+        nbytes = max(size, 1)
+        pointer = int(self._check('cudaMallocHost', self._rt.cudaMallocHost(nbytes)))
+        raw = (ctypes.c_byte * nbytes).from_address(pointer)
+        with self._lock:
+            self._pinned[pointer] = nbytes
+        return np.frombuffer(raw, np.uint8)[:size].view(dtype).reshape(shape)
 
     def mem_alloc(self, nbytes: int) -> Any:
         """Allocate with ``cudaMalloc``; returns the address."""
@@ -355,37 +433,53 @@ class _CudaPythonDevice(CudaDevice):
         return True
 
     def synchronize(self, event: Any) -> None:
-        """Call ``cudaEventSynchronize``."""
-        self._check('cudaEventSynchronize', self._rt.cudaEventSynchronize(event))
+        """``cudaEventSynchronize``; with a cuda-python that holds the GIL, poll and sleep."""
+        if self.releases_gil:
+            self._check('cudaEventSynchronize', self._rt.cudaEventSynchronize(event))
+            return
+        while not self.query(event):
+            time.sleep(self.POLL_S)
+
+    def synchronize_stream(self, stream: Any) -> None:
+        """``cudaStreamSynchronize``; with a cuda-python that holds the GIL, poll and sleep."""
+        if self.releases_gil:
+            self._check('cudaStreamSynchronize', self._rt.cudaStreamSynchronize(stream))
+            return
+        while True:
+            status = self._rt.cudaStreamQuery(stream)
+            status = status[0] if isinstance(status, tuple) else status
+            if status != self._rt.cudaError_t.cudaErrorNotReady:
+                self._check('cudaStreamQuery', status)
+                return
+            time.sleep(self.POLL_S)
 
     def elapsed_ms(self, start: Any, end: Any) -> float:
         """Call ``cudaEventElapsedTime``."""
         return float(self._check('cudaEventElapsedTime',
                                  self._rt.cudaEventElapsedTime(start, end)))
 
+    def _pinned_pointer(self, array: np.ndarray) -> Optional[int]:
+        """Return the recorded allocation ``array`` views (its base chain's root), if any."""
+        root = array
+        while isinstance(root, np.ndarray) and root.base is not None:
+            root = root.base
+        if isinstance(root, ctypes.Array):
+            return ctypes.addressof(root)
+        return None
+
     def free(self, *objects: Any) -> None:
-        """Free pinned arrays, device addresses, streams and events."""
+        """Free pinned arrays (once), device addresses, streams and events."""
         rt = self._rt
         for obj in objects:
-            if isinstance(obj, _PinnedArray):
-                self._check('cudaFreeHost', rt.cudaFreeHost(obj.pointer))
+            if isinstance(obj, np.ndarray):
+                pointer = self._pinned_pointer(obj)
+                with self._lock:
+                    owned = self._pinned.pop(pointer, None) is not None
+                if owned:
+                    self._check('cudaFreeHost', rt.cudaFreeHost(pointer))
             elif isinstance(obj, int):
                 self._check('cudaFree', rt.cudaFree(obj))
             elif isinstance(obj, rt.cudaStream_t):
                 self._check('cudaStreamDestroy', rt.cudaStreamDestroy(obj))
             elif isinstance(obj, rt.cudaEvent_t):
                 self._check('cudaEventDestroy', rt.cudaEventDestroy(obj))
-
-
-class _PinnedArray(np.ndarray):
-    """A numpy view of ``cudaMallocHost`` memory that remembers the pointer to free."""
-
-    def __new__(cls, array: np.ndarray, pointer: int) -> '_PinnedArray':
-        """View ``array`` and keep ``pointer``."""
-        view = array.view(cls)
-        view.pointer = pointer
-        return view
-
-    def __array_finalize__(self, obj: Any) -> None:
-        """Carry the pointer to views."""
-        self.pointer = getattr(obj, 'pointer', 0)

@@ -1,0 +1,262 @@
+"""`make gpu-check`: the TensorRT backend on a real GPU, with TensorRT itself a stand-in.
+
+TensorRT cannot be installed where these run (a lent GPU machine: CUDA, CuPy and cuda-python,
+no TensorRT), so ``test/trt_standin.py`` replaces the TensorRT module, and only it: its
+``execute_async_v3`` / ``execute_async_v2`` launch a real CUDA kernel (CuPy) on the slot's
+stream, reading the bound input address and writing the bound output address. Everything else
+is the package's own code on the GPU: cuda.py (cuda-python, and pycuda where installed), the
+backend's slots, streams, pinned and device buffers, events and context handling, and the
+executor on top. Each test prints what it measured; the figures are the backend's, not
+TensorRT's. Skipped (marker ``gpu``) without a GPU; ``make gpu-check`` says so in one line.
+"""
+
+import importlib.util
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import trt_standin
+
+pytestmark = pytest.mark.gpu
+
+STANDIN = ('TensorRT is a STAND-IN here (test/trt_standin.py: a CuPy kernel y = 2x + 1 that '
+           'spins the whole GPU for base_ms + item_ms * B); CUDA, the backend and the executor '
+           'are real')
+ITEMS = 1 << 20  # floats per batch item (4 MB)
+
+
+def _libraries():
+    found = []
+    if importlib.util.find_spec('cuda') is not None:
+        found.append('cuda-python')
+    if importlib.util.find_spec('pycuda') is not None:
+        found.append('pycuda')
+    return found or ['cuda-python']
+
+
+def report(line):
+    """Print one line of the gpu-check report (pytest -s shows it)."""
+    print('gpu-check: ' + line, flush=True)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _needs_cupy():
+    pytest.importorskip('cupy', reason='the TensorRT stand-in launches its kernel with CuPy')
+    report(STANDIN)
+
+
+def _open(tmp_path, monkeypatch, library, generation='tensors', items=ITEMS, base_ms=1.0,
+          item_ms=1.0, profiles=4, **options):
+    from tx2_inference.backends.tensorrt import runtime
+    if importlib.util.find_spec('pycuda' if library == 'pycuda' else 'cuda') is None:
+        pytest.skip('{} is not installed here'.format(library))
+    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: trt_standin.module(generation))
+    path = trt_standin.engine_file(str(tmp_path / 'standin.engine'), items, max_batch=4,
+                                   profiles=profiles, base_ms=base_ms, item_ms=item_ms,
+                                   generation=generation)
+    return runtime.TensorRTBackend(path, cuda_library=library, **options)
+
+
+class _Frames(object):
+    """A few random frames of a batch size, each with its expected output."""
+
+    def __init__(self, batch, count=4, items=ITEMS):
+        rng = np.random.RandomState(batch)
+        self.inputs = [rng.standard_normal((batch, items)).astype(np.float32)
+                       for _ in range(count)]
+        self.expected = [2 * x + 1 for x in self.inputs]
+
+    def prepare(self, frame, slot):
+        np.copyto(slot.inputs['x'], self.inputs[frame % len(self.inputs)])
+        return frame
+
+    def finish(self, slot, frame):
+        return frame, bool(np.array_equal(slot.outputs['y'],
+                                          self.expected[frame % len(self.expected)]))
+
+
+def _run_executor(backend, depth, batch, frames, warmup=5):
+    """Run ``frames`` frames with at most ``depth`` in flight; return (frames/s, results)."""
+    from tx2_inference.executor import DoubleBufferedExecutor
+    data = _Frames(batch)
+    results, errors = [], []
+    free = threading.Semaphore(depth)
+
+    def on_result(tag, result, timing):
+        results.append(result)
+        free.release()
+
+    def on_error(tag, error):
+        errors.append(error)
+        free.release()
+
+    executor = DoubleBufferedExecutor(backend, data.prepare, data.finish, on_result, on_error,
+                                      depth=depth, input_shapes={'x': (batch, ITEMS)})
+    try:
+        start = None
+        for frame in range(warmup + frames):
+            if frame == warmup:
+                assert executor.drain(30)
+                start = time.perf_counter()
+            free.acquire()
+            executor.submit(frame, frame)
+        assert executor.drain(60)
+        elapsed = time.perf_counter() - start
+    finally:
+        executor.close()
+    assert not errors, errors[:3]
+    return frames / elapsed, results
+
+
+@pytest.mark.parametrize('generation', ['tensors', 'bindings'])
+@pytest.mark.parametrize('library', _libraries())
+def test_outputs_are_correct_for_every_frame(library, generation, tmp_path, monkeypatch):
+    with _open(tmp_path, monkeypatch, library, generation) as backend:
+        fps, results = _run_executor(backend, depth=2, batch=2, frames=40)
+    assert [r[0] for r in results] == list(range(45))  # in submission order, none dropped
+    assert all(ok for _, ok in results), [f for f, ok in results if not ok]
+    report('{} / {} API (execute_async_{}): 45 of 45 frames correct, in order'.format(
+        library, generation, 'v3' if generation == 'tensors' else 'v2'))
+
+
+@pytest.mark.parametrize('library', _libraries())
+def test_launch_returns_before_the_kernel_ends(library, tmp_path, monkeypatch):
+    with _open(tmp_path, monkeypatch, library, base_ms=100.0, item_ms=0.0) as backend:
+        slot = backend.create_slot(0, {'x': (1, ITEMS)})
+        backend.run(slot)  # warm-up: the kernel's first launch compiles and loads it
+        started = time.perf_counter()
+        backend.launch(slot)
+        launch_ms = (time.perf_counter() - started) * 1e3
+        running = not backend.query(slot)
+        assert backend.wait(slot, timeout=10.0)
+        wall_ms = (time.perf_counter() - started) * 1e3
+    report('{}: launch() returned in {:.2f} ms of a {:.1f} ms frame (kernel {:.1f} ms); '
+           'query() right after: {}'.format(library, launch_ms, wall_ms, slot.infer_ms,
+                                            'running' if running else 'DONE (wrong)'))
+    assert running and launch_ms < 20.0 and slot.infer_ms >= 90.0
+
+
+def _host_ms_per_item(repeats=10):
+    """Return the host's prepare + check time for one batch item (ms), as the executor runs."""
+    import types
+    data = _Frames(1, count=1)
+    slot = types.SimpleNamespace(inputs={'x': np.empty((1, ITEMS), np.float32)},
+                                 outputs={'y': data.expected[0].copy()})
+    started = time.perf_counter()
+    for _ in range(repeats):
+        assert data.finish(slot, data.prepare(0, slot))[1]
+    return (time.perf_counter() - started) * 1e3 / repeats
+
+
+@pytest.mark.parametrize('library', _libraries())
+def test_depth_by_batch_throughput_and_the_double_buffering_gain(library, tmp_path,
+                                                                  monkeypatch):
+    # The stand-in engine is as long as the host's work per frame: the case double buffering
+    # is for (GPU and CPU busy alike); depth 1 runs them one after the other.
+    item_ms = max(_host_ms_per_item(), 0.5)
+    table = {}
+    with _open(tmp_path, monkeypatch, library, base_ms=0.2, item_ms=item_ms) as backend:
+        for batch in (1, 2, 4):
+            for depth in (1, 2, 3):
+                fps, results = _run_executor(backend, depth, batch, frames=40)
+                assert all(ok for _, ok in results)
+                table[depth, batch] = fps
+    report('{}: frames/s (items/s) by executor depth x batch B; stand-in kernel 0.2 ms + '
+           '{:.2f} ms x B (the host prepare + check time per item), copies 4 MB x B each '
+           'way'.format(library, item_ms))
+    report('  depth | ' + ' | '.join('B={:<13d}'.format(b) for b in (1, 2, 4)))
+    for depth in (1, 2, 3):
+        report('  {:5d} | '.format(depth) + ' | '.join(
+            '{:6.1f} ({:6.1f})'.format(table[depth, b], table[depth, b] * b) for b in (1, 2, 4)))
+    ratio = table[2, 1] / table[1, 1]
+    report('{}: double-buffering gain, depth 2 / depth 1 at B=1: {:.2f}x'.format(library, ratio))
+    assert ratio > 1.2
+
+
+def _count_for(seconds):
+    end = time.perf_counter() + seconds
+    count = 0
+    while time.perf_counter() < end:
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize('library', _libraries())
+def test_waiting_sleeps_and_releases_the_gil(library, tmp_path, monkeypatch):
+    with _open(tmp_path, monkeypatch, library, base_ms=400.0, item_ms=0.0) as backend:
+        slot = backend.create_slot(0, {'x': (1, ITEMS)})
+        backend.run(slot)  # warm-up
+        baseline = _count_for(0.2)
+        measured = {}
+
+        def waiter(wait):
+            cpu, wall = time.thread_time(), time.perf_counter()
+            wait()
+            measured['cpu_s'] = time.thread_time() - cpu
+            measured['wall_s'] = time.perf_counter() - wall
+
+        backend.launch(slot)
+        thread = threading.Thread(target=waiter, args=(lambda: backend.wait(slot),))
+        thread.start()
+        time.sleep(0.02)
+        during = _count_for(0.2)  # this thread runs Python while the other waits
+        thread.join(10)
+        cpu_share = measured['cpu_s'] / measured['wall_s']
+        gil_share = during / float(baseline)
+        # For comparison: the same wait on an event with default flags (what `done` was).
+        cuda, h = backend._cuda, slot.handle
+        cuda.push()
+        try:
+            spin = cuda.event()
+            trt_standin.launch(h.device['x'], h.device['y'], ITEMS, 400.0, h.stream_handle)
+            cuda.record(spin, h.stream)
+            thread = threading.Thread(target=waiter, args=(lambda: cuda.synchronize(spin),))
+            thread.start()
+            thread.join(10)
+            cuda.free(spin)
+        finally:
+            cuda.pop()
+        default_share = measured['cpu_s'] / measured['wall_s']
+    report('{} (GIL released by its calls: {}): waiting thread used {:.1%} of a CPU during a '
+           '400 ms kernel ({:.1%} on a default-flag event); another Python thread ran at '
+           '{:.0%} of its idle speed meanwhile'.format(
+               library, backend._cuda.releases_gil, cpu_share, default_share, gil_share))
+    assert cpu_share < 0.2 and gil_share > 0.5
+
+
+@pytest.mark.parametrize('library', _libraries())
+def test_device_memory_returns_after_50_create_close_cycles(library, tmp_path, monkeypatch):
+    import cupy
+
+    def cycle():
+        with _open(tmp_path, monkeypatch, library, items=1 << 16, base_ms=0.1,
+                   item_ms=0.0) as backend:
+            slots = [backend.create_slot(i, {'x': (2, 1 << 16)}) for i in range(2)]
+            for slot in slots:
+                backend.launch(slot)
+            for slot in slots:
+                assert backend.wait(slot, timeout=10.0)
+
+    cycle()  # the kernel's module and the context are loaded once, before the baseline
+    start = cupy.cuda.runtime.memGetInfo()[0]
+    started = time.perf_counter()
+    for _ in range(50):
+        cycle()
+    end = cupy.cuda.runtime.memGetInfo()[0]
+    report('{}: free device memory {:.1f} MiB before and {:.1f} MiB after 50 create/run/close '
+           'cycles of 2 slots ({:+.2f} MiB, {:.2f} s)'.format(
+               library, start / 2.0 ** 20, end / 2.0 ** 20, (end - start) / 2.0 ** 20,
+               time.perf_counter() - started))
+    assert abs(end - start) <= 2 << 20
+
+
+def test_report_names_the_machine():
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props['name'].decode() if isinstance(props['name'], bytes) else props['name']
+    report('GPU {} (sm_{}{}), CUDA runtime {}, CuPy {}, Python {}; pid {}'.format(
+        name, props['major'], props['minor'], cupy.cuda.runtime.runtimeGetVersion(),
+        cupy.__version__, '.'.join(map(str, sys.version_info[:3])), os.getpid()))
