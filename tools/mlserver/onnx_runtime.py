@@ -7,11 +7,13 @@ a real server. It runs in its own virtual environment (``build/mlserver-venv``, 
 tools/setup_env.sh from requirements/mlserver.txt), not the node's.
 
 model-settings.json: ``parameters.uri`` the absolute path of the ``.onnx``; ``parameters.extra``
-may hold ``threads`` (ONNX Runtime intra-op threads, 0: its default) and ``delay_s`` (each
-request waits that long first: a slow server, for the timeout tests).
+may hold ``threads`` (ONNX Runtime intra-op threads, 0: its default) and ``delay_file``: while
+that file exists, each request first waits the seconds written in it (a slow server, for the
+timeout tests).
 """
 
 import asyncio
+import os
 
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
@@ -41,7 +43,7 @@ class OnnxRuntimeModel(MLModel):
         uri = await get_model_uri(self._settings)
         parameters = self._settings.parameters
         extra = (parameters.extra if parameters is not None else None) or {}
-        self._delay_s = float(extra.get('delay_s', 0.0))
+        self._delay_file = extra.get('delay_file') or ''
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(extra.get('threads', 0))
         options.log_severity_level = 3
@@ -55,8 +57,9 @@ class OnnxRuntimeModel(MLModel):
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         """Run one request (in a worker thread: the event loop keeps answering)."""
         feeds = {item.name: NumpyCodec.decode_input(item) for item in payload.inputs}
-        if self._delay_s:
-            await asyncio.sleep(self._delay_s)
+        if self._delay_file and os.path.exists(self._delay_file):
+            with open(self._delay_file) as f:
+                await asyncio.sleep(float(f.read().strip() or 0))
         loop = asyncio.get_event_loop()
         values = await loop.run_in_executor(None, self._session.run, None, feeds)
         return InferenceResponse(

@@ -255,17 +255,20 @@ class TritonBackend(Backend):
             self._client.is_server_live(**call)
         except Exception as error:
             raise self._unreachable(error) from error
+        answer = ''
         try:
             ready = self._client.is_model_ready(self.model_name, self.model_version, **call)
-        except Exception as error:
-            raise self._unreachable(error) from error
+        except Exception as error:  # the server is live: it refused this model name
+            if classify(error) == UNAVAILABLE:
+                raise self._unreachable(error) from error
+            ready, answer = False, ' ({})'.format(_message(error))
         if not ready:
-            raise ModelError('the server at {} has no ready model {!r}{}{}: set triton_model '
+            raise ModelError('the server at {} has no ready model {!r}{}{}{}: set triton_model '
                              '(and triton_model_version) to a model it serves, or add the '
                              'model to its repository (tx2-convert triton-repo) and load '
                              'it'.format(self.url, self.model_name,
                                          ' version ' + self.model_version
-                                         if self.model_version else '', self._index()))
+                                         if self.model_version else '', answer, self._index()))
         try:
             metadata = self._client.get_model_metadata(self.model_name, self.model_version,
                                                        **call)

@@ -42,7 +42,7 @@ class KServeServer(object):
 
     :param folder: where the repository and the log are written.
     :param models: model name -> ``.onnx`` path, or -> dict with ``path`` and optional
-        ``threads`` and ``delay_s`` (see tools/mlserver/onnx_runtime.py).
+        ``threads`` and ``delay_file`` (see tools/mlserver/onnx_runtime.py).
     :param threads: default ONNX Runtime threads per model (0: its default).
     """
 
@@ -68,7 +68,8 @@ class KServeServer(object):
             folder = os.path.join(self.repository, name)
             os.makedirs(folder, exist_ok=True)
             extra = {'threads': int(spec.get('threads', threads)),
-                     'delay_s': float(spec.get('delay_s', 0.0))}
+                     'delay_file': os.path.abspath(spec['delay_file'])
+                     if spec.get('delay_file') else ''}
             model = {'name': name, 'implementation': RUNTIME,
                      'parameters': {'uri': os.path.abspath(spec['path']), 'extra': extra}}
             with open(os.path.join(folder, 'model-settings.json'), 'w') as f:
