@@ -62,6 +62,17 @@ def test_same_detections_as_local_onnxruntime(default_model, server, astronaut):
     assert health['level'] == 'ok' and health['errors'][UNAVAILABLE] == 0
 
 
+def test_the_model_config_from_triton_repo_is_all_the_robot_needs(default_model, server,
+                                                                  astronaut, tmp_path):
+    from tx2_inference.convert.triton_repo import write_repository
+    paths = write_repository(default_model, str(tmp_path / 'model_repository'))
+    # On the robot: model_path names the model config; the server's model name is its stem.
+    with Detector(paths['model_config'], backend='triton',
+                  backend_options={'url': server.url}) as remote:
+        assert remote.backend.model_name == MODEL
+        assert remote.detect(astronaut, 'rgb').labels[:1] == ['person']
+
+
 def test_inputs_and_outputs_come_from_the_server_metadata(default_model, server):
     from tx2_inference.backends import open_backend
     with open_backend(default_model, 'onnxruntime') as local, \
