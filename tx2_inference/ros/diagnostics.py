@@ -101,7 +101,14 @@ def detector_status(node_name: str, state: str, detector: Any, last_error: str,
         else:
             values.append((key, format_value(value)))
     level = DiagnosticStatus.OK if state == 'active' else DiagnosticStatus.WARN
-    return _status(level, name, state, values, hardware_id=str(detector.backend_name))
+    message = state
+    health = stats.get('backend_health')  # a remote backend's connection (triton)
+    if isinstance(health, dict) and health.get('level') in ('warn', 'error'):
+        level = max(level, DiagnosticStatus.ERROR if health['level'] == 'error'
+                    else DiagnosticStatus.WARN)
+        message = '{}; backend {} at {}: {}'.format(state, health.get('state'),
+                                                   health.get('url'), health.get('last_error'))
+    return _status(level, name, message, values, hardware_id=str(detector.backend_name))
 
 
 def camera_status(node_name: str, image_topic: str, detections_topic: str,

@@ -33,7 +33,8 @@ except ImportError:  # depends on the ROS distribution
     ParameterUninitializedException = LookupError
 
 DEFAULT_MODEL = 'ssdlite_person.onnx'
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'tflite')
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'tflite', 'triton')
+TRITON_COMPRESSIONS = ('none', 'gzip', 'deflate')
 PRECISIONS = ('fp32', 'fp16', 'int8')
 INPUT_TRANSPORTS = ('raw', 'compressed')
 
@@ -77,6 +78,31 @@ def check_topics(topics: Sequence[str]) -> str:
         return ('image_topics {} share a namespace, so their detections topics would clash: '
                 'put each camera under its own namespace (cam0/image_raw, cam1/image_raw).'
                 .format(', '.join(topics)))
+    return ''
+
+
+def parse_headers(entries: Optional[Sequence[str]]) -> Dict[str, str]:
+    """Return request headers from ``['name=value', ...]`` (``name: value`` works too).
+
+    :raises ConfigError: an entry without a name and a value.
+    """
+    headers = {}
+    for entry in entries or ():
+        if not entry:
+            continue
+        name, sep, value = entry.partition('=') if '=' in entry else entry.partition(':')
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError('triton_headers entry {!r} is not name=value, e.g. '
+                              "'authorization=Bearer <token>'.".format(entry))
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _check_headers(entries: Optional[Sequence[str]], labels: Labels) -> str:
+    try:
+        parse_headers(entries)
+    except ConfigError as error:
+        return str(error)
     return ''
 
 
@@ -159,7 +185,8 @@ TABLE = (
         'model_path', default_model_path,
         'Model file: a TensorRT .engine, an .onnx (TensorRT engine built and cached on a GPU, '
         "else ONNX Runtime) or a .tflite. Default and empty: the package share's models/" +
-        DEFAULT_MODEL + '.', reconfigure=True),
+        DEFAULT_MODEL + '. backend triton: names the model (its .yaml beside it), the file '
+        'need not exist here.', reconfigure=True),
     ParameterSpec(
         'model_config', '',
         'Model config YAML (input layout, decoder, labels). Empty: <model_path without '
@@ -167,7 +194,8 @@ TABLE = (
     ParameterSpec(
         'backend', 'auto',
         'Inference runtime. auto: TensorRT where a GPU and TensorRT are present, else ONNX '
-        'Runtime (or TFLite for a .tflite).', reconfigure=True, choices=BACKENDS),
+        'Runtime (or TFLite for a .tflite). triton: a Triton Inference Server runs the model '
+        '(triton_* parameters).', reconfigure=True, choices=BACKENDS),
     ParameterSpec(
         'precision', 'fp16',
         'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '
@@ -194,6 +222,41 @@ TABLE = (
         'cpu_threads', 0,
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),
+    ParameterSpec(
+        'triton_url', 'localhost:8001',
+        "backend triton: host:port of the server's gRPC endpoint (Triton: 8001); grpcs:// "
+        'for TLS.', reconfigure=True),
+    ParameterSpec(
+        'triton_model', '',
+        "backend triton: the model's name on the server. Empty: model_path's file name "
+        'without its extension.', reconfigure=True),
+    ParameterSpec(
+        'triton_model_version', '',
+        'backend triton: the model version to run. Empty: the server chooses.',
+        reconfigure=True),
+    ParameterSpec(
+        'triton_timeout_s', 1.0,
+        'backend triton: the most one request may take; a later answer is dropped and the '
+        'frame counted (triton_timeout_error).', reconfigure=True, floating=(0.01, 600.0)),
+    ParameterSpec(
+        'triton_root_cert', '',
+        "backend triton: PEM file of the CA that signed the server's certificate; set it for "
+        'TLS. Empty: plain text (or the system CAs with grpcs://).', reconfigure=True),
+    ParameterSpec(
+        'triton_client_cert', '',
+        'backend triton: PEM client certificate for mutual TLS (with triton_client_key).',
+        reconfigure=True),
+    ParameterSpec(
+        'triton_client_key', '',
+        'backend triton: PEM private key of triton_client_cert.', reconfigure=True),
+    ParameterSpec(
+        'triton_headers', Parameter.Type.STRING_ARRAY,
+        "backend triton: extra request headers as name=value, e.g. ['authorization=Bearer "
+        "<token>'].", reconfigure=True, check=_check_headers),
+    ParameterSpec(
+        'triton_compression', 'none',
+        'backend triton: compression of the requests.', reconfigure=True,
+        choices=TRITON_COMPRESSIONS),
     ParameterSpec(
         'score_threshold', 0.5,
         'Minimum score of a published detection; applies to the next frame.',
@@ -296,6 +359,22 @@ class NodeParameters(object):
                                   '; '.join('{} ({})'.format(k, v) for k, v in
                                             sorted(self.startup_errors.items())),
                                   self._node.get_fully_qualified_name()))
+
+    def backend_options(self) -> Dict[str, Any]:
+        """Return the backend's keyword arguments: the triton_* parameters for triton."""
+        if self.value('backend') != 'triton':
+            return {}
+
+        def path(name: str) -> Optional[str]:
+            value = self.value(name)
+            return os.path.expanduser(value) if value else None
+        return {'url': self.value('triton_url'), 'model_name': self.value('triton_model') or None,
+                'model_version': self.value('triton_model_version'),
+                'timeout_s': self.value('triton_timeout_s'),
+                'root_cert': path('triton_root_cert'), 'client_cert': path('triton_client_cert'),
+                'client_key': path('triton_client_key'),
+                'headers': parse_headers(self.value('triton_headers')),
+                'compression': self.value('triton_compression')}
 
     def detection_params(self) -> Any:
         """Return the DetectionParams of the current live parameters."""
