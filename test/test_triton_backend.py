@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import skimage.data
+from tls_front import make_ca, make_server_cert, TlsFront
 import yaml
 
 from tx2_inference.backends.triton_backend import TIMEOUT, UNAVAILABLE
@@ -140,23 +141,26 @@ def test_http_url_and_bad_options_are_config_errors(default_model, tmp_path):
         assert all(w in str(error.value) for w in words), str(error.value)
 
 
-def test_tls_against_a_plain_text_server_fails_naming_tls(default_model, server, tmp_path):
-    cert = tmp_path / 'ca.pem'
-    cert.write_text(_self_signed_cert(tmp_path))
+def test_tls_with_the_right_ca_works_and_a_bad_certificate_fails(default_model, server,
+                                                                  astronaut, tmp_path):
+    # A real TLS handshake: a TLS front (test/tls_front.py) before the plain-text server.
+    ca = make_ca(str(tmp_path), 'robot-ca')
+    other = make_ca(str(tmp_path), 'other-ca')
+    front = TlsFront(server.grpc_port, *make_server_cert(str(tmp_path), ca))
+    try:
+        with _triton(default_model, server, url=front.url, root_cert=ca[0]) as remote:
+            assert remote.backend.tls
+            assert remote.detect(astronaut, 'rgb').labels[:1] == ['person']
+        with pytest.raises(BackendUnavailableError) as error:
+            _triton(default_model, server, url=front.url, root_cert=other[0], timeout_s=2.0)
+        message = str(error.value)
+        assert front.url in message and 'TLS' in message and 'triton_root_cert' in message
+    finally:
+        front.close()
+    # TLS to a plain-text port fails the handshake, naming TLS as well.
     with pytest.raises(BackendUnavailableError) as error:
-        _triton(default_model, server, root_cert=str(cert), timeout_s=2.0)
-    message = str(error.value)
-    assert server.url in message and 'TLS' in message
-
-
-def _self_signed_cert(folder):
-    import subprocess
-    key, cert = str(folder / 'ca.key'), str(folder / 'ca.crt')
-    subprocess.check_call(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days',
-                           '2', '-subj', '/CN=tx2-test-ca', '-keyout', key, '-out', cert],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(cert) as f:
-        return f.read()
+        _triton(default_model, server, root_cert=ca[0], timeout_s=2.0)
+    assert server.url in str(error.value) and 'TLS' in str(error.value)
 
 
 def test_a_request_past_its_timeout_is_dropped_and_counted(default_model, server, astronaut):

@@ -19,6 +19,7 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 import skimage.data
 from std_msgs.msg import Header
+from tls_front import make_ca, make_server_cert, TlsFront
 from vision_msgs.msg import Detection2DArray
 import yaml
 
@@ -122,17 +123,17 @@ def test_each_wrong_setting_is_a_clear_configure_failure(graph, server, default_
     message = graph.failure()
     assert "'images'" in message and 'image_tensor:0' in message
 
-    cert = tmp_path / 'other_ca.pem'
-    import subprocess
-    subprocess.check_call(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days',
-                           '2', '-subj', '/CN=other-ca', '-keyout', str(tmp_path / 'k.pem'),
-                           '-out', str(cert)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-    _set(graph, model_config='', triton_root_cert=str(cert))
-    message = graph.failure()
-    assert server.url in message and 'TLS' in message
+    # A server whose certificate another CA signed (a TLS front before the plain server).
+    signer, other = make_ca(str(tmp_path), 'server-ca'), make_ca(str(tmp_path), 'other-ca')
+    front = TlsFront(server.grpc_port, *make_server_cert(str(tmp_path), signer))
+    try:
+        _set(graph, model_config='', triton_url=front.url, triton_root_cert=other[0])
+        message = graph.failure()
+        assert front.url in message and 'TLS' in message and 'triton_root_cert' in message
+    finally:
+        front.close()
 
-    _set(graph, triton_root_cert='')
+    _set(graph, triton_url=server.url, triton_root_cert='')
     assert graph.configure(), graph.process.log()[-3000:]
     assert graph.transition('activate')
 
