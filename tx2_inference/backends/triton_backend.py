@@ -367,8 +367,9 @@ class TritonBackend(Backend):
         request.result = request.error = None
         request.done.clear()
         for infer_input in request.infer_inputs:
-            # tritonclient serialises the array into the request: the slot buffer is read
-            # once, with no copy of ours in between.
+            # The slot buffer itself goes to the client, no copy of ours in between; gRPC
+            # sends a serialised protobuf, so tritonclient copies it into the request (a
+            # zero-copy path, shared memory, exists only for a server on the same host).
             infer_input.set_data_from_numpy(slot.inputs[infer_input.name()])
         request.started = time.perf_counter()
         try:
