@@ -169,7 +169,7 @@ def test_a_request_past_its_timeout_is_dropped_and_counted(default_model, server
                   backend_options={'url': server.url, 'model_name': 'slow_person',
                                    'timeout_s': 0.5}) as det:
         with open(server.delay_file, 'w') as f:
-            f.write('3')
+            f.write('5')
         try:
             start = time.monotonic()
             for tag in range(3):
@@ -181,7 +181,7 @@ def test_a_request_past_its_timeout_is_dropped_and_counted(default_model, server
             os.remove(server.delay_file)
         assert len(errors) >= 2 and all(getattr(e, 'reason', '') == TIMEOUT for e in errors)
         assert health['errors'][TIMEOUT] == len(errors) and health['level'] == 'warn'
-        assert elapsed < 3.0  # cut at the deadline, not when the server would have answered
+        assert elapsed < 4.0  # cut at the deadline, not when the server would have answered
         assert len(det.detect(astronaut, 'rgb')) >= 1  # the next one is on time again
         assert det.stats()['backend_health']['level'] == 'ok'
 

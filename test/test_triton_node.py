@@ -34,9 +34,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE = 'triton_inference_node'
 TOPIC = 'cam0/image_raw'
 PROFILE = os.path.join(ROOT, 'config', 'fastdds_large_frames.xml')
-# Every process of the graph gets the large-frame Fast DDS profile: this one (set before any
-# participant exists: modules are imported before tests run), and the node (inherits it).
-os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = PROFILE
+# Every process of the graph gets the large-frame Fast DDS profile: this one (read when its
+# first participant is made; modules are imported before any test runs) and the node.
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', PROFILE)
 
 
 class Graph(NodeClient):
@@ -97,7 +97,8 @@ def graph(default_model, server, tmp_path_factory):
                '-p', 'triton_url:=127.0.0.1:{}'.format(free_port()),
                '-p', 'triton_timeout_s:=2.0']
     log = str(tmp_path_factory.mktemp('node') / 'node.log')
-    with ModuleProcess(command, log) as node, Graph() as graph:
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=PROFILE)
+    with ModuleProcess(command, log, env=env) as node, Graph() as graph:
         graph.wait_for_node(timeout=30)
         graph.process = node
         yield graph
