@@ -35,8 +35,10 @@ ROSDEP_KEYS = {
 }
 # Imports with no rosdep key on every distribution: JetPack ships TensorRT and pycuda; the CPU
 # runtimes come from pip. The README says which to install where.
+# tritonclient (backend triton, from pip) brings google.protobuf with it.
 NOT_ROSDEP = {'tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'onnxruntime', 'ai_edge_litert',
-              'tflite_runtime', 'onnx', 'tensorflow', 'tf2onnx', 'pycocotools'}
+              'tflite_runtime', 'onnx', 'tensorflow', 'tf2onnx', 'pycocotools', 'tritonclient',
+              'google'}
 
 
 @pytest.fixture(scope='module')

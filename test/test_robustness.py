@@ -25,7 +25,7 @@ from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.core.fileio import file_sha256
 from tx2_inference.errors import ModelError
 from tx2_inference.ros.image import array_to_image_msg
-from tx2_inference.ros.node import PARAMETERS, RECONFIGURE
+from tx2_inference.ros.parameters import PARAMETERS, RECONFIGURE
 from tx2_inference.tools import soak
 
 CHURN_CYCLES = 20

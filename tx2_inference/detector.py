@@ -66,6 +66,8 @@ class Detector(object):
         completion thread in submission order.
     :param on_error: ``on_error(tag, error)`` for a frame that could not be processed (e.g. a
         ``FrameError``); default: logged.
+    :param backend_options: more keyword arguments for the backend (``triton``: url,
+        model_name, timeout_s, TLS files, headers, compression).
     :raises UserError: a missing or bad model, config or backend, with what to fix.
     """
 
@@ -73,7 +75,8 @@ class Detector(object):
                  backend: str = 'auto', precision: str = 'fp16',
                  engine_cache_dir: Optional[str] = None, depth: int = 2,
                  threads: Optional[int] = None, on_result: Optional[ResultCallback] = None,
-                 on_error: Optional[Callable[[Any, BaseException], None]] = None) -> None:
+                 on_error: Optional[Callable[[Any, BaseException], None]] = None,
+                 backend_options: Optional[Dict[str, Any]] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
@@ -82,7 +85,7 @@ class Detector(object):
         self._lock = threading.Lock()
         config = ModelConfig.for_model(model_path, config_path)
         self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
-                                     engine_cache_dir=engine_cache_dir)
+                                     engine_cache_dir=engine_cache_dir, **(backend_options or {}))
         try:
             self.config = config.resolve(self._backend.inputs, self._backend.outputs)
             inp = self.config.input
@@ -212,6 +215,9 @@ class Detector(object):
         """Return counts (submitted, completed, dropped, dropped_reasons) and timings."""
         result = self._executor.stats()
         result['backend'] = self.backend_name
+        health = getattr(self._backend, 'health', None)  # a remote backend's connection
+        if health is not None:
+            result['backend_health'] = health()
         return result
 
     def drain(self, timeout_s: Optional[float] = None) -> bool:

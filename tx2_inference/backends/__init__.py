@@ -13,7 +13,7 @@ from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelErro
 __all__ = ['Backend', 'BACKENDS', 'open_backend', 'Slot', 'TensorInfo']
 
 BACKENDS = ('auto', 'onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'tensorrt',
-            'tflite')
+            'tflite', 'triton')
 
 _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 
@@ -25,7 +25,9 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
 
     ``auto``: a TensorRT engine file -> ``tensorrt``; ``.tflite`` -> ``tflite``; ``.onnx`` ->
     ``tensorrt`` when a GPU, TensorRT and the engine builder are present (the engine is
-    built once and cached), else ONNX Runtime on CPU.
+    built once and cached), else ONNX Runtime on CPU. ``triton``: the model runs on a Triton
+    Inference Server; ``model_path`` only names it (its ``.yaml`` beside it), the server's
+    address and the rest are ``options`` (``backends.triton_backend.TritonBackend``).
 
     :param precision: engine precision when a TensorRT engine is built from ONNX.
     :param threads: CPU threads for ONNX Runtime (intra-op) or TFLite.
@@ -42,6 +44,9 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     check_model_file(model_path, suffix)
     if backend == 'auto':
         backend = _auto(suffix)
+    if backend == 'triton':
+        from tx2_inference.backends.triton_backend import TritonBackend
+        return TritonBackend(model_path, **options)
     if backend == 'tflite':
         if suffix != '.tflite':
             raise ConfigError('backend tflite needs a .tflite model, not {!r}'.format(

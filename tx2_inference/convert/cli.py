@@ -7,6 +7,7 @@ Subcommands::
     tx2-convert quantize model.onnx --calib-images DIR -o model_int8.onnx [--format qdq]
     tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
     tx2-convert evaluate --images DIR --annotations coco.json --tf MODEL --onnx m.onnx ...
+    tx2-convert triton-repo model.onnx|model.engine -o model_repository [--max-batch-size N]
 
 Runs on the robot (Python 3.6): TensorFlow, TensorRT and ONNX Runtime are imported only by
 the subcommand that needs them. A problem the user can fix prints one line (what was wrong,
@@ -15,6 +16,7 @@ what to do) and exits with status 2; nothing partial is written.
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -160,6 +162,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triton_repo(args: argparse.Namespace) -> int:
+    """`triton-repo`: a Triton model repository entry (config.pbtxt checked by its schema)."""
+    from tx2_inference.convert import triton_repo
+    extra = None
+    if args.extra:
+        extra = args.extra
+        if os.path.isfile(extra):
+            with open(extra) as f:
+                extra = f.read()
+    paths = triton_repo.write_repository(
+        args.model, args.output, name=args.name, version=args.version,
+        max_batch_size=args.max_batch_size, dynamic_batching=not args.no_dynamic_batching,
+        queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
+        config_path=args.config, onnx_path=args.onnx, extra=extra, force=args.force)
+    print('Wrote {} ({}): {}, {} and {}.'.format(
+        paths['folder'], paths['platform'], paths['config'], paths['model'],
+        paths['model_config']))
+    if paths['platform'] == 'tensorrt_plan':
+        print('A TensorRT engine runs only on the GPU model and TensorRT version it was built '
+              "for: build it on the server's GPU (same TensorRT as the Triton release), or "
+              'serve the ONNX model instead.')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the `tx2-convert` argument parser."""
     parser = argparse.ArgumentParser(
@@ -253,6 +279,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', default='output/evaluate', help='report folder')
     p.add_argument('--repeats', type=int, default=3, help='latency runs per image')
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser('triton-repo', help='ONNX or TensorRT engine -> Triton model repository')
+    p.add_argument('model', help='.onnx model or TensorRT engine (.engine, .plan)')
+    p.add_argument('-o', '--output', default='model_repository',
+                   help='the repository folder (default: model_repository)')
+    p.add_argument('--name', help="the model's name on the server (default: the file's)")
+    p.add_argument('--version', type=int, default=1, help='version folder (default: 1)')
+    p.add_argument('--config', help='model config YAML (default: beside the model)')
+    p.add_argument('--onnx', help='engine only: the ONNX it was built from (its tensors)')
+    p.add_argument('--max-batch-size', type=int, default=None,
+                   help='0: no batching; default: 8 when the first dimension of every tensor '
+                   'is dynamic, else 0')
+    p.add_argument('--no-dynamic-batching', action='store_true',
+                   help='no dynamic batching (default: on when batching)')
+    p.add_argument('--max-queue-delay-us', type=int, default=100,
+                   help='dynamic batching: the longest a request waits for others (us)')
+    p.add_argument('--instances', type=int, default=1, help='model instances (default: 1)')
+    p.add_argument('--kind', default='gpu', choices=['gpu', 'cpu'],
+                   help='instance kind (default: gpu)')
+    p.add_argument('--extra', help='ModelConfig text (or a file of it) merged into '
+                   'config.pbtxt, e.g. optimization settings; checked by the schema')
+    p.add_argument('--force', action='store_true', help='replace an existing model folder')
+    p.set_defaults(func=cmd_triton_repo)
     return parser
 
 

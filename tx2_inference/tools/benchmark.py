@@ -24,6 +24,10 @@ node at an input rate above the model's throughput, the node and a naive node at
 folder: ``benchmark-results.json`` (every figure, the issue's fields at the top level), the
 plots, and the processes' logs. docs/BENCHMARKS.md reads the figures of one run.
 
+The ``triton`` row (``tx2_inference.tools.bench.triton_bench``; ``--no-triton`` skips it): the
+executor and single requests on local ONNX Runtime against ``backend: triton`` to a KServe V2
+server on localhost (MLServer), a row, not a goal.
+
 On a GPU, ``--backend tensorrt`` adds the ``gpu`` rows (executor against the raw engine,
 executor depth 2 against 1); elsewhere they say why they are skipped. ``--compare-depth``
 measures depth 1 against 2 on any backend.
@@ -335,6 +339,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--image', help='photo to feed (default: skimage astronaut)')
     parser.add_argument('--compare-depth', action='store_true',
                         help='also measure executor depth 1 against 2 (always with tensorrt)')
+    parser.add_argument('--no-triton', action='store_true',
+                        help='skip the triton row (remote backend against local ONNX Runtime)')
+    parser.add_argument('--triton-rounds', type=int, default=3,
+                        help='rounds of the triton row (%(default)s)')
     ros = parser.add_argument_group('ROS graph (issue 7)')
     ros.add_argument('--no-ros', action='store_true', help='in-process measurements only')
     ros.add_argument('--rates', default='15,30,60',
@@ -386,6 +394,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     results['gpu'] = gpu_rows(results, args)
     if args.compare_depth and 'depth_2_over_depth_1' not in results['gpu']:
         results['depth_compare'] = compare_depth(args)
+    if not args.no_triton and args.model.endswith('.onnx'):
+        from tx2_inference.tools.bench.triton_bench import triton_row
+        results['triton'] = triton_row(args.model, args.config, load_frame(args.image),
+                                       args.frames, args.triton_rounds, args.depth,
+                                       args.threads, log)
+        if 'skipped' not in results['triton']:
+            print('triton (localhost): {triton_fps:.1f} FPS, latency p50 {triton_latency_ms_p50'
+                  ':.1f} ms   onnxruntime: {onnxruntime_fps:.1f} FPS, latency p50 '
+                  '{onnxruntime_latency_ms_p50:.1f} ms'.format(**results['triton']))
     if not args.no_ros:
         run_graph(results, args, log)
         from tx2_inference.tools.bench.suite import write_plots

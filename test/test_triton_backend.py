@@ -1,0 +1,235 @@
+"""backend: triton against a real KServe V2 server process (MLServer, started here).
+
+NVIDIA's Triton server does not install here; MLServer speaks the same KServe V2 gRPC protocol
+and serves the default person model through ONNX Runtime (tools/mlserver/onnx_runtime.py), in
+its own virtual environment (tools/setup_mlserver.sh). Everything on the client side is the
+real thing: tritonclient, gRPC over localhost, the Detector, its executor and decoders.
+"""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import skimage.data
+from tls_front import make_ca, make_server_cert, TlsFront
+import yaml
+
+from tx2_inference.backends.triton_backend import TIMEOUT, UNAVAILABLE
+from tx2_inference.detector import Detector
+from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
+from tx2_inference.tools.kserve_server import free_port, KServeServer
+
+MODEL = 'ssdlite_person'
+
+
+@pytest.fixture(scope='module')
+def astronaut():
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope='module')
+def server(default_model, tmp_path_factory):
+    """One MLServer for the module: the person model, and a twin that is slow on demand."""
+    folder = tmp_path_factory.mktemp('kserve')
+    delay = str(folder / 'delay_s')
+    srv = KServeServer(str(folder), {MODEL: default_model,
+                                     'slow_person': {'path': default_model,
+                                                     'delay_file': delay}})
+    srv.delay_file = delay
+    with srv:
+        yield srv
+
+
+def _triton(default_model, server, **options):
+    options.setdefault('url', server.url)
+    return Detector(default_model, backend='triton', backend_options=options)
+
+
+def test_same_detections_as_local_onnxruntime(default_model, server, astronaut):
+    photos = [astronaut, skimage.data.chelsea(), skimage.data.coffee()]
+    with Detector(default_model, backend='onnxruntime') as local:
+        expected = [local.detect(p, 'rgb') for p in photos]
+    with _triton(default_model, server) as remote:
+        assert remote.backend_name == 'triton' and remote.labels == ['person']
+        got = [remote.detect(p, 'rgb') for p in photos]
+        health = remote.stats()['backend_health']
+    assert len(expected[0]) >= 1 and expected[0].labels[0] == 'person'
+    for want, have in zip(expected, got):
+        assert have.labels == want.labels
+        np.testing.assert_allclose(have.boxes, want.boxes, atol=1e-4)
+        np.testing.assert_allclose(have.scores, want.scores, atol=1e-4)
+    assert health['level'] == 'ok' and health['errors'][UNAVAILABLE] == 0
+
+
+def test_the_model_config_from_triton_repo_is_all_the_robot_needs(default_model, server,
+                                                                  astronaut, tmp_path):
+    from tx2_inference.convert.triton_repo import write_repository
+    paths = write_repository(default_model, str(tmp_path / 'model_repository'))
+    # On the robot: model_path names the model config; the server's model name is its stem.
+    with Detector(paths['model_config'], backend='triton',
+                  backend_options={'url': server.url}) as remote:
+        assert remote.backend.model_name == MODEL
+        assert remote.detect(astronaut, 'rgb').labels[:1] == ['person']
+
+
+def test_inputs_and_outputs_come_from_the_server_metadata(default_model, server):
+    from tx2_inference.backends import open_backend
+    with open_backend(default_model, 'onnxruntime') as local, \
+            open_backend(default_model, 'triton', url=server.url) as remote:
+        assert [(t.name, t.dtype) for t in remote.inputs] == \
+            [(t.name, t.dtype) for t in local.inputs]
+        assert [t.name for t in remote.outputs] == [t.name for t in local.outputs]
+
+
+def test_submitted_frames_arrive_in_order_one_request_per_slot(default_model, server, astronaut):
+    results = []
+    with Detector(default_model, backend='triton', depth=2,
+                  on_result=lambda tag, dets, timing: results.append((tag, len(dets))),
+                  backend_options={'url': server.url}) as det:
+        for tag in range(12):
+            det.submit(astronaut, 'rgb', tag)
+            assert det.stats()['in_flight'] <= 2
+        assert det.drain(30)
+        stats = det.stats()
+    tags = [tag for tag, _ in results]
+    assert tags == sorted(tags) and tags[-1] == 11
+    assert all(n >= 1 for _, n in results)
+    assert stats['completed'] + stats['dropped_reasons']['superseded'] == 12
+
+
+def test_wrong_model_name_fails_naming_it(default_model, server):
+    with pytest.raises(ModelError) as error:
+        _triton(default_model, server, model_name='ssdlite_persn')
+    message = str(error.value)
+    assert "'ssdlite_persn'" in message and server.url in message and 'triton_model' in message
+
+
+def test_wrong_input_name_fails_naming_both(default_model, server, tmp_path):
+    with open(os.path.splitext(default_model)[0] + '.yaml') as f:
+        config = yaml.safe_load(f)
+    config['input']['name'] = 'images'
+    path = tmp_path / 'wrong.yaml'
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as error:
+        Detector(default_model, config_path=str(path), backend='triton',
+                 backend_options={'url': server.url})
+    message = str(error.value)
+    assert "'images'" in message and 'image_tensor:0' in message
+
+
+def test_unreachable_url_fails_fast_naming_url_and_fix(default_model):
+    url = '127.0.0.1:{}'.format(free_port())
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailableError) as error:
+        Detector(default_model, backend='triton', backend_options={'url': url,
+                                                                   'timeout_s': 1.0})
+    message = str(error.value)
+    assert url in message and 'start the server' in message and 'triton_url' in message
+    assert time.monotonic() - start < 15
+
+
+def test_http_url_and_bad_options_are_config_errors(default_model, tmp_path):
+    for options, words in (({'url': 'http://gpu:8000'}, ['gRPC', '8001']),
+                           ({'url': 'gpu-server'}, ['no port']),
+                           ({'compression': 'zstd'}, ['zstd', 'gzip']),
+                           ({'root_cert': str(tmp_path / 'none.pem')}, ['none.pem']),
+                           ({'client_cert': str(tmp_path / 'c.pem')}, ['c.pem'])):
+        with pytest.raises(ConfigError) as error:
+            Detector(default_model, backend='triton', backend_options=options)
+        assert all(w in str(error.value) for w in words), str(error.value)
+
+
+def test_tls_with_the_right_ca_works_and_a_bad_certificate_fails(default_model, server,
+                                                                  astronaut, tmp_path):
+    # A real TLS handshake: a TLS front (test/tls_front.py) before the plain-text server.
+    ca = make_ca(str(tmp_path), 'robot-ca')
+    other = make_ca(str(tmp_path), 'other-ca')
+    front = TlsFront(server.grpc_port, *make_server_cert(str(tmp_path), ca))
+    try:
+        with _triton(default_model, server, url=front.url, root_cert=ca[0]) as remote:
+            assert remote.backend.tls
+            assert remote.detect(astronaut, 'rgb').labels[:1] == ['person']
+        with pytest.raises(BackendUnavailableError) as error:
+            _triton(default_model, server, url=front.url, root_cert=other[0], timeout_s=2.0)
+        message = str(error.value)
+        assert front.url in message and 'TLS' in message and 'triton_root_cert' in message
+    finally:
+        front.close()
+    # TLS to a plain-text port fails the handshake, naming TLS as well.
+    with pytest.raises(BackendUnavailableError) as error:
+        _triton(default_model, server, root_cert=ca[0], timeout_s=2.0)
+    assert server.url in str(error.value) and 'TLS' in str(error.value)
+
+
+def test_a_request_past_its_timeout_is_dropped_and_counted(default_model, server, astronaut):
+    errors = []
+    with Detector(default_model, backend='triton', on_error=lambda t, e: errors.append(e),
+                  backend_options={'url': server.url, 'model_name': 'slow_person',
+                                   'timeout_s': 0.5}) as det:
+        with open(server.delay_file, 'w') as f:
+            f.write('5')
+        try:
+            start = time.monotonic()
+            for tag in range(3):
+                det.submit(astronaut, 'rgb', tag)
+            assert det.drain(20)
+            elapsed = time.monotonic() - start
+            health = det.stats()['backend_health']
+        finally:
+            os.remove(server.delay_file)
+        assert len(errors) >= 2 and all(getattr(e, 'reason', '') == TIMEOUT for e in errors)
+        assert health['errors'][TIMEOUT] == len(errors) and health['level'] == 'warn'
+        assert elapsed < 4.0  # cut at the deadline, not when the server would have answered
+        assert len(det.detect(astronaut, 'rgb')) >= 1  # the next one is on time again
+        assert det.stats()['backend_health']['level'] == 'ok'
+
+
+def test_server_killed_mid_stream_then_back(default_model, astronaut, tmp_path):
+    """Frames fail by reason while the server is away; it resumes by itself when back."""
+    server = KServeServer(str(tmp_path), {MODEL: default_model}).start()
+    results, errors = [], []
+    stop = threading.Event()
+    try:
+        det = Detector(default_model, backend='triton',
+                       on_result=lambda t, d, timing: results.append((time.monotonic(), len(d))),
+                       on_error=lambda t, e: errors.append(e),
+                       backend_options={'url': server.url, 'timeout_s': 1.0,
+                                        'reconnect_max_s': 0.5})
+
+        def feed():
+            while not stop.is_set():
+                det.submit(astronaut, 'rgb')
+                time.sleep(0.05)
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        _until(lambda: len(results) >= 5, 30, 'no results before the kill')
+        server.kill()
+        killed = time.monotonic()
+        _until(lambda: len(errors) >= 5, 30, 'no failed frames after the kill')
+        health = det.stats()['backend_health']
+        assert health['level'] == 'error' and health['state'] == 'unavailable'
+        assert health['errors'][UNAVAILABLE] >= 5
+        assert all(getattr(e, 'reason', '') in (UNAVAILABLE, TIMEOUT) for e in errors)
+        assert det.stats()['in_flight'] <= det.depth  # nothing piles up
+        server.start()
+        back = time.monotonic()
+        _until(lambda: any(t > back and n >= 1 for t, n in results), 30,
+               'no result after the server came back')
+        stop.set()
+        feeder.join()
+        health = det.stats()['backend_health']
+        assert health['level'] == 'ok' and health['recoveries'] >= 1
+        assert any(t < killed for t, _ in results)
+        det.close()
+    finally:
+        stop.set()
+        server.stop()
+
+
+def _until(predicate, timeout, message):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
