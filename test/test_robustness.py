@@ -231,6 +231,17 @@ BAD_VALUES = {
     'max_detections': (10.0, [0, 10001], 10),
     'class_allowlist': (7, [['dog'], ['person', 'cat']], ['person']),
     'publish_debug_image': ('yes', 'a boolean has no range', False),
+    'triton_url': (8001, 'any address: an unreachable server fails configure (test_triton_node)',
+                   'otherhost:8001'),
+    'triton_model': (3, 'any name: a wrong one fails configure (test_triton_node)', 'other'),
+    'triton_model_version': (1, 'any version: the server refuses a wrong one at configure', '2'),
+    'triton_timeout_s': ('1 s', [0.0, 601.0], 2.0),
+    'triton_root_cert': (False, 'any file: a wrong CA fails configure (test_triton_node)',
+                         '/tmp/ca.pem'),
+    'triton_client_cert': (False, 'any file: read at configure', '/tmp/client.pem'),
+    'triton_client_key': (False, 'any file: read at configure', '/tmp/client.key'),
+    'triton_headers': ('authorization=x', [['no-value'], ['=x']], ['x-token=1']),
+    'triton_compression': (1, ['zip', 'GZIP'], 'gzip'),
 }
 
 
