@@ -14,6 +14,7 @@ preallocated float32 buffer per slot before decoding.
 
 import ctypes
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -190,6 +191,33 @@ class Detector(object):
         callback = self.on_result
         if callback is not None:
             callback(tag, detections, timing)
+
+    def warmup(self) -> float:
+        """Run one inference on a synthetic frame in every slot; return the time it took in ms.
+
+        The first inference of a freshly built session or engine is often many times slower
+        than the next ones (lazy initialisation, allocation, kernel and algorithm selection),
+        and each slot has its own buffers and, on TensorRT, its own execution context. Calling
+        this before the first real frame (the node does, at configure) moves that cost out of
+        the first frame's latency. The frame goes through the same pre-processing, inference
+        and decoding as a real one, on each slot's own stream or worker thread, but it is not
+        counted in ``stats()`` and no ``on_result`` is called for it.
+
+        :raises RuntimeError: the backend failed to run the model (the model cannot run here).
+        """
+        height, width = self.config.input['size']
+        color = 'mono' if self.config.input['color'] == 'mono' else 'rgb'
+        # Noise rather than a flat frame: a decoder then sees scores of every kind, as on a
+        # real image. Seeded, so every warm-up does the same work.
+        shape = (height, width) if color == 'mono' else (height, width, 3)
+        frame = np.random.RandomState(0).randint(0, 256, shape).astype(np.uint8)
+        start = time.perf_counter()
+        for slot in self._executor.slots:
+            transform = self._prepare((frame, color), slot)
+            self._backend.launch(slot)
+            self._backend.wait(slot)
+            self._finish(slot, transform)
+        return (time.perf_counter() - start) * 1e3
 
     def submit(self, image: np.ndarray, color: str, tag: Any = None) -> None:
         """Queue one frame; never waits for inference (the newest frame wins when busy).
