@@ -116,3 +116,14 @@ def test_issue_named_dependencies_are_declared(root):
         assert key in declared
     tests = {d.text for d in root.findall('test_depend')}
     assert 'python3-pytest' in tests
+
+
+def test_the_ros_floor_is_declared(root):
+    """Humble's rclpy (lifecycle) and vision_msgs 4.1 (LabelInfo) are the oldest that work."""
+    floors = {dep.text.strip(): dep.get('version_gte') for dep in root.findall('exec_depend')}
+    assert floors['rclpy'] == '3.2.0'
+    assert floors['vision_msgs'] == '4.1.0'
+    for dep in root.iter():
+        for attribute in ('version_lt', 'version_lte', 'version_eq', 'version_gte', 'version_gt'):
+            if dep.get(attribute) is not None:  # REP 149: a version is MAJOR.MINOR.PATCH
+                assert re.fullmatch(r'\d+\.\d+\.\d+', dep.get(attribute)), dep.text
