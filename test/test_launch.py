@@ -119,7 +119,7 @@ def test_python_launch_runs_a_declared_executable(launch_py):
     kwargs = launch_py.kwargs(node)
     assert kwargs['package'] == package_name() == 'tx2_inference'
     scripts = console_scripts()
-    assert scripts[kwargs['executable']] == 'tx2_inference.ros.node:main'
+    assert scripts[kwargs['executable']] == 'tx2_inference.ros.compat:main'
     assert callable(inference_node.main)
     assert kwargs['name'] == inference_node.NODE_NAME
     assert 'namespace' in kwargs  # launch_ros requires it on newer distributions
@@ -206,7 +206,7 @@ def test_xml_twin_matches_the_python_launch(launch_py, default_model):
     assert set(args) == python_args
     [node] = root.iter('lifecycle_node')
     assert node.get('pkg') == package_name()
-    assert console_scripts()[node.get('exec')] == 'tx2_inference.ros.node:main'
+    assert console_scripts()[node.get('exec')] == 'tx2_inference.ros.compat:main'
     assert node.get('name') == inference_node.NODE_NAME
     assert node.get('autostart') == '$(var autostart)' and args['autostart'] == 'true'
     params = list(node.iter('param'))
