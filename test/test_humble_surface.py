@@ -23,9 +23,13 @@ import ast
 import json
 import os
 import re
+import sys
 
 from project_files import PACKAGE, robot_files, ROOT
 import pytest
+
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+from humble_surface import dotted  # noqa: E402  (the generator's reading of a.b.c)
 
 SURFACE_FILE = os.path.join(ROOT, 'test', 'data', 'humble_surface.json')
 with open(SURFACE_FILE) as _f:
@@ -125,15 +129,6 @@ def is_node_class(cls):
     return cls == NODE or any(
         resolve(base)[0] == 'class' and is_node_class(resolve(base)[1])
         for base in RCLPY['classes'].get(cls, {}).get('bases', ()) if base.startswith('rclpy'))
-
-
-def dotted(node):
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = dotted(node.value)
-        return head + '.' + node.attr if head else None
-    return None
 
 
 def _message_type(kind):
