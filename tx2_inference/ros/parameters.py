@@ -26,6 +26,7 @@ from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
 from tx2_inference.errors import ConfigError
+from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
 
 try:  # rclpy of Humble and newer; older ones return None for an unset parameter
     from rclpy.exceptions import ParameterUninitializedException
@@ -195,6 +196,10 @@ TABLE = (
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),
     ParameterSpec(
+        'warmup', True,
+        'Run one inference on a synthetic frame in every executor slot at configure, so the '
+        "first camera frame does not pay the runtime's first-inference cost.", reconfigure=True),
+    ParameterSpec(
         'score_threshold', 0.5,
         'Minimum score of a published detection; applies to the next frame.',
         floating=(0.0, 1.0)),
@@ -214,6 +219,15 @@ TABLE = (
         'publish_debug_image', True,
         'Publish <camera namespace>/debug_image with boxes and labels drawn; drawn only '
         'while someone subscribes. Applies to the next frame.'),
+    ParameterSpec(
+        'silence_timeout_s', DEFAULT_SILENCE_TIMEOUT_S,
+        'Seconds with publishers on a camera topic but no frame before the node warns (log '
+        'and /diagnostics) that the DDS set-up is likely dropping large frames.',
+        floating=(0.5, 3600.0)),
+    ParameterSpec(
+        'max_frame_age_s', DEFAULT_MAX_FRAME_AGE_S,
+        'A frame whose header stamp is older than this when it arrives makes the node warn '
+        'of clock skew or a stalled camera driver.', floating=(0.0, 3600.0)),
 )
 
 PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)
