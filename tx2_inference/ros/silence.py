@@ -32,10 +32,12 @@ DEFAULT_SILENCE_TIMEOUT_S = 5.0
 DEFAULT_MAX_FRAME_AGE_S = 2.0
 LOG_EVERY_S = 30.0
 FIX_DDS = ('set the large-frame DDS configuration for every process of the graph, the camera '
-           'driver included (FASTDDS_DEFAULT_PROFILES_FILE=<share>/tx2_inference/config/'
-           'fastdds_large_frames.xml, or CYCLONEDDS_URI=file://<share>/tx2_inference/config/'
-           'cyclonedds_large_frames.xml on Cyclone DDS), or publish and subscribe reliably '
-           '(qos_overrides.<topic>.subscription.reliability: reliable)')
+           'driver included (the launch file does it for the node: large_frames_dds; by hand: '
+           'FASTRTPS_DEFAULT_PROFILES_FILE, or FASTDDS_DEFAULT_PROFILES_FILE on Fast DDS 3, = '
+           '<share>/tx2_inference/config/fastdds_large_frames.xml; CYCLONEDDS_URI=file://'
+           '<share>/tx2_inference/config/cyclonedds_large_frames.xml on Cyclone DDS), or '
+           'publish and subscribe reliably (qos_overrides.<topic>.subscription.reliability: '
+           'reliable)')
 
 
 class SilenceWatch(object):
