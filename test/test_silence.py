@@ -21,6 +21,7 @@ its first seconds (2 to 10 frames), then none: (b) is reported within the bound 
 """
 
 import os
+import re
 import signal
 import time
 
@@ -175,3 +176,10 @@ def test_old_stamps_are_reported(graph):
     _, status = found
     assert 'clock' in status.message and 'stalled' in status.message
     assert int(_values(status)['old_frames']) >= 1
+
+
+def test_each_node_warmed_up_at_configure(graph):
+    """The configure log line carries the warm-up's time (default warmup: true)."""
+    _, _, processes = graph
+    for node in processes[:2]:
+        assert re.search(r'configured: .* warm-up \d+\.\d ms', node.log()), node.log()[-2000:]

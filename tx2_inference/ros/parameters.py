@@ -28,7 +28,7 @@ from rclpy.validate_topic_name import validate_topic_name
 from tx2_inference.errors import ConfigError
 from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
 
-try:  # rclpy of Humble and newer; older ones return None for an unset parameter
+try:  # rclpy of Galactic and newer; older ones return None for an unset parameter
     from rclpy.exceptions import ParameterUninitializedException
 except ImportError:  # depends on the ROS distribution
     ParameterUninitializedException = LookupError

@@ -241,7 +241,7 @@ class CameraPlayer(Node):
     def _wait_for_acks(self) -> None:
         """Wait until reliable subscribers acknowledged what was published (up to a timeout).
 
-        rclpy has wait_for_all_acked from Galactic on; best-effort subscribers return at once.
+        rclpy has wait_for_all_acked from Humble on; best-effort subscribers return at once.
         """
         for pub in (self.image_pub, self.compressed_pub):
             if pub is not None and hasattr(pub, 'wait_for_all_acked'):
