@@ -19,8 +19,6 @@ import xml.etree.ElementTree as ET
 from project_files import ROOT
 import pytest
 
-pytest.importorskip('cyclonedds')
-
 XML = os.path.join(ROOT, 'config', 'cyclonedds_large_frames.xml')
 OPTIONS_0_10 = os.path.join(ROOT, 'test', 'data', 'cyclonedds_0.10_options.txt')
 CHILD = os.path.join(ROOT, 'test', 'cyclone_frames.py')
