@@ -231,6 +231,9 @@ BAD_VALUES = {
     'max_detections': (10.0, [0, 10001], 10),
     'class_allowlist': (7, [['dog'], ['person', 'cat']], ['person']),
     'publish_debug_image': ('yes', 'a boolean has no range', False),
+    'warmup': ('yes', 'a boolean has no range', False),
+    'silence_timeout_s': ('long', [0.1, 3601.0], 10.0),
+    'max_frame_age_s': ('old', [-1.0, 3601.0], 5.0),
 }
 
 
@@ -272,7 +275,7 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
         for value in BAD_VALUES['class_allowlist'][1]:
             check_rejected(client, 'class_allowlist', value, ['person'], ['dog', 'cat'])
         for name in ('score_threshold', 'nms_iou_threshold', 'max_detections',
-                     'publish_debug_image'):
+                     'publish_debug_image', 'silence_timeout_s', 'max_frame_age_s'):
             good = BAD_VALUES[name][2]
             assert client.set_parameters(**{name: good})[0].successful, name
             assert client.get_parameters(name) == [good]
