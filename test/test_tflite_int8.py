@@ -94,7 +94,8 @@ def _raw_slot(detector, image):
     """Run one frame on a slot of our own; return the slot and the float input it stands for."""
     slot = detector.backend.create_slot(7, {detector.config.input['name']: detector.input_shape})
     name = detector.config.input['name']
-    detector.preprocess(image, 'rgb', slot)
+    Preprocessor(detector.config.input, detector.input_shape, slot.inputs[name].dtype,
+                 detector.input_quantization)(image, 'rgb', slot.inputs[name])
     detector.backend.run(slot)
     values = np.zeros(detector.input_shape, np.float32)
     Preprocessor(detector.config.input, detector.input_shape, np.float32)(image, 'rgb', values)

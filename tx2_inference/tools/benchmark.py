@@ -5,7 +5,9 @@
 Measurements, one function each, on the same model, input and pre-processing:
 
 - ``measure_raw``: the backend alone, in a tight loop on one pre-processed input, in the
-  calling thread, one inference at a time: the limit.
+  calling thread, one inference at a time: the limit. It runs on a `RawModel`: the same model
+  on a backend of its own, never a slot added to the detector's backend (a dynamic TensorRT
+  engine has one optimisation profile per executor slot, and no more).
 - ``measure_executor``: the double-buffered executor fed real 640x480 frames of a real photo,
   pre-processing, inference and decoding included. ``feed='closed'`` keeps it saturated (a new
   frame is submitted as each result arrives, so a frame is always pending); a rate in FPS
@@ -42,8 +44,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from tx2_inference.detector import Detector
+from tx2_inference.backends import open_backend
+from tx2_inference.core.model_config import ModelConfig
+from tx2_inference.core.preprocess import Preprocessor
+from tx2_inference.detector import Detector, input_shape, tensor_quantization
 from tx2_inference.tools.bench.ros_bench import TRANSPORTS
+from tx2_inference.tools.requires import require
 
 DEFAULT_MODEL = os.path.join('models', 'ssdlite_person.onnx')
 FRAME_SIZE = (640, 480)  # width, height
@@ -62,8 +68,8 @@ def load_frame(path: Optional[str] = None, size: Any = FRAME_SIZE) -> np.ndarray
             raise SystemExit('cannot read image {!r}'.format(path))
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     else:
-        import skimage.data
-        rgb = skimage.data.astronaut()
+        rgb = require('skimage.data', "the benchmark's default photo (or give --image)"
+                      ).astronaut()
     return np.ascontiguousarray(cv2.resize(rgb, tuple(size), interpolation=cv2.INTER_LINEAR))
 
 
@@ -89,30 +95,63 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def measure_raw(detector: Detector, frame: np.ndarray, frames: int,
-                warmup: int = 20, stop: Optional[threading.Event] = None) -> Dict[str, float]:
-    """Run the backend alone on one pre-processed input, ``frames`` times in a tight loop.
+class RawModel(object):
+    """The model alone on a backend of its own: one slot holding one pre-processed frame.
+
+    Opened with the detector's settings, so it runs the same model (a TensorRT engine built
+    from ONNX comes from the same cache), pre-processed by the same code.
+    """
+
+    def __init__(self, model: str, frame: np.ndarray, config: Optional[str] = None,
+                 backend: str = 'auto', precision: str = 'fp16',
+                 threads: Optional[int] = None) -> None:
+        """Open the backend, make slot 0 and write ``frame`` (RGB) into its input."""
+        self.backend = open_backend(model, backend, precision=precision, threads=threads)
+        try:
+            resolved = ModelConfig.for_model(model, config).resolve(self.backend.inputs,
+                                                                    self.backend.outputs)
+            name, shape = resolved.input['name'], input_shape(resolved.input)
+            dtype = [t.dtype for t in self.backend.inputs if t.name == name][0]
+            self.slot = self.backend.create_slot(0, {name: shape})
+            preprocess = Preprocessor(resolved.input, shape, dtype,
+                                      tensor_quantization(self.backend, name, dtype))
+            preprocess(frame, 'rgb', self.slot.inputs[name])
+        except BaseException:
+            self.backend.close()
+            raise
+
+    def close(self) -> None:
+        """Release the slot and the backend."""
+        self.backend.release_slot(self.slot)
+        self.backend.close()
+
+    def __enter__(self) -> 'RawModel':
+        """Use as a context manager: closes on exit."""
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close the model."""
+        self.close()
+
+
+def measure_raw(raw: RawModel, frames: int, warmup: int = 20,
+                stop: Optional[threading.Event] = None) -> Dict[str, float]:
+    """Run the backend alone on its pre-processed input, ``frames`` times in a tight loop.
 
     :param stop: run until this event is set instead (at most ``frames`` times).
     """
-    backend = detector.backend
-    slot = backend.create_slot(detector.depth, {detector.config.input['name']:
-                                                detector.input_shape})
-    try:
-        detector.preprocess(frame, 'rgb', slot)
-        for _ in range(warmup):
-            backend.run(slot)
-        times = np.empty(frames)
-        start, cpu = time.perf_counter(), time.process_time()
-        count = 0
-        while count < frames and not (stop is not None and stop.is_set()):
-            backend.run(slot)
-            times[count] = slot.infer_ms
-            count += 1
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        times = times[:max(count, 1)]
-    finally:
-        backend.release_slot(slot)
+    backend, slot = raw.backend, raw.slot
+    for _ in range(warmup):
+        backend.run(slot)
+    times = np.empty(frames)
+    start, cpu = time.perf_counter(), time.process_time()
+    count = 0
+    while count < frames and not (stop is not None and stop.is_set()):
+        backend.run(slot)
+        times[count] = slot.infer_ms
+        count += 1
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    times = times[:max(count, 1)]
     frames = max(count, 1)
     return {'fps': count / elapsed, 'cpu_ms_per_frame': cpu * 1e3 / frames,
             'infer_ms_p50': float(np.percentile(times, 50)),
@@ -217,6 +256,7 @@ def run_benchmark(model: str = DEFAULT_MODEL, config: Optional[str] = None,
     with contextlib.ExitStack() as stack:
         detector = stack.enter_context(Detector(model, config_path=config, backend=backend,
                                                 depth=depth, threads=threads))
+        raw = stack.enter_context(RawModel(model, frame, config, backend, threads=threads))
         split = None
         if split_threads is not None and detector.backend_name in ('onnxruntime', 'tflite'):
             split_threads = split_threads or max(1, (os.cpu_count() or 1) // depth)
@@ -225,7 +265,7 @@ def run_benchmark(model: str = DEFAULT_MODEL, config: Optional[str] = None,
                                                      depth=depth, threads=split_threads))
                 rows['executor_split'] = []
         for index in range(rounds):
-            rows['raw'].append(measure_raw(detector, frame, frames))
+            rows['raw'].append(measure_raw(raw, frames))
             rows['executor'].append(measure_executor(detector, frame, frames, feed))
             if split is not None:
                 rows['executor_split'].append(measure_executor(split, frame, frames, feed))
@@ -303,10 +343,9 @@ def run_graph(results: Dict[str, Any], args: argparse.Namespace,
     over_rate = args.over_rate or suite.over_rate_for(results['raw_fps'])
     rates = [float(r) for r in args.rates.split(',') if r]
     transports = [t for t in args.transports.split(',') if t]
-    with Detector(args.model, config_path=args.config, backend=args.backend,
-                  depth=args.depth, threads=args.threads) as detector:
+    with RawModel(args.model, frame, args.config, args.backend, threads=args.threads) as raw:
         graph = suite.measure_graph(
-            lambda stop: measure_raw(detector, frame, 10**6, stop=stop), args.model,
+            lambda stop: measure_raw(raw, 10**6, stop=stop), args.model,
             args.config, args.backend, args.depth, args.threads, rates, over_rate,
             args.seconds, args.memory_frames, transports, args.load_rounds, args.load_seconds,
             suite.log_dir_for(args.output_dir), log)

@@ -39,6 +39,7 @@ import numpy as np
 from tx2_inference.core.stats import percentile
 from tx2_inference.ros.image import ENCODINGS
 from tx2_inference.tools.processes import ModuleProcess
+from tx2_inference.tools.requires import MissingToolLibraryError, pyplot, require
 
 NODE_MODULE = 'tx2_inference.ros.node'
 ASTRONAUT_PERSON = (20.0, 15.0, 370.0, 512.0)  # x1, y1, x2, y2 in the 512 x 512 photo
@@ -58,8 +59,7 @@ RAW_ENCODINGS = {name: ENCODINGS[name][1] * np.dtype(ENCODINGS[name][0]).itemsiz
 
 def astronaut(size: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """Return the astronaut photo (skimage.data, a person), RGB, resized to (width, height)."""
-    import skimage.data
-    image = skimage.data.astronaut()
+    image = require('skimage.data', "the soak's photo").astronaut()
     if size is not None and tuple(size) != image.shape[1::-1]:
         image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
     return image
@@ -218,7 +218,7 @@ class NodeProcess(ModuleProcess):
 
     def resources(self) -> Dict[str, float]:
         """Return the process's threads, open file descriptors and RSS (MB), via psutil."""
-        import psutil
+        psutil = require('psutil', "the soak's process figures (threads, fds, RSS)")
         proc = psutil.Process(self.process.pid)
         return {'threads': proc.num_threads(), 'fds': proc.num_fds(),
                 'rss_mb': proc.memory_info().rss / 2.0**20}
@@ -633,10 +633,8 @@ def summary(results: Dict[str, Any]) -> Dict[str, Any]:
 def plot(results: Dict[str, Any], path: str) -> bool:
     """Plot the node's RSS and latency over frames and cycles; False without matplotlib."""
     try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+        plt = pyplot("the soak's plot")
+    except MissingToolLibraryError:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     flood_result = results.get('flood') or {}
