@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from tx2_inference.backends.tflite_backend import tensor_quantization
+from tx2_inference.backends.tflite_backend import quantization_from_detail
 from tx2_inference.core.decoders import create_decoder, DetectionParams
 from tx2_inference.core.preprocess import Preprocessor, Transform
 from tx2_inference.detector import Detector
@@ -184,12 +184,12 @@ def test_unsupported_quantisation_is_refused_with_what_to_do():
                                           'zero_points': np.array([0, 0], np.int32),
                                           'quantized_dimension': 3}}
     with pytest.raises(ModelError, match="'boxes' is quantised per channel"):
-        tensor_quantization(detail)
+        quantization_from_detail(detail)
     single = dict(detail, quantization_parameters={
         'scales': np.array([0.5], np.float32), 'zero_points': np.array([-4], np.int32),
         'quantized_dimension': 0})
-    assert tensor_quantization(single) == (0.5, -4)
-    assert tensor_quantization({'name': 'x', 'quantization': (0.0, 0)}) == (0.0, 0)
+    assert quantization_from_detail(single) == (0.5, -4)
+    assert quantization_from_detail({'name': 'x', 'quantization': (0.0, 0)}) == (0.0, 0)
     with pytest.raises(ConfigError, match='int8 is not supported'):
         Preprocessor({}, (1, 8, 8, 3), np.int8)  # int8 without its quantisation
     with pytest.raises(ConfigError, match='quantised inputs'):

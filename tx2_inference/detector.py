@@ -30,7 +30,7 @@ Quantization = Tuple[float, int]
 Outputs = Dict[str, np.ndarray]
 
 
-def tensor_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
+def integer_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
     """Return ``(scale, zero_point)`` of a quantised integer tensor of ``backend``, else None.
 
     Backends that know of no quantisation have no ``quantization`` attribute; float tensors and
@@ -101,12 +101,12 @@ class Detector(object):
             dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
             self._input_dtype = dtype
             #: ``(scale, zero_point)`` of a quantised input, or None.
-            self.input_quantization = tensor_quantization(self._backend, self._input_name,
+            self.input_quantization = integer_quantization(self._backend, self._input_name,
                                                           dtype)
             #: output name -> ``(scale, zero_point)``, for the quantised outputs only.
             self.output_quantization = {}  # type: Dict[str, Quantization]
             for tensor in self._backend.outputs:
-                quantization = tensor_quantization(self._backend, tensor.name, tensor.dtype)
+                quantization = integer_quantization(self._backend, tensor.name, tensor.dtype)
                 if quantization is not None:
                     self.output_quantization[tensor.name] = quantization
             # slot index -> (the slot's raw outputs, what the decoder reads: float buffers for

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from tx2_inference.core.stats import percentile
-from tx2_inference.ros.image import ENCODINGS
+from tx2_inference.ros.image import ENCODING_LAYOUTS
 from tx2_inference.tools.processes import ModuleProcess
 from tx2_inference.tools.requires import MissingToolLibraryError, pyplot, require
 
@@ -52,9 +52,9 @@ RAW_FAULTS = (
 COMPRESSED_FAULTS = ('unknown_format', 'empty', 'random_bytes', 'no_signature',
                      'truncated', 'flipped_bytes')
 # The encodings raw faults are applied to, and their bytes per pixel.
-RAW_ENCODINGS = {name: ENCODINGS[name][1] * np.dtype(ENCODINGS[name][0]).itemsize
-                 for name in ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', 'yuv422',
-                              'yuv422_yuy2')}
+BYTES_PER_PIXEL = {
+    name: ENCODING_LAYOUTS[name][1] * np.dtype(ENCODING_LAYOUTS[name][0]).itemsize
+    for name in ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', 'yuv422', 'yuv422_yuy2')}
 
 
 def astronaut(size: Optional[Tuple[int, int]] = None) -> np.ndarray:
@@ -75,7 +75,7 @@ def raw_fault(kind: str, width: int, height: int, encoding: str, delta: int,
     :param kind: one of `RAW_FAULTS`.
     :param width: pixels per row (>= 1; the ``huge_size`` kind takes it as is).
     :param height: rows (>= 1).
-    :param encoding: a supported encoding (key of ``RAW_ENCODINGS``) the defect is applied to.
+    :param encoding: a supported encoding (key of ``BYTES_PER_PIXEL``) the defect is applied to.
     :param delta: how far a size is off (>= 1).
     :param text: the encoding name for ``unknown_encoding`` (must not be a supported one).
     :returns: ``(msg, reason)``: the ``reason`` the node must count the frame under.
@@ -83,13 +83,13 @@ def raw_fault(kind: str, width: int, height: int, encoding: str, delta: int,
     from sensor_msgs.msg import Image
 
     msg = Image()
-    bpp = RAW_ENCODINGS[encoding]
+    bpp = BYTES_PER_PIXEL[encoding]
     msg.encoding, msg.width, msg.height = encoding, width, height
     msg.step = width * bpp
     size = msg.step * height
     reason = kind
     if kind == 'unknown_encoding':
-        if text in ENCODINGS:
+        if text in ENCODING_LAYOUTS:
             raise ValueError('{!r} is a supported encoding'.format(text))
         msg.encoding = text
     elif kind == 'zero_size':
@@ -172,9 +172,9 @@ def compressed_fault(kind: str, image: np.ndarray, fmt: str, delta: int,
 def random_raw_fault(rng: np.random.RandomState) -> Tuple[Any, str]:
     """Draw one broken Image (the soak's generator; the tests draw with hypothesis)."""
     kind = RAW_FAULTS[rng.randint(len(RAW_FAULTS))]
-    encoding = sorted(RAW_ENCODINGS)[rng.randint(len(RAW_ENCODINGS))]
+    encoding = sorted(BYTES_PER_PIXEL)[rng.randint(len(BYTES_PER_PIXEL))]
     text = ''.join(chr(c) for c in rng.randint(33, 127, size=rng.randint(0, 12)))
-    if text in ENCODINGS:
+    if text in ENCODING_LAYOUTS:
         text += '_x'
     return raw_fault(kind, int(rng.randint(1, 96)), int(rng.randint(1, 96)), encoding,
                      int(rng.randint(1, 5000)), text)

@@ -57,6 +57,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from tx2_inference.backends import PRECISIONS
 from tx2_inference.backends.tensorrt.cuda import gpu_name_and_capability
 from tx2_inference.core.fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError, UserError
@@ -64,7 +65,6 @@ from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelErro
 LOG = logging.getLogger('tx2_inference.backends.tensorrt.builder')
 
 METADATA_FORMAT = 1
-PRECISIONS = ('fp32', 'fp16', 'int8')
 CALIBRATORS = ('entropy', 'minmax')
 
 ShapeProfile = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
