@@ -44,6 +44,7 @@ from tx2_inference.ros.diagnostics import (
     DIAGNOSTICS_PERIOD_S,
 )
 from tx2_inference.ros.image import array_to_image_msg, compressed_to_array, image_to_array
+from tx2_inference.ros.logging_bridge import PackageLogRoute, route_package_logs
 from tx2_inference.ros.messages import detections_to_msg, label_info_msg
 from tx2_inference.ros.parameters import (
     camera_namespace,
@@ -112,7 +113,10 @@ class InferenceNode(LifecycleNode):
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
         self._warmup_note = ''
+        self._log_route: Optional[PackageLogRoute] = None
         super().__init__(node_name, **kwargs)
+        # The core's Python logs (e.g. the engine build's progress) go to this node's log.
+        self._log_route = route_package_logs(self.get_logger())
         self._params = NodeParameters(
             self, is_configured=lambda: self._configured,
             labels=lambda: self._detector.labels if self._detector is not None else None,
@@ -133,6 +137,8 @@ class InferenceNode(LifecycleNode):
         self._release()
         self.get_logger().info('shutting down: model {}released'.format(
             '' if held else 'already '))
+        if self._log_route is not None:
+            self._log_route.close()
         super().destroy_node()
 
     def _on_live_change(self, names: List[str]) -> None:
