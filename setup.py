@@ -34,7 +34,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'inference_node = tx2_inference.ros.node:main',
+            'inference_node = tx2_inference.ros.compat:main',
             'camera_player = tx2_inference.tools.camera_player:main',
             'convert = tx2_inference.convert.cli:main',
             'tx2-convert = tx2_inference.convert.cli:main',

@@ -5,17 +5,30 @@ Start inference_node (a lifecycle node) and, with autostart, configure then acti
     ros2 launch tx2_inference tx2_inference.launch.py model_path:=/data/model.engine
     ros2 launch tx2_inference tx2_inference.launch.py image_topics:='[cam0/image, cam1/image]'
     ros2 launch tx2_inference tx2_inference.launch.py autostart:=false   # drive it yourself
+    ros2 launch tx2_inference tx2_inference.launch.py large_frames_dds:=false  # DDS as it is
 
 The launch arguments override the params file. With autostart the node is configured at
 start and activated once it reaches 'inactive' from 'configuring' (a later deactivate is left
 alone); a failed configure is logged by the node and leaves it unconfigured, fixable with
 `ros2 param set` and `ros2 lifecycle set <node> configure`.
+
+large_frames_dds (default true) gives the node the package's large-frame DDS configuration:
+config/fastdds_large_frames.xml (FASTRTPS_DEFAULT_PROFILES_FILE for Fast DDS 2, Humble and
+Jazzy; FASTDDS_DEFAULT_PROFILES_FILE for Fast DDS 3) and config/cyclonedds_large_frames.xml
+(CYCLONEDDS_URI). Only the processes this file starts get it: the camera driver's process needs
+the same, or its large frames are still lost (README, On the robot).
 """
 
 from typing import List
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, RegisterEventHandler
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
 from launch.conditions import IfCondition
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -52,6 +65,21 @@ def generate_launch_description() -> LaunchDescription:
             description='Configure then activate the node at start.'),
         DeclareLaunchArgument(
             'log_level', default_value='info', description='Log level of the node.'),
+        DeclareLaunchArgument(
+            'large_frames_dds', default_value='true',
+            description="Give the node the package's large-frame DDS configuration (Fast DDS "
+                        'profile, Cyclone DDS XML); the camera process needs it too.'),
+    ]
+    large_frames = IfCondition(LaunchConfiguration('large_frames_dds'))
+    fastdds_profile = PathJoinSubstitution([share, 'config', 'fastdds_large_frames.xml'])
+    cyclonedds_config = PathJoinSubstitution([share, 'config', 'cyclonedds_large_frames.xml'])
+    dds_environment = [
+        SetEnvironmentVariable('FASTRTPS_DEFAULT_PROFILES_FILE', fastdds_profile,
+                               condition=large_frames),
+        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', fastdds_profile,
+                               condition=large_frames),
+        SetEnvironmentVariable('CYCLONEDDS_URI', ['file://', cyclonedds_config],
+                               condition=large_frames),
     ]
     node = LifecycleNode(
         package=PACKAGE, executable=NODE, name=NODE,
@@ -79,4 +107,6 @@ def generate_launch_description() -> LaunchDescription:
                                             transition_id=Transition.TRANSITION_ACTIVATE)),
             ]),
         condition=autostart)
-    return LaunchDescription(arguments + [node, activate_when_configured, configure])
+    # The environment is set before the node starts, so its DDS reads the configuration.
+    return LaunchDescription(arguments + dds_environment +
+                             [node, activate_when_configured, configure])

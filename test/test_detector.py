@@ -132,3 +132,21 @@ def test_no_allocation_per_frame_on_the_hot_path(default_model, astronaut):
     # 900 KiB, the model input 264 KiB, the raw outputs 46 KiB.
     assert growth < 32 * 1024, growth
     assert peak < 128 * 1024, peak
+
+
+def test_warmup_runs_every_slot_and_leaves_frames_and_stats_alone(default_model, astronaut):
+    """What the node calls at configure: one synthetic inference per slot, not counted."""
+    delivered = []
+    with Detector(default_model, backend='onnxruntime', depth=3,
+                  on_result=lambda *result: delivered.append(result)) as det:
+        assert all(np.isnan(slot.infer_ms) for slot in det._executor.slots)
+        took_ms = det.warmup()
+        # Each slot ran the model once on its own worker thread (its timing is set) ...
+        assert all(slot.infer_ms > 0 for slot in det._executor.slots)
+        assert took_ms >= sum(slot.infer_ms for slot in det._executor.slots)
+        # ... and nothing a user counts saw it: no result callback, no frame in the stats.
+        stats = det.stats()
+        assert delivered == [] and stats['submitted'] == 0 and stats['completed'] == 0
+        # Real frames afterwards are untouched by the synthetic one.
+        box, score = _best_person(det.detect(astronaut, 'rgb'))
+        assert score > 0.8 and det.stats()['submitted'] == 1

@@ -22,7 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_PY = os.path.join(ROOT, 'launch', 'tx2_inference.launch.py')
 LAUNCH_XML = os.path.join(ROOT, 'launch', 'tx2_inference.launch.xml')
 PARAMS = os.path.join(ROOT, 'config', 'params.yaml')
-REQUIRED_ARGS = {'params_file', 'namespace', 'model_path', 'image_topics', 'autostart'}
+REQUIRED_ARGS = {'params_file', 'namespace', 'model_path', 'image_topics', 'autostart',
+                 'large_frames_dds'}
+# What the large-frame DDS configuration sets: variable -> the file under config/ it names.
+DDS_ENVIRONMENT = {'FASTRTPS_DEFAULT_PROFILES_FILE': 'fastdds_large_frames.xml',
+                   'FASTDDS_DEFAULT_PROFILES_FILE': 'fastdds_large_frames.xml',
+                   'CYCLONEDDS_URI': 'cyclonedds_large_frames.xml'}
 
 
 def read(path: str) -> str:
@@ -120,7 +125,7 @@ def test_python_launch_runs_a_declared_executable(launch_py):
     kwargs = launch_py.kwargs(node)
     assert kwargs['package'] == package_name() == 'tx2_inference'
     scripts = console_scripts()
-    assert scripts[kwargs['executable']] == 'tx2_inference.ros.node:main'
+    assert scripts[kwargs['executable']] == 'tx2_inference.ros.compat:main'
     assert callable(inference_node.main)
     assert kwargs['name'] == inference_node.NODE_NAME
     assert 'namespace' in kwargs  # launch_ros requires it on newer distributions
@@ -187,6 +192,40 @@ def test_python_launch_autostart_configures_then_activates(launch_py):
         assert outer, name + ' without the autostart condition'
 
 
+def test_python_launch_gives_the_node_the_large_frame_dds_configuration(launch_py):
+    """Every DDS's variable, set before the node starts, only while large_frames_dds is on."""
+    assert os.path.join('config', 'fastdds_large_frames.xml') in launch_py.path_joins()
+    assert os.path.join('config', 'cyclonedds_large_frames.xml') in launch_py.path_joins()
+    calls = launch_py.calls('SetEnvironmentVariable')
+    assert sorted(launch_py.value(c.args[0]) for c in calls) == sorted(DDS_ENVIRONMENT)
+    for call in calls:
+        condition = launch_py.kwargs(call)['condition']
+        assert isinstance(condition, ast.Name)  # the IfCondition on large_frames_dds
+    source = launch_py.source
+    assert re.search(r"IfCondition\(LaunchConfiguration\('large_frames_dds'\)\)", source)
+    assert "['file://', cyclonedds_config]" in source  # CYCLONEDDS_URI is a file URI
+    # Set before the node: SetEnvironmentVariable changes what the processes after it get.
+    assert source.index('arguments + dds_environment') < source.index('[node, activate')
+    declared = {launch_py.value(c.args[0]): launch_py.kwargs(c)
+                for c in launch_py.calls('DeclareLaunchArgument')}
+    assert declared['large_frames_dds']['default_value'] == 'true'
+
+
+def test_xml_launch_gives_the_node_the_large_frame_dds_configuration():
+    root = ET.parse(LAUNCH_XML).getroot()
+    children = [child.tag for child in root]
+    settings = root.findall('set_env')
+    assert {s.get('name') for s in settings} == set(DDS_ENVIRONMENT)
+    for setting in settings:
+        assert setting.get('if') == '$(var large_frames_dds)'
+        expected = '$(find-pkg-share tx2_inference)/config/' + DDS_ENVIRONMENT[setting.get('name')]
+        prefix = 'file://' if setting.get('name') == 'CYCLONEDDS_URI' else ''
+        assert setting.get('value') == prefix + expected
+    assert max(i for i, tag in enumerate(children) if tag == 'set_env') < \
+        children.index('lifecycle_node')
+    assert xml_args(root)['large_frames_dds'] == 'true'
+
+
 def test_launch_files_have_no_side_effects_or_home_paths():
     for path in (LAUNCH_PY, LAUNCH_XML, PARAMS):
         text = read(path)
@@ -207,7 +246,7 @@ def test_xml_twin_matches_the_python_launch(launch_py, default_model):
     assert set(args) == python_args
     [node] = root.iter('lifecycle_node')
     assert node.get('pkg') == package_name()
-    assert console_scripts()[node.get('exec')] == 'tx2_inference.ros.node:main'
+    assert console_scripts()[node.get('exec')] == 'tx2_inference.ros.compat:main'
     assert node.get('name') == inference_node.NODE_NAME
     assert node.get('autostart') == '$(var autostart)' and args['autostart'] == 'true'
     params = list(node.iter('param'))

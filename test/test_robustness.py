@@ -242,6 +242,9 @@ BAD_VALUES = {
     'triton_client_key': (False, 'any file: read at configure', '/tmp/client.key'),
     'triton_headers': ('authorization=x', [['no-value'], ['=x']], ['x-token=1']),
     'triton_compression': (1, ['zip', 'GZIP'], 'gzip'),
+    'warmup': ('yes', 'a boolean has no range', False),
+    'silence_timeout_s': ('long', [0.1, 3601.0], 10.0),
+    'max_frame_age_s': ('old', [-1.0, 3601.0], 5.0),
 }
 
 
@@ -283,7 +286,7 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
         for value in BAD_VALUES['class_allowlist'][1]:
             check_rejected(client, 'class_allowlist', value, ['person'], ['dog', 'cat'])
         for name in ('score_threshold', 'nms_iou_threshold', 'max_detections',
-                     'publish_debug_image'):
+                     'publish_debug_image', 'silence_timeout_s', 'max_frame_age_s'):
             good = BAD_VALUES[name][2]
             assert client.set_parameters(**{name: good})[0].successful, name
             assert client.get_parameters(name) == [good]

@@ -14,6 +14,7 @@ preallocated float32 buffer per slot before decoding.
 
 import ctypes
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -30,7 +31,7 @@ Quantization = Tuple[float, int]
 Outputs = Dict[str, np.ndarray]
 
 
-def tensor_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
+def integer_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
     """Return ``(scale, zero_point)`` of a quantised integer tensor of ``backend``, else None.
 
     Backends that know of no quantisation have no ``quantization`` attribute; float tensors and
@@ -40,6 +41,15 @@ def tensor_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantiz
     if not scale or not np.issubdtype(np.dtype(dtype), np.integer):
         return None
     return float(scale), int(zero_point)
+
+
+def input_shape(input_config: Dict[str, Any]) -> Tuple[int, ...]:
+    """Return the model input's shape, batch 1, from a resolved config's input section."""
+    height, width = input_config['size']
+    channels = 1 if input_config['color'] == 'mono' else 3
+    if input_config['layout'] == 'nhwc':
+        return (1, height, width, channels)
+    return (1, channels, height, width)
 
 
 def dequantize(q: np.ndarray, quantization: Quantization, out: np.ndarray) -> np.ndarray:
@@ -91,24 +101,21 @@ class Detector(object):
             inp = self.config.input
             self._input_name = inp['name']
             height, width = inp['size']
-            channels = 1 if inp['color'] == 'mono' else 3
-            self.input_shape = ((1, height, width, channels) if inp['layout'] == 'nhwc'
-                                else (1, channels, height, width))
+            self.input_shape = input_shape(inp)
             dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
             self._input_dtype = dtype
             #: ``(scale, zero_point)`` of a quantised input, or None.
-            self.input_quantization = tensor_quantization(self._backend, self._input_name,
+            self.input_quantization = integer_quantization(self._backend, self._input_name,
                                                           dtype)
             #: output name -> ``(scale, zero_point)``, for the quantised outputs only.
             self.output_quantization = {}  # type: Dict[str, Quantization]
             for tensor in self._backend.outputs:
-                quantization = tensor_quantization(self._backend, tensor.name, tensor.dtype)
+                quantization = integer_quantization(self._backend, tensor.name, tensor.dtype)
                 if quantization is not None:
                     self.output_quantization[tensor.name] = quantization
             # slot index -> (the slot's raw outputs, what the decoder reads: float buffers for
             # the quantised outputs, the raw arrays for the rest); made at a slot's first frame.
             self._decode_inputs = {}  # type: Dict[int, Tuple[Outputs, Outputs]]
-            self._tool_preprocessor = None  # type: Optional[Preprocessor]
             self._decoder = create_decoder(self.config.decoder, self.config.labels,
                                            (height, width))
             # One pre-processor and one transform per slot: a slot's frame is prepared by one
@@ -136,7 +143,7 @@ class Detector(object):
 
     @property
     def backend(self) -> Any:
-        """Return the open backend (for tools that need its tensors or providers)."""
+        """Return the open backend (its tensors and providers; run nothing on it)."""
         return self._backend
 
     @property
@@ -148,16 +155,6 @@ class Detector(object):
     def precision(self) -> str:
         """Return the precision the backend runs at."""
         return self._backend.precision
-
-    def preprocess(self, image: np.ndarray, color: str, slot: Slot) -> Transform:
-        """Write ``image`` into the input buffer of a slot the caller made (tools, benchmark).
-
-        Not for the executor's slots; not thread-safe.
-        """
-        if self._tool_preprocessor is None:
-            self._tool_preprocessor = Preprocessor(self.config.input, self.input_shape,
-                                                   self._input_dtype, self.input_quantization)
-        return self._tool_preprocessor(image, color, slot.inputs[self._input_name])
 
     def _prepare(self, frame: Any, slot: Slot) -> Transform:
         image, color = frame
@@ -193,6 +190,33 @@ class Detector(object):
         callback = self.on_result
         if callback is not None:
             callback(tag, detections, timing)
+
+    def warmup(self) -> float:
+        """Run one inference on a synthetic frame in every slot; return the time it took in ms.
+
+        The first inference of a freshly built session or engine is often many times slower
+        than the next ones (lazy initialisation, allocation, kernel and algorithm selection),
+        and each slot has its own buffers and, on TensorRT, its own execution context. Calling
+        this before the first real frame (the node does, at configure) moves that cost out of
+        the first frame's latency. The frame goes through the same pre-processing, inference
+        and decoding as a real one, on each slot's own stream or worker thread, but it is not
+        counted in ``stats()`` and no ``on_result`` is called for it.
+
+        :raises RuntimeError: the backend failed to run the model (the model cannot run here).
+        """
+        height, width = self.config.input['size']
+        color = 'mono' if self.config.input['color'] == 'mono' else 'rgb'
+        # Noise rather than a flat frame: a decoder then sees scores of every kind, as on a
+        # real image. Seeded, so every warm-up does the same work.
+        shape = (height, width) if color == 'mono' else (height, width, 3)
+        frame = np.random.RandomState(0).randint(0, 256, shape).astype(np.uint8)
+        start = time.perf_counter()
+        for slot in self._executor.slots:
+            transform = self._prepare((frame, color), slot)
+            self._backend.launch(slot)
+            self._backend.wait(slot)
+            self._finish(slot, transform)
+        return (time.perf_counter() - start) * 1e3
 
     def submit(self, image: np.ndarray, color: str, tag: Any = None) -> None:
         """Queue one frame; never waits for inference (the newest frame wins when busy).

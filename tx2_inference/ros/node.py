@@ -36,6 +36,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.core.visualize import draw_detections
 from tx2_inference.errors import ConfigError, FrameError, UserError
+from tx2_inference.ros import silence
 from tx2_inference.ros.diagnostics import (
     camera_status,
     CameraCounters,
@@ -43,6 +44,7 @@ from tx2_inference.ros.diagnostics import (
     DIAGNOSTICS_PERIOD_S,
 )
 from tx2_inference.ros.image import array_to_image_msg, compressed_to_array, image_to_array
+from tx2_inference.ros.logging_bridge import PackageLogRoute, route_package_logs
 from tx2_inference.ros.messages import detections_to_msg, label_info_msg
 from tx2_inference.ros.parameters import (
     camera_namespace,
@@ -87,6 +89,7 @@ class Camera(object):
         self.label_info_pub = None  # type: Any
         self.debug_pub = None  # type: Any
         self.counters = CameraCounters()
+        self.silence = silence.SilenceWatch(image_topic)
 
 
 def sensor_data_qos() -> QoSProfile:
@@ -109,7 +112,11 @@ class InferenceNode(LifecycleNode):
         self._last_error = ''
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
+        self._warmup_note = ''
+        self._log_route: Optional[PackageLogRoute] = None
         super().__init__(node_name, **kwargs)
+        # The core's Python logs (e.g. the engine build's progress) go to this node's log.
+        self._log_route = route_package_logs(self.get_logger())
         self._params = NodeParameters(
             self, is_configured=lambda: self._configured,
             labels=lambda: self._detector.labels if self._detector is not None else None,
@@ -130,6 +137,8 @@ class InferenceNode(LifecycleNode):
         self._release()
         self.get_logger().info('shutting down: model {}released'.format(
             '' if held else 'already '))
+        if self._log_route is not None:
+            self._log_route.close()
         super().destroy_node()
 
     def _on_live_change(self, names: List[str]) -> None:
@@ -161,9 +170,9 @@ class InferenceNode(LifecycleNode):
             return self._fail('configure', '{}: {}'.format(type(error).__name__, error))
         self._configured = True
         self._last_error = ''
-        self.get_logger().info('configured: {} on {} ({}), cameras: {}'.format(
+        self.get_logger().info('configured: {} on {} ({}), cameras: {}, {}'.format(
             self._detector.model_path, self._detector.backend_name, self._detector.precision,
-            ', '.join(c.image_topic for c in self._cameras)))
+            ', '.join(c.image_topic for c in self._cameras), self._warmup_note))
         return TransitionCallbackReturn.SUCCESS
 
     def _fail(self, transition: str, message: str) -> TransitionCallbackReturn:
@@ -212,6 +221,10 @@ class InferenceNode(LifecycleNode):
         if reason:
             raise ConfigError(reason + ' Set the parameter class_allowlist and configure again.')
         self._detector.params = self._params.detection_params()
+        # The first inference of a new session or engine is the slow one: not the first frame's.
+        self._warmup_note = 'no warm-up'
+        if self._params.value('warmup'):
+            self._warmup_note = 'warm-up {:.1f} ms'.format(self._detector.warmup())
 
         for camera in self._cameras:
             latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -236,10 +249,12 @@ class InferenceNode(LifecycleNode):
             for camera in self._cameras:
                 topic = camera.image_topic + '/compressed' if compressed else camera.image_topic
                 # A new profile each time: the QoS overrides are written into it.
+                camera.silence = silence.SilenceWatch(topic)
                 camera.subscription = self.create_subscription(
                     CompressedImage if compressed else Image, topic,
                     lambda msg, camera=camera: self._on_image(msg, camera), sensor_data_qos(),
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies())
+                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                    event_callbacks=camera.silence.event_callbacks())
         except Exception as error:  # e.g. an invalid QoS override given as a parameter
             self._destroy_subscriptions()
             self._last_error = 'activate failed: {}'.format(error)
@@ -308,6 +323,8 @@ class InferenceNode(LifecycleNode):
         """Convert a frame and hand it to the detector; never blocks, never raises."""
         received_ns = self.get_clock().now().nanoseconds
         camera.counters.frame_in()
+        stamp = msg.header.stamp
+        camera.silence.on_frame(stamp.sec * 10**9 + stamp.nanosec, received_ns)
         detector = self._detector
         if detector is None or not self._active:
             camera.counters.drop('inactive')
@@ -391,13 +408,26 @@ class InferenceNode(LifecycleNode):
                      'unconfigured')
             array.status = [detector_status(name, state, self._detector, self._last_error,
                                             self._params.value('model_path'))]
-            array.status += [camera_status(name, camera.image_topic, camera.detections_topic,
-                                           camera.counters, self._active)
-                             for camera in list(self._cameras)]
+            array.status += [self._silence_status(camera, camera_status(
+                name, camera.image_topic, camera.detections_topic, camera.counters, self._active))
+                for camera in list(self._cameras)]
             self._diagnostics_pub.publish(array)
         except Exception as error:  # diagnostics must never take the node down
             self.get_logger().error('diagnostics failed: {}'.format(error),
                                     throttle_duration_sec=10.0)
+
+    def _silence_status(self, camera: Camera, status: Any) -> Any:
+        """Say in a camera's status (and the log, throttled) why it hears nothing, if so."""
+        if camera.subscription is None:
+            return status
+        watch = camera.silence
+        watch.silence_timeout_s = self._params.live['silence_timeout_s']
+        watch.max_frame_age_s = self._params.live['max_frame_age_s']
+        level, kind, message, values = watch.assess(self.count_publishers(watch.topic))
+        if kind and watch.log_due(kind):
+            self.get_logger().warning(message)
+        return silence.apply(status, level, message, values)
+
 
 def main(args: Optional[List[str]] = None) -> int:
     """Run the node until Ctrl-C, an external shutdown, or its shutdown transition."""

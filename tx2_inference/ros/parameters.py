@@ -25,17 +25,17 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
+from tx2_inference.backends import BACKENDS, PRECISIONS
 from tx2_inference.errors import ConfigError
+from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
 
-try:  # rclpy of Humble and newer; older ones return None for an unset parameter
+try:  # rclpy of Galactic and newer; older ones return None for an unset parameter
     from rclpy.exceptions import ParameterUninitializedException
 except ImportError:  # depends on the ROS distribution
     ParameterUninitializedException = LookupError
 
 DEFAULT_MODEL = 'ssdlite_person.onnx'
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'tflite', 'triton')
 TRITON_COMPRESSIONS = ('none', 'gzip', 'deflate')
-PRECISIONS = ('fp32', 'fp16', 'int8')
 INPUT_TRANSPORTS = ('raw', 'compressed')
 
 # Labels of the loaded model, or None while no model is loaded.
@@ -194,8 +194,9 @@ TABLE = (
     ParameterSpec(
         'backend', 'auto',
         'Inference runtime. auto: TensorRT where a GPU and TensorRT are present, else ONNX '
-        'Runtime (or TFLite for a .tflite). triton: a Triton Inference Server runs the model '
-        '(triton_* parameters).', reconfigure=True, choices=BACKENDS),
+        'Runtime (or TFLite for a .tflite); onnxruntime-cuda and onnxruntime-tensorrt: ONNX '
+        'Runtime with that execution provider; triton: a Triton Inference Server runs the '
+        'model (triton_* parameters).', reconfigure=True, choices=BACKENDS),
     ParameterSpec(
         'precision', 'fp16',
         'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '
@@ -258,6 +259,10 @@ TABLE = (
         'backend triton: compression of the requests.', reconfigure=True,
         choices=TRITON_COMPRESSIONS),
     ParameterSpec(
+        'warmup', True,
+        'Run one inference on a synthetic frame in every executor slot at configure, so the '
+        "first camera frame does not pay the runtime's first-inference cost.", reconfigure=True),
+    ParameterSpec(
         'score_threshold', 0.5,
         'Minimum score of a published detection; applies to the next frame.',
         floating=(0.0, 1.0)),
@@ -277,6 +282,15 @@ TABLE = (
         'publish_debug_image', True,
         'Publish <camera namespace>/debug_image with boxes and labels drawn; drawn only '
         'while someone subscribes. Applies to the next frame.'),
+    ParameterSpec(
+        'silence_timeout_s', DEFAULT_SILENCE_TIMEOUT_S,
+        'Seconds with publishers on a camera topic but no frame before the node warns (log '
+        'and /diagnostics) that the DDS set-up is likely dropping large frames.',
+        floating=(0.5, 3600.0)),
+    ParameterSpec(
+        'max_frame_age_s', DEFAULT_MAX_FRAME_AGE_S,
+        'A frame whose header stamp is older than this when it arrives makes the node warn '
+        'of clock skew or a stalled camera driver.', floating=(0.0, 3600.0)),
 )
 
 PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)

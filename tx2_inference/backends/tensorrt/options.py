@@ -6,9 +6,9 @@ No TensorRT here: the options are checked and turned into the fields of the engi
 
 from typing import Any, Dict, Optional, Tuple
 
+from tx2_inference.backends import PRECISIONS
 from tx2_inference.errors import ConfigError, UserError
 
-PRECISIONS = ('fp32', 'fp16', 'int8')
 CALIBRATORS = ('entropy', 'minmax')
 
 ShapeProfile = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
