@@ -11,6 +11,7 @@ compatibility check (test/test_python36.py) reads its exemptions from.
 WORKSTATION_MODULES = (
     'workstation/tf_onnx.py',  # TensorFlow -> ONNX (tf2onnx), validated against TensorFlow
     'workstation/tf_lite.py',  # TensorFlow -> TFLite
+    'workstation/compare.py',  # TF vs converted outputs: per-output tolerances, detections
     'workstation/tf_runner.py',  # runs the original TensorFlow graph (the reference)
     'workstation/evaluate.py',  # mAP / agreement / latency report (TF, pycocotools, matplotlib)
 )
