@@ -37,9 +37,13 @@ class _EntryPoint(object):
 
 
 def _why(exc: BaseException) -> str:
-    """Return ``Type: message`` and where it was raised, for a load error."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = ' (at {}:{})'.format(frames[-1][0], frames[-1][1]) if frames else ''
+    """Return ``Type: message`` and the line of the plugin's code that raised it."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f[0].startswith('<frozen') and f[0] != __file__]
+    # The user's line, rather than the library (numpy, ...) it called.
+    own = [f for f in frames if 'site-packages' not in f[0] and 'dist-packages' not in f[0]]
+    frame = (own or frames or [None])[-1]
+    where = ' (at {}:{})'.format(frame[0], frame[1]) if frame is not None else ''
     return '{}: {}{}'.format(type(exc).__name__, exc, where)
 
 
@@ -96,7 +100,11 @@ def load_entry_point(decoder_type: str) -> Optional[Any]:
     :returns: what the entry point names (a Decoder subclass, or a module that registers it).
     :raises ConfigError: naming the entry point, its distribution and why it failed to load.
     """
-    matches = [ep for ep in entry_points() if ep.name == decoder_type]
+    matches = []  # type: List[_EntryPoint]
+    for ep in entry_points():  # a folder twice on sys.path lists its packages twice
+        if ep.name == decoder_type and (ep.distribution, ep.target) not in [
+                (m.distribution, m.target) for m in matches]:
+            matches.append(ep)
     if not matches:
         return None
     if len(matches) > 1:
