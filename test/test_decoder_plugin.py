@@ -114,6 +114,25 @@ def test_a_missing_or_broken_plugin_names_the_module_and_why(on_path, tmp_path):
     assert 'gfl' in str(unknown.value)  # the installed plugin is listed among the choices
 
 
+@pytest.mark.parametrize('library', ['importlib.metadata', 'pkg_resources'])
+def test_the_entry_point_is_found_with_each_metadata_library(on_path, monkeypatch, library):
+    """Python 3.8+ reads importlib.metadata; the robot's 3.6 falls back to pkg_resources."""
+    import importlib
+
+    from tx2_inference.core import decoder_plugins
+    real = importlib.import_module
+
+    def without_metadata(name, *args):
+        if library == 'pkg_resources' and name in ('importlib.metadata', 'importlib_metadata'):
+            raise ImportError('no module named ' + name)
+        return real(name, *args)
+    monkeypatch.setattr(decoder_plugins.importlib, 'import_module', without_metadata)
+    [gfl] = [ep for ep in decoder_plugins.entry_points() if ep.name == 'gfl']
+    assert gfl.target == 'gfl_decoder:GFLDecoder'
+    assert gfl.distribution.replace('-', '_') == 'gfl_decoder'
+    assert gfl.load().__name__ == 'GFLDecoder'
+
+
 def _image() -> np.ndarray:
     """Return a real photo, small: the model's input is 64 x 64."""
     return np.ascontiguousarray(skimage.data.astronaut()[::4, ::4])  # 128 x 128 RGB
@@ -206,3 +225,15 @@ def test_the_node_uses_the_installed_plugin_and_its_live_parameters(gfl_model, p
     assert status == 0, log[-3000:]
     assert 'Traceback' not in log and 'Failed to publish log message to rosout' not in log, log
 
+
+
+def test_the_docs_page_shows_the_tested_example():
+    """docs/BRING_YOUR_OWN_DETECTOR.md quotes the example's files as they are."""
+    with open(os.path.join(ROOT, 'docs', 'BRING_YOUR_OWN_DETECTOR.md')) as stream:
+        page = stream.read()
+    quoted = page.split('<!-- file: ')[1:]
+    assert len(quoted) == 2
+    for block in quoted:
+        path, rest = block.split(' -->\n```python\n', 1)
+        with open(os.path.join(ROOT, path)) as stream:
+            assert rest.split('```\n', 1)[0] == stream.read(), path
