@@ -66,10 +66,12 @@ def entry_points() -> List[_EntryPoint]:
                     found.append(_EntryPoint(ep.name, ep.value,
                                              dist.metadata['Name'] or '?', ep.load))
         return found
-    import pkg_resources  # pragma: no cover - Python 3.6/3.7 without the backport
-    for ep in pkg_resources.iter_entry_points(GROUP):  # pragma: no cover
-        target = '{}:{}'.format(ep.module_name, '.'.join(ep.attrs))
-        found.append(_EntryPoint(ep.name, target, str(ep.dist), ep.resolve))
+    import pkg_resources  # Python 3.6/3.7 without the backport
+    # A fresh working set: sys.path as it is now, not as it was at pkg_resources' import.
+    for dist in pkg_resources.WorkingSet():
+        for ep in dist.get_entry_map(GROUP).values():
+            target = '{}:{}'.format(ep.module_name, '.'.join(ep.attrs))
+            found.append(_EntryPoint(ep.name, target, dist.project_name, ep.resolve))
     return found
 
 
