@@ -32,6 +32,7 @@ ROSDEP_KEYS = {
     'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml',
     'launch': 'launch', 'launch_ros': 'launch_ros', 'ament_index_python': 'ament_index_python',
     'matplotlib': 'python3-matplotlib', 'psutil': 'python3-psutil', 'skimage': 'python3-skimage',
+    'pkg_resources': 'python3-pkg-resources',  # decoder plugins' entry points on Python 3.6
 }
 # Imports with no rosdep key on every distribution: JetPack ships TensorRT and pycuda; the CPU
 # runtimes come from pip. The README says which to install where.
