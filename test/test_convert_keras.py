@@ -226,8 +226,11 @@ def test_top_k_detections_are_compared_as_detections(tmp_path, capsys):
     assert result.diffs['detection_boxes']['reordered_rows'] > 0
     assert result.diffs['detection_boxes']['max_abs'] < 1e-5
     # The CLI writes a complete config when told the decoder and its tensors.
+    capsys.readouterr()
     assert main(['onnx', right, '-o', out, '--validate-images', DATA, '--decoder', 'generic',
                  '--boxes', 'detection_boxes', '--scores', 'detection_scores'] + SCALE) == 0
+    printed = capsys.readouterr().out
+    assert 'vs TensorFlow  detection_boxes' in printed and 'rows in another order' in printed
     # A wrong conversion: the ONNX of another model (other weights) checked against this one.
     other = _top_k_model(str(tmp_path / 'other'), 1, 256)
     wrong = str(tmp_path / 'wrong.onnx')

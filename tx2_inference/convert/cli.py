@@ -140,8 +140,9 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     cfgmod.save(cfg_path, cfg, header='Written by tx2-convert onnx from {}.'.format(args.model))
     print('Wrote {} and {} ({:.1f} s).'.format(args.output, cfg_path, result.seconds))
     for out, d in sorted(result.diffs.items()):
-        print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}'.format(
-            out, d['max_abs'], d['max_rel']))
+        print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}{}'.format(
+            out, d['max_abs'], d['max_rel'], '  (detections: {} rows in another order)'.format(
+                d['reordered_rows']) if d.get('reordered_rows') else ''))
     return report_incomplete(cfg_path, cfg['decoder'])
 
 
