@@ -237,3 +237,40 @@ def test_the_docs_page_shows_the_tested_example():
         path, rest = block.split(' -->\n```python\n', 1)
         with open(os.path.join(ROOT, path)) as stream:
             assert rest.split('```\n', 1)[0] == stream.read(), path
+
+
+def test_the_node_refuses_a_config_whose_decoder_is_to_be_completed(gfl_model, tmp_path):
+    """configure FAILS with the converter's message; the node stays up, unconfigured."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from tx2_inference.backends.base import TensorInfo
+    from tx2_inference.convert.config import decoder_section, incomplete_banner
+    from tx2_inference.ros.node import InferenceNode
+    model = str(tmp_path / 'unknown_head.onnx')
+    shutil.copy(gfl_model, model)
+    with open(os.path.splitext(gfl_model)[0] + '.yaml') as stream:
+        config = yaml.safe_load(stream)
+    # What tx2-convert writes for these outputs when it does not know the head.
+    outputs = [TensorInfo('cls', (1, 64, 3), np.dtype(np.float32)),
+               TensorInfo('reg', (1, 64, 32), np.dtype(np.float32))]
+    config['decoder'] = decoder_section(None, {}, outputs, {'input': config['input']})
+    config_path = os.path.splitext(model)[0] + '.yaml'
+    with open(config_path, 'w') as stream:
+        yaml.safe_dump(config, stream)
+    printed = incomplete_banner(config_path, config['decoder'])
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = InferenceNode('incomplete_node', context=context, parameter_overrides=[
+        Parameter('model_path', value=model), Parameter('backend', value='onnxruntime')])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        error = node._last_error
+        assert 'TO BE COMPLETED' in error and 'wrote no decoder rather than guess one' in error
+        assert 'cls [1, 64, 3] float32; reg [1, 64, 32] float32' in error
+        message = error.split('configure failed: ', 1)[1].split(' Then configure again')[0]
+        assert message in printed  # the same message the converter printed
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -544,3 +544,7 @@ _family('yolov5', 'YOLOv5 raw head [N, 5 + C]: cx, cy, w, h (pixels), objectness
 _family('yolov8', 'YOLOv8 raw head [4 + C, N] (transposed; [N, 4 + C] also read): cx, cy, w, '
         'h (pixels), class scores; host NMS.', {},
         box_format='cxcywh', class_scores=[4, None], transposed='auto')
+
+#: The package's own decoder types; model configs name a plugin's type themselves (it is never
+#: picked from output names, whichever plugins a process happens to have loaded).
+BUILTIN_DECODERS = tuple(sorted(_REGISTRY))

@@ -15,8 +15,8 @@ import yaml
 
 from tx2_inference.core.decoders import (
     available_decoder_names,
+    BUILTIN_DECODERS,
     decoder_class,
-    decoder_names,
     DetectionParams,
     incomplete_decoder_message,
     TO_BE_COMPLETED,
@@ -347,10 +347,10 @@ class ModelConfig(object):
                                       self.decoder[key], _names(outputs)))
 
     def _guess_decoder(self, outputs: Sequence[Any]) -> str:
-        """Return the one decoder type whose known output names the model has."""
+        """Return the one built-in decoder type whose known output names the model has."""
         names = [t.name for t in outputs]
         matches = []
-        for name in decoder_names():
+        for name in BUILTIN_DECODERS:
             cls = decoder_class(name)
             if cls.known_tensor_names:
                 found = _find_tensors(cls.known_tensor_names, names)
@@ -413,7 +413,7 @@ def candidate_decoders(outputs: Sequence[Any]) -> List[str]:
                      '([4 + C, N])')
         found.append('generic with output: <packed tensor>, box_columns: [4 indices], '
                      'class_scores: [first, stop] or score_column + class_column')
-    plugins = [n for n in available_decoder_names() if n not in decoder_names()]
+    plugins = [n for n in available_decoder_names() if n not in BUILTIN_DECODERS]
     found.append('a decoder of your own (decoder.module, or the tx2_inference.decoders entry '
                  'point{})'.format('; installed: ' + ', '.join(plugins) if plugins else ''))
     return found
