@@ -240,7 +240,7 @@ def test_the_docs_page_shows_the_tested_example():
 
 
 def test_the_node_refuses_a_config_whose_decoder_is_to_be_completed(gfl_model, tmp_path):
-    """configure FAILS with the converter's message; the node stays up, unconfigured."""
+    """The node's configure FAILS with the converter's message; it stays unconfigured."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
