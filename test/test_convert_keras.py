@@ -247,3 +247,41 @@ def test_top_k_detections_are_compared_as_detections(tmp_path, capsys):
     tf_onnx.validate(right, wrong, 'serve', specs, outs, rename, DATA, {'scale': 1 / 255.0},
                      1e-3, 1e-3, {'detection_boxes': (100.0, 0.0),
                                   'detection_scores': (1.0, 0.0)})
+
+
+def test_detection_rows_are_matched_and_the_top_k_cut_off_may_differ():
+    """Compare as detections: reordered rows pass, another row at the cut-off passes.
+
+    A wrong row elsewhere fails, naming the output and the worst element.
+    """
+    from tx2_inference.convert.workstation.compare import compare_outputs, failure_message
+    rng = np.random.RandomState(0)
+    boxes = rng.uniform(0, 300, (1, 20, 4))
+    scores = np.sort(rng.uniform(0.1, 0.9, (1, 20)))[:, ::-1].copy()
+    names = ['boxes', 'scores']
+
+    def run(got_boxes, got_scores):
+        samples = [({'boxes': boxes, 'scores': scores},
+                    {'boxes': got_boxes, 'scores': got_scores})]
+        return samples, compare_outputs(samples, names, (1e-3, 1e-3), {}, names)
+
+    swap = np.arange(20)
+    swap[[5, 6]] = [6, 5]  # two near-equal detections in the other order
+    _, diffs = run(boxes[:, swap], scores[:, swap])
+    assert all(d.ok for d in diffs.values()) and diffs['boxes'].reordered_rows == 2
+    cut_boxes, cut_scores = boxes.copy(), scores.copy()
+    cut_boxes[0, 19] = [1, 2, 3, 4]  # the other runtime kept another detection as its last
+    cut_scores[0, 19] += 1e-6
+    _, diffs = run(cut_boxes, cut_scores)
+    assert all(d.ok for d in diffs.values()) and diffs['boxes'].crossed_rows == 1
+    wrong = boxes.copy()
+    wrong[0, 3] += 5.0  # a detection in the middle moved: a real difference
+    samples, diffs = run(wrong, scores)
+    assert not diffs['boxes'].ok and diffs['scores'].ok
+    message = failure_message(diffs, {'boxes': 'boxes'}, samples)
+    assert 'boxes: max abs 5' in message and '--tolerance NAME=ATOL' in message
+    # Compared element by element (not as detections), a reorder fails and the hint says so.
+    samples = [({'boxes': boxes}, {'boxes': boxes[:, swap]})]
+    diffs = compare_outputs(samples, ['boxes'], (1e-3, 1e-3), {}, [])
+    assert not diffs['boxes'].ok
+    assert '--order-free boxes' in failure_message(diffs, {}, samples)

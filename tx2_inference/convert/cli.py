@@ -141,8 +141,9 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     print('Wrote {} and {} ({:.1f} s).'.format(args.output, cfg_path, result.seconds))
     for out, d in sorted(result.diffs.items()):
         print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}{}'.format(
-            out, d['max_abs'], d['max_rel'], '  (detections: {} rows in another order)'.format(
-                d['reordered_rows']) if d.get('reordered_rows') else ''))
+            out, d['max_abs'], d['max_rel'], '  (detections: {} rows in another order, {} at '
+            'the top-K cut-off)'.format(d['reordered_rows'], d.get('crossed_rows', 0))
+            if d.get('reordered_rows') or d.get('crossed_rows') else ''))
     return report_incomplete(cfg_path, cfg['decoder'])
 
 

@@ -402,7 +402,9 @@ def validate(source: str, onnx_path: str, tag: str, specs, outs: List[str],
     Outputs are named by their ONNX names (a ``tolerances`` or ``order_free`` entry may also
     use the TF graph name); see :func:`convert`.
 
-    :returns: ONNX output name -> ``max_abs``, ``max_rel``, ``reordered_rows``.
+    :returns: ONNX output name -> ``max_abs``, ``max_rel``, ``reordered_rows`` (detection rows
+        matched in another order), ``crossed_rows`` (rows at the top-K cut-off in one runtime
+        only, not compared) and ``shape`` (as run).
     """
     import onnx
     import onnxruntime as ort
@@ -436,12 +438,13 @@ def validate(source: str, onnx_path: str, tag: str, specs, outs: List[str],
         diffs = cmp.compare_outputs(samples, names, (atol, rtol), own, free)
         for name, d in diffs.items():
             LOG.info('  %-40s max abs %.3g  max rel %.3g%s', label[name], d.max_abs, d.max_rel,
-                     '  (detections: %d rows matched in another order)' % d.reordered_rows
+                     '  (detections: %d rows matched in another order, %d at the cut-off)'
+                     % (d.reordered_rows, d.crossed_rows)
                      if d.as_detections else '')
         if not all(d.ok for d in diffs.values()):
             raise UserError(cmp.failure_message(diffs, label, samples))
         return {name: {'max_abs': d.max_abs, 'max_rel': d.max_rel,
-                       'reordered_rows': d.reordered_rows,
+                       'reordered_rows': d.reordered_rows, 'crossed_rows': d.crossed_rows,
                        'shape': list(np.shape(samples[0][1][name]))}
                 for name, d in diffs.items()}
     finally:
