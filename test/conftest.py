@@ -94,3 +94,52 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'gpu' in item.keywords:
             item.add_marker(skip)
+
+
+# --- the default model behind a float, BGR, ImageNet-normalised input (test_detector) ---
+@pytest.fixture(scope='session')
+def bgr_normalised_model(default_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Build the SSDLite person model behind a float32 input of (bgr / 255 - mean) / std.
+
+    A few ONNX nodes in front of the real model undo the normalisation in BGR order and swap
+    to the RGB uint8 it was trained on, so the model only finds people when ``mean``/``std``
+    are applied in the model's (BGR) order; its config says so, as a Caffe-style BGR model's
+    would. Returns the .onnx path (its .yaml beside it).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper, TensorProto
+    import yaml
+    mean_bgr, std_bgr = [0.406, 0.456, 0.485], [0.225, 0.224, 0.229]
+    model = onnx.load(default_model)
+    graph = model.graph
+    original = graph.input[0]
+    consts = [numpy_helper.from_array(np.array(std_bgr, np.float32) * 255, 'bgr_std255'),
+              numpy_helper.from_array(np.array(mean_bgr, np.float32) * 255, 'bgr_mean255'),
+              numpy_helper.from_array(np.array([2, 1, 0], np.int64), 'bgr_to_rgb'),
+              numpy_helper.from_array(np.array(0, np.float32), 'pixel_min'),
+              numpy_helper.from_array(np.array(255, np.float32), 'pixel_max')]
+    front = [helper.make_node('Mul', ['image', 'bgr_std255'], ['bgr_scaled']),
+             helper.make_node('Add', ['bgr_scaled', 'bgr_mean255'], ['bgr_pixels']),
+             helper.make_node('Gather', ['bgr_pixels', 'bgr_to_rgb'], ['rgb_pixels'], axis=3),
+             helper.make_node('Round', ['rgb_pixels'], ['rgb_rounded']),
+             helper.make_node('Clip', ['rgb_rounded', 'pixel_min', 'pixel_max'], ['rgb_clip']),
+             helper.make_node('Cast', ['rgb_clip'], [original.name], to=TensorProto.UINT8)]
+    nodes = front + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(consts)
+    graph.input.remove(original)
+    graph.input.insert(0, helper.make_tensor_value_info('image', TensorProto.FLOAT,
+                                                        [1, 300, 300, 3]))
+    onnx.checker.check_model(model)
+    folder = tmp_path_factory.mktemp('bgr_model')
+    path = str(folder / 'ssdlite_bgr_normalised.onnx')
+    onnx.save(model, path)
+    with open(os.path.splitext(default_model)[0] + '.yaml') as stream:
+        config = yaml.safe_load(stream)
+    config['input'].update(name='image', color='bgr', dtype='float32', scale=1 / 255.0,
+                           mean=mean_bgr, std=std_bgr)
+    with open(str(folder / 'ssdlite_bgr_normalised.yaml'), 'w') as stream:
+        yaml.safe_dump(config, stream)
+    return path

@@ -135,3 +135,12 @@ def test_bad_source_exits_with_a_message(tmp_path, source, words):
     for word in words:
         assert word in out
     assert os.path.basename(source) in out
+
+
+def test_help_shows_every_default():
+    out = subprocess.run([sys.executable, '-m', 'tx2_inference.tools.camera_player', '--help'],
+                         stdout=subprocess.PIPE, universal_newlines=True, timeout=60).stdout
+    text = ' '.join(out.split())
+    assert '(default: 1)' in text.rsplit('--wait-for-subscribers N', 1)[1].split('--encoding')[0]
+    for default in ('(default: image_raw)', '(default: 10.0)', '(default: bgr8)'):
+        assert default in text, default

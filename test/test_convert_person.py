@@ -186,9 +186,10 @@ def test_uncut_detection_graph_is_refused_with_the_cut_to_use(models, tmp_path, 
         err = capsys.readouterr().err.strip()
         assert expected in err and len(err.splitlines()) == 1, err
         assert not out.exists()
-    assert main(['onnx', models['frozen'], '--list-tensors', 'Postprocessor/convert_sc']) == 0
+    assert main(['onnx', models['frozen'], '--list-tensors', '--match',
+                 'Postprocessor/convert_sc']) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert 'Postprocessor/convert_scores:0  (Sigmoid)' in listed
+    assert '  Postprocessor/convert_scores:0  [None, None, 2]  float32  (Sigmoid)' in listed
 
 
 def test_evaluate_report_on_hand_labelled_photos(models, qdq, tflite_int8, tmp_path):

@@ -263,3 +263,37 @@ def test_register_decoder_adds_a_type_without_touching_the_package() -> None:
         register_decoder('yolov8')(CenterPoints)
     with pytest.raises(ConfigError, match='unknown option.*pointz'):
         create_decoder({'type': 'center_points_test', 'pointz': 'x'}, [], (32, 32))
+
+
+def test_select_is_what_every_decoder_ends_with_and_nms_may_be_class_agnostic() -> None:
+    """One object reported as "car 0.55" and "truck 0.32": per class both, agnostic the car."""
+    decoder = create_decoder({'type': 'generic', 'boxes': 'b', 'scores': 's'},
+                             ['car', 'truck'], (64, 64))
+    boxes = np.array([[10, 10, 40, 40], [10, 10, 40, 40], [50, 50, 60, 60]], np.float32)
+    scores = np.array([[0.55, 0.1], [0.1, 0.32], [0.1, 0.9]], np.float32)
+    outputs = {'b': boxes[None], 's': scores[None]}
+    per_class = decoder(outputs, DetectionParams(score_threshold=0.3))
+    assert per_class.labels == ['truck', 'car', 'truck']
+    agnostic = decoder(outputs, DetectionParams(score_threshold=0.3, class_agnostic_nms=True))
+    assert agnostic.labels == ['truck', 'car'] and agnostic.scores.tolist() == pytest.approx(
+        [0.9, 0.55])
+    # The public helper on its own, as a custom decoder calls it: threshold, allow-list, NMS,
+    # max detections, best first.
+    picked = decoder.select(boxes, scores.max(axis=1), scores.argmax(axis=1),
+                            DetectionParams(score_threshold=0.3, class_allowlist=['truck'],
+                                            max_detections=1))
+    assert picked.labels == ['truck'] and picked.scores.tolist() == pytest.approx([0.9])
+    assert len(decoder.select(boxes, [0.9, 0.8, 0.7], [0, 0, 0], DetectionParams(),
+                              nms=False)) == 3  # after NMS already: only sorted and cut
+
+
+def test_the_model_configs_detection_defaults_and_what_overrides_them() -> None:
+    config = ModelConfig.from_dict({'detection': {'score_threshold': 0.3,
+                                                  'class_agnostic_nms': True}})
+    params = config.detection_params(score_threshold=None, max_detections=7)
+    assert (params.score_threshold, params.class_agnostic_nms) == (0.3, True)
+    assert (params.iou_threshold, params.max_detections) == (0.45, 7)  # default, override
+    for bad, field in (({'score': 0.3}, 'unknown key'), ({'iou_threshold': 2.0}, 'between'),
+                       ({'class_agnostic_nms': 'yes'}, 'true/false')):
+        with pytest.raises(ConfigError, match=field):
+            ModelConfig.from_dict({'detection': bad})

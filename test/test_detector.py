@@ -150,3 +150,23 @@ def test_warmup_runs_every_slot_and_leaves_frames_and_stats_alone(default_model,
         # Real frames afterwards are untouched by the synthetic one.
         box, score = _best_person(det.detect(astronaut, 'rgb'))
         assert score > 0.8 and det.stats()['submitted'] == 1
+def test_a_bgr_normalised_model_sees_the_same_from_rgb8_and_bgr8(bgr_normalised_model,
+                                                                default_model, astronaut):
+    """Per-channel mean/std apply in the model's order, whatever order the camera sends."""
+    from tx2_inference.ros.image import array_to_image_msg, image_to_array
+    bgr = np.ascontiguousarray(astronaut[:, :, ::-1])
+    with Detector(bgr_normalised_model, backend='onnxruntime') as det:
+        det.params = DetectionParams(score_threshold=0.3)
+        from_rgb8 = det.detect(*image_to_array(array_to_image_msg(astronaut, 'rgb8')))
+        from_bgr8 = det.detect(*image_to_array(array_to_image_msg(bgr, 'bgr8')))
+    with Detector(default_model, backend='onnxruntime') as plain:
+        plain.params = DetectionParams(score_threshold=0.3)
+        reference = plain.detect(astronaut, 'rgb')
+    assert len(reference) >= 1
+    for got in (from_rgb8, from_bgr8):
+        assert got.labels == reference.labels
+        # The float input rounds back to the same uint8 pixels the plain model gets.
+        np.testing.assert_allclose(got.boxes, reference.boxes, atol=0.5)
+        np.testing.assert_allclose(got.scores, reference.scores, atol=2e-3)
+    np.testing.assert_array_equal(from_rgb8.boxes, from_bgr8.boxes)
+    np.testing.assert_array_equal(from_rgb8.scores, from_bgr8.scores)

@@ -380,6 +380,8 @@ def test_diagnostics(graph, photos):
     detector = latest_status(graph, ': detector')
     assert detector.level == detector.OK
     assert diagnostics_value(detector, 'backend') == 'onnxruntime'
+    keys = [pair.key for pair in detector.values]
+    assert len(keys) == len(set(keys)), keys  # each value once (backend was listed twice)
     assert diagnostics_value(detector, 'precision')
     assert diagnostics_value(detector, 'model') == graph.model
     camera = latest_status(graph, 'cam0/image_raw')
@@ -491,3 +493,17 @@ def test_deactivate_publishes_the_frames_in_flight(default_model, photos):
         node.trigger_shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_help_prints_the_usage_and_the_parameters_instead_of_starting():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, '-m', 'tx2_inference.ros.node', '--help'],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith('usage: inference_node'), proc
+    for line in ('  score_threshold (default unset; live)',
+                 '  class_agnostic_nms (default unset; live)',
+                 "  backend (default 'auto'; reconfigure)"):
+        assert line in proc.stdout.splitlines(), line
+    assert 'model_path' in proc.stdout and not proc.stderr  # no node started, nothing logged

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 
 from lifecycle_msgs.msg import State, Transition
 import pytest
+from rclpy.parameter import Parameter
 import yaml
 
 from tx2_inference.ros import node as inference_node
@@ -277,8 +278,8 @@ def test_params_yaml_holds_every_parameter_with_its_default_and_a_comment():
     lines = text.splitlines()
     for name, spec in node_parameters.PARAMETERS.items():
         default = spec.default
-        if name in ('class_allowlist', 'triton_headers'):  # no default: shown commented out
-            assert re.search(r'#\s*' + name + ':', text), name
+        if isinstance(default, Parameter.Type):  # no default: shown commented out
+            assert re.search(r'#\s*{}:'.format(name), text), name
             continue
         assert name in values, name
         if name == 'model_path':
@@ -295,9 +296,10 @@ def test_every_parameter_is_described_with_ranges_where_numeric():
     for name, spec in node_parameters.PARAMETERS.items():
         default, descriptor = spec.default, spec.descriptor()
         assert len(descriptor.description) > 20, name
-        if isinstance(default, float):
+        unset = isinstance(default, Parameter.Type)  # declared without a default: its type
+        if default == Parameter.Type.DOUBLE if unset else isinstance(default, float):
             assert descriptor.floating_point_range, name
-        if type(default) is int:  # not bool, not Parameter.Type (an IntEnum)
+        if default == Parameter.Type.INTEGER if unset else type(default) is int:  # not bool
             assert descriptor.integer_range, name
         if name in node_parameters.RECONFIGURE:
             assert 'read-only while configured' in descriptor.additional_constraints, name

@@ -35,6 +35,7 @@ ROSDEP_KEYS = {
     'numpy': 'python3-numpy', 'cv2': 'python3-opencv', 'yaml': 'python3-yaml',
     'launch': 'launch', 'launch_ros': 'launch_ros', 'ament_index_python': 'ament_index_python',
     'matplotlib': 'python3-matplotlib', 'psutil': 'python3-psutil', 'skimage': 'python3-skimage',
+    'pkg_resources': 'python3-pkg-resources',  # decoder plugins' entry points on Python 3.6
 }
 # Libraries only the tools and the tests use: test_depend, never a runtime dependency.
 TOOL_LIBRARIES = ('matplotlib', 'psutil', 'skimage')

@@ -145,3 +145,95 @@ def test_bad_frames_and_settings_say_what_is_wrong() -> None:
         Preprocessor({}, (1, -1, -1, 3), np.uint8)
     with pytest.raises(ConfigError, match='input.mean'):
         Preprocessor({'mean': [1, 2]}, out.shape, np.float32)
+
+
+# ImageNet-style per-channel normalisation, written in the model's colour order: a model with
+# input.color bgr gets its mean/std as [B, G, R]. Deliberately far from uniform.
+_MEAN = [0.485, 0.456, 0.406]
+_STD = [0.229, 0.224, 0.225]
+
+
+def _reference(rgb: np.ndarray, model_color: str, layout: str, dtype: np.dtype,
+               quantization) -> np.ndarray:
+    """Return the expected input tensor: resize, model order, normalise, quantise (numpy)."""
+    resized = cv2.resize(rgb, (96, 64), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    if model_color == 'bgr':
+        resized = resized[:, :, ::-1]
+    value = (resized / 255.0 - np.array(_MEAN)) / np.array(_STD)
+    if quantization is not None:
+        info = np.iinfo(dtype)
+        value = np.clip(np.rint(value / quantization[0] + quantization[1]), info.min, info.max)
+    tensor = value[None] if layout == 'nhwc' else value.transpose(2, 0, 1)[None]
+    return tensor.astype(dtype)
+
+
+def _frames_of_one_photo(rgb: np.ndarray):
+    """Yield (name, array, color) of one photo as every encoding the node takes."""
+    from sensor_msgs.msg import CompressedImage
+
+    from tx2_inference.ros.image import (
+        array_to_compressed_msg,
+        array_to_image_msg,
+        compressed_to_array,
+        image_to_array,
+    )
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    yield 'rgb8', image_to_array(array_to_image_msg(rgb, 'rgb8'))
+    yield 'bgr8', image_to_array(array_to_image_msg(bgr, 'bgr8'))
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    yield 'bgra8', image_to_array(array_to_image_msg(rgba[:, :, [2, 1, 0, 3]], 'bgra8'))
+    yield 'png', compressed_to_array(array_to_compressed_msg(rgb, 'rgb', 'png'))
+    png16 = CompressedImage()  # a 16-bit png: scaled to 8 bits as cv_bridge does
+    png16.format = 'png'
+    png16.data = cv2.imencode('.png', bgr.astype(np.uint16) * 257)[1].tobytes()
+    yield 'png16', compressed_to_array(png16)
+    yield 'rgb uint16 (API)', (rgb.astype(np.uint16) * 257, 'rgb')
+    yield 'bgr uint16 (API)', (bgr.astype(np.uint16) * 257, 'bgr')
+
+
+@pytest.mark.parametrize('model_color', ['rgb', 'bgr'])
+@pytest.mark.parametrize('layout', ['nhwc', 'nchw'])
+@pytest.mark.parametrize('dtype, quantization', [
+    (np.float32, None), (np.float16, None), (np.int8, (0.0187, -3)), (np.uint8, (0.0187, 128)),
+    (np.int16, (0.0005, 0))], ids=['float32', 'float16', 'int8', 'uint8q', 'int16'])
+def test_mean_std_are_in_the_model_order_for_every_encoding(model_color, layout, dtype,
+                                                            quantization) -> None:
+    """The same photo gives the same input tensor as rgb8, bgr8, bgra8, png and 16 bit."""
+    rgb = data.astronaut()[100:292, 50:338]  # 192 x 288 -> 64 x 96: a real resize
+    shape = (1, 64, 96, 3) if layout == 'nhwc' else (1, 3, 64, 96)
+    config = {'color': model_color, 'layout': layout, 'mean': _MEAN, 'std': _STD}
+    # 16-bit pixels take their own scale: value = (pixel * scale - mean) / std either way.
+    pre8 = Preprocessor(dict(config, scale=1 / 255.0), shape, dtype, quantization)
+    pre16 = Preprocessor(dict(config, scale=1 / 65535.0), shape, dtype, quantization)
+    expected = _reference(rgb, model_color, layout, np.dtype(dtype), quantization)
+    tensors, array_dtype = {}, {}
+    for name, (array, color) in _frames_of_one_photo(rgb):
+        out = np.zeros(shape, dtype)
+        array_dtype[name] = array.dtype
+        (pre16 if array.dtype == np.uint16 else pre8)(array, color, out)
+        tensors[name] = out
+    np.testing.assert_array_equal(tensors['rgb8'], tensors['bgr8'])
+    for name, tensor in tensors.items():
+        # float32 rounding in the affine map: < 1e-5 for floats, at most one step quantised.
+        atol = 2e-3 if dtype == np.float16 else (1 if quantization else 1e-4)
+        np.testing.assert_allclose(tensor.astype(np.float64), expected.astype(np.float64),
+                                   atol=atol, err_msg=name)
+        if array_dtype[name] == np.uint8:  # the same 8-bit pixels: the very same tensor
+            np.testing.assert_array_equal(tensor, tensors['rgb8'], err_msg=name)
+
+
+@pytest.mark.parametrize('layout', ['nhwc', 'nchw'])
+def test_mono_source_into_a_colour_model_normalises_each_channel(layout: str) -> None:
+    from tx2_inference.ros.image import array_to_image_msg, image_to_array
+    grey = data.camera()[:128, :192]
+    shape = (1, 64, 96, 3) if layout == 'nhwc' else (1, 3, 64, 96)
+    pre = Preprocessor({'color': 'bgr', 'layout': layout, 'scale': 1 / 255.0, 'mean': _MEAN,
+                        'std': _STD}, shape, np.float32)
+    for encoding, array in (('mono8', grey), ('mono16', grey.astype(np.uint16) * 257)):
+        out = np.zeros(shape, np.float32)
+        pre(*image_to_array(array_to_image_msg(array, encoding)), out)
+        small = cv2.resize(grey, (96, 64)).astype(np.float64) / 255.0
+        hwc = out[0] if layout == 'nhwc' else out[0].transpose(1, 2, 0)
+        for channel in range(3):
+            np.testing.assert_allclose(hwc[:, :, channel],
+                                       (small - _MEAN[channel]) / _STD[channel], atol=1e-4)

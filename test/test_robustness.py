@@ -230,6 +230,7 @@ BAD_VALUES = {
     'nms_iou_threshold': ([0.5], [-0.01, 1.01], 0.5),
     'max_detections': (10.0, [0, 10001], 10),
     'class_allowlist': (7, [['dog'], ['person', 'cat']], ['person']),
+    'class_agnostic_nms': ('yes', 'a boolean has no range', True),
     'publish_debug_image': ('yes', 'a boolean has no range', False),
     'triton_url': (8001, 'any address: an unreachable server fails configure (test_triton_node)',
                    'otherhost:8001'),
@@ -269,7 +270,8 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
     try:
         # Unconfigured: wrong types and out-of-range values.
         olds = dict(zip(BAD_VALUES, client.get_parameters(*BAD_VALUES)))
-        assert olds['score_threshold'] == 0.5 and olds['model_path'] == default_model
+        # Unset: the model config's own default applies (its detection section, else 0.5).
+        assert olds['score_threshold'] is None and olds['model_path'] == default_model
         for name, (wrong_type, out_of_range, _) in BAD_VALUES.items():
             check_rejected(client, name, wrong_type, olds[name], ['type', name])
             if name == 'class_allowlist' or isinstance(out_of_range, str):
@@ -286,7 +288,8 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
         for value in BAD_VALUES['class_allowlist'][1]:
             check_rejected(client, 'class_allowlist', value, ['person'], ['dog', 'cat'])
         for name in ('score_threshold', 'nms_iou_threshold', 'max_detections',
-                     'publish_debug_image', 'silence_timeout_s', 'max_frame_age_s'):
+                     'class_agnostic_nms', 'publish_debug_image', 'silence_timeout_s',
+                     'max_frame_age_s'):
             good = BAD_VALUES[name][2]
             assert client.set_parameters(**{name: good})[0].successful, name
             assert client.get_parameters(name) == [good]

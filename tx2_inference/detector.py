@@ -98,6 +98,7 @@ class Detector(object):
                                      engine_cache_dir=engine_cache_dir, **(backend_options or {}))
         try:
             self.config = config.resolve(self._backend.inputs, self._backend.outputs)
+            self.params = self.config.detection_params()  # the model config's defaults
             inp = self.config.input
             self._input_name = inp['name']
             height, width = inp['size']

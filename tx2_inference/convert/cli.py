@@ -18,7 +18,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from tx2_inference.backends import PRECISIONS
 from tx2_inference.errors import UserError
@@ -26,6 +26,8 @@ from tx2_inference.errors import UserError
 LOG = logging.getLogger('tx2_inference.convert')
 
 EXIT_USER_ERROR = 2
+#: The model and its config were written, but the config's decoder is to be completed.
+EXIT_CONFIG_INCOMPLETE = 3
 
 
 def _floats(text: str) -> List[float]:
@@ -47,15 +49,37 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--scale', type=float, help='value = (pixel * scale - mean) / std')
     g.add_argument('--mean', type=_floats)
     g.add_argument('--std', type=_floats)
-    g.add_argument('--decoder', default='boxes_scores',
-                   help='tf_od_api | boxes_scores | efficient_nms | yolov5 | yolov8 | generic')
-    g.add_argument('--boxes', help='boxes output (default: the first output)')
-    g.add_argument('--scores', help='scores output (default: the second output)')
-    g.add_argument('--box-format', default='yxyx', choices=['yxyx', 'xyxy', 'cxcywh'])
-    g.add_argument('--box-units', default='normalized', choices=['normalized', 'pixels'])
-    g.add_argument('--score-activation', default='none', choices=['none', 'sigmoid', 'softmax'])
+    g.add_argument('--decoder', help='tf_od_api | boxes_scores | efficient_nms | yolov5 | '
+                   'yolov8 | generic | a plugin type (default: the one type whose known output '
+                   'names the model has; else the decoder section is written TO BE COMPLETED '
+                   'and the exit status is 3: nothing is guessed)')
+    g.add_argument('--boxes', help="boxes output (default: the decoder's known name, or the "
+                   'one output whose last axis is 4 beside exactly one other)')
+    g.add_argument('--scores', help='scores output (default: as --boxes)')
+    g.add_argument('--box-format', choices=['yxyx', 'xyxy', 'cxcywh'],
+                   help="default: the decoder type's")
+    g.add_argument('--box-units', choices=['normalized', 'pixels'],
+                   help="default: the decoder type's")
+    g.add_argument('--score-activation', choices=['none', 'sigmoid', 'softmax'],
+                   help="default: the decoder type's")
     g.add_argument('--background-class', type=int, default=None,
                    help='index of a background score column to drop')
+    g.add_argument('--decoder-option', action='append', default=[], type=_option,
+                   metavar='KEY=VALUE', help='any decoder key, VALUE in YAML (repeatable), '
+                   'e.g. output=detections, box_columns=[0,1,2,3], class_scores=[5,null], '
+                   'module=my_pkg.heads')
+
+
+def _option(text: str) -> Tuple[str, Any]:
+    """Parse ``KEY=VALUE`` (VALUE in YAML) into a pair."""
+    import yaml
+    key, sep, value = text.partition('=')
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError('expected KEY=VALUE, got {!r}'.format(text))
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError('the value of {!r} is not YAML'.format(text)) from None
 
 
 def _input_overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -64,33 +88,40 @@ def _input_overrides(args: argparse.Namespace) -> Dict[str, Any]:
             'scale': args.scale, 'mean': args.mean, 'std': args.std}
 
 
-def _decoder(args: argparse.Namespace, outputs: List[str]) -> Dict[str, Any]:
-    """Return the config's decoder section from the options and the model's outputs."""
-    dec = {'type': args.decoder}  # type: Dict[str, Any]
-    if args.decoder == 'boxes_scores':
-        dec['boxes'] = args.boxes or (outputs[0] if outputs else None)
-        dec['scores'] = args.scores or (outputs[1] if len(outputs) > 1 else None)
-        dec['box_format'] = args.box_format
-        dec['box_units'] = args.box_units
-        dec['score_activation'] = args.score_activation
-        dec['background_class'] = args.background_class
-    return dec
+def decoder_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """Return the decoder keys given on the command line (the type apart)."""
+    given = {'boxes': args.boxes, 'scores': args.scores, 'box_format': args.box_format,
+             'box_units': args.box_units, 'score_activation': args.score_activation,
+             'background_class': args.background_class}  # type: Dict[str, Any]
+    given.update(args.decoder_option)
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _check_config_args(args: argparse.Namespace) -> None:
     """Validate the config options before any conversion, so a bad one writes nothing."""
     from tx2_inference.core.model_config import ModelConfig
-    ModelConfig.from_dict({'input': _input_overrides(args),
-                           'decoder': {'type': args.decoder}})
+    decoder = dict(decoder_options(args), type=args.decoder) if args.decoder else {}
+    ModelConfig.from_dict({'input': _input_overrides(args), 'decoder': decoder})
+
+
+def report_incomplete(cfg_path: str, decoder: Dict[str, Any]) -> int:
+    """Print the loud notice of an incomplete config; return the exit status to use."""
+    from tx2_inference.convert import config as cfgmod
+    from tx2_inference.core.decoders import TO_BE_COMPLETED
+    if decoder.get('type') != TO_BE_COMPLETED:
+        return 0
+    print(cfgmod.incomplete_banner(cfg_path, decoder), file=sys.stderr)
+    return EXIT_CONFIG_INCOMPLETE
 
 
 def cmd_onnx(args: argparse.Namespace) -> int:
     """`onnx`: SavedModel / frozen graph -> ONNX, validated, with its model config."""
     from tx2_inference.convert import config as cfgmod
     from tx2_inference.convert.workstation import tf_onnx
+    from tx2_inference.convert.workstation.compare import parse_tolerances
     _check_config_args(args)
     if args.list_tensors:
-        for line in tf_onnx.list_tensors(args.model, args.tag, args.list_tensors):
+        for line in tf_onnx.list_tensors(args.model, args.tag, args.signature, args.match or ''):
             print(line)
         return 0
     if not args.output:
@@ -99,19 +130,24 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         args.model, args.output, inputs=args.inputs, outputs=args.outputs, tag=args.tag,
         signature_name=args.signature, opset=args.opset, fold=not args.no_fold,
         validate_images=args.validate_images, input_cfg=_input_overrides(args),
-        atol=args.atol, rtol=args.rtol)
+        atol=args.atol, rtol=args.rtol, tolerances=parse_tolerances(args.tolerance),
+        order_free=[n for n in (args.order_free or '').split(',') if n])
     name, shape, onnx_type = result.inputs[0]
     dtype = {'tensor(uint8)': 'uint8', 'tensor(float)': 'float32',
              'tensor(float16)': 'float16'}.get(onnx_type, onnx_type)
-    cfg = cfgmod.build(name, shape, dtype, _input_overrides(args),
-                       _decoder(args, result.outputs), cfgmod.parse_labels(args.labels))
+    cfg = cfgmod.build(name, shape, dtype, _input_overrides(args), {},
+                       cfgmod.parse_labels(args.labels))
+    cfg['decoder'] = cfgmod.decoder_section(args.decoder, decoder_options(args),
+                                            result.output_info, cfg, result.onnx_name)
     cfg_path = cfgmod.config_path_for(args.output)
     cfgmod.save(cfg_path, cfg, header='Written by tx2-convert onnx from {}.'.format(args.model))
     print('Wrote {} and {} ({:.1f} s).'.format(args.output, cfg_path, result.seconds))
     for out, d in sorted(result.diffs.items()):
-        print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}'.format(
-            out, d['max_abs'], d['max_rel']))
-    return 0
+        print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}{}'.format(
+            out, d['max_abs'], d['max_rel'], '  (detections: {} rows in another order, {} at '
+            'the top-K cut-off)'.format(d['reordered_rows'], d.get('crossed_rows', 0))
+            if d.get('reordered_rows') or d.get('crossed_rows') else ''))
+    return report_incomplete(cfg_path, cfg['decoder'])
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -149,10 +185,11 @@ def cmd_tflite(args: argparse.Namespace) -> int:
                              inputs=args.inputs, outputs=args.outputs, tag=args.tag,
                              signature_name=args.signature, calib_images=args.calib_images,
                              calib_limit=args.calib_limit, input_overrides=_input_overrides(args),
-                             labels=args.labels, decoder=_decoder(args, []), args=args,
+                             labels=args.labels, decoder_type=args.decoder,
+                             decoder_options=decoder_options(args), args=args,
                              int8_io=args.int8_io)
     print(result)
-    return 0
+    return report_incomplete(result.config_path, result.decoder)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -206,10 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-fold', action='store_true', help='skip constant folding')
     p.add_argument('--validate-images', help='folder of sample images for the TF comparison '
                    '(default: seeded random inputs)')
-    p.add_argument('--atol', type=float, default=1e-3)
-    p.add_argument('--rtol', type=float, default=1e-3)
-    p.add_argument('--list-tensors', nargs='?', const='', metavar='SUBSTRING',
-                   help="print the graph's tensors (optionally matching) and exit")
+    p.add_argument('--atol', type=float, default=1e-3,
+                   help='TF check: absolute tolerance of every output without its own')
+    p.add_argument('--rtol', type=float, default=1e-3,
+                   help='TF check: relative tolerance of every output without its own')
+    p.add_argument('--tolerance', action='append', default=[], metavar='NAME=ATOL[:RTOL]',
+                   help="TF check: one output's own tolerance, by the name the check prints "
+                   '(repeatable)')
+    p.add_argument('--order-free', metavar='A,B', help='TF check: compare these outputs as '
+                   'detections (rows matched by value, not position); outputs computed from '
+                   'a TopK or NMS always are')
+    p.add_argument('--list-tensors', action='store_true',
+                   help="print the signature's and the graph's tensors with their shapes and "
+                   'exit (no conversion)')
+    p.add_argument('--match', metavar='SUBSTRING',
+                   help='with --list-tensors: only tensors whose name contains it')
     _add_config_args(p)
     p.set_defaults(func=cmd_onnx)
 

@@ -6,12 +6,20 @@ converter knows and writes it atomically, in the schema's key order.
 """
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from tx2_inference.core.decoders import incomplete_decoder_message, TO_BE_COMPLETED
 from tx2_inference.core.fileio import atomic_write_text
-from tx2_inference.core.model_config import config_path_for, ModelConfig
+from tx2_inference.core.model_config import (
+    candidate_decoders,
+    config_path_for,
+    describe_outputs,
+    ModelConfig,
+)
+from tx2_inference.errors import ConfigError
 
-__all__ = ['build', 'config_path_for', 'load', 'parse_labels', 'save']
+__all__ = ['build', 'config_path_for', 'decoder_section', 'incomplete_banner', 'load',
+           'parse_labels', 'save']
 
 _INPUT_ORDER = ('name', 'layout', 'color', 'dtype', 'size', 'resize', 'pad_value', 'scale',
                 'mean', 'std')
@@ -39,6 +47,51 @@ def build(input_name: str, shape: List[int], dtype: str, input_overrides: Dict[s
     ordered = {k: inp[k] for k in _INPUT_ORDER if k in inp}
     ordered.update({k: v for k, v in inp.items() if k not in ordered})
     return {'input': ordered, 'decoder': dict(decoder), 'labels': list(labels)}
+
+
+def decoder_section(requested: Optional[str], given: Mapping[str, Any], outputs: Sequence[Any],
+                    cfg: Mapping[str, Any],
+                    rename: Optional[Callable[[str], str]] = None) -> Dict[str, Any]:
+    """
+    Return the decoder section to write: complete only where nothing had to be guessed.
+
+    The type is ``requested`` (``--decoder``), else the one family whose known output names
+    the model has. Its output tensors are the ones given (``--boxes``, ``--scores``,
+    ``--decoder-option``), else those the model makes unambiguous
+    (:meth:`ModelConfig.resolve_decoder`). Anything left open gives a section marked
+    ``type: to_be_completed`` that lists the outputs with their shapes, the types that could
+    fit and why it is incomplete; the node refuses it with :func:`incomplete_banner`'s message.
+
+    :param requested: the decoder type asked for, or None.
+    :param given: decoder options from the command line (None values are left out).
+    :param outputs: the converted model's outputs (``name``, ``shape``, ``dtype``).
+    :param cfg: the config built so far (its ``input`` and ``labels``).
+    :param rename: maps a tensor name the user gave (a TF name) to the model's output name.
+    """
+    options = {k: v for k, v in given.items() if v is not None}
+    names = [t.name for t in outputs]
+    for key in ('boxes', 'scores', 'classes', 'num_detections', 'output'):
+        if rename is not None and options.get(key) and options[key] not in names:
+            options[key] = rename(options[key]) or options[key]
+    if requested:
+        options['type'] = requested
+    config = ModelConfig(cfg.get('input'), options, cfg.get('labels'))
+    try:
+        return config.resolve_decoder(outputs)
+    except ConfigError as exc:
+        reason = str(exc).split(': ', 1)[-1]
+        if not options.get('type'):
+            reason = ('no --decoder was given, and no decoder type knows these output names')
+    return {'type': TO_BE_COMPLETED, 'reason': reason, 'requested': dict(options) or None,
+            'outputs': describe_outputs(outputs), 'candidates': candidate_decoders(outputs)}
+
+
+def incomplete_banner(path: str, decoder: Mapping[str, Any]) -> str:
+    """Return the loud notice tx2-convert prints after writing an incomplete config."""
+    rule = '!' * 79
+    return '\n'.join([rule, '!!! The model config {} is INCOMPLETE: its decoder section is TO '
+                       'BE COMPLETED.'.format(path), rule,
+                       incomplete_decoder_message(decoder, path), rule])
 
 
 def save(path: str, cfg: Dict[str, Any], header: Optional[str] = None) -> None:

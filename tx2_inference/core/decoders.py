@@ -3,22 +3,25 @@
 Every built-in family is one configuration of :class:`GenericDecoder`, which reads boxes and
 scores described as data (box order, units, packed columns, score activation, background
 column) and runs the one class-aware NMS of :mod:`tx2_inference.core.nms` where the model has not.
-A new model therefore needs a config file, not new code. Where a head truly needs code, register
-a decoder::
+A new model therefore needs a config file, not new code. Where a head truly needs code, write
+a decoder in your own package (docs/BRING_YOUR_OWN_DETECTOR.md has a complete example)::
 
-    from tx2_inference.core.decoders import Decoder, Detections, register_decoder
+    from tx2_inference.core.decoders import Decoder, register_decoder
 
     @register_decoder('my_head')
     class MyHead(Decoder):
         tensor_options = ('output',)       # config keys that name output tensors
 
         def decode(self, outputs, params):
-            raw = outputs[self.options['output']]
-            ...
-            return self.detections(boxes_xyxy_input_px, scores, class_ids)
+            raw = self.tensor(outputs, 'output')
+            ...                            # boxes_xyxy in model-input pixels, scores, classes
+            return self.select(boxes_xyxy, scores, class_ids, params)
 
-and write ``decoder: {type: my_head, output: <tensor name>}`` in the model config. The module
-that holds the class must be imported before the model loads (e.g. by the launching script).
+and write ``decoder: {type: my_head, module: my_pkg.heads, output: <tensor name>}`` in the
+model config, or declare ``my_head = my_pkg.heads:MyHead`` in the entry-point group
+``tx2_inference.decoders`` of your package (:mod:`tx2_inference.core.decoder_plugins`).
+:meth:`Decoder.select` applies the score threshold, class allow-list, NMS and max detections,
+so the node's live parameters act on a custom decoder's output too.
 
 Decoders return boxes in model-input pixels; the frame's
 :class:`tx2_inference.core.preprocess.Transform` maps them to source pixels.
@@ -34,6 +37,8 @@ from tx2_inference.errors import ConfigError
 BOX_FORMATS = ('yxyx', 'xyxy', 'cxcywh')
 BOX_UNITS = ('normalized', 'pixels')
 SCORE_ACTIVATIONS = ('none', 'sigmoid', 'softmax')
+#: ``decoder.type`` of a section tx2-convert could not fill (see incomplete_decoder_message).
+TO_BE_COMPLETED = 'to_be_completed'
 
 
 class DetectionParams(object):
@@ -41,23 +46,29 @@ class DetectionParams(object):
     What to keep of a frame's detections; read at each frame's decode, so it may change.
 
     :param score_threshold: keep scores >= this (after the score activation).
-    :param iou_threshold: NMS drops a box whose IoU with a better box of its class is above this.
+    :param iou_threshold: NMS drops a box whose IoU with a better box of its class (of any
+        class, with ``class_agnostic_nms``) is above this.
     :param max_detections: keep at most this many, best first (<= 0: no limit).
     :param class_allowlist: None for every class, else class ids (int, or a string of digits:
         index into the labels) and/or label names to keep.
+    :param class_agnostic_nms: NMS across classes: of two overlapping boxes of different
+        classes (one object as "car 0.55" and "truck 0.32") only the better is kept.
     :raises ConfigError: for an IoU threshold outside [0, 1].
     """
 
-    __slots__ = ('score_threshold', 'iou_threshold', 'max_detections', 'class_allowlist')
+    __slots__ = ('score_threshold', 'iou_threshold', 'max_detections', 'class_allowlist',
+                 'class_agnostic_nms')
 
     def __init__(self, score_threshold: float = 0.5, iou_threshold: float = 0.45,
                  max_detections: int = 100,
-                 class_allowlist: Optional[Sequence[Union[int, str]]] = None) -> None:
+                 class_allowlist: Optional[Sequence[Union[int, str]]] = None,
+                 class_agnostic_nms: bool = False) -> None:
         """Store the parameters."""
         self.score_threshold = float(score_threshold)
         self.iou_threshold = float(iou_threshold)
         self.max_detections = int(max_detections)
         self.class_allowlist = None if class_allowlist is None else tuple(class_allowlist)
+        self.class_agnostic_nms = bool(class_agnostic_nms)
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ConfigError('iou_threshold: {} is not between 0 and 1.'.format(iou_threshold))
 
@@ -122,7 +133,7 @@ class Decoder(object):
 
         :raises ConfigError: for an option this decoder does not know.
         """
-        known = set(self.defaults) | set(self.tensor_options) | {'type'}
+        known = set(self.defaults) | set(self.tensor_options) | {'type', 'module'}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError('decoder: unknown option(s) {} for decoder type {!r}; known: {}.'
@@ -187,6 +198,46 @@ class Decoder(object):
                       zip(labels, known.tolist(), class_ids.tolist())]
         return Detections(boxes, scores, class_ids, labels)
 
+    def select(self, boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
+               params: DetectionParams, nms: bool = True) -> Detections:
+        """
+        Keep what the live detection parameters keep: how every decoder should end.
+
+        In order: ``score >= params.score_threshold``; ``params.class_allowlist``; empty boxes
+        dropped; NMS at ``params.iou_threshold`` per class (across classes with
+        ``params.class_agnostic_nms``) unless ``nms`` is False (outputs already after NMS:
+        then only sorted); best first; at most ``params.max_detections``. A custom decoder
+        that ends with this follows the node's parameters (``ros2 param set``) like the
+        built-in ones.
+
+        :param boxes_xyxy: [N, 4] x1, y1, x2, y2 in model-input pixels.
+        :param scores: [N] scores (probabilities: compared with the threshold).
+        :param class_ids: [N] class ids (indices into the labels).
+        :param params: the frame's :class:`DetectionParams`.
+        :param nms: run NMS (False for an output that is already after NMS).
+        :returns: the kept :class:`Detections`, best first, boxes in model-input pixels.
+        """
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        class_ids = np.asarray(class_ids).reshape(-1).astype(np.int64)
+        keep = scores >= params.score_threshold
+        allowed = self.allowed_classes(params)
+        if allowed is not None:
+            keep &= np.isin(class_ids, allowed)
+        # Empty boxes are no detections (and OpenCV's NMS counts two of them as overlapping).
+        keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if not keep.all():
+            boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+        if nms:
+            groups = np.zeros_like(class_ids) if params.class_agnostic_nms else class_ids
+            order = batched_nms(boxes, scores, groups, params.iou_threshold,
+                                params.max_detections)
+        else:
+            order = np.argsort(-scores, kind='mergesort')
+            if params.max_detections > 0:
+                order = order[:params.max_detections]
+        return self.detections(boxes[order], scores[order], class_ids[order])
+
 
 _REGISTRY: Dict[str, Type[Decoder]] = {}
 
@@ -206,17 +257,80 @@ def register_decoder(name: str) -> Callable[[Type[Decoder]], Type[Decoder]]:
 
 
 def decoder_names() -> List[str]:
-    """Return the registered decoder types."""
+    """Return the registered decoder types (built-in, and plugins loaded so far)."""
     return sorted(_REGISTRY)
 
 
-def decoder_class(name: str) -> Type[Decoder]:
-    """Return the decoder class registered as ``name``; ConfigError naming the choices."""
+def available_decoder_names() -> List[str]:
+    """Return the registered decoder types and those installed packages declare."""
+    from tx2_inference.core.decoder_plugins import entry_point_names
+    return sorted(set(_REGISTRY) | set(entry_point_names()))
+
+
+def decoder_class(name: str, module: Optional[str] = None) -> Type[Decoder]:
+    """
+    Return the decoder class of type ``name``, loading a plugin decoder when needed.
+
+    Looked up in order: the registry (built-in types and those registered so far); ``module``
+    (the config's ``decoder.module``), imported so that it registers ``name``; an entry point
+    ``name`` of the group ``tx2_inference.decoders`` of an installed package. See
+    :mod:`tx2_inference.core.decoder_plugins` and docs/BRING_YOUR_OWN_DETECTOR.md.
+
+    :raises ConfigError: an unknown type (naming the choices), or a plugin that failed to
+        load (naming the module or entry point and why).
+    """
+    from tx2_inference.core import decoder_plugins
+    if name == TO_BE_COMPLETED:
+        raise ConfigError(incomplete_decoder_message({'type': name}))
+    if name not in _REGISTRY and module:
+        decoder_plugins.import_module(module, name)
+        if name not in _REGISTRY:
+            raise ConfigError('decoder.module: importing {!r} registered no decoder {!r} (it '
+                              'registers {}); decorate the class with '
+                              "@register_decoder('{}')." .format(
+                                  module, name, ', '.join(sorted(_REGISTRY)), name))
     if name not in _REGISTRY:
-        raise ConfigError('decoder.type: {!r} is not a known decoder; choose one of {} (or '
-                          'register your own with tx2_inference.core.decoders.register_decoder).'
-                          .format(name, ', '.join(decoder_names())))
+        loaded = decoder_plugins.load_entry_point(name)
+        if isinstance(loaded, type) and issubclass(loaded, Decoder):
+            register_decoder(name)(loaded)
+        elif loaded is not None and name not in _REGISTRY:
+            raise ConfigError('decoder.type: the entry point {!r} ({} group) loaded {!r}, '
+                              'which is not a Decoder subclass and registered no decoder {!r}.'
+                              .format(name, decoder_plugins.GROUP, loaded, name))
+    if name not in _REGISTRY:
+        raise ConfigError('decoder.type: {!r} is not a known decoder; choose one of {}, or '
+                          'bring your own: decoder.module naming a module that registers it, '
+                          'or a package declaring it in the entry-point group {} '
+                          '(docs/BRING_YOUR_OWN_DETECTOR.md).'.format(
+                              name, ', '.join(available_decoder_names()),
+                              decoder_plugins.GROUP))
     return _REGISTRY[name]
+
+
+def incomplete_decoder_message(options: Mapping[str, Any], where: str = 'model config') -> str:
+    """
+    Return what a ``decoder: {type: to_be_completed}`` section lacks and how to complete it.
+
+    ``tx2-convert`` writes such a section when it cannot tell the decoder from the model's
+    outputs (it never guesses one); it prints this message, and the node, the Detector and
+    ``evaluate`` refuse the config with it.
+    """
+    outputs = options.get('outputs') or {}
+    lines = ['{}: decoder: TO BE COMPLETED. tx2-convert could not tell how to decode this '
+             "model's outputs and wrote no decoder rather than guess one".format(where)]
+    if options.get('reason'):
+        lines[0] += ' ({})'.format(str(options['reason']).rstrip('.'))
+    lines[0] += '.'
+    if outputs:
+        lines.append('The model outputs: {}.'.format('; '.join(
+            '{} {}'.format(name, spec) for name, spec in outputs.items())))
+    if options.get('candidates'):
+        lines.append('Decoder types that could fit: {}.'.format(
+            '; '.join(str(c) for c in options['candidates'])))
+    lines.append('Write decoder.type and the output names it needs (replacing the decoder '
+                 'section; docs/BRING_YOUR_OWN_DETECTOR.md), or convert again with --decoder '
+                 'TYPE and --boxes/--scores or --decoder-option KEY=VALUE.')
+    return ' '.join(lines)
 
 
 def create_decoder(options: Mapping[str, Any], labels: Sequence[str],
@@ -224,8 +338,10 @@ def create_decoder(options: Mapping[str, Any], labels: Sequence[str],
     """Create the decoder ``options['type']`` with the config's decoder options."""
     if not options.get('type'):
         raise ConfigError('decoder.type is missing; choose one of {}.'.format(
-            ', '.join(decoder_names())))
-    return decoder_class(options['type'])(options, labels, input_size)
+            ', '.join(available_decoder_names())))
+    if options['type'] == TO_BE_COMPLETED:
+        raise ConfigError(incomplete_decoder_message(options))
+    return decoder_class(options['type'], options.get('module'))(options, labels, input_size)
 
 
 def _activate(scores: np.ndarray, activation: str) -> np.ndarray:
@@ -391,25 +507,10 @@ class GenericDecoder(Decoder):
 
     def _finish(self, boxes: np.ndarray, scores: np.ndarray, rows: np.ndarray,
                 class_ids: np.ndarray, params: DetectionParams) -> Detections:
-        """Filter the selected rows by class, drop empty boxes, run NMS, order best first, cut."""
-        allowed = self.allowed_classes(params)
-        if allowed is not None:
-            keep = np.isin(class_ids, allowed)
-            rows, scores, class_ids = rows[keep], scores[keep], class_ids[keep]
+        """Convert the selected rows' boxes to xyxy pixels, then :meth:`select` them."""
         boxes = to_xyxy(boxes[rows], self.options['box_format'], self.options['box_units'],
                         self.input_size)
-        # Empty boxes are no detections (and OpenCV's NMS counts two of them as overlapping).
-        real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        if not real.all():
-            boxes, scores, class_ids = boxes[real], scores[real], class_ids[real]
-        if self.options['nms']:
-            order = batched_nms(boxes, scores, class_ids, params.iou_threshold,
-                                params.max_detections)
-        else:
-            order = np.argsort(-scores, kind='mergesort')
-            if params.max_detections > 0:
-                order = order[:params.max_detections]
-        return self.detections(boxes[order], scores[order], class_ids[order])
+        return self.select(boxes, scores, class_ids, params, nms=bool(self.options['nms']))
 
 
 def _family(name: str, doc: str, known_tensor_names: Dict[str, Tuple[str, ...]],
@@ -443,3 +544,7 @@ _family('yolov5', 'YOLOv5 raw head [N, 5 + C]: cx, cy, w, h (pixels), objectness
 _family('yolov8', 'YOLOv8 raw head [4 + C, N] (transposed; [N, 4 + C] also read): cx, cy, w, '
         'h (pixels), class scores; host NMS.', {},
         box_format='cxcywh', class_scores=[4, None], transposed='auto')
+
+#: The package's own decoder types; model configs name a plugin's type themselves (it is never
+#: picked from output names, whichever plugins a process happens to have loaded).
+BUILTIN_DECODERS = tuple(sorted(_REGISTRY))

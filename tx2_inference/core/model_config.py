@@ -13,7 +13,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
-from tx2_inference.core.decoders import decoder_class, decoder_names
+from tx2_inference.core.decoders import (
+    available_decoder_names,
+    BUILTIN_DECODERS,
+    decoder_class,
+    DetectionParams,
+    incomplete_decoder_message,
+    TO_BE_COMPLETED,
+)
 from tx2_inference.core.preprocess import COLORS, LAYOUTS, RESIZE_MODES
 from tx2_inference.errors import ConfigError
 
@@ -23,7 +30,13 @@ INPUT_DEFAULTS: Dict[str, Any] = {
     'std': [1.0, 1.0, 1.0],
 }
 INPUT_DTYPES = ('uint8', 'float32', 'float16', 'int8', 'int16')  # int: quantised (TFLite)
-SECTIONS = ('input', 'decoder', 'labels')
+SECTIONS = ('input', 'decoder', 'labels', 'detection')
+#: The ``detection`` section: this model's defaults for the node's detection parameters
+#: (a node parameter given explicitly overrides them). Unset keys: DetectionParams' defaults.
+DETECTION_DEFAULTS: Dict[str, Any] = {
+    'score_threshold': 0.5, 'iou_threshold': 0.45, 'max_detections': 100,
+    'class_agnostic_nms': False,
+}
 
 
 def config_path_for(model_path: str) -> str:
@@ -58,22 +71,38 @@ def _names(tensors: Sequence[Any]) -> str:
 
 class ModelConfig(object):
     """
-    A model config: ``input`` (dict), ``decoder`` (dict with ``type``), ``labels`` (list).
+    A model config: ``input``, ``decoder`` (with ``type``), ``labels``, ``detection``.
 
+    ``detection`` holds this model's default detection parameters (only the keys set).
     ``path`` is the file it came from (None when made in code); error messages name it.
     """
 
     def __init__(self, input: Optional[Mapping[str, Any]] = None,
                  decoder: Optional[Mapping[str, Any]] = None,
-                 labels: Optional[Sequence[str]] = None, path: Optional[str] = None) -> None:
+                 labels: Optional[Sequence[str]] = None, path: Optional[str] = None,
+                 detection: Optional[Mapping[str, Any]] = None) -> None:
         """Build and validate a config; unset input fields take their defaults."""
         self.path = path
         self.input: Dict[str, Any] = dict(INPUT_DEFAULTS)
         self.input.update((k, _plain(v)) for k, v in dict(input or {}).items() if v is not None)
         self.decoder: Dict[str, Any] = {k: _plain(v) for k, v in dict(decoder or {}).items()}
         self.labels: List[str] = [str(label) for label in (labels or [])]
+        self.detection: Dict[str, Any] = {k: _plain(v) for k, v in dict(detection or {}).items()
+                                          if v is not None}
         self._unknown_input = sorted(set(dict(input or {})) - set(INPUT_DEFAULTS))
         self.validate()
+
+    @property
+    def incomplete(self) -> bool:
+        """Return True when the decoder section is marked to be completed (see tx2-convert)."""
+        return self.decoder.get('type') == TO_BE_COMPLETED
+
+    def detection_params(self, **overrides: Any) -> DetectionParams:
+        """Return DetectionParams: the ``detection`` section's defaults, then ``overrides``."""
+        values = dict(DETECTION_DEFAULTS)
+        values.update(self.detection)
+        values.update((k, v) for k, v in overrides.items() if v is not None)
+        return DetectionParams(**values)
 
     def _error(self, field: str, message: str) -> ConfigError:
         """Return a ConfigError that names the file and the field."""
@@ -97,11 +126,13 @@ class ModelConfig(object):
         if unknown:
             raise ConfigError('{}: unknown section(s) {}; the sections are {}.'.format(
                 where, ', '.join(map(str, unknown)), ', '.join(SECTIONS)))
-        for section, kind in (('input', dict), ('decoder', dict), ('labels', list)):
+        for section, kind in (('input', dict), ('decoder', dict), ('labels', list),
+                              ('detection', dict)):
             if data.get(section) is not None and not isinstance(data[section], kind):
                 raise ConfigError('{}: {} must be a {}, got {!r}.'.format(
                     where, section, 'mapping' if kind is dict else 'list', data[section]))
-        return cls(data.get('input'), data.get('decoder'), data.get('labels'), path)
+        return cls(data.get('input'), data.get('decoder'), data.get('labels'), path,
+                   data.get('detection'))
 
     @classmethod
     def load(cls, path: str) -> 'ModelConfig':
@@ -128,8 +159,11 @@ class ModelConfig(object):
 
     def to_dict(self) -> Dict[str, Any]:
         """Return the config as plain YAML-able data."""
-        return {'input': copy.deepcopy(self.input), 'decoder': copy.deepcopy(self.decoder),
+        data = {'input': copy.deepcopy(self.input), 'decoder': copy.deepcopy(self.decoder),
                 'labels': list(self.labels)}
+        if self.detection:
+            data['detection'] = dict(self.detection)
+        return data
 
     def save(self, path: Optional[str] = None) -> str:
         """Write the config as YAML (to ``path``, else where it came from); return the path."""
@@ -167,11 +201,28 @@ class ModelConfig(object):
                                   .format(inp[field]))
         if any(v == 0 for v in (inp['std'] if isinstance(inp['std'], list) else [inp['std']])):
             raise self._error('input.std', '{!r} contains 0.'.format(inp['std']))
-        if self.decoder.get('type') is not None:
+        self._validate_detection()
+        if self.decoder.get('type') is not None and not self.incomplete:
             try:
-                decoder_class(self.decoder['type'])
+                decoder_class(self.decoder['type'], self.decoder.get('module'))
             except ConfigError as exc:
                 raise self._within(exc) from exc
+
+    def _validate_detection(self) -> None:
+        """Check the ``detection`` section's keys and values."""
+        unknown = sorted(set(self.detection) - set(DETECTION_DEFAULTS))
+        if unknown:
+            raise self._error('detection', 'unknown key(s) {}; the keys are {}.'.format(
+                ', '.join(map(str, unknown)), ', '.join(DETECTION_DEFAULTS)))
+        for key, value in self.detection.items():
+            kind = type(DETECTION_DEFAULTS[key])
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float)):
+                raise self._error('detection.' + key, '{!r} is not a {}.'.format(
+                    value, {bool: 'true/false', int: 'whole number', float: 'number'}[kind]))
+        try:
+            self.detection_params()
+        except ConfigError as exc:
+            raise self._error('detection', str(exc)) from exc
 
     def resolve(self, inputs: Sequence[Any], outputs: Sequence[Any]) -> 'ModelConfig':
         """
@@ -182,10 +233,28 @@ class ModelConfig(object):
         :raises ConfigError: naming the field to write where the model leaves it ambiguous,
             or a name the model does not have (with the names it has).
         """
-        resolved = ModelConfig(self.input, self.decoder, self.labels, self.path)
+        if self.incomplete:
+            raise ConfigError(incomplete_decoder_message(self.decoder, self.path or
+                                                         'model config'))
+        resolved = ModelConfig(self.input, self.decoder, self.labels, self.path, self.detection)
         resolved._resolve_input(inputs)
         resolved._resolve_decoder(outputs)
         return resolved
+
+    def resolve_decoder(self, outputs: Sequence[Any]) -> Dict[str, Any]:
+        """
+        Return the decoder section with its type and output names filled from ``outputs``.
+
+        Only what the outputs make unambiguous is filled: a type whose known output names the
+        model has (and no other's), tensors by those names, the one output of a packed type,
+        boxes as the one output whose last axis is 4 beside exactly one other.
+
+        :raises ConfigError: naming what is left open (tx2-convert then writes the section as
+            to be completed).
+        """
+        resolved = ModelConfig(self.input, self.decoder, self.labels, self.path, self.detection)
+        resolved._resolve_decoder(outputs)
+        return resolved.decoder
 
     def _resolve_input(self, inputs: Sequence[Any]) -> None:
         """Fill name, layout, dtype, size and colour from the model's input."""
@@ -251,9 +320,10 @@ class ModelConfig(object):
         names = [t.name for t in outputs]
         if not self.decoder.get('type'):
             self.decoder['type'] = self._guess_decoder(outputs)
-        cls = decoder_class(self.decoder['type'])
         try:
-            required = cls(self.decoder, self.labels, tuple(self.input['size'])).required_tensors()
+            cls = decoder_class(self.decoder['type'], self.decoder.get('module'))
+            required = cls(self.decoder, self.labels,
+                           tuple(self.input['size'] or (1, 1))).required_tensors()
         except ConfigError as exc:
             raise self._within(exc) from exc
         if required == ['output']:
@@ -277,10 +347,10 @@ class ModelConfig(object):
                                       self.decoder[key], _names(outputs)))
 
     def _guess_decoder(self, outputs: Sequence[Any]) -> str:
-        """Return the one decoder type whose known output names the model has."""
+        """Return the one built-in decoder type whose known output names the model has."""
         names = [t.name for t in outputs]
         matches = []
-        for name in decoder_names():
+        for name in BUILTIN_DECODERS:
             cls = decoder_class(name)
             if cls.known_tensor_names:
                 found = _find_tensors(cls.known_tensor_names, names)
@@ -290,7 +360,8 @@ class ModelConfig(object):
             return matches[0]
         raise self._error('decoder.type', 'cannot tell the decoder from the model outputs ({}); '
                           'write decoder.type: one of {}, and its output names.'.format(
-                              _describe(outputs), ', '.join(matches or decoder_names())))
+                              _describe(outputs),
+                              ', '.join(matches or available_decoder_names())))
 
 
 def _find_tensors(known: Mapping[str, Sequence[str]], names: Sequence[str]) -> Dict[str, str]:
@@ -310,3 +381,39 @@ def _boxes_and_scores(outputs: Sequence[Any]) -> Dict[str, str]:
         return {}
     others = [t.name for t in outputs if t.name != boxes[0]]
     return {'boxes': boxes[0], 'scores': others[0]} if len(others) == 1 else {'boxes': boxes[0]}
+
+
+def describe_outputs(outputs: Sequence[Any]) -> Dict[str, str]:
+    """Return output name -> ``'[shape] dtype'``, as a to-be-completed decoder lists them."""
+    return {t.name: '{} {}'.format(_dims(t.shape), np.dtype(t.dtype).name) for t in outputs}
+
+
+def candidate_decoders(outputs: Sequence[Any]) -> List[str]:
+    """
+    Return the decoder types whose layout the outputs' shapes allow, each with its reason.
+
+    Shapes alone never decide (a [1, N, 4] output may hold xyxy pixels or normalised yxyx):
+    this is the list a user chooses from, not a choice.
+    """
+    shapes = [_dims(t.shape) for t in outputs]
+    boxes = [s for s in shapes if len(s) >= 2 and s[-1] == 4]
+    counts = [s for s in shapes if int(np.prod([max(d, 1) for d in s])) == 1]
+    # A packed table: [N, K] (or [K, N]) rows of >= 5 columns, after a batch of one.
+    packed = [s for s in shapes if len(s) >= 2 and min(s[-1], s[-2]) >= 5]
+    found = []
+    if boxes and len(outputs) >= 2:
+        found.append('boxes_scores (boxes [N, 4] + per-class scores [N, C], before NMS)')
+        if counts:
+            found.append('tf_od_api or efficient_nms (boxes, scores, classes, a detection '
+                         'count: after NMS)')
+        found.append('generic with boxes and scores (and classes, num_detections), with the '
+                     'box_format, box_units and score_activation your model has')
+    if packed:
+        found.append('yolov5 ([N, 5 + C]: cx, cy, w, h, objectness, class scores) or yolov8 '
+                     '([4 + C, N])')
+        found.append('generic with output: <packed tensor>, box_columns: [4 indices], '
+                     'class_scores: [first, stop] or score_column + class_column')
+    plugins = [n for n in available_decoder_names() if n not in BUILTIN_DECODERS]
+    found.append('a decoder of your own (decoder.module, or the tx2_inference.decoders entry '
+                 'point{})'.format('; installed: ' + ', '.join(plugins) if plugins else ''))
+    return found

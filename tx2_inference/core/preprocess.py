@@ -214,8 +214,13 @@ class Preprocessor(object):
                                  np.all(np.abs(offset) < 1e-3))
         self.gain = gain.astype(np.float32)
         self.offset = offset.astype(np.float32)
-        # value = gain * pixel - offset, as the [C, C + 1] matrix cv2.transform takes.
+        # value = gain * pixel - offset, as the [C, C + 1] matrix cv2.transform takes, for
+        # pixels already in the model's channel order; and the same map for pixels in the
+        # other of rgb/bgr (channel i lands in model channel C - 1 - i, so it takes that
+        # channel's gain and offset).
         self._affine = np.concatenate([np.diag(gain), -offset[:, None]], axis=1)
+        self._affine_swapped = np.concatenate([np.diag(gain[::-1]), -offset[::-1, None]],
+                                              axis=1)
         if self.dtype == np.uint8 and not self.identity and self.quantization is None:
             raise ConfigError('input.scale/mean/std normalise the image, but the model input is '
                               'uint8; remove them, or use a float model input.')
@@ -280,8 +285,10 @@ class Preprocessor(object):
         canvas = out[0] if self.layout == 'nhwc' else out[0].transpose(1, 2, 0)  # H, W, C view
         if self.color == 'mono' or color == 'mono' or color == self.color:
             target = canvas[top:top + new_h, left:left + new_w]
+            affine = self._affine
         else:
             target = canvas[top:top + new_h, left:left + new_w, ::-1]  # rgb <-> bgr, free
+            affine = self._affine_swapped  # mean/std are in the model's order
         if self.identity:
             np.copyto(target, pixels, casting='unsafe')
         else:
@@ -289,7 +296,7 @@ class Preprocessor(object):
             # applies gain and offset per channel in place, and copyto casts without buffers.
             work = self._buffer(('float',), pixels.shape, np.float32)
             np.copyto(work, pixels, casting='unsafe')
-            cv2.transform(work, self._affine, dst=work)
+            cv2.transform(work, affine, dst=work)
             if self._limits is not None:  # quantised: round to nearest, saturate
                 np.rint(work, out=work)
                 np.clip(work, self._limits[0], self._limits[1], out=work)

@@ -94,7 +94,8 @@ def detector_status(node_name: str, state: str, detector: Any, last_error: str,
         stats = detector.stats()
     except Exception as error:  # stats are informative only
         stats = {'stats_error': str(error)}
-    for key in sorted(stats):
+    listed = {key for key, _ in values}
+    for key in sorted(set(stats) - listed):  # the stats repeat the backend: listed once
         value = stats[key]
         if isinstance(value, dict):
             values += [('{}.{}'.format(key, k), str(v)) for k, v in sorted(value.items())]

@@ -24,6 +24,7 @@ loop (`ros.spin`) live in their own modules.
 
 import os
 import sys
+import textwrap
 from typing import Any, Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -51,6 +52,7 @@ from tx2_inference.ros.parameters import (
     check_topics,
     default_model_path,
     NodeParameters,
+    TABLE,
 )
 from tx2_inference.ros.spin import run_node
 
@@ -145,7 +147,7 @@ class InferenceNode(LifecycleNode):
         """Hand changed live parameters to the detector, for the next frame."""
         if self._detector is None:
             return
-        self._detector.params = self._params.detection_params()
+        self._detector.params = self._params.detection_params(self._detector.config)
         if 'score_threshold' in names and self._active:
             self._publish_label_info()
 
@@ -220,7 +222,7 @@ class InferenceNode(LifecycleNode):
                                         self._params.live.get('class_allowlist'))
         if reason:
             raise ConfigError(reason + ' Set the parameter class_allowlist and configure again.')
-        self._detector.params = self._params.detection_params()
+        self._detector.params = self._params.detection_params(self._detector.config)
         # The first inference of a new session or engine is the slow one: not the first frame's.
         self._warmup_note = 'no warm-up'
         if self._params.value('warmup'):
@@ -390,7 +392,7 @@ class InferenceNode(LifecycleNode):
         detector = self._detector
         if detector is None:
             return
-        msg = label_info_msg(detector.labels, self._params.live['score_threshold'],
+        msg = label_info_msg(detector.labels, detector.params.score_threshold,
                              self.get_clock().now().to_msg())
         for camera in self._cameras:
             if camera.label_info_pub is not None:
@@ -427,10 +429,35 @@ class InferenceNode(LifecycleNode):
         if kind and watch.log_due(kind):
             self.get_logger().warning(message)
         return silence.apply(status, level, message, values)
+def usage() -> str:
+    """Return the ``--help`` text: how to run the node and every parameter with its default."""
+    from rclpy.parameter import Parameter
+    lines = ['usage: inference_node [-h] [--ros-args -p NAME:=VALUE ... --params-file FILE]',
+             '', __doc__.strip().splitlines()[0], '',
+             textwrap.fill('Start it, then drive its lifecycle: ros2 lifecycle set '
+                           '/inference_node configure (then activate), or launch it with '
+                           'autostart:=true. Parameters (ros2 param describe shows the same; '
+                           'config/params.yaml holds them all):', 99), '']
+    for spec in TABLE:
+        default = spec.default_value()
+        shown = 'unset' if isinstance(default, Parameter.Type) else repr(default)
+        lines.append('  {} (default {}; {})'.format(
+            spec.name, shown, 'reconfigure' if spec.reconfigure else 'live'))
+        lines += textwrap.wrap(spec.description, 95, initial_indent='      ',
+                               subsequent_indent='      ')
+    return '\n'.join(lines)
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    """Run the node until Ctrl-C, an external shutdown, or its shutdown transition."""
+    """Run the node until Ctrl-C, an external shutdown, or its shutdown transition.
+
+    ``-h``/``--help`` (outside the ROS arguments) prints the usage and the parameters instead.
+    """
+    from rclpy.utilities import remove_ros_args
+    argv = sys.argv if args is None else args
+    if any(arg in ('-h', '--help') for arg in remove_ros_args(args=argv)[1:]):
+        print(usage())
+        return 0
     return run_node(InferenceNode, args, done=lambda node: node.finalized)
 
 

@@ -223,6 +223,8 @@ TABLE = (
         'cpu_threads', 0,
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),
+    # The detection parameters have no default: unset, the model config's detection section
+    # gives the model's own default (else DETECTION_DEFAULTS); set, they override it.
     ParameterSpec(
         'triton_url', 'localhost:8001',
         "backend triton: host:port of the server's gRPC endpoint (Triton: 8001); grpcs:// "
@@ -263,17 +265,23 @@ TABLE = (
         'Run one inference on a synthetic frame in every executor slot at configure, so the '
         "first camera frame does not pay the runtime's first-inference cost.", reconfigure=True),
     ParameterSpec(
-        'score_threshold', 0.5,
-        'Minimum score of a published detection; applies to the next frame.',
-        floating=(0.0, 1.0)),
+                'score_threshold', Parameter.Type.DOUBLE,
+        "Minimum score of a published detection; applies to the next frame. Unset: the model "
+        "config's detection.score_threshold, else 0.5.", floating=(0.0, 1.0)),
     ParameterSpec(
-        'nms_iou_threshold', 0.45,
-        'Non-maximum suppression: a box overlapping a better box of its class by more than '
-        'this IoU is dropped; applies to the next frame.', floating=(0.0, 1.0)),
+        'nms_iou_threshold', Parameter.Type.DOUBLE,
+        'Non-maximum suppression: a box overlapping a better box of its class (of any class '
+        'with class_agnostic_nms) by more than this IoU is dropped; applies to the next frame. '
+        "Unset: the model config's detection.iou_threshold, else 0.45.", floating=(0.0, 1.0)),
     ParameterSpec(
-        'max_detections', 100,
-        'Most detections per frame, best first; applies to the next frame.',
-        integer=(1, 10000)),
+        'max_detections', Parameter.Type.INTEGER,
+        "Most detections per frame, best first; applies to the next frame. Unset: the model "
+        "config's detection.max_detections, else 100.", integer=(1, 10000)),
+    ParameterSpec(
+        'class_agnostic_nms', Parameter.Type.BOOL,
+        'true: NMS across classes (one object reported as "car 0.55" and "truck 0.32" keeps '
+        "only the car); false: per class. Applies to the next frame. Unset: the model config's "
+        'detection.class_agnostic_nms, else false.'),
     ParameterSpec(  # no default: unset means every class
         'class_allowlist', Parameter.Type.STRING_ARRAY,
         'Labels to publish (names from the model config); unset or empty: every class. '
@@ -390,14 +398,17 @@ class NodeParameters(object):
                 'headers': parse_headers(self.value('triton_headers')),
                 'compression': self.value('triton_compression')}
 
-    def detection_params(self) -> Any:
-        """Return the DetectionParams of the current live parameters."""
-        from tx2_inference.core.decoders import DetectionParams
+    def detection_params(self, config: Any) -> Any:
+        """Return the DetectionParams: the model config's defaults, then the parameters set.
+
+        :param config: the loaded model's ModelConfig (its ``detection`` section).
+        """
         allowlist = self.live.get('class_allowlist') or None
-        return DetectionParams(score_threshold=self.live['score_threshold'],
-                               iou_threshold=self.live['nms_iou_threshold'],
-                               max_detections=self.live['max_detections'],
-                               class_allowlist=list(allowlist) if allowlist else None)
+        return config.detection_params(score_threshold=self.live['score_threshold'],
+                                       iou_threshold=self.live['nms_iou_threshold'],
+                                       max_detections=self.live['max_detections'],
+                                       class_agnostic_nms=self.live['class_agnostic_nms'],
+                                       class_allowlist=list(allowlist) if allowlist else None)
 
     def _validate(self, parameters: List[Parameter]) -> SetParametersResult:
         """On-set callback: accept or reject each value with a reason (no side effects)."""

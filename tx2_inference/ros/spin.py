@@ -6,6 +6,7 @@ SIGTERM (rclpy's signal handlers shut the context down) and when the node says i
 A node that holds resources releases them in its ``destroy_node``, which `run_node` calls.
 """
 
+import signal
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Type
 
@@ -35,6 +36,29 @@ def spin_until_shutdown(node: Any, done: Callable[[], bool] = lambda: False) -> 
         node.get_logger().info('shutdown while spinning: {}'.format(error))
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """Turn SIGTERM into what Ctrl-C raises: the main loop ends and the node is destroyed."""
+    raise KeyboardInterrupt
+
+
+def _init(args: Optional[List[str]]) -> None:
+    """Initialise rclpy; a signal ends the main loop, and the context stays valid until then.
+
+    rclpy's own signal handlers shut the context down at once, so everything the node logs
+    while it is destroyed fails to reach /rosout ("publisher's context is invalid"). Where
+    rclpy lets us (Humble and newer), SIGINT raises KeyboardInterrupt (Python's default) and
+    SIGTERM the same; the loop ends, the node is destroyed, then the context is shut down.
+    """
+    try:
+        from rclpy.signals import SignalHandlerOptions
+    except ImportError:  # older rclpy: its handlers stay; the line above may appear
+        rclpy.init(args=args)
+        return
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run_node(make_node: Callable[[], Any], args: Optional[List[str]] = None,
              done: Optional[Callable[[Any], bool]] = None,
              fixable: Sequence[Type[BaseException]] = (UserError,),
@@ -49,7 +73,7 @@ def run_node(make_node: Callable[[], Any], args: Optional[List[str]] = None,
     :param program: the name those errors are printed under.
     :returns: the exit status: 0, or 2 for a fixable error.
     """
-    rclpy.init(args=args)
+    _init(args)
     node = None
     try:
         node = make_node()

@@ -270,25 +270,25 @@ class CameraPlayer(Node):
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
     """Parse the command line (without the ROS arguments)."""
-    parser = argparse.ArgumentParser(prog='camera_player', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='camera_player', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('source', nargs='?', default='0',
-                        help='folder of images, image, video file, /dev/videoN or camera index '
-                             '(default: camera 0)')
-    parser.add_argument('--topic', default='image_raw', help='image topic (default image_raw)')
-    parser.add_argument('--frame-id', dest='frame_id', default='camera',
-                        help='header.frame_id (default camera)')
-    parser.add_argument('--rate', type=float, default=10.0, help='frames per second (10)')
+                        help='folder of images, image, video file, /dev/videoN or camera index')
+    parser.add_argument('--topic', default='image_raw', help='image topic')
+    parser.add_argument('--frame-id', dest='frame_id', default='camera', help='header.frame_id')
+    parser.add_argument('--rate', type=float, default=10.0, help='frames per second')
     parser.add_argument('--loop', action='store_true', help='start again at the end')
     parser.add_argument('--count', type=int, default=0, help='stop after N frames (0: never)')
+    # 1: the first frames are not lost while the consumer is still being discovered.
     parser.add_argument('--wait-for-subscribers', dest='wait_for_subscribers', type=int,
-                        default=0, metavar='N',
+                        default=1, metavar='N',
                         help='hold the first frame until N subscribers match (0: start at once)')
     parser.add_argument('--encoding', choices=PUBLISHED_ENCODINGS, default='bgr8',
-                        help='published encoding (bgr8)')
+                        help='published encoding')
     parser.add_argument('--compressed', action='store_true',
                         help='also publish CompressedImage on <topic>/compressed')
     parser.add_argument('--compressed-format', dest='compressed_format', default='jpeg',
-                        choices=('jpeg', 'png'), help='jpeg or png (jpeg)')
+                        choices=('jpeg', 'png'), help='compressed image format')
     return parser.parse_args(argv)
 
 

@@ -131,13 +131,17 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
             outputs: Optional[str] = None, tag: str = 'serve',
             signature_name: str = 'serving_default', calib_images: Optional[str] = None,
             calib_limit: int = 64, input_overrides: Optional[Dict[str, Any]] = None,
-            labels: Optional[str] = None, decoder: Optional[Dict[str, Any]] = None,
-            args: Any = None, int8_io: bool = False) -> str:
+            labels: Optional[str] = None, decoder_type: Optional[str] = None,
+            decoder_options: Optional[Dict[str, Any]] = None, args: Any = None,
+            int8_io: bool = False) -> 'TfliteResult':
     """Convert ``source`` to a TFLite model at ``output`` and write its config beside it.
 
+    :param decoder_type: ``--decoder`` (None: only a type the output names make unambiguous).
+    :param decoder_options: decoder keys given on the command line.
     :param int8_io: with ``precision='int8'``: int8 input and outputs (a full-integer model).
 
-    :returns: a one-paragraph summary (sizes, TF comparison).
+    :returns: the summary (str() of it: sizes, TF comparison), the config path and the
+        decoder section written (``type: to_be_completed`` where it could not be told).
     :raises UserError: bad paths/tensors, INT8 without images, TFLite conversion errors.
     """
     tf = _tf()
@@ -239,15 +243,14 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
     with atomic_path(output) as tmp:
         with open(tmp, 'wb') as f:
             f.write(model)
-    dec = dict(decoder or {})
-    if dec.get('type') == 'boxes_scores':
-        dec['boxes'] = (_tflite_name(dec.get('boxes'), out_names) or
-                        (out_names[0] if out_names else None))
-        dec['scores'] = (_tflite_name(dec.get('scores'), out_names) or
-                         (out_names[1] if len(out_names) > 1 else None))
+    from tx2_inference.backends.base import TensorInfo
     dtype = np.dtype(detail['dtype']).name
-    cfg = cfgmod.build(detail['name'], shape, dtype, input_cfg, dec,
+    cfg = cfgmod.build(detail['name'], shape, dtype, input_cfg, {},
                        cfgmod.parse_labels(labels))
+    output_info = [TensorInfo(d['name'], tuple(int(v) for v in d['shape']), np.dtype(d['dtype']))
+                   for d in interp.get_output_details()]
+    cfg['decoder'] = cfgmod.decoder_section(decoder_type, decoder_options or {}, output_info,
+                                            cfg, lambda name: _tflite_name(name, out_names))
     cfgmod.save(cfgmod.config_path_for(output), cfg,
                 header='Written by tx2-convert tflite ({}) from {}.'.format(precision, source))
     label = precision.upper() + (' with int8 I/O' if int8_io else '')
@@ -255,7 +258,21 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
         output, label, len(model) / 1e6, cfgmod.config_path_for(output), time.time() - t0)]
     for name, d in sorted(diffs.items()):
         lines.append('  vs TensorFlow  {:<40s} max abs {:.3g}'.format(name, d['max_abs']))
-    return '\n'.join(lines)
+    return TfliteResult('\n'.join(lines), cfgmod.config_path_for(output), cfg['decoder'])
+
+
+class TfliteResult(object):
+    """What :func:`convert` wrote: its summary (``str()``), config path and decoder section."""
+
+    def __init__(self, summary: str, config_path: str, decoder: Dict[str, Any]) -> None:
+        """Keep the fields."""
+        self.summary = summary
+        self.config_path = config_path
+        self.decoder = decoder
+
+    def __str__(self) -> str:
+        """Return the summary."""
+        return self.summary
 
 
 def _tflite_name(name: Optional[str], out_names: List[str]) -> Optional[str]:

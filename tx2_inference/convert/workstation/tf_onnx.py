@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tx2_inference.convert.workstation.tf_runner import (
-    graph_node_names,
     load_graph,
     node_ops,
     signature,
@@ -76,10 +75,21 @@ class OnnxResult(object):
         self.onnx_path = ''
         self.inputs = []  # type: List[Tuple[str, List[int], str]]  (onnx name, shape, dtype)
         self.outputs = []  # type: List[str]  onnx output names
+        self.output_info = []  # type: list  (TensorInfo of each onnx output)
         self.tf_inputs = []  # type: List[str]
         self.tf_outputs = []  # type: List[str]
-        self.diffs = {}  # type: Dict[str, Dict[str, float]]
+        self.rename = {}  # type: Dict[str, str]  TF graph name -> onnx name
+        self.diffs = {}  # type: Dict[str, Dict[str, float]]  by onnx output name
         self.seconds = 0.0
+
+    def onnx_name(self, name: str) -> Optional[str]:
+        """Return the ONNX output name of ``name`` (an ONNX name, or the TF graph's)."""
+        if name in self.outputs:
+            return name
+        for candidate in (name, name if ':' in name else name + ':0'):
+            if self.rename.get(candidate) in self.outputs:
+                return self.rename[candidate]
+        return None
 
 
 def _resolve(source: str, kind: str, tag: str, sig_name: str, inputs_text: Optional[str],
@@ -136,10 +146,47 @@ def _close_names(name: str, names: set) -> str:
     return ' Did you mean {}?'.format(', '.join(c + ':0' for c in close)) if close else ''
 
 
-def list_tensors(source: str, tag: str = 'serve', pattern: str = '') -> List[str]:
-    """Return 'name:0  (Op)' lines for the graph's nodes matching ``pattern``."""
-    _, ops = graph_node_names(source, tag)
-    return ['{}:0  ({})'.format(n, o) for n, o in sorted(ops.items()) if pattern in n]
+def list_tensors(source: str, tag: str = 'serve', signature_name: str = 'serving_default',
+                 pattern: str = '') -> List[str]:
+    """Return the model's tensors with shapes, named as --inputs/--outputs and ONNX name them.
+
+    A SavedModel's signature comes first: its keys are the converted model's input and output
+    names (what the model config and the comparison name), beside the graph tensors they are.
+    Then every tensor of the graph the converter reads (a SavedModel's functions inlined), as
+    ``name:N  [shape]  dtype  (Op)``: the names ``--inputs`` and ``--outputs`` take, which a
+    cut output keeps in the ONNX model. ``pattern``: only tensors whose name contains it.
+    """
+    import tensorflow as tf
+    kind = source_kind(source)
+    keys = {}  # type: Dict[str, str]  frozen graph tensor -> signature key (= ONNX name)
+    if kind == 'saved_model':
+        graph_def, tf_in, tf_out, _, keys = _load_frozen(source, kind, tag, signature_name,
+                                                         [], [], {})
+    else:
+        graph_def, tf_in, tf_out = load_graph(source, tag), [], []
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name='')
+
+    def describe(tensor) -> str:
+        dims = tensor.shape.as_list() if tensor.shape.rank is not None else None
+        return '{}  {}'.format(dims, tensor.dtype.name)
+
+    lines = []
+    if kind == 'saved_model':
+        lines.append('signature {!r} (its keys are the ONNX input and output names):'.format(
+            signature_name))
+        for role, names in (('input ', tf_in), ('output', tf_out)):
+            for name in names:
+                lines.append('  {} {}  {}  (graph tensor {})'.format(
+                    role, keys.get(name, name), describe(graph.get_tensor_by_name(name)), name))
+    lines.append('graph tensors{} (names for --inputs/--outputs):'.format(
+        ' containing {!r}'.format(pattern) if pattern else ''))
+    for op in graph.get_operations():
+        for tensor in op.outputs:
+            if pattern in tensor.name:
+                lines.append('  {}  {}  ({})'.format(tensor.name, describe(tensor), op.type))
+    return lines
 
 
 _CONTROL_FLOW = {'Enter', 'Exit', 'Merge', 'Switch', 'NextIteration', 'LoopCond', 'Assert',
@@ -269,12 +316,17 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
             outputs: Optional[str] = None, tag: str = 'serve',
             signature_name: str = 'serving_default', opset: int = 13, fold: bool = True,
             validate_images: Optional[str] = None, input_cfg: Optional[Dict] = None,
-            atol: float = 1e-3, rtol: float = 1e-3) -> OnnxResult:
+            atol: float = 1e-3, rtol: float = 1e-3,
+            tolerances: Optional[Dict[str, Tuple[float, float]]] = None,
+            order_free: Sequence[str] = ()) -> OnnxResult:
     """Convert ``source`` to ONNX at ``output``, validated against TensorFlow.
 
     Fails (``UserError``, nothing written) if any output differs from TensorFlow by more than
-    ``atol + rtol * |tf|`` on any element, on images from ``validate_images`` (prepared with
-    ``input_cfg``) or, without a folder, on seeded random inputs.
+    its tolerance, ``atol + rtol * |tf|`` (or ``tolerances[name]``), on images from
+    ``validate_images`` (prepared with ``input_cfg``) or, without a folder, on seeded random
+    inputs. Detection outputs (after a TopK/NMS, or named in ``order_free``) are compared as
+    detections (:mod:`tx2_inference.convert.workstation.compare`). Outputs are named as the
+    ONNX model names them, in the comparison as everywhere.
     """
     import onnx
     t0 = time.time()
@@ -313,17 +365,27 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
     result = OnnxResult()
     result.tf_inputs, result.tf_outputs = list(in_names), list(outs)
     result.outputs = [o.name for o in model.graph.output]
+    result.rename = dict(rename)
     with atomic_path(output) as tmp:
         onnx.save(model, tmp)
         LOG.info('[onnx 4/5] comparing with TensorFlow')
         try:
             result.diffs = validate(source, tmp, tag, specs, outs, rename, validate_images,
-                                    input_cfg, atol, rtol)
+                                    input_cfg, atol, rtol, tolerances, order_free)
         except UserError as e:
             raise UserError(str(e) + _loop_hint(graph_def)) from None
         import onnxruntime as ort
+
+        from tx2_inference.backends.base import TensorInfo
         sess = ort.InferenceSession(tmp, providers=['CPUExecutionProvider'])
         result.inputs = [(i.name, list(i.shape), i.type) for i in sess.get_inputs()]
+        # Shapes as run on the samples (a SavedModel's outputs often have dynamic dims).
+        result.output_info = [
+            TensorInfo(o.name, tuple(result.diffs.get(o.name, {}).get('shape') or
+                                     (d.dim_value if d.HasField('dim_value') else -1
+                                      for d in o.type.tensor_type.shape.dim)),
+                       onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type))
+            for o in model.graph.output]
     result.onnx_path = output
     result.seconds = time.time() - t0
     LOG.info('[onnx 5/5] wrote %s (%.1f s)', output, result.seconds)
@@ -332,9 +394,22 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
 
 def validate(source: str, onnx_path: str, tag: str, specs, outs: List[str],
              rename: Dict[str, str], images_dir: Optional[str], input_cfg: Dict,
-             atol: float, rtol: float) -> Dict[str, Dict[str, float]]:
-    """Run TensorFlow and ONNX Runtime on the same inputs; raise if they differ too much."""
+             atol: float, rtol: float,
+             tolerances: Optional[Dict[str, Tuple[float, float]]] = None,
+             order_free: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
+    """Run TensorFlow and ONNX Runtime on the same inputs; raise if they differ too much.
+
+    Outputs are named by their ONNX names (a ``tolerances`` or ``order_free`` entry may also
+    use the TF graph name); see :func:`convert`.
+
+    :returns: ONNX output name -> ``max_abs``, ``max_rel``, ``reordered_rows`` (detection rows
+        matched in another order), ``crossed_rows`` (rows at the top-K cut-off in one runtime
+        only, not compared) and ``shape`` (as run).
+    """
+    import onnx
     import onnxruntime as ort
+
+    from tx2_inference.convert.workstation import compare as cmp
     runner = TFRunner(source, outs, tag)
     try:
         feeds = sample_feed(runner, specs, images_dir, input_cfg)
@@ -343,31 +418,34 @@ def validate(source: str, onnx_path: str, tag: str, specs, outs: List[str],
         onnx_out = [o.name for o in sess.get_outputs()]
         tf_to_onnx_in = {n: (rename.get(n, n) if rename.get(n, n) in onnx_in else
                              onnx_in[k]) for k, (n, _) in enumerate(specs)}
-        order = [onnx_out.index(rename.get(o, o)) if rename.get(o, o) in onnx_out else k
+        names = [rename.get(o, o) if rename.get(o, o) in onnx_out else onnx_out[k]
                  for k, o in enumerate(outs)]
-        worst = {}  # type: Dict[str, Dict[str, float]]
-        failures = []
+        onnx_of = dict(zip(outs, names))
+        label = {n: n if n == o else '{} (TF {})'.format(n, o) for o, n in onnx_of.items()}
+        own = {onnx_of.get(k, k): v for k, v in (tolerances or {}).items()}
+        unknown = sorted(set(own) - set(names))
+        forced = [onnx_of.get(k, k) for k in order_free]
+        unknown += sorted(set(forced) - set(names))
+        if unknown:
+            raise UserError('--tolerance/--order-free name(s) {} are not outputs of this model; '
+                            'its outputs are {}.'.format(', '.join(unknown), ', '.join(names)))
+        free = sorted(set(forced) | set(cmp.row_ordered_outputs(onnx.load(onnx_path), names)))
+        samples = []
         for feed in feeds:
             ref = runner.run(feed)
-            got = sess.run(None, {tf_to_onnx_in[n]: v for n, v in feed.items()})
-            got = [got[i] for i in order]
-            for name, d in compare(ref, got, outs).items():
-                w = worst.setdefault(name, {'max_abs': 0.0, 'max_rel': 0.0})
-                w['max_abs'] = max(w['max_abs'], d['max_abs'])
-                w['max_rel'] = max(w['max_rel'], d['max_rel'])
-            for name, r, g in zip(outs, ref, got):
-                if not np.allclose(g, r, atol=atol, rtol=rtol):
-                    failures.append(name)
-        for name in outs:
-            LOG.info('  %-40s max abs %.3g  max rel %.3g', name, worst[name]['max_abs'],
-                     worst[name]['max_rel'])
-        if failures:
-            raise UserError('ONNX output(s) {} differ from TensorFlow beyond atol={} rtol={} '
-                            '({}). Nothing was written. Check the input shape and opset, or '
-                            'raise --atol/--rtol if the difference is expected.'.format(
-                                sorted(set(failures)), atol, rtol,
-                                '; '.join('{}: max abs {:.3g}'.format(k, v['max_abs'])
-                                          for k, v in worst.items())))
-        return worst
+            got = sess.run(names, {tf_to_onnx_in[n]: v for n, v in feed.items()})
+            samples.append((dict(zip(names, ref)), dict(zip(names, got))))
+        diffs = cmp.compare_outputs(samples, names, (atol, rtol), own, free)
+        for name, d in diffs.items():
+            LOG.info('  %-40s max abs %.3g  max rel %.3g%s', label[name], d.max_abs, d.max_rel,
+                     '  (detections: %d rows matched in another order, %d at the cut-off)'
+                     % (d.reordered_rows, d.crossed_rows)
+                     if d.as_detections else '')
+        if not all(d.ok for d in diffs.values()):
+            raise UserError(cmp.failure_message(diffs, label, samples))
+        return {name: {'max_abs': d.max_abs, 'max_rel': d.max_rel,
+                       'reordered_rows': d.reordered_rows, 'crossed_rows': d.crossed_rows,
+                       'shape': list(np.shape(samples[0][1][name]))}
+                for name, d in diffs.items()}
     finally:
         runner.close()
