@@ -1,0 +1,131 @@
+"""Several sources (cameras) on one executor, with the real ONNX Runtime backend (issue 16).
+
+The model (conftest ``conv_onnx_model``) returns the sum of each batch row exactly, so every
+result is checked against the frame it claims to be: a frame is the input filled with its own
+number. Sources are what ``submit``'s ``source`` names; each keeps its own pending frame.
+"""
+
+import collections
+import threading
+import time
+
+import pytest
+
+# prepare fills a row with its frame's number; finish reads the number back from the model's
+# output for that row (the batch rows' own 'total'), with the frame's context.
+from test_executor import _finish, _prepare
+from test_executor import _Recorder as _BaseRecorder
+
+from tx2_inference.backends import open_backend
+from tx2_inference.executor import DoubleBufferedExecutor
+
+CAMERAS = ('cam0', 'cam1', 'cam2', 'cam3')
+
+
+class _Recorder(_BaseRecorder):
+    def per_source(self):
+        counts = collections.Counter(tag[0] for tag, _, _ in self.results)
+        return [counts[camera] for camera in CAMERAS]
+
+
+@pytest.fixture
+def backend(conv_onnx_model):
+    with open_backend(conv_onnx_model, 'onnxruntime', threads=1) as b:
+        yield b
+
+
+def _check_results(rec):
+    """Every result is its own frame's, and each source's come in submission order."""
+    last = {}
+    for (camera, frame), (decoded, context), _ in rec.results:
+        assert decoded == frame and context == frame
+        assert frame > last.get(camera, -1), 'source {} out of order'.format(camera)
+        last[camera] = frame
+
+
+def test_each_source_keeps_its_own_pending_frame_served_round_robin(backend):
+    rec = _Recorder()
+    rec.gate = threading.Event()
+    with DoubleBufferedExecutor(backend, _prepare, _finish, rec.on_result, depth=1) as ex:
+        ex.submit(1, ('cam0', 1), 'cam0')   # the only slot; its delivery waits on the gate
+        assert rec.entered.wait(30)
+        for number, camera in enumerate(CAMERAS[1:], 2):  # cam1..cam3 wait, one frame each
+            ex.submit(number, (camera, number), camera)
+        ex.submit(5, ('cam0', 5), 'cam0')   # cam0 waits too
+        ex.submit(6, ('cam1', 6), 'cam1')   # replaces cam1's frame 2: newest wins per source
+        stats = ex.stats()
+        assert stats['pending'] == 4 and stats['dropped_reasons']['superseded'] == 1
+        rec.gate.set()
+        assert ex.drain(30)
+        stats = ex.stats()
+    _check_results(rec)
+    # cam1..cam3 were never served (cam1 first in line), cam0 was: it comes last.
+    assert [tag for tag, _, _ in rec.results] == [
+        ('cam0', 1), ('cam1', 6), ('cam2', 3), ('cam3', 4), ('cam0', 5)]
+    sources = stats['sources']
+    assert [sources[c]['received'] for c in CAMERAS] == [2, 2, 1, 1]
+    assert [sources[c]['completed'] for c in CAMERAS] == [2, 1, 1, 1]
+    assert sources['cam1']['dropped_reasons'] == {'superseded': 1, 'error': 0, 'closed': 0}
+    assert all(sources[c]['dropped'] == 0 for c in ('cam0', 'cam2', 'cam3'))
+    assert sources['cam0']['latency_ms_p50'] > 0
+
+
+def _run_synchronised(ex, rounds, period_s):
+    """Submit one frame per camera at the same instant, ``rounds`` times."""
+    number = 0
+    start = time.monotonic()
+    for index in range(rounds):
+        for camera in CAMERAS:
+            number += 1
+            ex.submit(number, (camera, number), camera)
+        time.sleep(max(start + (index + 1) * period_s - time.monotonic(), 0.0))
+    assert ex.drain(60)
+
+
+def _inference_s(ex):
+    """Warm up, then return the time one frame takes through the executor alone."""
+    assert ex.process(0, timeout=30) == (0, 0)
+    start = time.monotonic()
+    for _ in range(5):
+        ex.process(0, timeout=30)
+    return (time.monotonic() - start) / 5
+
+
+@pytest.mark.parametrize('depth', [1, 2])
+def test_synchronised_sources_below_capacity_are_all_answered(backend, depth):
+    # Rounds of four frames at the same instant, each round answered before the next: far
+    # below capacity, yet a round leaves frames waiting, and with one pending frame for all
+    # sources they superseded each other: the same camera lost every round (issue 16).
+    rec = _Recorder()
+    with DoubleBufferedExecutor(backend, _prepare, _finish, rec.on_result, depth=depth) as ex:
+        number = 0
+        for _ in range(20):
+            for camera in CAMERAS:
+                number += 1
+                ex.submit(number, (camera, number), camera)
+            assert ex.drain(30)
+        stats = ex.stats()
+    _check_results(rec)
+    answered = rec.per_source()
+    print('below capacity, depth {}: answered per camera {} of 20'.format(depth, answered))
+    assert answered == [20] * 4
+    assert stats['dropped'] == 0
+
+
+@pytest.mark.parametrize('depth', [1, 2])
+def test_synchronised_sources_above_capacity_get_fair_shares(backend, depth):
+    rec = _Recorder()
+    with DoubleBufferedExecutor(backend, _prepare, _finish, rec.on_result, depth=depth) as ex:
+        _run_synchronised(ex, 60, period_s=_inference_s(ex) / 2)  # 8 frames per inference time
+        stats = ex.stats()
+    _check_results(rec)
+    answered = rec.per_source()
+    shares = [count / float(sum(answered)) for count in answered]
+    print('above capacity, depth {}: answered per camera {} (shares {})'.format(
+        depth, answered, ', '.join('{:.2f}'.format(s) for s in shares)))
+    assert stats['dropped_reasons']['superseded'] > 0  # it really was over capacity
+    assert min(shares) >= 0.8 * 0.25, shares
+    for camera in CAMERAS:
+        source = stats['sources'][camera]
+        assert source['received'] == 60
+        assert source['completed'] + source['dropped_reasons']['superseded'] == 60
