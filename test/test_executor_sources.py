@@ -9,10 +9,10 @@ import collections
 import threading
 import time
 
-import pytest
-
 # prepare fills a row with its frame's number; finish reads the number back from the model's
 # output for that row (the batch rows' own 'total'), with the frame's context.
+import numpy as np
+import pytest
 from test_executor import _finish, _prepare
 from test_executor import _Recorder as _BaseRecorder
 
@@ -129,3 +129,98 @@ def test_synchronised_sources_above_capacity_get_fair_shares(backend, depth):
         source = stats['sources'][camera]
         assert source['received'] == 60
         assert source['completed'] + source['dropped_reasons']['superseded'] == 60
+
+
+def _batched(backend, rec, batch=4, **options):
+    return DoubleBufferedExecutor(backend, _prepare, _finish, rec.on_result, depth=2,
+                                  input_shapes={'x': (batch, 16, 64, 64)}, sources=CAMERAS,
+                                  **options)
+
+
+def test_a_batch_holds_one_frame_per_camera_and_runs_in_one_inference(backend):
+    rec = _Recorder()
+    with _batched(backend, rec, batch_timeout_ms=10000) as ex:
+        assert ex.batch_size == 4 and all(slot.batch == 4 for slot in ex.slots)
+        number = 0
+        for _ in range(10):
+            for camera in CAMERAS:  # the fourth camera completes the batch: no waiting
+                number += 1
+                ex.submit(number, (camera, number), camera)
+            assert ex.drain(30)
+        stats = ex.stats()
+    _check_results(rec)
+    assert rec.per_source() == [10] * 4
+    assert stats['inferences'] == 10 and stats['frames_per_inference_mean'] == 4.0
+    assert all(timing['batch_frames'] == 4 for _, _, timing in rec.results)
+
+
+def _round_latencies(ex, rec, cameras, rounds, period_s):
+    """Submit a frame per camera every ``period_s``; return each round's latency (ms)."""
+    latencies = []
+    for index in range(rounds):
+        del rec.results[:]
+        for camera in cameras:
+            ex.submit(index, (camera, index), camera)
+        time.sleep(period_s)
+        assert ex.drain(30)
+        latencies.append(max(timing['latency_ms'] for _, _, timing in rec.results))
+    return latencies
+
+
+def test_a_silent_camera_delays_a_batch_by_the_timeout_only_while_it_counts_as_active(backend):
+    rec = _Recorder()
+    with _batched(backend, rec, batch_timeout_ms=300, active_window_s=1.0) as ex:
+        # cam3 never publishes. While it counts as active (1 s from the start), each batch
+        # waits for it up to the timeout; then batches of three launch as soon as they fill.
+        waited = _round_latencies(ex, rec, CAMERAS[:3], 2, 0.4)
+        time.sleep(0.4)
+        prompt = _round_latencies(ex, rec, CAMERAS[:3], 3, 0.05)
+        stats = ex.stats()
+    print('batch latency (ms) with cam3 active but silent {}, after it left {}'.format(
+        ['{:.0f}'.format(v) for v in waited], ['{:.0f}'.format(v) for v in prompt]))
+    assert stats['frames_per_inference_mean'] == 3.0
+    assert stats['sources']['cam3']['received'] == 0
+    # Bounds, not speed goals: it waited for the timeout (300 ms) and not for much longer.
+    assert all(300 <= latency < 1000 for latency in waited), waited
+    assert all(latency < 300 for latency in prompt), prompt
+
+
+def test_a_newer_frame_replaces_its_cameras_frame_in_the_batch_being_filled(backend):
+    rec = _Recorder()
+    with _batched(backend, rec, batch_timeout_ms=10000) as ex:
+        ex.submit(10, ('cam0', 10), 'cam0')
+        ex.submit(11, ('cam0', 11), 'cam0')  # replaces 10 in its row
+        ex.submit(12, ('cam1', 12), 'cam1')
+        ex.submit(13, ('cam2', 13), 'cam2')
+        stats = ex.stats()
+        assert stats['sources']['cam0']['dropped_reasons']['superseded'] == 1
+        assert stats['in_flight'] == 3 and stats['inferences'] == 0  # waits for cam3
+        ex.submit(14, ('cam3', 14), 'cam3')
+        assert ex.drain(30)
+        stats = ex.stats()
+    _check_results(rec)
+    assert [tag for tag, _, _ in rec.results] == [
+        ('cam0', 11), ('cam1', 12), ('cam2', 13), ('cam3', 14)]
+    assert stats['inferences'] == 1 and stats['frames_per_inference_mean'] == 4.0
+
+
+def test_batched_and_unbatched_results_are_the_same(backend):
+    frames = list(range(1, 9))
+
+    def heavy(row, context):  # the model's convolution output for this row's frame
+        return context, float(row.outputs['heavy'][0])
+
+    results = {1: [], 4: []}
+    for batch, got in results.items():
+        with DoubleBufferedExecutor(backend, _prepare, heavy, lambda t, r, _, got=got:
+                                    got.append(r), input_shapes={'x': (batch, 16, 64, 64)},
+                                    batch_timeout_ms=10000, sources=CAMERAS) as ex:
+            for frame in frames:
+                ex.submit(frame, frame, CAMERAS[frame % 4])
+                if frame % 4 == 0:
+                    assert ex.drain(30)
+            assert ex.stats()['frames_per_inference_mean'] == batch
+        got.sort()
+    assert [f for f, _ in results[1]] == frames == [f for f, _ in results[4]]
+    np.testing.assert_allclose([v for _, v in results[4]], [v for _, v in results[1]],
+                               rtol=1e-4, atol=1e-4)

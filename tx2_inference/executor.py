@@ -154,6 +154,8 @@ class DoubleBufferedExecutor(object):
         (``batch_timeout_ms`` attribute). Unused with batch 1 slots.
     :param active_window_s: a source that submitted within this many seconds is *active*: a
         batch waits (up to the timeout) for a frame from each active source.
+    :param sources: the sources expected (e.g. the cameras' topics): counted as active from
+        the start, so the first batches wait for them too.
     """
 
     def __init__(self, backend: Backend, prepare: Callable[[Any, SlotRow], Any],
@@ -163,7 +165,7 @@ class DoubleBufferedExecutor(object):
                  depth: int = 2,
                  input_shapes: Optional[Dict[str, Sequence[int]]] = None,
                  batch_size: Optional[int] = None, batch_timeout_ms: float = 10.0,
-                 active_window_s: float = 1.0) -> None:
+                 active_window_s: float = 1.0, sources: Sequence[Hashable] = ()) -> None:
         """Create the slots and start the completion (and batch timer) thread."""
         if int(depth) < 1:
             raise ValueError('depth must be at least 1, got {}'.format(depth))
@@ -189,6 +191,9 @@ class DoubleBufferedExecutor(object):
         self._inflight = collections.deque()  # type: collections.deque  (launch order)
         self._filling = None  # type: Optional[_Entry]
         self._sources = collections.OrderedDict()  # type: Dict[Any, _Source]
+        for key in sources:
+            self._sources[key] = _Source(key)
+            self._sources[key].last_seen = time.perf_counter()
         self._flushing = 0  # drain() callers waiting: launch partial batches at once
         self._closing = False
         self._closed = False
