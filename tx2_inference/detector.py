@@ -142,7 +142,7 @@ class Detector(object):
             raise ConfigError('batch_size must be at least 1, got {}'.format(batch_size))
         largest = self._backend.max_batch
         recorded = self.config.input.get('batch')
-        if largest is None and isinstance(recorded, int):
+        if largest is None and isinstance(recorded, int) and recorded > 0:
             largest = recorded  # a dynamic batch, converted for at most this many frames
         if largest is not None and largest > 1 and not self._backend.dynamic_batch:
             if batch_size > largest:
