@@ -579,9 +579,9 @@ def _is_qdq(onnx_path: str) -> bool:
 
 def _input_cfg(options: BuildOptions, onnx_path: str) -> Dict[str, Any]:
     """Return the model config's input section (for calibration preprocessing)."""
-    from tx2_inference.convert import config as cfgmod
-    path = options.config_path or cfgmod.config_path_for(onnx_path)
-    return dict(cfgmod.load(path).get('input') or {})
+    from tx2_inference.core.model_config import config_path_for, ModelConfig
+    path = options.config_path or config_path_for(onnx_path)
+    return dict(ModelConfig.load(path).to_dict().get('input') or {})
 
 
 def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
