@@ -14,7 +14,7 @@ preallocated float32 buffer per slot before decoding.
 
 import ctypes
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,6 +66,7 @@ class Detector(object):
         (``submit``'s ``source``) share a batch; see ``tx2_inference.executor``. Above 1 the
         model needs a batch dimension (``tx2-convert onnx --batch``).
     :param batch_timeout_ms: a partial batch launches this long after its first frame.
+    :param sources: the sources expected (the cameras): batches wait for them from the start.
     :param threads: CPU threads for ONNX Runtime / TFLite (None: the runtime's default).
     :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
         completion thread in submission order.
@@ -79,7 +80,8 @@ class Detector(object):
                  engine_cache_dir: Optional[str] = None, depth: int = 2,
                  threads: Optional[int] = None, on_result: Optional[ResultCallback] = None,
                  on_error: Optional[Callable[[Any, BaseException], None]] = None,
-                 batch_size: int = 1, batch_timeout_ms: float = 10.0) -> None:
+                 batch_size: int = 1, batch_timeout_ms: float = 10.0,
+                 sources: Sequence[Any] = ()) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
@@ -127,7 +129,7 @@ class Detector(object):
             self._executor = DoubleBufferedExecutor(
                 self._backend, self._prepare, self._finish, self._deliver, on_error,
                 depth=depth, input_shapes={self._input_name: slot_shape},
-                batch_size=int(batch_size), batch_timeout_ms=batch_timeout_ms)
+                batch_size=int(batch_size), batch_timeout_ms=batch_timeout_ms, sources=sources)
         except BaseException:
             self._backend.close()
             raise
