@@ -24,6 +24,11 @@ node at an input rate above the model's throughput, the node and a naive node at
 folder: ``benchmark-results.json`` (every figure, the issue's fields at the top level), the
 plots, and the processes' logs. docs/BENCHMARKS.md reads the figures of one run.
 
+Several cameras (issue 16, ``tx2_inference.tools.bench.cameras``; ``--cameras ''`` skips it):
+1, 2 and 4 synchronised cameras at 30 FPS each, batched (``batch_size`` = cameras) against
+unbatched, alternating, on the default model converted with ``--batch dynamic`` (made once
+into the output folder when ``--batch-model`` does not exist).
+
 On a GPU, ``--backend tensorrt`` adds the ``gpu`` rows (executor against the raw engine,
 executor depth 2 against 1); elsewhere they say why they are skipped. ``--compare-depth``
 measures depth 1 against 2 on any backend.
@@ -295,6 +300,34 @@ def gpu_rows(results: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any
     return rows
 
 
+def batch_model(args: argparse.Namespace, log: Any) -> str:
+    """Return ``--batch-model``, converting the default model with --batch dynamic if absent."""
+    if os.path.isfile(args.batch_model):
+        return args.batch_model
+    import subprocess
+    path = os.path.join(args.output_dir, 'ssdlite_person_batch.onnx')
+    if not os.path.isfile(path):
+        log('cameras: converting the default model with --batch dynamic into ' + path)
+        subprocess.check_call([
+            sys.executable, '-m', 'tx2_inference.convert', 'onnx',
+            os.path.join('models', 'ssdlite_person_savedmodel'), '-o', path,
+            '--inputs', 'image_tensor:0[1,300,300,3]', '--batch', 'dynamic',
+            '--outputs', 'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0',
+            '--labels', 'person', '--decoder', 'boxes_scores', '--background-class', '0'])
+    return path
+
+
+def camera_rows(args: argparse.Namespace, log: Any) -> Dict[str, Any]:
+    """Measure 1, 2, 4 synchronised cameras, batched against unbatched (issue 16)."""
+    from tx2_inference.tools.bench.cameras import format_rows, measure_cameras
+    counts = [int(c) for c in args.cameras.split(',') if c]
+    rows = measure_cameras(batch_model(args, log), load_frame(args.image), counts,
+                           args.camera_fps, args.camera_seconds, args.camera_rounds,
+                           args.backend, args.threads, log=log)
+    print(format_rows(rows, args.camera_fps))
+    return rows
+
+
 def run_graph(results: Dict[str, Any], args: argparse.Namespace,
               log: Any) -> Dict[str, Any]:
     """Add the ROS graph's measurements (issue 7) and the headline figures to ``results``."""
@@ -335,6 +368,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--image', help='photo to feed (default: skimage astronaut)')
     parser.add_argument('--compare-depth', action='store_true',
                         help='also measure executor depth 1 against 2 (always with tensorrt)')
+    cams = parser.add_argument_group('several cameras, batched (issue 16)')
+    cams.add_argument('--cameras', default='1,2,4',
+                      help="camera counts ('' skips; %(default)s)")
+    cams.add_argument('--camera-fps', type=float, default=30.0, help='FPS per camera')
+    cams.add_argument('--camera-seconds', type=float, default=5.0, help='seconds per window')
+    cams.add_argument('--camera-rounds', type=int, default=2,
+                      help='unbatched/batched window pairs per camera count')
+    cams.add_argument('--batch-model', default=os.path.join('models',
+                                                            'ssdlite_person_batch.onnx'),
+                      help='a model converted with --batch dynamic (made if absent)')
     ros = parser.add_argument_group('ROS graph (issue 7)')
     ros.add_argument('--no-ros', action='store_true', help='in-process measurements only')
     ros.add_argument('--rates', default='15,30,60',
@@ -386,6 +429,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     results['gpu'] = gpu_rows(results, args)
     if args.compare_depth and 'depth_2_over_depth_1' not in results['gpu']:
         results['depth_compare'] = compare_depth(args)
+    if args.cameras:
+        results['cameras'] = camera_rows(args, log)
     if not args.no_ros:
         run_graph(results, args, log)
         from tx2_inference.tools.bench.suite import write_plots
