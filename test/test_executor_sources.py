@@ -6,6 +6,10 @@ number. Sources are what ``submit``'s ``source`` names; each keeps its own pendi
 """
 
 import collections
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -204,6 +208,28 @@ def test_a_newer_frame_replaces_its_cameras_frame_in_the_batch_being_filled(back
     assert stats['inferences'] == 1 and stats['frames_per_inference_mean'] == 4.0
 
 
+def test_a_freed_slot_takes_every_cameras_waiting_frame_into_one_batch(backend):
+    # Above capacity the waiting frames are older than the batch timeout; the freed slot must
+    # still take all of them before the batch launches, not launch with the first alone.
+    rec = _Recorder()
+    rec.gate = threading.Event()
+    with DoubleBufferedExecutor(backend, _prepare, _finish, rec.on_result, depth=1,
+                                input_shapes={'x': (4, 16, 64, 64)}, sources=CAMERAS,
+                                batch_timeout_ms=20) as ex:
+        for number, camera in enumerate(CAMERAS):  # the only slot; delivery waits on the gate
+            ex.submit(number, (camera, number), camera)
+        assert rec.entered.wait(30)
+        for number, camera in enumerate(CAMERAS, 10):  # all four wait
+            ex.submit(number, (camera, number), camera)
+        time.sleep(0.2)  # ten timeouts
+        rec.gate.set()
+        assert ex.drain(30)
+        stats = ex.stats()
+    _check_results(rec)
+    assert stats['inferences'] == 2 and stats['frames_per_inference_mean'] == 4.0
+    assert [timing['batch_frames'] for _, _, timing in rec.results] == [4.0] * 8
+
+
 def test_batched_and_unbatched_results_are_the_same(backend):
     frames = list(range(1, 9))
 
@@ -224,3 +250,45 @@ def test_batched_and_unbatched_results_are_the_same(backend):
     assert [f for f, _ in results[1]] == frames == [f for f, _ in results[4]]
     np.testing.assert_allclose([v for _, v in results[4]], [v for _, v in results[1]],
                                rtol=1e-4, atol=1e-4)
+
+
+_TFLITE_BATCH_SCRIPT = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    @tf.function(input_signature=[tf.TensorSpec([None, 16, 64, 64], tf.float32, name='x')])
+    def f(x):
+        return {'total': tf.reduce_sum(x, axis=[1, 2, 3])}
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    open(sys.argv[1], 'wb').write(converter.convert())
+""")
+
+
+def test_tflite_runs_a_batch_of_cameras_in_one_invoke(tmp_path):
+    """A .tflite with a free batch: the slot holds 4 rows; partial batches run padded."""
+    pytest.importorskip('ai_edge_litert', reason='ai-edge-litert is not installed')
+    path = str(tmp_path / 'batch.tflite')
+    proc = subprocess.run([sys.executable, '-c', _TFLITE_BATCH_SCRIPT, path],
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert proc.returncode == 0, proc.stdout.decode()[-2000:]
+    rec = _Recorder()
+    with open_backend(path, 'tflite') as backend:
+        assert backend.max_batch is None and backend.dynamic_batch
+        total, = backend.outputs  # TFLite names it, not the function
+
+        def finish(row, context):
+            return _finish(row.__class__(row.slot, row.row, row.inputs,
+                                         {'total': row.outputs[total.name]}), context)
+
+        with DoubleBufferedExecutor(backend, _prepare, finish, rec.on_result,
+                                    input_shapes={'x': (4, 16, 64, 64)}, sources=CAMERAS,
+                                    batch_timeout_ms=10000) as ex:
+            number = 0
+            for cameras in (CAMERAS, CAMERAS[:3], CAMERAS):  # full, partial (drained), full
+                for camera in cameras:
+                    number += 1
+                    ex.submit(number, (camera, number), camera)
+                assert ex.drain(30)
+            stats = ex.stats()
+    _check_results(rec)
+    assert len(rec.results) == 11 and stats['inferences'] == 3

@@ -302,17 +302,20 @@ class DoubleBufferedExecutor(object):
         entry.count += 1
         entry.preparing += 1
         entry.opened = submitted if index == 0 else min(entry.opened, submitted)
-        if self._complete(entry, time.perf_counter()):
+        # Not by the timeout (or a drain) here: a freed slot takes every pending frame first
+        # (they may all be older than the timeout); the batch timer launches the rest.
+        if self._complete(entry, time.perf_counter(), timed=False):
             self._seal(entry)
         else:
             self._cv.notify_all()  # the batch timer learns of the new batch
         return entry, index, frame
 
-    def _complete(self, entry: _Entry, now: float) -> bool:
+    def _complete(self, entry: _Entry, now: float, timed: bool = True) -> bool:
         """Return True when the batch should launch: full, every active source in, timed out."""
-        if entry.count >= self.batch_size or self._flushing or self._closing:
+        if entry.count >= self.batch_size:
             return True
-        if now - entry.opened >= self._batch_timeout_s:
+        if timed and (self._flushing or self._closing or
+                      now - entry.opened >= self._batch_timeout_s):
             return True
         horizon = now - self.active_window_s
         for src in self._sources.values():
