@@ -74,6 +74,16 @@ def test_each_source_keeps_its_own_pending_frame_served_round_robin(backend):
     assert sources['cam0']['latency_ms_p50'] > 0
 
 
+def _drained_rounds(ex, rounds):
+    """Submit each round's cameras a frame (numbered on), then wait for their results."""
+    number = 0
+    for cameras in rounds:
+        for camera in cameras:
+            number += 1
+            ex.submit(number, (camera, number), camera)
+        assert ex.drain(30)
+
+
 def _run_synchronised(ex, rounds, period_s):
     """Submit one frame per camera at the same instant, ``rounds`` times."""
     number = 0
@@ -102,12 +112,7 @@ def test_synchronised_sources_below_capacity_are_all_answered(backend, depth):
     # sources they superseded each other: the same camera lost every round (issue 16).
     rec = _Recorder()
     with DoubleBufferedExecutor(backend, _prepare, _finish, rec.on_result, depth=depth) as ex:
-        number = 0
-        for _ in range(20):
-            for camera in CAMERAS:
-                number += 1
-                ex.submit(number, (camera, number), camera)
-            assert ex.drain(30)
+        _drained_rounds(ex, [CAMERAS] * 20)
         stats = ex.stats()
     _check_results(rec)
     answered = rec.per_source()
@@ -145,12 +150,7 @@ def test_a_batch_holds_one_frame_per_camera_and_runs_in_one_inference(backend):
     rec = _Recorder()
     with _batched(backend, rec, batch_timeout_ms=10000) as ex:
         assert ex.batch_size == 4 and all(slot.batch == 4 for slot in ex.slots)
-        number = 0
-        for _ in range(10):
-            for camera in CAMERAS:  # the fourth camera completes the batch: no waiting
-                number += 1
-                ex.submit(number, (camera, number), camera)
-            assert ex.drain(30)
+        _drained_rounds(ex, [CAMERAS] * 10)  # the fourth camera completes each batch at once
         stats = ex.stats()
     _check_results(rec)
     assert rec.per_source() == [10] * 4
@@ -283,12 +283,7 @@ def test_tflite_runs_a_batch_of_cameras_in_one_invoke(tmp_path):
         with DoubleBufferedExecutor(backend, _prepare, finish, rec.on_result,
                                     input_shapes={'x': (4, 16, 64, 64)}, sources=CAMERAS,
                                     batch_timeout_ms=10000) as ex:
-            number = 0
-            for cameras in (CAMERAS, CAMERAS[:3], CAMERAS):  # full, partial (drained), full
-                for camera in cameras:
-                    number += 1
-                    ex.submit(number, (camera, number), camera)
-                assert ex.drain(30)
+            _drained_rounds(ex, (CAMERAS, CAMERAS[:3], CAMERAS))  # full, partial, full
             stats = ex.stats()
     _check_results(rec)
     assert len(rec.results) == 11 and stats['inferences'] == 3
