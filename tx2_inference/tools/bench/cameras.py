@@ -7,6 +7,9 @@ detectors on the same batch-capable model run the same feed in alternating windo
 (``batch_size`` 1) and batched (``batch_size`` N). Per window: frames answered per second in
 all, each camera's answered count, p50/p99 latency (submit to result) and the worst camera's
 share of the answers, and the mean frames per inference. The figures are medians over rounds.
+``raw_ms_per_frame`` is the model alone, one launch at a time, per frame at batch 1 and at
+batch N: where it does not fall with the batch (a CPU already busy at batch 1), batching cannot
+raise the throughput; it pays where one frame leaves the device idle (a GPU).
 
 The rig runs in the benchmark's process (no ROS transport): what is measured is the scheduling
 and the model, not the middleware (the ROS graph rows measure that).
@@ -72,6 +75,26 @@ def _run_window(detector: Detector, frame: np.ndarray, cameras: int, fps: float,
     }
 
 
+def raw_ms_per_frame(detector: Detector, batch: int, reps: int = 5) -> float:
+    """Return the model's own time per frame at ``batch`` (one slot, launches one at a time)."""
+    backend = detector.backend
+    shape = (batch,) + tuple(detector.input_shape[1:])
+    try:
+        slot = backend.create_slot(99, {detector.config.input['name']: shape})
+    except Exception:  # noqa: B902 - e.g. a TensorRT engine without a spare profile
+        return float('nan')
+    try:
+        backend.run(slot)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            backend.run(slot)
+            times.append((time.perf_counter() - start) * 1e3 / batch)
+        return float(np.median(times))
+    finally:
+        backend.release_slot(slot)
+
+
 def _median(rows: List[Dict[str, Any]], key: str) -> Any:
     values = np.array([row[key] for row in rows], dtype=np.float64)
     median = np.median(values, axis=0)
@@ -97,10 +120,14 @@ def measure_cameras(model: str, frame: np.ndarray, cameras: Sequence[int] = (1, 
                          batch_timeout_ms=batch_timeout_ms, sources=names) as batched:
             for detector in (unbatched, batched):  # warm up
                 _run_window(detector, frame, count, fps, 1.0)
+            raw = {1: [], count: []}  # type: Dict[int, List[float]]
             for _ in range(rounds):
                 for mode, detector in (('unbatched', unbatched), ('batched', batched)):
                     rows[mode].append(_run_window(detector, frame, count, fps, seconds))
-        entry = {}  # type: Dict[str, Any]
+                for size in sorted(raw):
+                    raw[size].append(raw_ms_per_frame(batched, size))
+        entry = {'raw_ms_per_frame': {str(size): float(np.median(values))
+                                      for size, values in raw.items()}}  # type: Dict[str, Any]
         for mode, mode_rows in rows.items():
             entry[mode] = {key: _median(mode_rows, key) for key in (
                 'answered_fps', 'worst_share', 'latency_ms_p50', 'latency_ms_p99',
@@ -117,14 +144,16 @@ def measure_cameras(model: str, frame: np.ndarray, cameras: Sequence[int] = (1, 
 def format_rows(results: Dict[str, Any], fps: float = 30.0) -> str:
     """Return the figures as a Markdown table."""
     lines = ['| cameras ({:.0f} FPS each) | mode | answered/s | frames/inference | '
-             'inference ms p50 | per-camera p50 ms | per-camera p99 ms | worst share |'
-             .format(fps), '|---|---|---|---|---|---|---|---|']
+             'inference ms p50 | model alone, ms/frame | per-camera p50 ms | '
+             'per-camera p99 ms | worst share |'.format(fps), '|---' * 9 + '|']
     for key, entry in results.items():
+        count = key.split('_')[0]
         for mode in ('unbatched', 'batched'):
             row = entry[mode]
-            lines.append('| {} | {} | {:.1f} | {:.2f} | {:.1f} | {} | {} | {:.2f} |'.format(
-                key.split('_')[0], mode, row['answered_fps'], row['frames_per_inference'],
-                row['infer_ms_p50'], ' '.join('{:.0f}'.format(v) for v in row['latency_ms_p50']),
-                ' '.join('{:.0f}'.format(v) for v in row['latency_ms_p99']),
-                row['worst_share']))
+            raw = entry['raw_ms_per_frame']['1' if mode == 'unbatched' else count]
+            p50 = ' '.join('{:.0f}'.format(v) for v in row['latency_ms_p50'])
+            p99 = ' '.join('{:.0f}'.format(v) for v in row['latency_ms_p99'])
+            lines.append('| {} | {} | {:.1f} | {:.2f} | {:.1f} | {:.1f} | {} | {} | {:.2f} |'
+                         .format(count, mode, row['answered_fps'], row['frames_per_inference'],
+                                 row['infer_ms_p50'], raw, p50, p99, row['worst_share']))
     return '\n'.join(lines)
