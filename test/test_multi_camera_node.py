@@ -113,7 +113,7 @@ class Cameras(NodeClient):
                 if cam in CAMERAS and cam not in out:
                     out[cam] = {p.key: p.value for p in status.values
                                 if p.key.startswith('dropped.') or p.key in (
-                                    'frames_in', 'frames_out', 'answered')}
+                                    'frames_in', 'frames_out', 'answered', 'superseded')}
         return [out.get(cam) for cam in CAMERAS]
 
     def detector_value(self, key: str) -> str:

@@ -112,8 +112,9 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
     """Return a camera's rates since the last call, latency (image stamp to publish), drops.
 
     :param source: the executor's counts of this camera (``Detector.stats()['sources']``):
-        its drops (``superseded``: a newer frame of the same camera replaced it) join the
-        node's, and its executor latency (submit to result) is shown.
+        ``superseded`` (frames a newer frame of the same camera replaced while they waited;
+        not in ``dropped``, which counts the node's own reasons, as the detector's total
+        ``dropped_reasons.superseded`` never was), answered, executor latency (submit to result).
     """
     now = time.monotonic()
     with counters.lock:
@@ -140,10 +141,8 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
         ('debug_images', str(debug_images)),
         ('dropped', str(sum(dropped.values())))]
     if source is not None:
-        for reason, count in source['dropped_reasons'].items():
-            dropped[reason] = dropped.get(reason, 0) + count
-        values[-1] = ('dropped', str(sum(dropped.values())))
-        values += [('answered', str(source['completed'])),
+        values += [('superseded', str(source['dropped_reasons']['superseded'])),
+                   ('answered', str(source['completed'])),
                    ('inference_latency_p50_ms', format_value(source['latency_ms_p50'])),
                    ('inference_latency_p99_ms', format_value(source['latency_ms_p99']))]
     values += [('dropped.' + reason, str(count)) for reason, count in sorted(dropped.items())]
