@@ -162,10 +162,18 @@ def cameras(default_model, tmp_path_factory):
         assert graph.transition('activate')
         graph.wait_for_subscribers()
         graph.server = server
+        _warm_up(graph)
         yield graph
     finally:
         graph.close()
         assert server.stop(signal.SIGTERM) is not None, 'the node ignored SIGTERM for 10 s'
+
+
+def _warm_up(graph) -> None:
+    """Run a few rounds through the new model first: its first inferences are slow."""
+    first = graph.round + 1
+    graph.run(fps=1.0, seconds=3.0)
+    _settle(graph, first, graph.round)
 
 
 def _reconfigure(graph, **parameters) -> None:
@@ -175,6 +183,7 @@ def _reconfigure(graph, **parameters) -> None:
     assert graph.transition('configure'), graph.server.log()[-3000:]
     assert graph.transition('activate')
     graph.wait_for_subscribers()
+    _warm_up(graph)
 
 
 def _settle(graph, first, last):
