@@ -160,10 +160,15 @@ def test_process_returns_its_own_result_synchronously(backend):
     assert rec.results == []  # process results do not go to on_result
 
 
-def test_no_allocation_per_frame_over_1000_frames(backend):
-    """Tracemalloc over 1,000 frames through submit -> prepare -> infer -> finish -> deliver."""
+@pytest.mark.parametrize('batch', [1, 4])
+def test_no_allocation_per_frame_over_1000_frames(backend, batch):
+    """Tracemalloc over 1,000 frames through submit -> prepare -> infer -> finish -> deliver.
+
+    With ``batch`` 4, four cameras submit a frame each per round: one inference per round.
+    """
     count = [0]
     out = np.zeros(1)
+    cameras = ['cam{}'.format(i) for i in range(batch)]
 
     def finish(slot, context):
         np.copyto(out, slot.outputs['total'])  # decode into a preallocated array
@@ -172,15 +177,25 @@ def test_no_allocation_per_frame_over_1000_frames(backend):
     def on_result(tag, result, timing):
         count[0] += 1
 
-    with DoubleBufferedExecutor(backend, _prepare, finish, on_result, depth=2) as ex:
+    def submit(frame):  # one frame per camera
+        for camera in cameras:
+            ex.submit(frame, frame, camera)
+
+    with DoubleBufferedExecutor(backend, _prepare, finish, on_result, depth=2,
+                                input_shapes={'x': (batch, 16, 64, 64)},
+                                batch_timeout_ms=10000, sources=cameras) as ex:
         for frame in range(50):  # warm up: thread stacks, deques, ONNX Runtime caches
+            submit(frame)
+            assert ex.drain(30)
             ex.process(frame, timeout=30)
         growth, peak = allocations_over_frames(
             lambda: [ex.process(frame, timeout=30) for frame in range(50)],
-            lambda frame: ex.submit(frame, tag=frame), ex.drain)
-        completed = ex.stats()['completed']
-    assert count[0] == 1000 and completed == 1100
-    # No growth (nothing kept per frame) and no buffer-sized temporary: one input buffer is
+            submit, ex.drain, frames=1000 // batch)
+        stats = ex.stats()
+    assert count[0] == 50 * batch + 1000 and stats['completed'] == 50 * batch + 1100
+    # Every round is one full batch; process() runs batches of one.
+    assert stats['frames_per_inference_mean'] == (50 * batch + 1100) / (150 + 1000 // batch)
+    # No growth (nothing kept per frame) and no buffer-sized temporary: one input row is
     # 256 KiB, so the peak could not stay this low if any frame allocated one.
     assert growth < 16 * 1024, growth
     assert peak < 32 * 1024, peak

@@ -225,6 +225,8 @@ BAD_VALUES = {
                      ['cam9/image_raw']),
     'input_transport': (0, ['h264', 'theora'], 'compressed'),
     'executor_depth': (2.5, [0, 9], 3),
+    'batch_size': ('4', [0, 17], 2),
+    'batch_timeout_ms': (True, [-1.0, 1000.5], 50.0),
     'cpu_threads': ('four', [-1, 65], 2),
     'score_threshold': ('high', [-0.1, 1.5], 0.6),
     'nms_iou_threshold': ([0.5], [-0.01, 1.01], 0.5),

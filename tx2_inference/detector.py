@@ -15,15 +15,16 @@ preallocated float32 buffer per slot before decoding.
 import ctypes
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tx2_inference.backends import open_backend
-from tx2_inference.backends.base import Slot
+from tx2_inference.backends.base import Slot, SlotRow
 from tx2_inference.core.decoders import create_decoder, DetectionParams, Detections
 from tx2_inference.core.model_config import ModelConfig
 from tx2_inference.core.preprocess import Preprocessor, Transform
+from tx2_inference.errors import ConfigError
 from tx2_inference.executor import DoubleBufferedExecutor
 
 ResultCallback = Callable[[Any, Detections, Dict[str, float]], None]
@@ -71,6 +72,11 @@ class Detector(object):
     :param precision: TensorRT engine precision when an engine is built from ONNX.
     :param engine_cache_dir: where built TensorRT engines are cached.
     :param depth: executor slots (2: double buffering).
+    :param batch_size: frames per inference (1: unbatched). Frames of different sources
+        (``submit``'s ``source``) share a batch; see ``tx2_inference.executor``. Above 1 the
+        model needs a batch dimension (``tx2-convert onnx --batch``).
+    :param batch_timeout_ms: a partial batch launches this long after its first frame.
+    :param sources: the sources expected (the cameras): batches wait for them from the start.
     :param threads: CPU threads for ONNX Runtime / TFLite (None: the runtime's default).
     :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
         completion thread in submission order.
@@ -86,7 +92,9 @@ class Detector(object):
                  engine_cache_dir: Optional[str] = None, depth: int = 2,
                  threads: Optional[int] = None, on_result: Optional[ResultCallback] = None,
                  on_error: Optional[Callable[[Any, BaseException], None]] = None,
-                 backend_options: Optional[Dict[str, Any]] = None) -> None:
+                 backend_options: Optional[Dict[str, Any]] = None,
+                 batch_size: int = 1, batch_timeout_ms: float = 10.0,
+                 sources: Sequence[Any] = ()) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
@@ -103,6 +111,8 @@ class Detector(object):
             self._input_name = inp['name']
             height, width = inp['size']
             self.input_shape = input_shape(inp)
+            self.slot_batch = self._slot_batch(int(batch_size))
+            slot_shape = (self.slot_batch,) + self.input_shape[1:]
             dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
             self._input_dtype = dtype
             #: ``(scale, zero_point)`` of a quantised input, or None.
@@ -114,23 +124,73 @@ class Detector(object):
                 quantization = integer_quantization(self._backend, tensor.name, tensor.dtype)
                 if quantization is not None:
                     self.output_quantization[tensor.name] = quantization
-            # slot index -> (the slot's raw outputs, what the decoder reads: float buffers for
-            # the quantised outputs, the raw arrays for the rest); made at a slot's first frame.
-            self._decode_inputs = {}  # type: Dict[int, Tuple[Outputs, Outputs]]
+            # (slot index, row) -> (the row's raw outputs, what the decoder reads: float buffers
+            # for the quantised outputs, the raw arrays for the rest); made at its first frame.
+            self._decode_inputs = {}  # type: Dict[Tuple[int, int], Tuple[Outputs, Outputs]]
+            self._tool_preprocessor = None  # type: Optional[Preprocessor]
             self._decoder = create_decoder(self.config.decoder, self.config.labels,
                                            (height, width))
-            # One pre-processor and one transform per slot: a slot's frame is prepared by one
-            # thread at a time, but two slots may be prepared at once.
-            self._preprocessors = [Preprocessor(inp, self.input_shape, dtype,
-                                                self.input_quantization)
-                                   for _ in range(int(depth))]
-            self._transforms = [Transform() for _ in range(int(depth))]
+            # One pre-processor and one transform per slot row: a row's frame is prepared by
+            # one thread at a time, but several rows may be prepared at once.
+            self._preprocessors = [[Preprocessor(inp, self.input_shape, dtype,
+                                                 self.input_quantization)
+                                    for _ in range(self.slot_batch)] for _ in range(int(depth))]
+            self._transforms = [[Transform() for _ in range(self.slot_batch)]
+                                for _ in range(int(depth))]
             self._executor = DoubleBufferedExecutor(
                 self._backend, self._prepare, self._finish, self._deliver, on_error,
-                depth=depth, input_shapes={self._input_name: self.input_shape})
+                depth=depth, input_shapes={self._input_name: slot_shape},
+                batch_size=int(batch_size), batch_timeout_ms=batch_timeout_ms, sources=sources)
         except BaseException:
             self._backend.close()
             raise
+
+    def _slot_batch(self, batch_size: int) -> int:
+        """Return the slots' batch for ``batch_size`` frames per inference, or refuse it.
+
+        :raises ConfigError: the model cannot run that many frames at once, saying how to
+            convert it so that it can.
+        """
+        if batch_size < 1:
+            raise ConfigError('batch_size must be at least 1, got {}'.format(batch_size))
+        largest = self._backend.max_batch
+        recorded = self.config.input.get('batch')
+        if largest is None and isinstance(recorded, int) and recorded > 0:
+            largest = recorded  # a dynamic batch, converted for at most this many frames
+        if largest is not None and largest > 1 and not self._backend.dynamic_batch:
+            if batch_size > largest:
+                raise ConfigError(
+                    'batch_size {}: the model {} has a fixed batch of {}: set batch_size to at '
+                    'most {}, or convert it for a larger batch (tx2-convert onnx --batch {} or '
+                    '--batch dynamic).'.format(batch_size, self.model_path, largest, largest,
+                                               batch_size))
+            return largest  # fixed batch: every launch runs it (padding rows)
+        if batch_size == 1:
+            return 1
+        if largest is not None and batch_size > largest:
+            hint = ('convert the model with a batch dimension: tx2-convert onnx MODEL --batch '
+                    '{} (or --batch dynamic), then tx2-convert engine model.onnx --batch {} for '
+                    'TensorRT'.format(batch_size, batch_size) if largest == 1 else
+                    'rebuild it for a larger batch: tx2-convert engine model.onnx --batch '
+                    '{}'.format(batch_size))
+            raise ConfigError('batch_size {}: the model {} runs at most {} frame(s) at once; '
+                              'set batch_size to at most {}, or {}.'.format(
+                                  batch_size, self.model_path, largest, largest, hint))
+        return batch_size
+
+    @property
+    def batch_size(self) -> int:
+        """Return the most frames one inference runs."""
+        return self._executor.batch_size
+
+    @property
+    def batch_timeout_ms(self) -> float:
+        """Return how long a partial batch waits for the other sources' frames (ms)."""
+        return self._executor.batch_timeout_ms
+
+    @batch_timeout_ms.setter
+    def batch_timeout_ms(self, value: float) -> None:
+        self._executor.batch_timeout_ms = value
 
     @property
     def labels(self) -> List[str]:
@@ -157,33 +217,45 @@ class Detector(object):
         """Return the precision the backend runs at."""
         return self._backend.precision
 
-    def _prepare(self, frame: Any, slot: Slot) -> Transform:
-        image, color = frame
-        return self._preprocessors[slot.index](image, color, slot.inputs[self._input_name],
-                                               self._transforms[slot.index])
+    def preprocess(self, image: np.ndarray, color: str, slot: Slot) -> Transform:
+        """Write ``image`` into the input buffer of a slot the caller made (tools, benchmark).
 
-    def decode_inputs(self, slot: Slot) -> Dict[str, np.ndarray]:
-        """Return the slot's outputs as the decoder reads them: quantised ones dequantised.
+        Not for the executor's slots; not thread-safe.
+        """
+        if self._tool_preprocessor is None:
+            self._tool_preprocessor = Preprocessor(self.config.input, self.input_shape,
+                                                   self._input_dtype, self.input_quantization)
+        return self._tool_preprocessor(image, color, slot.inputs[self._input_name])
+
+    def _prepare(self, frame: Any, row: SlotRow) -> Transform:
+        image, color = frame
+        index = row.slot.index
+        return self._preprocessors[index][row.row](image, color, row.inputs[self._input_name],
+                                                   self._transforms[index][row.row])
+
+    def decode_inputs(self, slot: Any) -> Dict[str, np.ndarray]:
+        """Return a slot's (or a slot row's) outputs as the decoder reads them: dequantised.
 
         Without quantised outputs this is ``slot.outputs`` itself. Otherwise the float32
-        buffers are made at the slot's first frame and reused; not thread-safe per slot.
+        buffers are made at the slot row's first frame and reused; not thread-safe per row.
         """
         if not self.output_quantization:
             return slot.outputs
-        entry = self._decode_inputs.get(slot.index)
+        key = (getattr(slot, 'slot', slot).index, getattr(slot, 'row', 0))
+        entry = self._decode_inputs.get(key)
         if entry is None or entry[0] is not slot.outputs:
             views = dict(slot.outputs)
             for name in self.output_quantization:
                 views[name] = np.empty(slot.outputs[name].shape, np.float32)
             entry = (slot.outputs, views)
-            self._decode_inputs[slot.index] = entry
+            self._decode_inputs[key] = entry
         raw, views = entry
         for name, quantization in self.output_quantization.items():
             dequantize(raw[name], quantization, views[name])
         return views
 
-    def _finish(self, slot: Slot, transform: Transform) -> Detections:
-        detections = self._decoder(self.decode_inputs(slot), self.params)
+    def _finish(self, row: SlotRow, transform: Transform) -> Detections:
+        detections = self._decoder(self.decode_inputs(row), self.params)
         transform.to_source(detections.boxes, out=detections.boxes)
         return detections
 
@@ -213,20 +285,26 @@ class Detector(object):
         frame = np.random.RandomState(0).randint(0, 256, shape).astype(np.uint8)
         start = time.perf_counter()
         for slot in self._executor.slots:
-            transform = self._prepare((frame, color), slot)
+            # A full batch: the largest shape the slot runs is the one warmed up.
+            slot.count = slot.batch
+            transforms = [self._prepare((frame, color), row) for row in slot.rows]
             self._backend.launch(slot)
             self._backend.wait(slot)
-            self._finish(slot, transform)
+            for row, transform in zip(slot.rows, transforms):
+                self._finish(row, transform)
         return (time.perf_counter() - start) * 1e3
 
-    def submit(self, image: np.ndarray, color: str, tag: Any = None) -> None:
-        """Queue one frame; never waits for inference (the newest frame wins when busy).
+    def submit(self, image: np.ndarray, color: str, tag: Any = None,
+               source: Any = None) -> None:
+        """Queue one frame; never waits for inference (its source's newest frame wins when busy).
 
         :param image: HxWx3 (rgb, bgr) or HxW / HxWx1 (mono), uint8.
         :param color: ``rgb``, ``bgr`` or ``mono``.
         :param tag: anything; handed back to ``on_result`` with the frame's detections.
+        :param source: the camera the frame comes from (any hashable, e.g. its topic): each
+            source keeps its own pending frame and is served fairly; see ``stats()['sources']``.
         """
-        self._executor.submit((image, color), tag)
+        self._executor.submit((image, color), tag, source)
 
     def detect(self, image: np.ndarray, color: str = 'rgb',
                timeout: Optional[float] = 30.0) -> Detections:

@@ -1,63 +1,47 @@
-"""The double-buffered executor: one scheduler for every backend (docs/DESIGN.md).
+"""The double-buffered executor: one scheduler for every backend and every camera (docs/DESIGN.md).
 
-``depth`` slots (default 2), each with its own buffers and stream. ``submit`` prepares a frame
-into a free slot's input buffer and launches it without waiting. When every slot is busy the
-frame waits as the single *pending* frame; a newer submit replaces it and the older one is
-dropped and counted (``superseded``): the newest frame wins, the backlog is at most
-``depth + 1`` frames. One completion thread waits for the slots in submission order, decodes
-each result (``finish``) and delivers it (``on_result``), then reuses the slot for the pending
-frame, if any.
+``depth`` slots (default 2), each with its own buffers and stream. A slot holds a *batch* of up
+to ``batch_size`` frames (default 1), one per row (``backends.base.SlotRow``). ``submit``
+prepares a frame into a row of the slot being filled and launches the slot when it is full,
+when it holds one frame from every *active* source (a source that submitted within
+``active_window_s``), or ``batch_timeout_ms`` after its first frame, whichever comes first; with
+``batch_size`` 1 every frame launches at once. One completion thread waits for the slots in
+launch order, decodes each row (``finish``) and delivers it (``on_result``), then reuses the slot.
 
-The executor knows nothing of images or models: ``prepare(frame, slot)`` writes a frame into
-``slot.inputs`` and returns what ``finish(slot, context)`` needs to decode ``slot.outputs``
-later (for example the frame's geometric transform).
+Sources (cameras). ``submit(frame, tag, source)`` names the frame's source. When no slot can
+take a frame, it waits as its source's **pending** frame: a newer frame of the same source
+replaces it (the older one is dropped and counted as ``superseded`` for that source), a frame of
+another source never does. A freed slot takes the pending frames of the sources served least
+recently first (round robin), so no source starves however the sources' clocks line up
+(issue 16). A source
+with a frame in the slot being filled replaces that frame in place (``superseded`` too). A batch
+holds at most one frame per source, and results come out in submission order per source.
+Frames submitted without a source share the source ``None`` (one pending frame, as before).
+
+The executor knows nothing of images or models: ``prepare(frame, row)`` writes a frame into
+``row.inputs`` (a ``SlotRow``) and returns what ``finish(row, context)`` needs to decode
+``row.outputs`` later (for example the frame's geometric transform).
 """
 
 import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tx2_inference.backends.base import Backend, Slot
+from tx2_inference.backends.base import Backend, Slot, SlotRow
 from tx2_inference.core.stats import percentile
 
 _LOG = logging.getLogger(__name__)
 
-# Slot states.
-_FREE, _PREPARING, _RUNNING, _FAILED = 0, 1, 2, 3
+# Slot states: free; filling (takes frames); sealed (takes no more, launches once its rows are
+# prepared); launching; running; failed (launch failed, or every row failed to prepare).
+_FREE, _FILLING, _SEALED, _LAUNCHING, _RUNNING, _FAILED = 0, 1, 2, 3, 4, 5
 
 _TIMING_KEYS = ('prepare_ms', 'infer_ms', 'decode_ms', 'latency_ms')
-
-
-class _Entry(object):
-    """A slot and the frame it holds."""
-
-    __slots__ = ('slot', 'state', 'tag', 'context', 'error', 'submitted', 'prepare_ms',
-                 'sync')
-
-    def __init__(self, slot: Slot) -> None:
-        self.slot = slot
-        self.state = _FREE
-        self.tag = None  # type: Any
-        self.context = None  # type: Any
-        self.error = None  # type: Optional[BaseException]
-        self.submitted = 0.0
-        self.prepare_ms = 0.0
-        self.sync = None  # type: Optional[_SyncRequest]
-
-
-class _SyncRequest(object):
-    """A ``process`` call waiting for its own result."""
-
-    __slots__ = ('done', 'result', 'error')
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result = None  # type: Any
-        self.error = None  # type: Optional[BaseException]
+DROP_REASONS = ('superseded', 'error', 'closed')
 
 
 class _Ring(object):
@@ -77,31 +61,113 @@ class _Ring(object):
         return percentile(valid, q)
 
 
+class _Source(object):
+    """One source's (camera's) pending frame and counts."""
+
+    __slots__ = ('key', 'received', 'completed', 'dropped', 'pending', 'served', 'last_seen',
+                 'latency')
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.received = 0
+        self.completed = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.pending = None  # type: Optional[Tuple[Any, Any, float]]  frame, tag, submitted
+        self.served = 0.0  # when a frame of it last went into a slot
+        self.last_seen = 0.0
+        self.latency = _Ring()
+
+
+class _Row(object):
+    """The frame in one row of a slot."""
+
+    __slots__ = ('source', 'tag', 'submitted', 'context', 'error', 'prepare_ms', 'ready')
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.source = None  # type: Optional[_Source]
+        self.tag = None  # type: Any
+        self.submitted = 0.0
+        self.context = None  # type: Any
+        self.error = None  # type: Optional[BaseException]
+        self.prepare_ms = 0.0
+        self.ready = False
+
+
+class _Entry(object):
+    """A slot and the batch it holds."""
+
+    __slots__ = ('slot', 'state', 'rows', 'count', 'preparing', 'opened', 'error', 'sync')
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        self.state = _FREE
+        self.rows = [_Row() for _ in range(slot.batch)]
+        self.count = 0
+        self.preparing = 0
+        self.opened = 0.0  # submit time of the batch's oldest frame
+        self.error = None  # type: Optional[BaseException]
+        self.sync = None  # type: Optional[_SyncRequest]
+
+    def row_of(self, source: _Source) -> int:
+        for index in range(self.count):
+            if self.rows[index].source is source:
+                return index
+        return -1
+
+
+class _SyncRequest(object):
+    """A ``process`` call waiting for its own result."""
+
+    __slots__ = ('done', 'result', 'error')
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result = None  # type: Any
+        self.error = None  # type: Optional[BaseException]
+
+
+_Job = Tuple[_Entry, int, Any]  # prepare this frame into this row of this slot
+
+
 class DoubleBufferedExecutor(object):
-    """Run frames through a backend on ``depth`` slots; deliver results in submission order.
+    """Run frames through a backend on ``depth`` slots of ``batch_size`` rows; see the module.
 
     :param backend: an opened backend; the executor creates its slots, the caller keeps
         ownership of the backend (close it after the executor).
-    :param prepare: ``prepare(frame, slot) -> context``: write the frame into ``slot.inputs``.
-        Runs in the submitting thread (or the completion thread, for a pending frame).
-    :param finish: ``finish(slot, context) -> result``: decode ``slot.outputs``; runs in the
+    :param prepare: ``prepare(frame, row) -> context``: write the frame into ``row.inputs``.
+        Runs in the submitting thread (or the completion or batch-timer thread, for a pending
+        frame); different rows may be prepared at once.
+    :param finish: ``finish(row, context) -> result``: decode ``row.outputs``; runs in the
         completion thread. The result must not reference slot buffers (they are reused).
     :param on_result: ``on_result(tag, result, timing)`` in the completion thread, in
-        submission order. ``timing``: prepare_ms, infer_ms, decode_ms, latency_ms (submit to
-        delivery).
+        submission order per source. ``timing``: prepare_ms, infer_ms (the whole batch),
+        decode_ms, latency_ms (submit to delivery), batch_frames (frames in its batch).
     :param on_error: ``on_error(tag, error)`` when preparing, running or decoding a frame
         failed (the frame is counted in ``dropped_reasons['error']``); default: logged.
     :param depth: number of slots (>= 1).
-    :param input_shapes: concrete shapes of dynamic inputs, passed to ``create_slot``.
+    :param input_shapes: concrete input shapes (the batch first), passed to ``create_slot``.
+    :param batch_size: the most frames one launch runs (default and at most: the slots'
+        batch, the leading dimension of ``input_shapes``).
+    :param batch_timeout_ms: launch a partial batch this long after its first frame; live
+        (``batch_timeout_ms`` attribute). Unused with batch 1 slots.
+    :param active_window_s: a source that submitted within this many seconds is *active*: a
+        batch waits (up to the timeout) for a frame from each active source.
+    :param sources: the sources expected (e.g. the cameras' topics): counted as active from
+        the start, so the first batches wait for them too.
     """
 
-    def __init__(self, backend: Backend, prepare: Callable[[Any, Slot], Any],
-                 finish: Callable[[Slot, Any], Any],
+    def __init__(self, backend: Backend, prepare: Callable[[Any, SlotRow], Any],
+                 finish: Callable[[SlotRow, Any], Any],
                  on_result: Optional[Callable[[Any, Any, Dict[str, float]], None]] = None,
                  on_error: Optional[Callable[[Any, BaseException], None]] = None,
                  depth: int = 2,
-                 input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> None:
-        """Create the slots and start the completion thread."""
+                 input_shapes: Optional[Dict[str, Sequence[int]]] = None,
+                 batch_size: Optional[int] = None, batch_timeout_ms: float = 10.0,
+                 active_window_s: float = 1.0, sources: Sequence[Hashable] = ()) -> None:
+        """Create the slots and start the completion (and batch timer) thread."""
         if int(depth) < 1:
             raise ValueError('depth must be at least 1, got {}'.format(depth))
         self._backend = backend
@@ -119,29 +185,58 @@ class DoubleBufferedExecutor(object):
                 backend.release_slot(entry.slot)
             raise
         self.slots = [e.slot for e in self._entries]
+        self.batch_size = min(int(batch_size or self.slots[0].batch), self.slots[0].batch)
+        self._batch_timeout_s = max(float(batch_timeout_ms), 0.0) / 1e3
+        self.active_window_s = float(active_window_s)
         self._free = collections.deque(self._entries)
-        self._inflight = collections.deque()  # type: collections.deque
-        self._pending = None  # type: Optional[tuple]
+        self._inflight = collections.deque()  # type: collections.deque  (launch order)
+        self._filling = None  # type: Optional[_Entry]
+        self._sources = collections.OrderedDict()  # type: Dict[Any, _Source]
+        for key in sources:
+            self._sources[key] = _Source(key)
+            self._sources[key].last_seen = time.perf_counter()
+        self._flushing = 0  # drain() callers waiting: launch partial batches at once
         self._closing = False
         self._closed = False
         self._submitted = 0
         self._completed = 0
-        self._dropped = {'superseded': 0, 'error': 0, 'closed': 0}
+        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._launches = 0
+        self._launched_frames = 0
         self._timing = {key: _Ring() for key in _TIMING_KEYS}
         self._thread = threading.Thread(target=self._complete_loop,
                                         name='executor-completion')
         self._thread.daemon = True
         self._thread.start()
+        self._timer = None  # type: Optional[threading.Thread]
+        if self.batch_size > 1:
+            self._timer = threading.Thread(target=self._timer_loop, name='executor-batcher')
+            self._timer.daemon = True
+            self._timer.start()
 
     @property
     def depth(self) -> int:
         """Return the number of slots."""
         return len(self._entries)
 
-    def submit(self, frame: Any, tag: Any = None) -> None:
-        """Prepare and launch ``frame`` in a free slot, or keep it as the pending frame.
+    @property
+    def batch_timeout_ms(self) -> float:
+        """Return how long a partial batch waits for the other sources' frames (ms)."""
+        return self._batch_timeout_s * 1e3
 
-        Never waits for inference. A pending frame it replaces is dropped (``superseded``).
+    @batch_timeout_ms.setter
+    def batch_timeout_ms(self, value: float) -> None:
+        with self._cv:
+            self._batch_timeout_s = max(float(value), 0.0) / 1e3
+            self._cv.notify_all()
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def submit(self, frame: Any, tag: Any = None, source: Hashable = None) -> None:
+        """Prepare ``frame`` into the slot being filled, or keep it as its source's pending frame.
+
+        Never waits for inference. A pending (or batched, not yet launched) frame of the same
+        ``source`` it replaces is dropped (``superseded``).
 
         :raises RuntimeError: the executor is closed.
         """
@@ -150,18 +245,187 @@ class DoubleBufferedExecutor(object):
             if self._closing:
                 raise RuntimeError('submit on a closed executor')
             self._submitted += 1
-            if not self._free:
-                if self._pending is not None:
-                    self._dropped['superseded'] += 1
-                self._pending = (frame, tag, now)
-                return
-            entry = self._reserve(tag, now, None)
-        self._start(entry, frame)
+            src = self._sources.get(source)
+            if src is None:
+                src = self._sources[source] = _Source(source)
+            src.received += 1
+            src.last_seen = now
+            job = self._place(src, frame, tag, now)
+            jobs = [job] if job is not None else self._refill()
+        if jobs:
+            self._run(jobs)
+
+    def _place(self, src: _Source, frame: Any, tag: Any, submitted: float) -> Optional[_Job]:
+        """Put a submitted frame into a row, or make it its source's pending frame (lock held)."""
+        entry = self._filling
+        if entry is not None:
+            index = entry.row_of(src)
+            if index >= 0:
+                row = entry.rows[index]
+                if row.ready:  # replace the source's older frame in place: newest wins
+                    self._drop(src, 'superseded')
+                    row.tag, row.submitted, row.ready, row.error = tag, submitted, False, None
+                    entry.preparing += 1
+                    return entry, index, frame
+            else:
+                return self._add_row(entry, src, frame, tag, submitted)
+        elif self._free and not self._has_pending():
+            return self._add_row(self._open(), src, frame, tag, submitted)
+        if src.pending is not None:
+            self._drop(src, 'superseded')
+        src.pending = (frame, tag, submitted)
+        return None
+
+    def _has_pending(self) -> bool:
+        return any(s.pending is not None for s in self._sources.values())
+
+    def _open(self) -> _Entry:
+        """Take a free slot as the slot being filled (lock held)."""
+        entry = self._free.popleft()
+        entry.state = _FILLING
+        entry.count = 0
+        entry.preparing = 0
+        entry.error = None
+        entry.sync = None
+        self._filling = entry
+        self._inflight.append(entry)
+        return entry
+
+    def _add_row(self, entry: _Entry, src: Optional[_Source], frame: Any, tag: Any,
+                 submitted: float) -> _Job:
+        """Give the frame the entry's next row; seal the entry once complete (lock held)."""
+        index = entry.count
+        row = entry.rows[index]
+        row.clear()
+        row.source, row.tag, row.submitted = src, tag, submitted
+        if src is not None:
+            src.served = time.perf_counter()
+        entry.count += 1
+        entry.preparing += 1
+        entry.opened = submitted if index == 0 else min(entry.opened, submitted)
+        # Not by the timeout (or a drain) here: a freed slot takes every pending frame first
+        # (they may all be older than the timeout); the batch timer launches the rest.
+        if self._complete(entry, time.perf_counter(), timed=False):
+            self._seal(entry)
+        else:
+            self._cv.notify_all()  # the batch timer learns of the new batch
+        return entry, index, frame
+
+    def _complete(self, entry: _Entry, now: float, timed: bool = True) -> bool:
+        """Return True when the batch should launch: full, every active source in, timed out."""
+        if entry.count >= self.batch_size:
+            return True
+        if timed and (self._flushing or self._closing or
+                      now - entry.opened >= self._batch_timeout_s):
+            return True
+        horizon = now - self.active_window_s
+        for src in self._sources.values():
+            if src.last_seen >= horizon and entry.row_of(src) < 0:
+                return False
+        return True
+
+    def _seal(self, entry: _Entry) -> None:
+        if entry.state == _FILLING:
+            entry.state = _SEALED
+            if self._filling is entry:
+                self._filling = None
+
+    def _launchable(self, entry: _Entry) -> bool:
+        """Claim a sealed entry whose rows are all prepared for launching (lock held)."""
+        if entry.state == _SEALED and entry.preparing == 0:
+            entry.state = _LAUNCHING
+            return True
+        return False
+
+    def _refill(self) -> List[_Job]:
+        """Move pending frames, least recently served source first, into free rows (lock held)."""
+        jobs = []  # type: List[_Job]
+        while not self._closing:
+            if self._filling is None and not self._free:
+                break
+            entry = self._filling
+            best = None  # type: Optional[_Source]
+            for src in self._sources.values():
+                if src.pending is not None and (entry is None or entry.row_of(src) < 0) and (
+                        best is None or src.served < best.served):
+                    best = src
+            if best is None:
+                break
+            frame, tag, submitted = best.pending
+            best.pending = None
+            jobs.append(self._add_row(entry or self._open(), best, frame, tag, submitted))
+        return jobs
+
+    def _run(self, jobs: List[_Job]) -> None:
+        """Prepare frames into their rows, then launch every batch that is ready (no lock)."""
+        while jobs:
+            for entry, index, frame in jobs:
+                row = entry.rows[index]
+                start = time.perf_counter()
+                try:
+                    row.context = self._prepare(frame, entry.slot.rows[index])
+                    row.error = None
+                except Exception as error:
+                    row.context, row.error = None, error
+                row.prepare_ms = (time.perf_counter() - start) * 1e3
+                with self._cv:
+                    row.ready = True
+                    entry.preparing -= 1
+                    ready = self._launchable(entry)
+                if ready:
+                    self._launch(entry)
+            with self._cv:
+                jobs = self._refill()
+
+    def _launch(self, entry: _Entry) -> None:
+        """Launch a batch (no lock); a batch whose every frame failed is not run."""
+        slot = entry.slot
+        slot.count = entry.count
+        state = _FAILED
+        if any(entry.rows[i].error is None for i in range(entry.count)):
+            try:
+                self._backend.launch(slot)
+                state = _RUNNING
+            except Exception as error:
+                entry.error = error
+        with self._cv:
+            entry.state = state
+            self._launches += 1
+            self._launched_frames += entry.count
+            self._cv.notify_all()
+
+    # --- the batch timer (batch_size > 1) ----------------------------------------------------
+
+    def _timer_loop(self) -> None:
+        while True:
+            with self._cv:
+                entry = None
+                while entry is None:
+                    if self._closed:
+                        return
+                    filling = self._filling
+                    if filling is None:
+                        self._cv.wait()
+                        continue
+                    remaining = filling.opened + self._batch_timeout_s - time.perf_counter()
+                    if remaining > 0 and not self._complete(filling, time.perf_counter()):
+                        self._cv.wait(remaining)
+                        continue
+                    self._seal(filling)
+                    if self._launchable(filling):
+                        entry = filling
+            self._launch(entry)
+            with self._cv:
+                jobs = self._refill()
+            self._run(jobs)
+
+    # --- the synchronous path ------------------------------------------------------------------
 
     def process(self, frame: Any, timeout: Optional[float] = None) -> Any:
         """Run one frame synchronously and return ``finish``'s result (never dropped).
 
-        Waits for a free slot, then for the result; ``on_result`` is not called for it.
+        Waits for a free slot, then for the result (a batch of one); ``on_result`` is not
+        called for it, and it belongs to no source.
 
         :raises TimeoutError: no result within ``timeout`` seconds.
         :raises Exception: whatever preparing, running or decoding the frame raised.
@@ -177,8 +441,12 @@ class DoubleBufferedExecutor(object):
             if self._closing:
                 raise RuntimeError('process on a closed executor')
             self._submitted += 1
-            entry = self._reserve(None, time.perf_counter(), request)
-        self._start(entry, frame)
+            entry = self._free.popleft()
+            entry.state, entry.count, entry.preparing, entry.error = _SEALED, 0, 0, None
+            entry.sync = request
+            self._inflight.append(entry)
+            job = self._add_row(entry, None, frame, None, time.perf_counter())
+        self._run([job])
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if not request.done.wait(remaining):
             raise TimeoutError('no result within {} s'.format(timeout))
@@ -186,89 +454,70 @@ class DoubleBufferedExecutor(object):
             raise request.error
         return request.result
 
-    def _reserve(self, tag: Any, submitted: float, sync: Optional[_SyncRequest]) -> _Entry:
-        """Take a free slot and queue it in submission order (lock held)."""
-        entry = self._free.popleft()
-        entry.state = _PREPARING
-        entry.tag = tag
-        entry.submitted = submitted
-        entry.sync = sync
-        entry.error = None
-        self._inflight.append(entry)
-        return entry
-
-    def _start(self, entry: _Entry, frame: Any) -> None:
-        """Prepare the frame into the slot and launch it (lock not held)."""
-        start = time.perf_counter()
-        try:
-            entry.context = self._prepare(frame, entry.slot)
-            entry.prepare_ms = (time.perf_counter() - start) * 1e3
-            self._backend.launch(entry.slot)
-            state = _RUNNING
-        except Exception as error:
-            entry.error = error
-            state = _FAILED
-        with self._cv:
-            entry.state = state
-            self._cv.notify_all()
+    # --- completion ----------------------------------------------------------------------------
 
     def _complete_loop(self) -> None:
         while True:
             with self._cv:
-                while not self._inflight and not self._closing:
+                while not (self._inflight and self._inflight[0].state in (_RUNNING, _FAILED)):
+                    if not self._inflight and self._closing:
+                        return
                     self._cv.wait()
-                if not self._inflight:
-                    return
                 entry = self._inflight[0]
-                while entry.state == _PREPARING:
-                    self._cv.wait()
-            result, error, timing = self._collect(entry)
-            self._deliver(entry, result, error, timing)
+            self._collect(entry)
             with self._cv:
                 self._inflight.popleft()
-                entry.context = None
+                for index in range(entry.count):
+                    entry.rows[index].clear()
+                entry.count = 0
                 entry.sync = None
-                entry.tag = None
                 entry.state = _FREE
                 self._free.append(entry)
-                # The pending frame takes the slot just freed. close() clears it, and submit
-                # refuses new frames once closing, so there is none after close().
-                pending = self._pending
-                self._pending = None
-                if pending is not None:
-                    frame, tag, submitted = pending
-                    entry = self._reserve(tag, submitted, None)
+                jobs = self._refill()
                 self._cv.notify_all()
-            if pending is not None:
-                self._start(entry, frame)
+            self._run(jobs)
 
-    def _collect(self, entry: _Entry) -> tuple:
-        """Wait for a slot's inference and decode it (completion thread, lock not held)."""
+    def _collect(self, entry: _Entry) -> None:
+        """Wait for a batch, decode and deliver each row in order (completion thread)."""
         error = entry.error
-        result = None
-        timing = None
-        if error is None:
+        if error is None and entry.state == _RUNNING:
             try:
                 self._backend.wait(entry.slot)
-                start = time.perf_counter()
-                result = self._finish(entry.slot, entry.context)
-                done = time.perf_counter()
-                timing = {'prepare_ms': entry.prepare_ms, 'infer_ms': entry.slot.infer_ms,
-                          'decode_ms': (done - start) * 1e3,
-                          'latency_ms': (done - entry.submitted) * 1e3}
             except Exception as failure:
                 error = failure
-        return result, error, timing
+        infer_ms = entry.slot.infer_ms
+        if entry.state == _RUNNING and error is None:
+            with self._cv:
+                self._timing['infer_ms'].add(infer_ms)
+        for index in range(entry.count):
+            row = entry.rows[index]
+            result, row_error, timing = None, row.error or error, None
+            if row_error is None:
+                try:
+                    start = time.perf_counter()
+                    result = self._finish(entry.slot.rows[index], row.context)
+                    done = time.perf_counter()
+                    timing = {'prepare_ms': row.prepare_ms, 'infer_ms': infer_ms,
+                              'decode_ms': (done - start) * 1e3,
+                              'latency_ms': (done - row.submitted) * 1e3,
+                              'batch_frames': float(entry.count)}
+                except Exception as failure:
+                    row_error = failure
+            self._deliver(entry, row, result, row_error, timing)
 
-    def _deliver(self, entry: _Entry, result: Any, error: Optional[BaseException],
+    def _deliver(self, entry: _Entry, row: _Row, result: Any, error: Optional[BaseException],
                  timing: Optional[Dict[str, float]]) -> None:
+        src = row.source
         with self._cv:
             if error is None:
                 self._completed += 1
-                for key in _TIMING_KEYS:
+                for key in ('prepare_ms', 'decode_ms', 'latency_ms'):
                     self._timing[key].add(timing[key])
+                if src is not None:
+                    src.completed += 1
+                    src.latency.add(timing['latency_ms'])
             else:
-                self._dropped['error'] += 1
+                self._drop(src, 'error')
         if entry.sync is not None:
             entry.sync.result, entry.sync.error = result, error
             entry.sync.done.set()
@@ -276,63 +525,104 @@ class DoubleBufferedExecutor(object):
         try:
             if error is not None:
                 if self._on_error is not None:
-                    self._on_error(entry.tag, error)
+                    self._on_error(row.tag, error)
                 else:
-                    _LOG.error('frame %r failed: %s', entry.tag, error)
+                    _LOG.error('frame %r failed: %s', row.tag, error)
             elif self._on_result is not None:
-                self._on_result(entry.tag, result, timing)
+                self._on_result(row.tag, result, timing)
         except Exception:
-            _LOG.exception('result callback failed for frame %r', entry.tag)
+            _LOG.exception('result callback failed for frame %r', row.tag)
+
+    def _drop(self, src: Optional[_Source], reason: str) -> None:
+        """Count a dropped frame, for its source too (lock held)."""
+        self._dropped[reason] += 1
+        if src is not None:
+            src.dropped[reason] += 1
+
+    # --- draining, statistics, closing ---------------------------------------------------------
 
     def drain(self, timeout: Optional[float] = None) -> bool:
         """Wait until every accepted frame (pending included) has been delivered.
+
+        Partial batches launch at once while a drain waits.
 
         :returns: True when drained, False on timeout.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
-            while self._inflight or self._pending is not None:
-                if self._closed or not self._thread.is_alive():
-                    return False
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._cv.wait(remaining)
+            self._flushing += 1
+            try:
+                self._cv.notify_all()
+                while self._inflight or self._has_pending():
+                    if self._closed or not self._thread.is_alive():
+                        return False
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cv.wait(remaining)
+            finally:
+                self._flushing -= 1
         return True
 
     def stats(self) -> Dict[str, Any]:
-        """Return counts and timing percentiles (p50, p99 in ms) of recent frames."""
+        """Return counts, timing percentiles (p50, p99 in ms) and per-source counts.
+
+        ``sources``: source -> received, completed, dropped, dropped_reasons, pending,
+        latency_ms_p50/p99; ``frames_per_inference_mean``: how full the launched batches were.
+        """
         with self._cv:
             result = {
                 'depth': self.depth,
+                'batch_size': self.batch_size,
                 'submitted': self._submitted,
                 'completed': self._completed,
                 'dropped': sum(self._dropped.values()),
                 'dropped_reasons': dict(self._dropped),
-                'in_flight': len(self._inflight),
-                'pending': int(self._pending is not None),
-            }
+                'in_flight': sum(e.count for e in self._inflight),
+                'pending': sum(s.pending is not None for s in self._sources.values()),
+                'inferences': self._launches,
+                'frames_per_inference_mean': (self._launched_frames / self._launches
+                                              if self._launches else float('nan')),
+            }  # type: Dict[str, Any]
             for key in _TIMING_KEYS:
                 name = key[:-3]
                 result[name + '_ms_p50'] = self._timing[key].percentile(50)
                 result[name + '_ms_p99'] = self._timing[key].percentile(99)
+            result['sources'] = {key: {
+                'received': s.received, 'completed': s.completed,
+                'dropped': sum(s.dropped.values()), 'dropped_reasons': dict(s.dropped),
+                'pending': int(s.pending is not None),
+                'latency_ms_p50': s.latency.percentile(50),
+                'latency_ms_p99': s.latency.percentile(99)} for key, s in self._sources.items()}
         return result
 
     def close(self, drain_timeout: Optional[float] = 10.0) -> None:
-        """Finish the frames in flight, drop the pending one, release the slots; idempotent."""
+        """Finish the frames in slots, drop the pending ones, release the slots; idempotent."""
+        launch = None
         with self._cv:
             if self._closed:
                 return
             self._closing = True
-            if self._pending is not None:
-                self._pending = None
-                self._dropped['closed'] += 1
+            for src in self._sources.values():
+                if src.pending is not None:
+                    src.pending = None
+                    self._drop(src, 'closed')
+            if self._filling is not None:  # its frames were accepted: run them
+                filling = self._filling
+                self._seal(filling)
+                if self._launchable(filling):
+                    launch = filling
             self._cv.notify_all()
+        if launch is not None:
+            self._launch(launch)
         if self._thread is not threading.current_thread():
             self._thread.join(drain_timeout)
         with self._cv:
             self._closed = True
             busy = self._thread.is_alive()
+            self._cv.notify_all()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join(drain_timeout)
         if busy:
             _LOG.warning('executor: inference did not finish within %s s; slots are not '
                          'released', drain_timeout)

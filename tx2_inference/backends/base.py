@@ -9,6 +9,17 @@ a frame allocates nothing.
 The life of a frame in a slot: the caller fills ``slot.inputs``, calls ``launch(slot)`` (which
 returns at once), then ``wait(slot)`` or polls ``query(slot)``; when the slot is done,
 ``slot.outputs`` hold the results and ``slot.infer_ms`` the inference time.
+
+Batches (issue 16). A slot whose input buffers have a leading batch dimension ``B`` > 1 holds up
+to ``B`` frames, one per *row*: ``slot.rows[i]`` is a :class:`SlotRow` whose ``inputs`` and
+``outputs`` are views of row ``i`` of the slot's buffers (shape ``(1, ...)``, made once when the
+slot is created), so pre-processing writes one frame into its row and a decoder reads one
+frame's outputs as if the batch were 1. Before ``launch`` the caller sets ``slot.count``, the
+number of rows in use (1..B, rows ``0..count-1``). A backend runs the batch in **one** launch:
+at its real size ``count`` where the model's batch dimension is dynamic, else the full ``B``
+rows (the unused rows are padding; their outputs are ignored). A slot of batch 1 has one row
+whose ``inputs``/``outputs`` are the slot's own dicts, so nothing changes for unbatched models.
+``Backend.max_batch`` says how large a batch the model accepts.
 """
 
 import threading
@@ -24,10 +35,38 @@ TensorInfo = NamedTuple('TensorInfo', [('name', str), ('shape', Tuple[int, ...])
 TensorInfo.__doc__ = """A model input or output: name, shape (-1 where dynamic) and numpy dtype."""
 
 
-class Slot(object):
-    """One set of buffers a backend runs a frame in; see the module docstring."""
+class SlotRow(object):
+    """One frame's row of a slot: views of row ``row`` of the slot's inputs and outputs.
 
-    __slots__ = ('index', 'inputs', 'outputs', 'handle', 'infer_ms')
+    ``inputs``/``outputs`` map tensor names to ``(1, ...)`` views; a tensor without the batch
+    as its first dimension is shared whole by every row. ``slot`` is the slot it belongs to.
+    """
+
+    __slots__ = ('slot', 'row', 'inputs', 'outputs')
+
+    def __init__(self, slot: 'Slot', row: int, inputs: Dict[str, np.ndarray],
+                 outputs: Dict[str, np.ndarray]) -> None:
+        """Hold the row's views."""
+        self.slot = slot
+        self.row = row
+        self.inputs = inputs
+        self.outputs = outputs
+
+
+def _row_views(arrays: Dict[str, np.ndarray], batch: int, row: int) -> Dict[str, np.ndarray]:
+    return {name: array[row:row + 1] if array.ndim and array.shape[0] == batch else array
+            for name, array in arrays.items()}
+
+
+class Slot(object):
+    """One set of buffers a backend runs a frame (or a batch of frames) in; see the module.
+
+    ``batch``: how many frames the slot holds (the leading dimension of its first input);
+    ``count``: how many rows the next ``launch`` runs (set by the caller; default ``batch``);
+    ``rows``: one :class:`SlotRow` per frame.
+    """
+
+    __slots__ = ('index', 'inputs', 'outputs', 'handle', 'infer_ms', 'batch', 'count', 'rows')
 
     def __init__(self, index: int, inputs: Dict[str, np.ndarray],
                  outputs: Dict[str, np.ndarray], handle: Any = None) -> None:
@@ -37,6 +76,20 @@ class Slot(object):
         self.outputs = outputs
         self.handle = handle
         self.infer_ms = float('nan')
+        first = next(iter(inputs.values()), None)
+        self.batch = int(first.shape[0]) if first is not None and first.ndim else 1
+        self.count = self.batch
+        self.rows = []  # type: List[SlotRow]
+        self.make_rows()
+
+    def make_rows(self) -> None:
+        """(Re)make the row views; a backend that replaces its output arrays calls this."""
+        if self.batch == 1:
+            self.rows = [SlotRow(self, 0, self.inputs, self.outputs)]
+        else:
+            self.rows = [SlotRow(self, row, _row_views(self.inputs, self.batch, row),
+                                 _row_views(self.outputs, self.batch, row))
+                         for row in range(self.batch)]
 
 
 class Backend(object):
@@ -66,6 +119,23 @@ class Backend(object):
         """Return the model's outputs, in the model's order."""
         raise NotImplementedError
 
+    @property
+    def max_batch(self) -> Optional[int]:
+        """Return the largest batch the model runs in one launch; None: no limit (dynamic).
+
+        Default: the first input's leading dimension (1 for an unbatched model, -1 -> None).
+        A backend with a bounded dynamic batch (a TensorRT profile) overrides it.
+        """
+        shape = self.inputs[0].shape if self.inputs else ()
+        if not shape:
+            return 1
+        return None if shape[0] < 0 else int(shape[0])
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Return True when the batch dimension is free: a launch runs ``slot.count`` rows."""
+        return bool(self.inputs) and bool(self.inputs[0].shape) and self.inputs[0].shape[0] < 0
+
     def create_slot(self, index: int,
                     input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> Slot:
         """Allocate a slot's buffers (and stream) and bind them to the runtime once.
@@ -77,7 +147,11 @@ class Backend(object):
         raise NotImplementedError
 
     def launch(self, slot: Slot) -> None:
-        """Start inference on ``slot.inputs``; return without waiting for it."""
+        """Start inference on ``slot.inputs``; return without waiting for it.
+
+        Runs rows ``0..slot.count-1`` in one launch: at that size on a dynamic batch,
+        else all ``slot.batch`` rows (padding rows' outputs are ignored).
+        """
         raise NotImplementedError
 
     def query(self, slot: Slot) -> bool:

@@ -3,12 +3,17 @@
 Each slot has its own IOBinding bound once to the slot's preallocated numpy buffers, and its
 own worker thread (a ``ThreadStream``) that calls ``run_with_iobinding``. ONNX Runtime
 releases the GIL while it runs, so pre- and post-processing of other frames go on meanwhile.
+
+A slot of batch ``B`` on a model with a free batch dimension has ``B`` bindings, one per batch
+size ``1..B``, all on the same buffers (the first ``count`` rows of a C-contiguous buffer are
+contiguous): ``launch`` picks the one for ``slot.count``, so a partial batch runs at its real
+size and nothing is bound or allocated per frame. A fixed-batch model runs all its rows.
 """
 
 import logging
 import os
 import threading
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -119,7 +124,7 @@ class OnnxRuntimeBackend(ThreadedBackend):
 
     def create_slot(self, index: int,
                     input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> Slot:
-        """Allocate the slot's buffers, learn the output shapes, bind both once."""
+        """Allocate the slot's buffers, learn the output shapes, bind both once (per batch)."""
         inputs = {}
         for info in self._inputs:
             shape = concrete_shape(info, (input_shapes or {}).get(info.name))
@@ -130,22 +135,49 @@ class OnnxRuntimeBackend(ThreadedBackend):
         probe = self._session.run(None, inputs)
         outputs = {info.name: np.zeros(value.shape, info.dtype)
                    for info, value in zip(self._outputs, probe)}
+        batch = int(next(iter(inputs.values())).shape[0]) if inputs else 1
+        sizes = [batch]
+        if batch > 1 and self.dynamic_batch:
+            not_batched = [name for name, array in outputs.items() if array.shape[:1] != (batch,)]
+            if not_batched:
+                raise ModelError('{}: output(s) {} do not have the batch as their first '
+                                 'dimension, so a batch of {} cannot be split into frames: '
+                                 'use batch_size 1, or convert the model with a batch-first '
+                                 'output (tx2-convert onnx --batch).'.format(
+                                     self.model_path, ', '.join(not_batched), batch))
+            sizes = list(range(1, batch + 1))
+        bindings = _Bindings([self._bind(inputs, outputs, size) for size in sizes], batch)
+        return self._add_slot(index, inputs, outputs, bindings,
+                              self._make_job(bindings, outputs), self._device_lock)
+
+    def _bind(self, inputs: Dict[str, np.ndarray], outputs: Dict[str, np.ndarray],
+              rows: int) -> Any:
+        """Bind the first ``rows`` rows of every buffer (all of a buffer without the batch)."""
+        batch = int(next(iter(inputs.values())).shape[0]) if inputs else 1
         binding = self._session.io_binding()
         for name, array in inputs.items():
-            binding.bind_input(name, 'cpu', 0, array.dtype, list(array.shape),
-                               array.ctypes.data)
+            shape = [rows] + list(array.shape[1:]) if array.shape[:1] == (batch,) else \
+                list(array.shape)
+            binding.bind_input(name, 'cpu', 0, array.dtype, shape, array.ctypes.data)
         for name, array in outputs.items():
-            binding.bind_output(name, 'cpu', 0, array.dtype, list(array.shape),
-                                array.ctypes.data)
-        return self._add_slot(index, inputs, outputs, binding,
-                              self._make_job(binding, outputs), self._device_lock)
+            shape = [rows] + list(array.shape[1:]) if array.shape[:1] == (batch,) else \
+                list(array.shape)
+            binding.bind_output(name, 'cpu', 0, array.dtype, shape, array.ctypes.data)
+        return binding
 
-    def _make_job(self, binding: Any, outputs: Dict[str, np.ndarray]) -> Any:
+    def launch(self, slot: Slot) -> None:
+        """Run the binding for ``slot.count`` rows (the full batch on a fixed batch)."""
+        bindings = slot.handle[0]
+        bindings.current = bindings.all[min(slot.count, len(bindings.all)) - 1]
+        super(OnnxRuntimeBackend, self).launch(slot)
+
+    def _make_job(self, bindings: '_Bindings', outputs: Dict[str, np.ndarray]) -> Any:
         session = self._session
         names = [info.name for info in self._outputs]
         state = {'dynamic': False}
 
         def job() -> None:
+            binding = bindings.current
             if not state['dynamic']:
                 try:
                     session.run_with_iobinding(binding)  # into the bound output buffers
@@ -154,6 +186,10 @@ class OnnxRuntimeBackend(ThreadedBackend):
                     if 'shape' not in str(error).lower():
                         raise
                     # Output shapes depend on the data: let ONNX Runtime allocate them.
+                    if bindings.batch > 1:
+                        raise ModelError('{}: output shapes change with the input ({}), so a '
+                                         'batch cannot be split into frames: use batch_size '
+                                         '1'.format(self.model_path, error)) from error
                     _LOG.warning('%s: output shapes change with the input (%s); outputs are '
                                  'now allocated per frame', self.model_path, error)
                     state['dynamic'] = True
@@ -170,10 +206,21 @@ class OnnxRuntimeBackend(ThreadedBackend):
 
     def _release_slot(self, slot: Slot) -> None:
         super(OnnxRuntimeBackend, self)._release_slot(slot)
-        binding = slot.handle[0]
-        binding.clear_binding_inputs()
-        binding.clear_binding_outputs()
+        for binding in slot.handle[0].all:
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
 
     def _close(self) -> None:
         super(OnnxRuntimeBackend, self)._close()
         self._session = None
+
+
+class _Bindings(object):
+    """A slot's IOBindings, one per batch size it runs (one on a fixed batch); ``current``."""
+
+    __slots__ = ('all', 'current', 'batch')
+
+    def __init__(self, bindings: List[Any], batch: int) -> None:
+        self.all = bindings
+        self.current = bindings[-1]
+        self.batch = batch

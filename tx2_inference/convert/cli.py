@@ -131,7 +131,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         signature_name=args.signature, opset=args.opset, fold=not args.no_fold,
         validate_images=args.validate_images, input_cfg=_input_overrides(args),
         atol=args.atol, rtol=args.rtol, tolerances=parse_tolerances(args.tolerance),
-        order_free=[n for n in (args.order_free or '').split(',') if n])
+        order_free=[n for n in (args.order_free or '').split(',') if n], batch=args.batch)
     name, shape, onnx_type = result.inputs[0]
     dtype = {'tensor(uint8)': 'uint8', 'tensor(float)': 'float32',
              'tensor(float16)': 'float16'}.get(onnx_type, onnx_type)
@@ -139,6 +139,8 @@ def cmd_onnx(args: argparse.Namespace) -> int:
                        cfgmod.parse_labels(args.labels))
     cfg['decoder'] = cfgmod.decoder_section(args.decoder, decoder_options(args),
                                             result.output_info, cfg, result.onnx_name)
+    if args.batch:  # the largest batch: N, or -1 for any (a dynamic batch)
+        cfg['input']['batch'] = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else -1
     cfg_path = cfgmod.config_path_for(args.output)
     cfgmod.save(cfg_path, cfg, header='Written by tx2-convert onnx from {}.'.format(args.model))
     print('Wrote {} and {} ({:.1f} s).'.format(args.output, cfg_path, result.seconds))
@@ -150,9 +152,37 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     return report_incomplete(cfg_path, cfg['decoder'])
 
 
+def batch_profiles(onnx_path: str, batch: int) -> str:
+    """Return ``--shapes`` for batches 1..``batch`` of every input with a free first dimension.
+
+    :raises UserError: the model has no free batch dimension and a fixed one other than batch.
+    """
+    import onnx
+    model = onnx.load(onnx_path, load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    items = []
+    for tensor in model.graph.input:
+        if tensor.name in weights:
+            continue
+        dims = [d.dim_value if d.HasField('dim_value') else -1
+                for d in tensor.type.tensor_type.shape.dim]
+        if not dims or dims[0] == batch:
+            continue
+        if dims[0] > 0 or any(d < 0 for d in dims[1:]):
+            raise UserError('--batch {}: input {!r} has shape {}; a batch needs a free first '
+                            'dimension and fixed others: convert it with tx2-convert onnx '
+                            '--batch dynamic (or --batch {}), or give --shapes.'.format(
+                                batch, tensor.name, dims, batch))
+        rest = 'x'.join(str(d) for d in dims[1:])
+        items.append('{}:1x{}:{}x{}:{}x{}'.format(tensor.name, rest, batch, rest, batch, rest))
+    return ','.join(items)
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     """`engine`: ONNX -> TensorRT engine on this device, through the engine cache."""
     from tx2_inference.backends.tensorrt import builder as engine_builder
+    if args.batch and not args.shapes:
+        args.shapes = batch_profiles(args.onnx, args.batch) or None
     opts = engine_builder.BuildOptions(
         precision=args.precision, workspace_mb=args.workspace_mb, dla_core=args.dla_core,
         calib_images=args.calib_images, calib_cache=args.calib_cache,
@@ -258,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                    'exit (no conversion)')
     p.add_argument('--match', metavar='SUBSTRING',
                    help='with --list-tensors: only tensors whose name contains it')
+    p.add_argument('--batch', metavar='N|dynamic',
+                   help="frames per inference: the inputs' first dimension becomes N (or free "
+                   'with dynamic), for batch_size N on several cameras (default: as the graph)')
     _add_config_args(p)
     p.set_defaults(func=cmd_onnx)
 
@@ -284,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--version-compatible', action='store_true',
                    help='TensorRT 8.6+: build with VERSION_COMPATIBLE | EXCLUDE_LEAN_RUNTIME so '
                    'the runtime-only tensorrt_lean package can run it (no plugin ops)')
+    p.add_argument('--batch', type=int, metavar='N',
+                   help='a dynamic-batch ONNX: profiles for batches 1..N (what --shapes '
+                   'would say), for batch_size up to N')
     p.add_argument('--force', action='store_true', help='rebuild even if cached')
     p.set_defaults(func=cmd_engine)
 

@@ -27,7 +27,7 @@ from tx2_inference.errors import ConfigError
 INPUT_DEFAULTS: Dict[str, Any] = {
     'name': None, 'layout': None, 'color': None, 'dtype': None, 'size': None,
     'resize': 'stretch', 'pad_value': 114, 'scale': 1.0, 'mean': [0.0, 0.0, 0.0],
-    'std': [1.0, 1.0, 1.0],
+    'std': [1.0, 1.0, 1.0], 'batch': None,
 }
 INPUT_DTYPES = ('uint8', 'float32', 'float16', 'int8', 'int16')  # int: quantised (TFLite)
 SECTIONS = ('input', 'decoder', 'labels', 'detection')
@@ -189,6 +189,11 @@ class ModelConfig(object):
             if inp[field] is not None and inp[field] not in allowed:
                 raise self._error('input.' + field, '{!r} is not one of {}.'.format(
                     inp[field], ', '.join(allowed)))
+        batch = inp['batch']
+        if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool) and
+                                      (batch >= 1 or batch == -1)):
+            raise self._error('input.batch', '{!r} is not the largest batch (a number of frames, '
+                              'or -1 for any).'.format(batch))
         size = inp['size']
         if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2 and
                                      all(isinstance(v, int) and v > 0 for v in size)):

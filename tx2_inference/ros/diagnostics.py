@@ -10,7 +10,7 @@ it from ``Detector.stats()``, which is published key by key) and add its line to
 import collections
 import threading
 import time
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -97,6 +97,8 @@ def detector_status(node_name: str, state: str, detector: Any, last_error: str,
     listed = {key for key, _ in values}
     for key in sorted(set(stats) - listed):  # the stats repeat the backend: listed once
         value = stats[key]
+        if key == 'sources':  # per camera: in each camera's status
+            continue
         if isinstance(value, dict):
             values += [('{}.{}'.format(key, k), str(v)) for k, v in sorted(value.items())]
         else:
@@ -113,8 +115,15 @@ def detector_status(node_name: str, state: str, detector: Any, last_error: str,
 
 
 def camera_status(node_name: str, image_topic: str, detections_topic: str,
-                  counters: CameraCounters, active: bool) -> DiagnosticStatus:
-    """Return a camera's rates since the last call, latency (image stamp to publish), drops."""
+                  counters: CameraCounters, active: bool,
+                  source: Optional[Dict[str, Any]] = None) -> DiagnosticStatus:
+    """Return a camera's rates since the last call, latency (image stamp to publish), drops.
+
+    :param source: the executor's counts of this camera (``Detector.stats()['sources']``):
+        ``superseded`` (frames a newer frame of the same camera replaced while they waited;
+        not in ``dropped``, which counts the node's own reasons, as the detector's total
+        ``dropped_reasons.superseded`` never was), answered, executor latency (submit to result).
+    """
     now = time.monotonic()
     with counters.lock:
         frames_in, frames_out = counters.frames_in, counters.frames_out
@@ -139,5 +148,10 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
         ('frames_in', str(frames_in)), ('frames_out', str(frames_out)),
         ('debug_images', str(debug_images)),
         ('dropped', str(sum(dropped.values())))]
+    if source is not None:
+        values += [('superseded', str(source['dropped_reasons']['superseded'])),
+                   ('answered', str(source['completed'])),
+                   ('inference_latency_p50_ms', format_value(source['latency_ms_p50'])),
+                   ('inference_latency_p99_ms', format_value(source['latency_ms_p99']))]
     values += [('dropped.' + reason, str(count)) for reason, count in sorted(dropped.items())]
     return _status(level, '{}: {}'.format(node_name, image_topic), message, values)

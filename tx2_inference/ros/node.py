@@ -148,6 +148,8 @@ class InferenceNode(LifecycleNode):
         if self._detector is None:
             return
         self._detector.params = self._params.detection_params(self._detector.config)
+        if 'batch_timeout_ms' in names:
+            self._detector.batch_timeout_ms = self._params.live['batch_timeout_ms']
         if 'score_threshold' in names and self._active:
             self._publish_label_info()
 
@@ -217,7 +219,8 @@ class InferenceNode(LifecycleNode):
             engine_cache_dir=self._params.value('engine_cache_dir') or None,
             depth=self._params.value('executor_depth'),
             threads=self._params.value('cpu_threads') or None, on_result=self._on_result,
-            on_error=self._on_frame_error)
+            on_error=self._on_frame_error, batch_size=self._params.value('batch_size'),
+            batch_timeout_ms=self._params.live['batch_timeout_ms'], sources=topics)
         reason = self._params.check('class_allowlist',
                                         self._params.live.get('class_allowlist'))
         if reason:
@@ -345,7 +348,7 @@ class InferenceNode(LifecycleNode):
                  camera.debug_pub is not None and camera.debug_pub.get_subscription_count() > 0)
         tag = _Tag(camera, msg.header, received_ns, array if debug else None, color)
         try:
-            detector.submit(array, color, tag)
+            detector.submit(array, color, tag, camera.image_topic)  # its pending frame, batch
         except Exception as error:  # the detector refused the frame (closed, bad shape)
             camera.counters.drop('submit_error')
             self.get_logger().error('the detector refused a frame from {}: {}'.format(
@@ -410,9 +413,10 @@ class InferenceNode(LifecycleNode):
                      'unconfigured')
             array.status = [detector_status(name, state, self._detector, self._last_error,
                                             self._params.value('model_path'))]
+            sources = self._detector.stats()['sources'] if self._detector is not None else {}
             array.status += [self._silence_status(camera, camera_status(
-                name, camera.image_topic, camera.detections_topic, camera.counters, self._active))
-                for camera in list(self._cameras)]
+                name, camera.image_topic, camera.detections_topic, camera.counters, self._active,
+                sources.get(camera.image_topic))) for camera in list(self._cameras)]
             self._diagnostics_pub.publish(array)
         except Exception as error:  # diagnostics must never take the node down
             self.get_logger().error('diagnostics failed: {}'.format(error),

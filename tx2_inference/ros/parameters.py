@@ -220,6 +220,16 @@ TABLE = (
         'Frames in flight (slots with their own buffers and stream); a newer frame replaces '
         'a waiting one when all are busy.', reconfigure=True, integer=(1, 8)),
     ParameterSpec(
+        'batch_size', 1,
+        'Frames per inference: up to one frame per camera runs through the model in one call. '
+        '1: one frame per inference. Above 1 the model needs a batch dimension (tx2-convert '
+        'onnx --batch N).', reconfigure=True, integer=(1, 16)),
+    ParameterSpec(
+        'batch_timeout_ms', 10.0,
+        'With batch_size > 1: a batch runs when it holds a frame from every camera that '
+        'published in the last second, or this long after its first frame; applies to the '
+        'next batch.', floating=(0.0, 1000.0)),
+    ParameterSpec(
         'cpu_threads', 0,
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),

@@ -29,6 +29,10 @@ plots, and the processes' logs. docs/BENCHMARKS.md reads the figures of one run.
 The ``triton`` row (``tx2_inference.tools.bench.triton_bench``; ``--no-triton`` skips it): the
 executor and single requests on local ONNX Runtime against ``backend: triton`` to a KServe V2
 server on localhost (MLServer), a row, not a goal.
+Several cameras (issue 16, ``tx2_inference.tools.bench.cameras``; ``--cameras ''`` skips it):
+1, 2 and 4 synchronised cameras at 30 FPS each, batched (``batch_size`` = cameras) against
+unbatched, alternating, on the default model converted with ``--batch dynamic`` (made once
+into the output folder when ``--batch-model`` does not exist).
 
 On a GPU, ``--backend tensorrt`` adds the ``gpu`` rows (executor against the raw engine,
 executor depth 2 against 1); elsewhere they say why they are skipped. ``--compare-depth``
@@ -346,6 +350,34 @@ def gpu_rows(results: Dict[str, Any], depth_compare: Callable[[], Dict[str, Any]
     return rows
 
 
+def batch_model(args: argparse.Namespace, log: Any) -> str:
+    """Return ``--batch-model``, converting the default model with --batch dynamic if absent."""
+    if os.path.isfile(args.batch_model):
+        return args.batch_model
+    import subprocess
+    path = os.path.join(args.output_dir, 'ssdlite_person_batch.onnx')
+    if not os.path.isfile(path):
+        log('cameras: converting the default model with --batch dynamic into ' + path)
+        subprocess.check_call([
+            sys.executable, '-m', 'tx2_inference.convert', 'onnx',
+            os.path.join('models', 'ssdlite_person_savedmodel'), '-o', path,
+            '--inputs', 'image_tensor:0[1,300,300,3]', '--batch', 'dynamic',
+            '--outputs', 'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0',
+            '--labels', 'person', '--decoder', 'boxes_scores', '--background-class', '0'])
+    return path
+
+
+def camera_rows(args: argparse.Namespace, log: Any) -> Dict[str, Any]:
+    """Measure 1, 2, 4 synchronised cameras, batched against unbatched (issue 16)."""
+    from tx2_inference.tools.bench.cameras import format_rows, measure_cameras
+    counts = [int(c) for c in args.cameras.split(',') if c]
+    rows = measure_cameras(batch_model(args, log), load_frame(args.image), counts,
+                           args.camera_fps, args.camera_seconds, args.camera_rounds,
+                           args.backend, args.threads, log=log)
+    print(format_rows(rows, args.camera_fps))
+    return rows
+
+
 def run_graph(results: Dict[str, Any], model: str, config: Optional[str], backend: str,
               depth: int, threads: Optional[int], image: Optional[str], rates: List[float],
               over_rate: Optional[float], seconds: float, memory_frames: int,
@@ -393,6 +425,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='skip the triton row (remote backend against local ONNX Runtime)')
     parser.add_argument('--triton-rounds', type=int, default=3,
                         help='rounds of the triton row (%(default)s)')
+    cams = parser.add_argument_group('several cameras, batched (issue 16)')
+    cams.add_argument('--cameras', default='1,2,4',
+                      help="camera counts ('' skips; %(default)s)")
+    cams.add_argument('--camera-fps', type=float, default=30.0, help='FPS per camera')
+    cams.add_argument('--camera-seconds', type=float, default=5.0, help='seconds per window')
+    cams.add_argument('--camera-rounds', type=int, default=2,
+                      help='unbatched/batched window pairs per camera count')
+    cams.add_argument('--batch-model', default=os.path.join('models',
+                                                            'ssdlite_person_batch.onnx'),
+                      help='a model converted with --batch dynamic (made if absent)')
     ros = parser.add_argument_group('ROS graph (issue 7)')
     ros.add_argument('--no-ros', action='store_true', help='in-process measurements only')
     ros.add_argument('--rates', default='15,30,60',
@@ -457,6 +499,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print('triton (localhost): {triton_fps:.1f} FPS, latency p50 {triton_latency_ms_p50'
                   ':.1f} ms   onnxruntime: {onnxruntime_fps:.1f} FPS, latency p50 '
                   '{onnxruntime_latency_ms_p50:.1f} ms'.format(**results['triton']))
+    if args.cameras:
+        results['cameras'] = camera_rows(args, log)
     if not args.no_ros:
         run_graph(results, args.model, args.config, args.backend, args.depth, args.threads,
                   args.image, [float(r) for r in args.rates.split(',') if r], args.over_rate,

@@ -106,7 +106,7 @@ class _SlotHandle(object):
 
     __slots__ = ('context', 'profile', 'stream', 'stream_handle', 'device', 'bound',
                  'copies_in', 'copies_out', 'start', 'end', 'done', 'pinned', 'copied',
-                 'launched', 'waiting')
+                 'launched', 'waiting', 'rows', 'batch_inputs')
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -200,6 +200,14 @@ class TensorRTBackend(Backend):
         """Return the engine's outputs."""
         return [i for i, t in zip(self._infos, self._io) if not t.is_input]
 
+    @property
+    def max_batch(self) -> Optional[int]:
+        """Return the engine's largest batch: its fixed one, or profile 0's maximum."""
+        first = self.inputs[0]
+        if first.shape and first.shape[0] < 0:
+            return int(self._api.profile_shapes(first.name, 0)[2][0])
+        return int(first.shape[0]) if first.shape else 1
+
     def create_slot(self, index: int,
                     input_shapes: Optional[Dict[str, Sequence[int]]] = None) -> Slot:
         """Create the slot's context, buffers, stream and events; bind addresses once.
@@ -257,6 +265,10 @@ class TensorRTBackend(Backend):
             h.start = cuda.event()
             h.end = cuda.event()
             h.done = cuda.event(blocking=True)
+            # Inputs with a free batch: launch sets their first dimension to the batch's rows.
+            h.rows = int(inputs[self.inputs[0].name].shape[0]) if self.inputs else 1
+            h.batch_inputs = [(i.name, tuple(inputs[i.name].shape[1:])) for i in self.inputs
+                              if i.shape and i.shape[0] < 0]
         except BaseException:
             try:
                 self._free_handle(h)
@@ -274,6 +286,10 @@ class TensorRTBackend(Backend):
         cuda.push()
         try:
             h.launched, h.copied = True, False
+            if h.batch_inputs and slot.count != h.rows:  # a partial batch at its real size
+                for name, rest in h.batch_inputs:
+                    self._api.set_input_shape(h.context, name, (slot.count,) + rest, h.profile)
+                h.rows = slot.count
             for device, array in h.copies_in:
                 cuda.memcpy_htod_async(device, array, h.stream)
             cuda.record(h.start, h.stream)

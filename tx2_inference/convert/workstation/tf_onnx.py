@@ -4,6 +4,11 @@ Steps, each failing with one clear :class:`UserError`: resolve inputs/outputs (a
 named tensors for a graph cut), convert with tf2onnx (fixed input shapes, opset), fold
 constants with onnx-graphsurgeon, check the model, compare it with TensorFlow on sample
 images, and only then move it into place (no partial output file on any failure).
+
+``batch`` (``--batch N`` or ``dynamic``, issue 16) sets the inputs' first dimension before
+conversion: N frames per inference (validated against TensorFlow at batch N), or a free batch,
+then checked by running two frames at once against each frame alone; a graph that fixes its
+batch inside (a Reshape to batch 1, a loop over the batch) fails that check with what to do.
 """
 
 import logging
@@ -267,6 +272,78 @@ def fold_constants(model):
     return folded
 
 
+def with_batch(specs: List[Tuple[str, Optional[List[int]]]], batch: Optional[str],
+               graph_shapes: Dict[str, List[int]]) -> List[Tuple[str, Optional[List[int]]]]:
+    """Return the input specs with their first dimension set to ``batch`` (N or dynamic: -1).
+
+    :param graph_shapes: the graph's placeholder shapes, for inputs given without a shape.
+    :raises UserError: a bad ``batch``, or an input whose shape is unknown.
+    """
+    if not batch:
+        return specs
+    if str(batch).lower() == 'dynamic':
+        first = -1
+    else:
+        try:
+            first = int(batch)
+        except ValueError:
+            first = 0
+        if first < 1:
+            raise UserError('--batch {!r}: give a number of frames (e.g. 4) or dynamic.'.format(
+                batch))
+    out = []
+    for name, shape in specs:
+        shape = list(shape) if shape else list(graph_shapes.get(name) or [])
+        if not shape:
+            raise UserError('--batch: the shape of input {!r} is unknown: give it with --inputs '
+                            '{}[{},300,300,3].'.format(name, name, batch))
+        out.append((name, [first] + shape[1:]))
+    return out
+
+
+def _placeholder_shapes(graph_def) -> Dict[str, List[int]]:
+    """Return ``name:0`` -> shape (-1 where unknown) of the graph's placeholders."""
+    shapes = {}
+    for node in graph_def.node:
+        if node.op == 'Placeholder' and 'shape' in node.attr and \
+                not node.attr['shape'].shape.unknown_rank:
+            shapes[node.name + ':0'] = [int(d.size) for d in node.attr['shape'].shape.dim]
+    return shapes
+
+
+def check_batches(onnx_path: str, feed: Dict[str, np.ndarray], atol: float,
+                  rtol: float) -> None:
+    """Run two frames at once on a dynamic-batch model; each row must equal its frame alone.
+
+    :raises UserError: the model fails at batch 2 or mixes the frames, saying what to do.
+    """
+    import onnxruntime as ort
+    sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    names = [i.name for i in sess.get_inputs()]
+    singles = [dict(zip(names, feed.values()))]
+    singles.append({n: v[::-1].copy() if v.ndim > 1 else v for n, v in singles[0].items()})
+    pair = {n: np.concatenate([s[n] for s in singles]) for n in names}
+    advice = ('convert with a fixed batch instead (--batch N, the number of cameras), or use '
+              'batch_size 1')
+    try:
+        together = sess.run(None, pair)
+        alone = [sess.run(None, s) for s in singles]
+    except Exception as error:
+        raise UserError('The converted graph does not run two frames at once: {}. A part of '
+                        'it fixes the batch (e.g. a Reshape to batch 1, or a loop over the '
+                        'batch); {}.'.format(str(error).splitlines()[0][:300], advice)) from None
+    outputs = [o.name for o in sess.get_outputs()]
+    for index, name in enumerate(outputs):
+        for row in range(2):
+            got, want = together[index], alone[row][index]
+            if got.shape[:1] != (2,) or not np.allclose(got[row:row + 1], want, atol=atol,
+                                                        rtol=rtol):
+                raise UserError('Output {!r} of two frames at once is not each frame alone '
+                                '(shape {} for batch 2, {} for batch 1): the graph mixes or '
+                                'drops the batch; {}.'.format(name, list(got.shape),
+                                                              list(want.shape), advice))
+
+
 def sample_feed(runner: TFRunner, specs: List[Tuple[str, Optional[List[int]]]],
                 images_dir: Optional[str], input_cfg: Dict, count: int = 3,
                 ) -> List[Dict[str, np.ndarray]]:
@@ -285,8 +362,10 @@ def sample_feed(runner: TFRunner, specs: List[Tuple[str, Optional[List[int]]]],
                 raise UserError('Input {!r} has no fixed shape ({}): pass one, e.g. --inputs '
                                 '{}[1,300,300,3].'.format(name, shp, name))
             image_like = len(shp) == 4 and (shp[3] in (1, 3) or shp[1] in (1, 3))
-            if paths and image_like:
-                feed[name] = imgs.prepare(imgs.read_rgb(paths[i]), input_cfg, shp, dtype)
+            if paths and image_like:  # a batch of N: this image and the next ones
+                feed[name] = np.concatenate([
+                    imgs.prepare(imgs.read_rgb(paths[(i + k) % len(paths)]), input_cfg,
+                                 [1] + shp[1:], dtype) for k in range(shp[0])])
             elif np.dtype(dtype) == np.uint8:
                 feed[name] = rng.randint(0, 256, size=shp).astype(np.uint8)
             else:
@@ -318,7 +397,7 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
             validate_images: Optional[str] = None, input_cfg: Optional[Dict] = None,
             atol: float = 1e-3, rtol: float = 1e-3,
             tolerances: Optional[Dict[str, Tuple[float, float]]] = None,
-            order_free: Sequence[str] = ()) -> OnnxResult:
+            order_free: Sequence[str] = (), batch: Optional[str] = None) -> OnnxResult:
     """Convert ``source`` to ONNX at ``output``, validated against TensorFlow.
 
     Fails (``UserError``, nothing written) if any output differs from TensorFlow by more than
@@ -326,15 +405,19 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
     ``validate_images`` (prepared with ``input_cfg``) or, without a folder, on seeded random
     inputs. Detection outputs (after a TopK/NMS, or named in ``order_free``) are compared as
     detections (:mod:`tx2_inference.convert.workstation.compare`). Outputs are named as the
-    ONNX model names them, in the comparison as everywhere.
+    ONNX model names them, in the comparison as everywhere. ``batch``: N or
+    ``dynamic`` (see the module docstring).
     """
     import onnx
     t0 = time.time()
     input_cfg = input_cfg or {}
     kind = source_kind(source)
     specs, outs, rename, _ = _resolve(source, kind, tag, signature_name, inputs, outputs)
+    if batch:
+        specs = with_batch(specs, batch, _placeholder_shapes(load_graph(source, tag)))
     in_names = [n for n, _ in specs]
-    shapes = {n: s for n, s in specs if s}
+    # tf2onnx takes a free dimension as None.
+    shapes = {n: [None if d < 0 else d for d in s] for n, s in specs if s}
     LOG.info('[onnx 1/5] loading %s %s (inputs %s, outputs %s)', kind, source, in_names, outs)
     from_signature = kind == 'saved_model' and not (inputs and outputs)
     graph_def, tf_in, tf_out, tables, to_rename = _load_frozen(
@@ -374,6 +457,14 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
                                     input_cfg, atol, rtol, tolerances, order_free)
         except UserError as e:
             raise UserError(str(e) + _loop_hint(graph_def)) from None
+        if batch and str(batch).lower() == 'dynamic':
+            LOG.info('[onnx 4/5] checking two frames at once against each alone')
+            runner = TFRunner(source, outs, tag)
+            try:
+                feed = sample_feed(runner, specs, validate_images, input_cfg, count=1)[0]
+            finally:
+                runner.close()
+            check_batches(tmp, feed, atol, rtol)
         import onnxruntime as ort
 
         from tx2_inference.backends.base import TensorInfo
