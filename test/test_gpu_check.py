@@ -6,8 +6,10 @@ no TensorRT), so ``test/trt_standin.py`` replaces the TensorRT module, and only 
 stream, reading the bound input address and writing the bound output address. Everything else
 is the package's own code on the GPU: cuda.py (cuda-python, and pycuda where installed), the
 backend's slots, streams, pinned and device buffers, events and context handling, and the
-executor on top. Each test prints what it measured; the figures are the backend's, not
-TensorRT's. Skipped (marker ``gpu``) without a GPU; ``make gpu-check`` says so in one line.
+executor on top, with batches (issue 16): a slot of batch B holds one frame per source
+(camera) in its rows, each prepared and checked per row, a partial batch run at its real size.
+Each test prints what it measured; the figures are the backend's, not TensorRT's. Skipped
+(marker ``gpu``) without a GPU; ``make gpu-check`` says so in one line.
 """
 
 import importlib.util
@@ -61,65 +63,98 @@ def _open(tmp_path, monkeypatch, library, generation='tensors', items=ITEMS, bas
 
 
 class _Frames(object):
-    """A few random frames of a batch size, each with its expected output."""
+    """A few random one-row frames, each with its expected output (y = 2x + 1)."""
 
-    def __init__(self, batch, count=4, items=ITEMS):
-        rng = np.random.RandomState(batch)
-        self.inputs = [rng.standard_normal((batch, items)).astype(np.float32)
+    def __init__(self, count=8, items=ITEMS):
+        rng = np.random.RandomState(count)
+        self.inputs = [rng.standard_normal((1, items)).astype(np.float32)
                        for _ in range(count)]
         self.expected = [2 * x + 1 for x in self.inputs]
 
-    def prepare(self, frame, slot):
-        np.copyto(slot.inputs['x'], self.inputs[frame % len(self.inputs)])
+    def prepare(self, frame, row):
+        """Write frame ``frame`` into its batch row (a ``SlotRow``: ``(1, N)`` views)."""
+        np.copyto(row.inputs['x'], self.inputs[frame % len(self.inputs)])
         return frame
 
-    def finish(self, slot, frame):
-        return frame, bool(np.array_equal(slot.outputs['y'],
-                                          self.expected[frame % len(self.expected)]))
+    def finish(self, row, frame):
+        """Return (frame, its row's output is right, the row it ran in)."""
+        return frame, bool(np.array_equal(row.outputs['y'],
+                                          self.expected[frame % len(self.expected)])), row.row
 
 
-def _run_executor(backend, depth, batch, frames, warmup=5):
-    """Run ``frames`` frames with at most ``depth`` in flight; return (frames/s, results)."""
+class _Run(object):
+    """What ``_run_executor`` measured."""
+
+    def __init__(self, fps, results, launches, stats):
+        self.fps = fps
+        self.results = results  # (source, frame, correct, row) in delivery order
+        self.launches = launches  # batch size the stand-in ran -> launches (measured part)
+        self.stats = stats
+
+
+def _run_executor(backend, depth, batch, frames, warmup=None):
+    """Run ``warmup + frames`` frames from ``batch`` sources (frame i from source i % batch).
+
+    At most ``depth * batch`` frames are in flight, so each batch fills with one frame of
+    every source (frames of a source never replace each other; every source stays active
+    through a slow first kernel load); after the warm-up is drained, ``frames`` are timed.
+    Return a ``_Run``.
+    """
     from tx2_inference.executor import DoubleBufferedExecutor
-    data = _Frames(batch)
+    warmup = 2 * depth * batch if warmup is None else warmup
+    data = _Frames()
     results, errors = [], []
-    free = threading.Semaphore(depth)
+    free = threading.Semaphore(depth * batch)
 
     def on_result(tag, result, timing):
-        results.append(result)
+        results.append((tag % batch,) + result)
         free.release()
 
     def on_error(tag, error):
         errors.append(error)
         free.release()
 
+    engine = backend._engine  # the stand-in's, counting its launches by batch size
     executor = DoubleBufferedExecutor(backend, data.prepare, data.finish, on_result, on_error,
-                                      depth=depth, input_shapes={'x': (batch, ITEMS)})
+                                      depth=depth, input_shapes={'x': (batch, ITEMS)},
+                                      batch_size=batch, batch_timeout_ms=1000.0,
+                                      active_window_s=60.0, sources=range(batch))
     try:
-        start = None
+        assert [s.batch for s in executor.slots] == [batch] * depth
+        start, before = None, None
         for frame in range(warmup + frames):
             if frame == warmup:
                 assert executor.drain(30)
-                start = time.perf_counter()
+                start, before = time.perf_counter(), engine.launches.copy()
             free.acquire()
-            executor.submit(frame, frame)
+            executor.submit(frame, frame, source=frame % batch)
         assert executor.drain(60)
         elapsed = time.perf_counter() - start
+        stats = executor.stats()
     finally:
         executor.close()
     assert not errors, errors[:3]
-    return frames / elapsed, results
+    return _Run(frames / elapsed, results, engine.launches - before, stats)
 
 
 @pytest.mark.parametrize('generation', ['tensors', 'bindings'])
 @pytest.mark.parametrize('library', _libraries())
 def test_outputs_are_correct_for_every_frame(library, generation, tmp_path, monkeypatch):
+    # 46 frames of 2 sources in batches of 2 on 2 slots: frame 0 alone (the warm-up, launched
+    # by drain() as a partial batch: the backend sets the dynamic input's batch to 1), then 22
+    # full batches (slot 0's input back to batch 2), then frame 45 alone, partial again.
     with _open(tmp_path, monkeypatch, library, generation) as backend:
-        fps, results = _run_executor(backend, depth=2, batch=2, frames=40)
-    assert [r[0] for r in results] == list(range(45))  # in submission order, none dropped
-    assert all(ok for _, ok in results), [f for f, ok in results if not ok]
-    report('{} / {} API (execute_async_{}): 45 of 45 frames correct, in order'.format(
-        library, generation, 'v3' if generation == 'tensors' else 'v2'))
+        run = _run_executor(backend, depth=2, batch=2, frames=45, warmup=1)
+    for source in (0, 1):  # in submission order per source, none dropped
+        assert [f for s, f, _, _ in run.results if s == source] == list(range(source, 46, 2))
+    wrong = [(f, r) for _, f, ok, r in run.results if not ok]
+    assert not wrong, wrong  # (frame, row) pairs
+    assert {r for _, _, _, r in run.results} == {0, 1}
+    assert run.stats['dropped'] == 0 and run.stats['completed'] == 46
+    assert dict(run.launches) == {2: 22, 1: 1}, run.launches  # after the warm-up
+    report('{} / {} API (execute_async_{}): 46 of 46 frames of 2 sources correct, in order per '
+           'source, in rows 0 and 1 of 22 full batches of 2 and 2 partial batches run at batch '
+           '1'.format(library, generation, 'v3' if generation == 'tensors' else 'v2'))
 
 
 @pytest.mark.parametrize('library', _libraries())
@@ -140,39 +175,48 @@ def test_launch_returns_before_the_kernel_ends(library, tmp_path, monkeypatch):
 
 
 def _host_ms_per_item(repeats=10):
-    """Return the host's prepare + check time for one batch item (ms), as the executor runs."""
+    """Return the host's prepare + check time for one frame (ms), as the executor runs it."""
     import types
-    data = _Frames(1, count=1)
-    slot = types.SimpleNamespace(inputs={'x': np.empty((1, ITEMS), np.float32)},
-                                 outputs={'y': data.expected[0].copy()})
+    data = _Frames(count=1)
+    row = types.SimpleNamespace(inputs={'x': np.empty((1, ITEMS), np.float32)},
+                                outputs={'y': data.expected[0].copy()}, row=0)
     started = time.perf_counter()
     for _ in range(repeats):
-        assert data.finish(slot, data.prepare(0, slot))[1]
+        assert data.finish(row, data.prepare(0, row))[1]
     return (time.perf_counter() - started) * 1e3 / repeats
+
+
+BATCHES = (1, 2, 4)
+DEPTHS = (1, 2, 3)
 
 
 @pytest.mark.parametrize('library', _libraries())
 def test_depth_by_batch_throughput_and_the_double_buffering_gain(library, tmp_path,
                                                                   monkeypatch):
     # The stand-in engine is as long as the host's work per frame: the case double buffering
-    # is for (GPU and CPU busy alike); depth 1 runs them one after the other.
+    # is for (GPU and CPU busy alike); depth 1 runs them one after the other. Batch B: frames
+    # of B sources (cameras), one per row, B frames per launch.
     item_ms = max(_host_ms_per_item(), 0.5)
     table = {}
     with _open(tmp_path, monkeypatch, library, base_ms=0.2, item_ms=item_ms) as backend:
-        for batch in (1, 2, 4):
-            for depth in (1, 2, 3):
-                fps, results = _run_executor(backend, depth, batch, frames=40)
-                assert all(ok for _, ok in results)
-                table[depth, batch] = fps
-    report('{}: frames/s (items/s) by executor depth x batch B; stand-in kernel 0.2 ms + '
-           '{:.2f} ms x B (the host prepare + check time per item), copies 4 MB x B each '
+        for batch in BATCHES:
+            for depth in DEPTHS:
+                run = _run_executor(backend, depth, batch, frames=40 * batch)
+                wrong = [(f, r) for _, f, ok, r in run.results if not ok]
+                assert not wrong, (depth, batch, wrong[:5])
+                assert dict(run.launches) == {batch: 40}, (depth, batch, run.launches)
+                table[depth, batch] = run.fps
+    report('{}: frames/s (launches/s) by executor depth x batch B, frames of B sources, '
+           'every batch full (B rows, one frame per source); stand-in kernel 0.2 ms + {:.2f} '
+           'ms x B (the host prepare + check time per frame), copies 4 MB x B each '
            'way'.format(library, item_ms))
-    report('  depth | ' + ' | '.join('B={:<13d}'.format(b) for b in (1, 2, 4)))
-    for depth in (1, 2, 3):
+    report('  depth | ' + ' | '.join('B={:<13d}'.format(b) for b in BATCHES))
+    for depth in DEPTHS:
         report('  {:5d} | '.format(depth) + ' | '.join(
-            '{:6.1f} ({:6.1f})'.format(table[depth, b], table[depth, b] * b) for b in (1, 2, 4)))
+            '{:6.1f} ({:6.1f})'.format(table[depth, b], table[depth, b] / b) for b in BATCHES))
     ratio = table[2, 1] / table[1, 1]
-    report('{}: double-buffering gain, depth 2 / depth 1 at B=1: {:.2f}x'.format(library, ratio))
+    report('{}: double-buffering gain, depth 2 / depth 1 at B=1: {:.2f}x; batching, B=4 / B=1 '
+           'at depth 2: {:.2f}x'.format(library, ratio, table[2, 4] / table[2, 1]))
     assert ratio > 1.2
 
 

@@ -8,10 +8,14 @@ the same shape. ``execute_async_v3`` (tensors API) / ``execute_async_v2`` (bindi
 launch a real CUDA kernel (CuPy) on the stream the backend passes, reading the bound input
 address and writing the bound output address: ``y = 2 x + 1``, after spinning the whole GPU for
 ``base_ms + item_ms * B`` (on ``%globaltimer``), so it stands for an engine of that length that
-fills the GPU. It is not TensorRT: what it measures is the backend around TensorRT.
+fills the GPU. It is not TensorRT: what it measures is the backend around TensorRT. The
+engine counts its launches by batch size (``launches``), so a test sees the batch the backend
+set: a partial batch runs at its real size, as TensorRT would run it.
 """
 
+import collections
 import json
+import threading
 import types
 
 import numpy as np
@@ -103,6 +107,12 @@ class _Engine(object):
         self.names = ['x', 'y']
         self.range = ((1, spec['items']), (1, spec['items']), (spec['max_batch'], spec['items']))
         self.contexts = 0
+        self.launches = collections.Counter()  # batch size -> launches
+        self._lock = threading.Lock()
+
+    def count_launch(self, batch):
+        with self._lock:
+            self.launches[batch] += 1
 
     def spin_ms(self, batch):
         return self.spec['base_ms'] + self.spec['item_ms'] * batch
@@ -187,6 +197,7 @@ class _Context(object):
             return False
         launch(x, y, self.batch * self.engine.spec['items'], self.engine.spin_ms(self.batch),
                stream_handle)
+        self.engine.count_launch(self.batch)
         return True
 
 
