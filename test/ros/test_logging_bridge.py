@@ -29,12 +29,13 @@ def fake_build(onnx_path, options):
 
 
 @pytest.fixture()
-def node_and_listener():
+def node_and_listener(request):
     """Yield an InferenceNode and a listener collecting /rosout, in their own context."""
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = InferenceNode(NODE, context=context)
-    listener = NodeClient(NODE, name='log_bridge_listener', context=context)
+    name = NODE + '_' + request.node.name.replace('test_', '', 1)[:40]
+    node = InferenceNode(name, context=context)
+    listener = NodeClient(name, name=name + '_listener', context=context)
     listener.collect(Log, '/rosout', QoSProfile(depth=1000))
     try:
         yield node, listener
@@ -45,8 +46,9 @@ def node_and_listener():
 
 
 def node_lines(listener, text):
-    """Return the /rosout lines of the node that contain ``text``."""
-    return [m for m in listener.messages('/rosout') if m.name == NODE and text in m.msg]
+    """Return the /rosout lines of the listener's node that contain ``text``."""
+    name = listener.target.lstrip('/')
+    return [m for m in listener.messages('/rosout') if m.name == name and text in m.msg]
 
 
 def wait_until_rosout_matched(listener):
