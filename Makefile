@@ -50,7 +50,7 @@ gpu-check:
 	  || echo '$(GPU_PYTHON) cannot run the GPU probe (numpy missing?)'))
 	$(if $(GPU_MISSING),$(error make gpu-check needs an NVIDIA GPU, none here: $(GPU_MISSING)))
 	@PYTHONPATH=. PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m pytest -m gpu -s -q -rs -p no:cacheprovider \
-	  -o addopts= -o timeout=280 test/test_gpu_check.py
+	  -o addopts= -o timeout=280 test/backends/test_gpu_check.py
 
 # Re-pin every package after a change to requirements/*.txt.
 constraints: env

@@ -730,7 +730,7 @@ def test_a_static_engine_shares_profile_zero_and_selects_nothing(version, monkey
 
 # --- The runtime's lifetimes and CUDA use (issue 11), on the fakes above: TensorRT's engine and
 # contexts and the CUDA device are stand-ins (no GPU here); what a GPU alone can show is
-# measured by `make gpu-check` (test/test_gpu_check.py).
+# measured by `make gpu-check` (test/backends/test_gpu_check.py).
 
 def test_close_frees_contexts_then_engine_then_runtime_inside_push_pop(monkeypatch, tmp_path):
     log = []

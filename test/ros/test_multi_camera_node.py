@@ -33,7 +33,7 @@ from tx2_inference.tools.bench.ros_bench import profile_path
 from tx2_inference.tools.client import detection_xyxy, NodeClient, write_reliable_overrides
 from tx2_inference.tools.processes import ModuleProcess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Frames go between processes: every process (this one's participants too, made later) uses
 # the large-frame Fast DDS profile, read when the first participant is made.
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', profile_path())

@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2
 from tx2_inference.convert.triton_repo import parse_config
 from tx2_inference.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _convert(*args):
