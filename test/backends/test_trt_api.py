@@ -28,6 +28,7 @@ import threading
 import types
 
 import numpy as np
+from project_files import ROOT
 import pytest
 import tensorrt_lean_bindings as lean
 
@@ -35,7 +36,7 @@ from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
-_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'trt_api_surfaces.json')
+_DATA = os.path.join(ROOT, 'test', 'data', 'trt_api_surfaces.json')
 with open(_DATA) as _f:
     SOURCES = json.load(_f)
 
@@ -1046,9 +1047,8 @@ def test_make_gpu_check_without_a_gpu_is_one_line_and_fails():
     import subprocess
     if probe_gpu()[0]:
         pytest.skip('a GPU is present: make gpu-check runs instead')
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run(['make', '--no-print-directory', 'gpu-check',
-                           'GPU_PYTHON=' + sys.executable], cwd=root, stdout=subprocess.PIPE,
+                           'GPU_PYTHON=' + sys.executable], cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stdout

@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 from google.protobuf import text_format
+from project_files import ROOT
 import pytest
 from tritonclient.grpc import model_config_pb2
 
 from tx2_inference.convert.triton_repo import parse_config
 from tx2_inference.errors import ConfigError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _convert(*args):

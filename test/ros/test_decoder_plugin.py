@@ -21,6 +21,7 @@ import sys
 from typing import Any, Dict
 
 import numpy as np
+from project_files import ROOT
 import pytest
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
@@ -32,7 +33,6 @@ from tx2_inference.ros.image import array_to_image_msg
 from tx2_inference.tools.client import detection_xyxy, NodeClient, write_reliable_overrides
 from tx2_inference.tools.processes import ModuleProcess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, 'examples', 'gfl_decoder')
 PERSONS = os.path.join(ROOT, 'test', 'data', 'persons')
 NODE = 'gfl_node'

@@ -21,6 +21,7 @@ from boxes import iou, labelled_persons
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
+from project_files import ROOT
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -33,7 +34,6 @@ from tx2_inference.tools.bench.ros_bench import profile_path
 from tx2_inference.tools.client import detection_xyxy, NodeClient, write_reliable_overrides
 from tx2_inference.tools.processes import ModuleProcess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Frames go between processes: every process (this one's participants too, made later) uses
 # the large-frame Fast DDS profile, read when the first participant is made.
 os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', profile_path())

@@ -14,6 +14,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
+from project_files import ROOT
 import pytest
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
@@ -30,7 +31,6 @@ from tx2_inference.tools.client import detection_xyxy, NodeClient, write_reliabl
 from tx2_inference.tools.kserve_server import free_port, KServeServer
 from tx2_inference.tools.processes import ModuleProcess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE = 'triton_inference_node'
 TOPIC = 'cam0/image_raw'
 PROFILE = os.path.join(ROOT, 'config', 'fastdds_large_frames.xml')
