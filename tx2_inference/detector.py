@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tx2_inference.backends import open_backend
-from tx2_inference.backends.base import Slot, SlotRow
+from tx2_inference.backends.base import SlotRow
 from tx2_inference.core.decoders import create_decoder, DetectionParams, Detections
 from tx2_inference.core.model_config import ModelConfig
 from tx2_inference.core.preprocess import Preprocessor, Transform
@@ -127,7 +127,6 @@ class Detector(object):
             # (slot index, row) -> (the row's raw outputs, what the decoder reads: float buffers
             # for the quantised outputs, the raw arrays for the rest); made at its first frame.
             self._decode_inputs = {}  # type: Dict[Tuple[int, int], Tuple[Outputs, Outputs]]
-            self._tool_preprocessor = None  # type: Optional[Preprocessor]
             self._decoder = create_decoder(self.config.decoder, self.config.labels,
                                            (height, width))
             # One pre-processor and one transform per slot row: a row's frame is prepared by
@@ -216,16 +215,6 @@ class Detector(object):
     def precision(self) -> str:
         """Return the precision the backend runs at."""
         return self._backend.precision
-
-    def preprocess(self, image: np.ndarray, color: str, slot: Slot) -> Transform:
-        """Write ``image`` into the input buffer of a slot the caller made (tools, benchmark).
-
-        Not for the executor's slots; not thread-safe.
-        """
-        if self._tool_preprocessor is None:
-            self._tool_preprocessor = Preprocessor(self.config.input, self.input_shape,
-                                                   self._input_dtype, self.input_quantization)
-        return self._tool_preprocessor(image, color, slot.inputs[self._input_name])
 
     def _prepare(self, frame: Any, row: SlotRow) -> Transform:
         image, color = frame
