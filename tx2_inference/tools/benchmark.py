@@ -113,9 +113,11 @@ class RawModel(object):
 
     def __init__(self, model: str, frame: np.ndarray, config: Optional[str] = None,
                  backend: str = 'auto', precision: str = 'fp16',
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None,
+                 backend_options: Optional[Dict[str, Any]] = None) -> None:
         """Open the backend, make slot 0 and write ``frame`` (RGB) into its input."""
-        self.backend = open_backend(model, backend, precision=precision, threads=threads)
+        self.backend = open_backend(model, backend, precision=precision, threads=threads,
+                                    **(backend_options or {}))
         try:
             resolved = ModelConfig.for_model(model, config).resolve(self.backend.inputs,
                                                                     self.backend.outputs)

@@ -26,7 +26,7 @@ def triton_row(model: str, config: Optional[str], frame: np.ndarray, frames: int
     time (``measure_raw``: the request's round trip). Skipped, with the reason, where MLServer
     is not installed.
     """
-    from tx2_inference.tools.benchmark import measure_executor, measure_raw
+    from tx2_inference.tools.benchmark import measure_executor, measure_raw, RawModel
     from tx2_inference.tools.kserve_server import KServeServer
     name = os.path.splitext(os.path.basename(model))[0]
     server = KServeServer(folder or tempfile.mkdtemp(prefix='tx2_bench_kserve_'),
@@ -37,14 +37,19 @@ def triton_row(model: str, config: Optional[str], frame: np.ndarray, frames: int
         return {'skipped': 'no local KServe V2 server: {}'.format(error)}
     rows: Dict[str, List[Dict[str, float]]] = {'onnxruntime': [], 'triton': []}
     try:
+        remote_options = {'url': server.url, 'timeout_s': 10.0}
         with Detector(model, config_path=config, backend='onnxruntime', depth=depth,
                       threads=threads) as local, \
                 Detector(model, config_path=config, backend='triton', depth=depth,
-                         backend_options={'url': server.url, 'timeout_s': 10.0}) as remote:
+                         backend_options=remote_options) as remote, \
+                RawModel(model, frame, config, backend='onnxruntime', threads=threads) as one, \
+                RawModel(model, frame, config, backend='triton',
+                         backend_options=remote_options) as one_remote:
+            singles = {'onnxruntime': one, 'triton': one_remote}
             for index in range(rounds):
                 for label, detector in (('onnxruntime', local), ('triton', remote)):
                     row = measure_executor(detector, frame, frames)
-                    raw = measure_raw(detector, frame, max(frames // 3, 10), warmup=5)
+                    raw = measure_raw(singles[label], max(frames // 3, 10), warmup=5)
                     row['request_ms_p50'] = raw['infer_ms_p50']
                     row['request_ms_p99'] = raw['infer_ms_p99']
                     rows[label].append(row)
