@@ -87,7 +87,9 @@ class DoubleBufferedExecutor(object):
         completion thread. The result must not reference slot buffers (they are reused).
     :param on_result: ``on_result(tag, result, timing)`` in the completion thread, in
         submission order. ``timing``: prepare_ms, infer_ms, decode_ms, latency_ms (submit to
-        delivery).
+        delivery), and the frame's stage stamps in ``time.perf_counter`` seconds:
+        ``submitted``, ``infer_end`` (the backend's, else when the wait returned),
+        ``collected`` (decoding starts) and ``decoded``.
     :param on_error: ``on_error(tag, error)`` when preparing, running or decoding a frame
         failed (the frame is counted in ``dropped_reasons['error']``); default: logged.
     :param depth: number of slots (>= 1).
@@ -252,9 +254,13 @@ class DoubleBufferedExecutor(object):
                 start = time.perf_counter()
                 result = self._finish(entry.slot, entry.context)
                 done = time.perf_counter()
+                ended = entry.slot.infer_end
                 timing = {'prepare_ms': entry.prepare_ms, 'infer_ms': entry.slot.infer_ms,
                           'decode_ms': (done - start) * 1e3,
-                          'latency_ms': (done - entry.submitted) * 1e3}
+                          'latency_ms': (done - entry.submitted) * 1e3,
+                          'submitted': entry.submitted,
+                          'infer_end': ended if ended == ended else start,  # NaN: unknown
+                          'collected': start, 'decoded': done}
             except Exception as failure:
                 error = failure
         return result, error, timing

@@ -8,7 +8,8 @@ a frame allocates nothing.
 
 The life of a frame in a slot: the caller fills ``slot.inputs``, calls ``launch(slot)`` (which
 returns at once), then ``wait(slot)`` or polls ``query(slot)``; when the slot is done,
-``slot.outputs`` hold the results and ``slot.infer_ms`` the inference time.
+``slot.outputs`` hold the results, ``slot.infer_ms`` the inference time and, where the
+backend knows it, ``slot.infer_end`` when it ended (``time.perf_counter`` seconds).
 """
 
 import threading
@@ -27,7 +28,7 @@ TensorInfo.__doc__ = """A model input or output: name, shape (-1 where dynamic) 
 class Slot(object):
     """One set of buffers a backend runs a frame in; see the module docstring."""
 
-    __slots__ = ('index', 'inputs', 'outputs', 'handle', 'infer_ms')
+    __slots__ = ('index', 'inputs', 'outputs', 'handle', 'infer_ms', 'infer_end')
 
     def __init__(self, index: int, inputs: Dict[str, np.ndarray],
                  outputs: Dict[str, np.ndarray], handle: Any = None) -> None:
@@ -37,6 +38,7 @@ class Slot(object):
         self.outputs = outputs
         self.handle = handle
         self.infer_ms = float('nan')
+        self.infer_end = float('nan')  # perf_counter seconds; NaN where the backend cannot tell
 
 
 class Backend(object):
@@ -179,14 +181,14 @@ class ThreadedBackend(Backend):
             raise RuntimeError('{} of {!r} failed: {}'.format(
                 self.runtime_label, self.model_path, error)) from error
         if done:
-            slot.infer_ms = stream.elapsed_ms
+            slot.infer_ms, slot.infer_end = stream.elapsed_ms, stream.ended
         return done
 
     def run(self, slot: Slot) -> None:
         """Run one inference synchronously in the calling thread (no worker hand-off)."""
         _, stream, job = slot.handle
         stream.run_inline(job)
-        slot.infer_ms = stream.elapsed_ms
+        slot.infer_ms, slot.infer_end = stream.elapsed_ms, stream.ended
 
     def _release_slot(self, slot: Slot) -> None:
         slot.handle[1].close()
@@ -211,6 +213,7 @@ class ThreadStream(object):
         self._error = None  # type: Optional[BaseException]
         self._stop = False
         self.elapsed_ms = float('nan')
+        self.ended = float('nan')  # perf_counter seconds at the end of the last job
         self._thread = threading.Thread(target=self._loop, name=name)
         self._thread.daemon = True
         self._thread.start()
@@ -237,11 +240,12 @@ class ThreadStream(object):
             with self._lock:
                 start = time.perf_counter()
                 job()
-                self.elapsed_ms = (time.perf_counter() - start) * 1e3
+                self.ended = time.perf_counter()
         else:
             start = time.perf_counter()
             job()
-            self.elapsed_ms = (time.perf_counter() - start) * 1e3
+            self.ended = time.perf_counter()
+        self.elapsed_ms = (self.ended - start) * 1e3
 
     def query(self) -> bool:
         """Return True when the last job has completed."""
