@@ -14,7 +14,7 @@ from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 
 from tx2_inference.ros.image import compressed_to_array, image_to_array
-from tx2_inference.tools.node_client import NodeClient
+from tx2_inference.tools.client import NodeClient
 
 IMAGES, COMPRESSED = 'player/image_raw', 'player/image_raw/compressed'
 

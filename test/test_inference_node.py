@@ -31,8 +31,8 @@ import skimage.data
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.ros.image import array_to_compressed_msg, array_to_image_msg
-from tx2_inference.tools.node_client import detection_xyxy as box_of
-from tx2_inference.tools.node_client import NodeClient, write_reliable_overrides
+from tx2_inference.tools.client import detection_xyxy as box_of
+from tx2_inference.tools.client import NodeClient, write_reliable_overrides
 from tx2_inference.tools.processes import ModuleProcess
 
 NODE = 'inference_node'
@@ -424,7 +424,7 @@ def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos, tmp_path):
 
 
 def test_default_model_path_is_the_bundled_model(default_model):
-    from tx2_inference.ros.node import default_model_path
+    from tx2_inference.ros.parameters import default_model_path
     assert os.path.samefile(default_model_path(), default_model)
 
 
@@ -434,8 +434,8 @@ def test_default_model_path_is_the_bundled_model(default_model):
     ('~/image', '~/detections'),
 ])
 def test_each_camera_publishes_under_its_own_namespace(topic, detections):
-    from tx2_inference.ros.node import _Camera
-    camera = _Camera(topic)
+    from tx2_inference.ros.node import Camera
+    camera = Camera(topic)
     assert camera.detections_topic == detections
     assert camera.label_info_topic == detections.replace('detections', 'label_info')
 
@@ -447,11 +447,11 @@ def test_each_camera_publishes_under_its_own_namespace(topic, detections):
     (['cam 0/image'], ['not a valid topic name']),
 ])
 def test_image_topics_that_would_clash_are_rejected(topics, words):
-    from tx2_inference.ros.node import _check_topics
-    reason = _check_topics(topics)
+    from tx2_inference.ros.parameters import check_topics
+    reason = check_topics(topics)
     for word in words:
         assert word in reason
-    assert _check_topics(['cam0/image_raw', 'cam1/image_raw']) == ''
+    assert check_topics(['cam0/image_raw', 'cam1/image_raw']) == ''
 
 
 def test_deactivate_publishes_the_frames_in_flight(default_model, photos):

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tx2_inference.ros import node as inference_node
+from tx2_inference.ros import parameters as node_parameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_PY = os.path.join(ROOT, 'launch', 'tx2_inference.launch.py')
@@ -131,7 +132,7 @@ def test_python_launch_sets_only_declared_parameters(launch_py):
     dicts = [e for e in parameters.elts if isinstance(e, ast.Dict)]
     assert dicts, 'no parameter overrides'
     names = {launch_py.value(k) for d in dicts for k in d.keys}
-    assert names and names <= set(inference_node.PARAMETERS), names
+    assert names and names <= set(node_parameters.PARAMETERS), names
     # The first entry is the params file argument, so the explicit values override it.
     first = parameters.elts[0]
     assert launch_py.value(first.args[0]) == 'params_file'
@@ -146,7 +147,7 @@ def test_python_launch_arguments(launch_py):
     assert REQUIRED_ARGS <= set(declared), declared.keys()
     assert declared['autostart']['default_value'] == 'true'
     assert yaml.safe_load(declared['image_topics']['default_value']) == \
-        inference_node.PARAMETERS['image_topics'][0]
+        node_parameters.PARAMETERS['image_topics'].default
     used = {launch_py.value(c.args[0]) for c in launch_py.calls('LaunchConfiguration')}
     assert used <= set(declared), used - set(declared)
     assert set(declared) <= used, set(declared) - used
@@ -212,7 +213,7 @@ def test_xml_twin_matches_the_python_launch(launch_py, default_model):
     params = list(node.iter('param'))
     assert params[0].get('from') == '$(var params_file)'
     names = {p.get('name') for p in params[1:]}
-    assert names and names <= set(inference_node.PARAMETERS)
+    assert names and names <= set(node_parameters.PARAMETERS)
     text = read(LAUNCH_XML)
     used = set(re.findall(r'\$\(var (\w+)\)', text))
     assert used == set(args), used ^ set(args)
@@ -235,7 +236,8 @@ def test_params_yaml_holds_every_parameter_with_its_default_and_a_comment():
     values = params_yaml()
     text = read(PARAMS)
     lines = text.splitlines()
-    for name, (default, _) in inference_node.PARAMETERS.items():
+    for name, spec in node_parameters.PARAMETERS.items():
+        default = spec.default
         if name == 'class_allowlist':  # no default: shown commented out
             assert re.search(r'#\s*class_allowlist:', text)
             continue
@@ -246,18 +248,19 @@ def test_params_yaml_holds_every_parameter_with_its_default_and_a_comment():
             assert values[name] == default, name
         [index] = [i for i, line in enumerate(lines) if line.strip().startswith(name + ':')]
         assert lines[index - 1].strip().startswith('#'), 'no comment above ' + name
-    unknown = set(values) - set(inference_node.PARAMETERS)
+    unknown = set(values) - set(node_parameters.PARAMETERS)
     assert not unknown, unknown
 
 
 def test_every_parameter_is_described_with_ranges_where_numeric():
-    for name, (default, descriptor) in inference_node.PARAMETERS.items():
+    for name, spec in node_parameters.PARAMETERS.items():
+        default, descriptor = spec.default, spec.descriptor()
         assert len(descriptor.description) > 20, name
         if isinstance(default, float):
             assert descriptor.floating_point_range, name
         if type(default) is int:  # not bool, not Parameter.Type (an IntEnum)
             assert descriptor.integer_range, name
-        if name in inference_node.RECONFIGURE:
+        if name in node_parameters.RECONFIGURE:
             assert 'read-only while configured' in descriptor.additional_constraints, name
-    assert set(inference_node.RECONFIGURE) | set(inference_node.LIVE) == \
-        set(inference_node.PARAMETERS)
+    assert set(node_parameters.RECONFIGURE) | set(node_parameters.LIVE) == \
+        set(node_parameters.PARAMETERS)

@@ -25,7 +25,7 @@ from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.core.fileio import file_sha256
 from tx2_inference.errors import ModelError
 from tx2_inference.ros.image import array_to_image_msg
-from tx2_inference.ros.node import PARAMETERS, RECONFIGURE
+from tx2_inference.ros.parameters import PARAMETERS, RECONFIGURE
 from tx2_inference.tools import soak
 
 CHURN_CYCLES = 20
@@ -152,7 +152,8 @@ def test_open_backend_checks_an_engine_against_this_device(tmp_path, monkeypatch
     Only the device identity, the TensorRT build and the TensorRT runtime are replaced; the
     metadata check, the rebuild into the cache and the error are the real code.
     """
-    from tx2_inference import backends, engine_builder
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import builder as engine_builder
     from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
     here = engine_builder.DeviceIdentity('8.2.1', 'NVIDIA Tegra X2', '6.2')
     opened = []
@@ -187,7 +188,8 @@ def test_open_backend_checks_an_engine_against_this_device(tmp_path, monkeypatch
 
 @pytest.mark.gpu
 def test_stale_engine_rebuilt_on_the_gpu(tmp_path, default_model):
-    from tx2_inference import backends, engine_builder
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import builder as engine_builder
     onnx = str(tmp_path / 'person.onnx')
     shutil.copy(default_model, onnx)
     shutil.copy(os.path.splitext(default_model)[0] + '.yaml', str(tmp_path / 'person.yaml'))

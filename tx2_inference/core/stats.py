@@ -1,4 +1,9 @@
-"""Summary statistics of measured values, shared by the demo, the soak and the benchmark."""
+"""Summary statistics of measured values: the reports' percentile and the node's.
+
+Two definitions on purpose, each under its own name: the reports (demo, soak, benchmark)
+interpolate between samples and say NaN when there are none; the node's diagnostics publish
+the nearest-rank sample (a latency that was measured) and 0.0 before the first frame.
+"""
 
 from typing import Sequence
 
@@ -6,5 +11,17 @@ import numpy as np
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Return the q-th percentile (0 to 100) of ``values`` (NaN when empty)."""
+    """Return the q-th percentile (0 to 100) of ``values``, interpolated (NaN when empty)."""
     return float(np.percentile(values, q)) if len(values) else float('nan')
+
+
+def nearest_rank_percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Return the q-th percentile (0 to 100) of sorted values by nearest rank (0.0 when empty).
+
+    The result is one of the values, never an interpolation between two.
+    """
+    if not sorted_values:
+        return 0.0
+    count = len(sorted_values)
+    index = min(count - 1, max(0, int(round(q / 100.0 * count)) - 1))
+    return float(sorted_values[index])

@@ -13,152 +13,48 @@ The lifecycle node: image topics in, vision_msgs detections out.
 
 The node never triggers its own transitions: launch (``autostart``) or an operator does.
 
-Frames are converted without a copy where the layout allows (`ros_image`) and submitted to the
+Frames are converted without a copy where the layout allows (`ros.image`) and submitted to the
 detector, which never blocks; results arrive on the detector's completion thread, in order,
 and are published from there (rclpy publishers are thread-safe).
+
+This class holds the lifecycle, the subscriptions and the publishing; the parameters
+(`ros.parameters`), messages (`ros.messages`), diagnostics (`ros.diagnostics`) and the main
+loop (`ros.spin`) live in their own modules.
 """
 
-import collections
 import os
 import sys
-import threading
-import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
-import rclpy
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import (
-    Detection2D,
-    Detection2DArray,
-    LabelInfo,
-    ObjectHypothesisWithPose,
-    VisionClass,
-)
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.core.visualize import draw_detections
 from tx2_inference.errors import ConfigError, FrameError, UserError
+from tx2_inference.ros.diagnostics import (
+    camera_status,
+    CameraCounters,
+    detector_status,
+    DIAGNOSTICS_PERIOD_S,
+)
 from tx2_inference.ros.image import array_to_image_msg, compressed_to_array, image_to_array
-from tx2_inference.tools.node_client import spin_until_shutdown
-
-try:  # rclpy of Humble and newer; older ones return None for an unset parameter
-    from rclpy.exceptions import ParameterUninitializedException
-except ImportError:  # depends on the ROS distribution
-    ParameterUninitializedException = LookupError
+from tx2_inference.ros.logging_bridge import PackageLogRoute, route_package_logs
+from tx2_inference.ros.messages import detections_to_msg, label_info_msg
+from tx2_inference.ros.parameters import (
+    camera_namespace,
+    check_topics,
+    default_model_path,
+    NodeParameters,
+)
+from tx2_inference.ros.spin import run_node
 
 NODE_NAME = 'inference_node'
-DEFAULT_MODEL = 'ssdlite_person.onnx'
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'tflite')
-PRECISIONS = ('fp32', 'fp16', 'int8')
-TRANSPORTS = ('raw', 'compressed')
 DRAIN_TIMEOUT_S = 5.0
-DIAGNOSTICS_PERIOD_S = 1.0
-LATENCY_SAMPLES = 500
-
-# Parameters that need a reconfigure: settable only while unconfigured.
-RECONFIGURE = ('model_path', 'model_config', 'backend', 'precision', 'engine_cache_dir',
-               'image_topics', 'input_transport', 'executor_depth', 'cpu_threads')
-# Parameters applied to the next frame.
-LIVE = ('score_threshold', 'nms_iou_threshold', 'max_detections', 'class_allowlist',
-        'publish_debug_image')
-
-
-def default_model_path() -> str:
-    """Return the bundled model: the package share's ``models/``, else the source tree's."""
-    # What ament_index_python's get_package_share_directory does, without the dependency.
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        marker = os.path.join(prefix, 'share', 'ament_index', 'resource_index', 'packages',
-                              'tx2_inference')
-        if prefix and os.path.isfile(marker):
-            candidate = os.path.join(prefix, 'share', 'tx2_inference', 'models', DEFAULT_MODEL)
-            if os.path.isfile(candidate):
-                return candidate
-    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(source, 'models', DEFAULT_MODEL)
-
-
-def _descriptor(description: str, read_only_when_configured: bool = False,
-                floating: Optional[Tuple[float, float]] = None,
-                integer: Optional[Tuple[int, int]] = None,
-                choices: Sequence[str] = ()) -> ParameterDescriptor:
-    """Build a ParameterDescriptor; ranges make rclpy reject out-of-range values itself."""
-    constraints = []
-    if choices:
-        constraints.append('one of: ' + ', '.join(choices))
-    if read_only_when_configured:
-        constraints.append('read-only while configured: deactivate and clean up the node, set '
-                           'it, then configure again')
-    descriptor = ParameterDescriptor(description=description,
-                                     additional_constraints='; '.join(constraints))
-    if floating is not None:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=floating[0], to_value=floating[1], step=0.0)]
-    if integer is not None:
-        descriptor.integer_range = [
-            IntegerRange(from_value=integer[0], to_value=integer[1], step=1)]
-    return descriptor
-
-
-# name -> (default, descriptor). class_allowlist has no default (unset: every class).
-PARAMETERS = collections.OrderedDict([
-    ('model_path', (None, _descriptor(
-        'Model file: a TensorRT .engine, an .onnx (TensorRT engine built and cached on a GPU, '
-        "else ONNX Runtime) or a .tflite. Default and empty: the package share's models/" +
-        DEFAULT_MODEL + '.', True))),
-    ('model_config', ('', _descriptor(
-        'Model config YAML (input layout, decoder, labels). Empty: <model_path without '
-        'extension>.yaml beside the model, else auto-detected.', True))),
-    ('backend', ('auto', _descriptor(
-        'Inference runtime. auto: TensorRT where a GPU and TensorRT are present, else ONNX '
-        'Runtime (or TFLite for a .tflite).', True, choices=BACKENDS))),
-    ('precision', ('fp16', _descriptor(
-        'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '
-        'it is.', True, choices=PRECISIONS))),
-    ('engine_cache_dir', ('', _descriptor(
-        "Folder for TensorRT engines built from ONNX. Empty: the detector's default cache.",
-        True))),
-    ('image_topics', (['image_raw'], _descriptor(
-        'Camera image topics, one model for all. Each camera publishes <its namespace>/'
-        'detections, <its namespace>/label_info and <its namespace>/debug_image, so put each '
-        'under its own namespace (cam0/image_raw, cam1/image_raw).', True))),
-    ('input_transport', ('raw', _descriptor(
-        'raw: sensor_msgs/Image on each topic; compressed: sensor_msgs/CompressedImage (jpeg, '
-        'png) on <topic>/compressed.', True, choices=TRANSPORTS))),
-    ('executor_depth', (2, _descriptor(
-        'Frames in flight (slots with their own buffers and stream); a newer frame replaces '
-        'a waiting one when all are busy.', True, integer=(1, 8)))),
-    ('cpu_threads', (0, _descriptor(
-        "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.", True,
-        integer=(0, 64)))),
-    ('score_threshold', (0.5, _descriptor(
-        'Minimum score of a published detection; applies to the next frame.',
-        floating=(0.0, 1.0)))),
-    ('nms_iou_threshold', (0.45, _descriptor(
-        'Non-maximum suppression: a box overlapping a better box of its class by more than '
-        'this IoU is dropped; applies to the next frame.', floating=(0.0, 1.0)))),
-    ('max_detections', (100, _descriptor(
-        'Most detections per frame, best first; applies to the next frame.',
-        integer=(1, 10000)))),
-    ('class_allowlist', (Parameter.Type.STRING_ARRAY, _descriptor(
-        'Labels to publish (names from the model config); unset or empty: every class. '
-        'Applies to the next frame.'))),
-    ('publish_debug_image', (True, _descriptor(
-        'Publish <camera namespace>/debug_image with boxes and labels drawn; drawn only '
-        'while someone subscribes. Applies to the next frame.'))),
-])
 
 
 class _Tag(object):
@@ -166,7 +62,7 @@ class _Tag(object):
 
     __slots__ = ('camera', 'header', 'received_ns', 'image', 'color')
 
-    def __init__(self, camera: '_Camera', header: Any, received_ns: int,
+    def __init__(self, camera: 'Camera', header: Any, received_ns: int,
                  image: Optional[np.ndarray], color: str) -> None:
         """Store the frame's origin; ``image`` only when a debug image will be drawn."""
         self.camera = camera
@@ -176,8 +72,8 @@ class _Tag(object):
         self.color = color
 
 
-class _Camera(object):
-    """One input topic, its publishers and its counters (guarded by ``lock``)."""
+class Camera(object):
+    """One input topic, its subscription, its publishers and its counters."""
 
     def __init__(self, image_topic: str) -> None:
         """Name the camera's topics, under its image topic's namespace; the node creates them."""
@@ -191,13 +87,7 @@ class _Camera(object):
         self.detections_pub = None  # type: Any
         self.label_info_pub = None  # type: Any
         self.debug_pub = None  # type: Any
-        self.lock = threading.Lock()
-        self.frames_in = 0
-        self.frames_out = 0
-        self.debug_images = 0
-        self.dropped = collections.Counter()  # type: collections.Counter
-        self.latencies_ms = collections.deque(maxlen=LATENCY_SAMPLES)  # type: collections.deque
-        self.last_rates = (0, 0, time.monotonic())  # frames_in, frames_out, when
+        self.counters = CameraCounters()
 
 
 def sensor_data_qos() -> QoSProfile:
@@ -207,71 +97,27 @@ def sensor_data_qos() -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
-def camera_namespace(image_topic: str) -> str:
-    """Return the namespace of an image topic: ``cam0/image_raw`` -> ``cam0``."""
-    head = image_topic.rpartition('/')[0]
-    return head if head else ('/' if image_topic.startswith('/') else '')
-
-
-def detections_to_msg(header: Any, boxes: np.ndarray, scores: np.ndarray,
-                      labels: Sequence[str]) -> Detection2DArray:
-    """
-    Build a `Detection2DArray` (empty when there are no boxes).
-
-    :param header: the source image's header (stamp and frame_id are kept).
-    :param boxes: float [N, 4] x1, y1, x2, y2 in source-image pixels.
-    :param scores: float [N].
-    :param labels: N label strings, the hypotheses' ``class_id``.
-    :returns: the message, one `Detection2D` per box with one hypothesis.
-    """
-    msg = Detection2DArray(header=header)
-    for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels):
-        detection = Detection2D(header=header)
-        detection.bbox.center.position.x = (x1 + x2) / 2.0
-        detection.bbox.center.position.y = (y1 + y2) / 2.0
-        detection.bbox.size_x = x2 - x1
-        detection.bbox.size_y = y2 - y1
-        hypothesis = ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id = str(label)
-        hypothesis.hypothesis.score = float(score)
-        detection.results.append(hypothesis)
-        msg.detections.append(detection)
-    return msg
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Return the nearest-rank percentile of sorted values (0.0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, int(round(fraction * len(sorted_values))) - 1))
-    return float(sorted_values[index])
-
-
 class InferenceNode(LifecycleNode):
     """Serve image topics through one detector and publish vision_msgs detections."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         """Declare the parameters; everything else happens in the lifecycle transitions."""
         self._detector = None  # type: Optional[Any]
-        self._cameras = []  # type: List[_Camera]
+        self._cameras = []  # type: List[Camera]
         self._configured = False
         self._active = False
         self._finalized = False
         self._last_error = ''
-        self._live = {}  # type: Dict[str, Any]
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
-        self._startup_errors = {}  # type: Dict[str, str]
+        self._log_route: Optional[PackageLogRoute] = None
         super().__init__(node_name, **kwargs)
-        # Callbacks first, so values from the command line or a params file are checked too.
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        if hasattr(self, 'add_post_set_parameters_callback'):
-            self.add_post_set_parameters_callback(self._apply_parameters)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self._declare(name, default_model_path() if name == 'model_path' else default,
-                          descriptor)
-        for name in LIVE:
-            self._live[name] = self._parameter_value(name)
+        # The core's Python logs (e.g. the engine build's progress) go to this node's log.
+        self._log_route = route_package_logs(self.get_logger())
+        self._params = NodeParameters(
+            self, is_configured=lambda: self._configured,
+            labels=lambda: self._detector.labels if self._detector is not None else None,
+            on_live_change=self._on_live_change)
         # /diagnostics is published in every state, so an operator sees why a configure failed.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
@@ -282,79 +128,23 @@ class InferenceNode(LifecycleNode):
         """Return whether the shutdown transition ran (the node is finalized)."""
         return self._finalized
 
-    # ---------------------------------------------------------------- parameters
+    def destroy_node(self) -> None:
+        """Release the model (if still held) and destroy the node: the process's last step."""
+        held = self._detector is not None
+        self._release()
+        self.get_logger().info('shutting down: model {}released'.format(
+            '' if held else 'already '))
+        if self._log_route is not None:
+            self._log_route.close()
+        super().destroy_node()
 
-    def _declare(self, name: str, default: Any, descriptor: ParameterDescriptor) -> None:
-        """Declare a parameter; a bad startup value falls back to the default, and is kept."""
-        try:
-            self.declare_parameter(name, default, descriptor)
-        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
-            # Never die on a bad parameter: configure fails, naming it, until it is set again.
-            self.declare_parameter(name, default, descriptor, ignore_override=True)
-            self._startup_errors[name] = str(error)
-            self.get_logger().error(
-                'parameter {} was rejected at startup ({}); configure will fail until it is '
-                'set to a valid value (ros2 param set {} {} <value>)'.format(
-                    name, error, self.get_fully_qualified_name(), name))
-
-    def _parameter_value(self, name: str) -> Any:
-        """Return a parameter's value; None for an unset one (class_allowlist)."""
-        try:
-            return self.get_parameter(name).value
-        except ParameterUninitializedException:
-            return None
-
-    def _validate_parameters(self, parameters: List[Parameter]) -> SetParametersResult:
-        """On-set callback: accept or reject each value with a reason (no side effects)."""
-        for parameter in parameters:
-            reason = self._check_parameter(parameter.name, parameter.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        if not hasattr(self, 'add_post_set_parameters_callback'):
-            self._apply_parameters(parameters)  # rclpy before Iron: no post-set callbacks
-        return SetParametersResult(successful=True)
-
-    def _check_parameter(self, name: str, value: Any) -> str:
-        """Return why a value is rejected, or '' when it is accepted."""
-        if name in RECONFIGURE and self._configured:
-            return ('{} is read-only while the node is configured: deactivate and clean up '
-                    'the node, set {}, then configure again.'.format(name, name))
-        if name == 'backend' and value not in BACKENDS:
-            return 'backend {!r} is not one of {}.'.format(value, ', '.join(BACKENDS))
-        if name == 'precision' and value not in PRECISIONS:
-            return 'precision {!r} is not one of {}.'.format(value, ', '.join(PRECISIONS))
-        if name == 'input_transport' and value not in TRANSPORTS:
-            return 'input_transport {!r} is not one of {}.'.format(value, ', '.join(TRANSPORTS))
-        if name == 'image_topics':
-            return _check_topics(value)
-        if name == 'class_allowlist' and value and self._detector is not None:
-            unknown = [label for label in value if label not in self._detector.labels]
-            if unknown:
-                return 'class_allowlist names labels the model does not have: {}; its labels ' \
-                       'are: {}.'.format(', '.join(unknown), ', '.join(self._detector.labels))
-        return ''
-
-    def _apply_parameters(self, parameters: List[Parameter]) -> None:
-        """Post-set callback: live values reach the detector for the next frame."""
-        changed = False
-        for parameter in parameters:
-            self._startup_errors.pop(parameter.name, None)
-            if parameter.name in LIVE:
-                self._live[parameter.name] = parameter.value
-                changed = True
-        if changed and self._detector is not None:
-            self._detector.params = self._detection_params()
-            if any(p.name == 'score_threshold' for p in parameters) and self._active:
-                self._publish_label_info()
-
-    def _detection_params(self) -> Any:
-        """Return the DetectionParams of the current live parameters."""
-        from tx2_inference.core.decoders import DetectionParams
-        allowlist = self._live.get('class_allowlist') or None
-        return DetectionParams(score_threshold=self._live['score_threshold'],
-                               iou_threshold=self._live['nms_iou_threshold'],
-                               max_detections=self._live['max_detections'],
-                               class_allowlist=list(allowlist) if allowlist else None)
+    def _on_live_change(self, names: List[str]) -> None:
+        """Hand changed live parameters to the detector, for the next frame."""
+        if self._detector is None:
+            return
+        self._detector.params = self._params.detection_params()
+        if 'score_threshold' in names and self._active:
+            self._publish_label_info()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -391,20 +181,15 @@ class InferenceNode(LifecycleNode):
 
     def _configure(self) -> None:
         """Check the parameters, open the detector and create the publishers."""
-        if self._startup_errors:
-            raise ConfigError('parameters rejected at startup: {}. Set each to a valid value '
-                              '(ros2 param set {} <name> <value>) and configure again.'.format(
-                                  '; '.join('{} ({})'.format(k, v) for k, v in
-                                            sorted(self._startup_errors.items())),
-                                  self.get_fully_qualified_name()))
-        model_path = os.path.expanduser(self._parameter_value('model_path') or
+        self._params.check_startup()
+        model_path = os.path.expanduser(self._params.value('model_path') or
                                         default_model_path())
         if not os.path.isfile(model_path):
             raise ConfigError(
                 'model_path {!r} does not exist: set the parameter model_path to an .onnx, '
                 '.engine or .tflite file (ros2 param set {} model_path /path/to/model.onnx) '
                 'and configure again.'.format(model_path, self.get_fully_qualified_name()))
-        config_path = self._parameter_value('model_config') or None
+        config_path = self._params.value('model_config') or None
         if config_path is not None:
             config_path = os.path.expanduser(config_path)
             if not os.path.isfile(config_path):
@@ -412,24 +197,25 @@ class InferenceNode(LifecycleNode):
                     'model_config {!r} does not exist: set the parameter model_config to the '
                     "model's YAML, or to '' to use <model>.yaml beside the model, and "
                     'configure again.'.format(config_path))
-        topics = list(self._parameter_value('image_topics'))
-        reason = _check_topics(topics)
+        topics = list(self._params.value('image_topics'))
+        reason = check_topics(topics)
         if reason:
             raise ConfigError(reason)
-        self._cameras = [_Camera(topic) for topic in topics]
+        self._cameras = [Camera(topic) for topic in topics]
 
         from tx2_inference.detector import Detector
         self._detector = Detector(
-            model_path, config_path=config_path, backend=self._parameter_value('backend'),
-            precision=self._parameter_value('precision'),
-            engine_cache_dir=self._parameter_value('engine_cache_dir') or None,
-            depth=self._parameter_value('executor_depth'),
-            threads=self._parameter_value('cpu_threads') or None, on_result=self._on_result,
+            model_path, config_path=config_path, backend=self._params.value('backend'),
+            precision=self._params.value('precision'),
+            engine_cache_dir=self._params.value('engine_cache_dir') or None,
+            depth=self._params.value('executor_depth'),
+            threads=self._params.value('cpu_threads') or None, on_result=self._on_result,
             on_error=self._on_frame_error)
-        reason = self._check_parameter('class_allowlist', self._live.get('class_allowlist'))
+        reason = self._params.check('class_allowlist',
+                                        self._params.live.get('class_allowlist'))
         if reason:
             raise ConfigError(reason + ' Set the parameter class_allowlist and configure again.')
-        self._detector.params = self._detection_params()
+        self._detector.params = self._params.detection_params()
 
         for camera in self._cameras:
             latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -449,7 +235,7 @@ class InferenceNode(LifecycleNode):
 
         :returns: SUCCESS, or FAILURE (still inactive) if a subscription cannot be created.
         """
-        compressed = self._parameter_value('input_transport') == 'compressed'
+        compressed = self._params.value('input_transport') == 'compressed'
         try:
             for camera in self._cameras:
                 topic = camera.image_topic + '/compressed' if compressed else camera.image_topic
@@ -522,14 +308,13 @@ class InferenceNode(LifecycleNode):
 
     # ---------------------------------------------------------------- frames
 
-    def _on_image(self, msg: Any, camera: _Camera) -> None:
+    def _on_image(self, msg: Any, camera: Camera) -> None:
         """Convert a frame and hand it to the detector; never blocks, never raises."""
         received_ns = self.get_clock().now().nanoseconds
-        with camera.lock:
-            camera.frames_in += 1
+        camera.counters.frame_in()
         detector = self._detector
         if detector is None or not self._active:
-            self._drop(camera, 'inactive')
+            camera.counters.drop('inactive')
             return
         try:
             if isinstance(msg, CompressedImage):
@@ -537,24 +322,19 @@ class InferenceNode(LifecycleNode):
             else:
                 array, color = image_to_array(msg)
         except FrameError as error:
-            self._drop(camera, 'bad_frame_' + getattr(error, 'reason', 'unknown'))
+            camera.counters.drop('bad_frame_' + getattr(error, 'reason', 'unknown'))
             self.get_logger().warning('dropped a frame from {}: {}'.format(
                 camera.image_topic, error), throttle_duration_sec=5.0)
             return
-        debug = (self._live.get('publish_debug_image') and camera.debug_pub is not None and
-                 camera.debug_pub.get_subscription_count() > 0)
+        debug = (self._params.live.get('publish_debug_image') and
+                 camera.debug_pub is not None and camera.debug_pub.get_subscription_count() > 0)
         tag = _Tag(camera, msg.header, received_ns, array if debug else None, color)
         try:
             detector.submit(array, color, tag)
         except Exception as error:  # the detector refused the frame (closed, bad shape)
-            self._drop(camera, 'submit_error')
+            camera.counters.drop('submit_error')
             self.get_logger().error('the detector refused a frame from {}: {}'.format(
                 camera.image_topic, error), throttle_duration_sec=5.0)
-
-    def _drop(self, camera: _Camera, reason: str) -> None:
-        """Count a frame that produced no result, by reason."""
-        with camera.lock:
-            camera.dropped[reason] += 1
 
     def _on_result(self, tag: _Tag, detections: Any, timing: Dict[str, Any]) -> None:
         """Publish one frame's detections; called on the detector's completion thread."""
@@ -568,17 +348,14 @@ class InferenceNode(LifecycleNode):
             now_ns = self.get_clock().now().nanoseconds
             stamp_ns = tag.header.stamp.sec * 10**9 + tag.header.stamp.nanosec
             start_ns = stamp_ns if stamp_ns > 0 else tag.received_ns
-            with camera.lock:
-                camera.frames_out += 1
-                camera.latencies_ms.append((now_ns - start_ns) / 1e6)
+            camera.counters.frame_out((now_ns - start_ns) / 1e6)
             if tag.image is not None and camera.debug_pub is not None:
                 canvas, encoding = draw_detections(tag.image, tag.color, detections.boxes,
                                                    detections.scores, detections.labels)
                 camera.debug_pub.publish(array_to_image_msg(canvas, encoding, tag.header))
-                with camera.lock:
-                    camera.debug_images += 1
+                camera.counters.debug_image()
         except Exception as error:  # keep the completion thread alive
-            self._drop(camera, 'publish_error')
+            camera.counters.drop('publish_error')
             self.get_logger().error('publishing detections for {} failed: {}'.format(
                 camera.image_topic, error), throttle_duration_sec=5.0)
 
@@ -587,7 +364,7 @@ class InferenceNode(LifecycleNode):
         reason = getattr(error, 'reason', None)
         if reason is None:
             reason = 'frame_error' if isinstance(error, FrameError) else 'inference_error'
-        self._drop(tag.camera, reason if reason.endswith('error') else 'bad_frame_' + reason)
+        tag.camera.counters.drop(reason if reason.endswith('error') else 'bad_frame_' + reason)
         self.get_logger().error('a frame from {} failed: {}'.format(
             tag.camera.image_topic, error), throttle_duration_sec=5.0)
 
@@ -596,11 +373,8 @@ class InferenceNode(LifecycleNode):
         detector = self._detector
         if detector is None:
             return
-        msg = LabelInfo()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.class_map = [VisionClass(class_id=i, class_name=name)
-                         for i, name in enumerate(detector.labels)]
-        msg.threshold = float(self._live['score_threshold'])
+        msg = label_info_msg(detector.labels, self._params.live['score_threshold'],
+                             self.get_clock().now().to_msg())
         for camera in self._cameras:
             if camera.label_info_pub is not None:
                 camera.label_info_pub.publish(msg)
@@ -612,117 +386,23 @@ class InferenceNode(LifecycleNode):
         try:
             array = DiagnosticArray()
             array.header.stamp = self.get_clock().now().to_msg()
-            array.status = [self._model_status()] + [
-                self._camera_status(camera) for camera in list(self._cameras)]
+            name = self.get_fully_qualified_name()
+            state = ('active' if self._active else 'inactive' if self._configured else
+                     'unconfigured')
+            array.status = [detector_status(name, state, self._detector, self._last_error,
+                                            self._params.value('model_path'))]
+            array.status += [camera_status(name, camera.image_topic, camera.detections_topic,
+                                           camera.counters, self._active)
+                             for camera in list(self._cameras)]
             self._diagnostics_pub.publish(array)
         except Exception as error:  # diagnostics must never take the node down
             self.get_logger().error('diagnostics failed: {}'.format(error),
                                     throttle_duration_sec=10.0)
 
-    def _model_status(self) -> DiagnosticStatus:
-        """Return the detector's status: state, backend, precision, model, drops."""
-        status = DiagnosticStatus(name='{}: detector'.format(self.get_fully_qualified_name()))
-        detector = self._detector
-        state = 'active' if self._active else 'inactive' if self._configured else 'unconfigured'
-        values = [('state', state)]
-        if detector is None:
-            status.level = DiagnosticStatus.ERROR if self._last_error else DiagnosticStatus.WARN
-            status.message = self._last_error or 'unconfigured'
-            values.append(('model', str(self._parameter_value('model_path'))))
-        else:
-            status.level = DiagnosticStatus.OK if self._active else DiagnosticStatus.WARN
-            status.message = state
-            status.hardware_id = str(detector.backend_name)
-            values += [('backend', str(detector.backend_name)),
-                       ('precision', str(detector.precision)),
-                       ('model', str(detector.model_path)),
-                       ('labels', str(len(detector.labels)))]
-            try:
-                stats = detector.stats()
-            except Exception as error:  # stats are informative only
-                stats = {'stats_error': str(error)}
-            for key in sorted(stats):
-                value = stats[key]
-                if isinstance(value, dict):
-                    values += [('{}.{}'.format(key, k), str(v)) for k, v in sorted(value.items())]
-                else:
-                    values.append((key, _format(value)))
-        status.values = [KeyValue(key=k, value=v) for k, v in values]
-        return status
-
-    def _camera_status(self, camera: _Camera) -> DiagnosticStatus:
-        """Return a camera's rates, latency (image stamp to publish) and drops."""
-        now = time.monotonic()
-        with camera.lock:
-            frames_in, frames_out = camera.frames_in, camera.frames_out
-            debug_images = camera.debug_images
-            dropped = dict(camera.dropped)
-            latencies = sorted(camera.latencies_ms)
-            last_in, last_out, last_time = camera.last_rates
-            camera.last_rates = (frames_in, frames_out, now)
-        period = max(now - last_time, 1e-3)
-        rate_in, rate_out = (frames_in - last_in) / period, (frames_out - last_out) / period
-        status = DiagnosticStatus(name='{}: {}'.format(self.get_fully_qualified_name(),
-                                                       camera.image_topic))
-        if not self._active:
-            status.level, status.message = DiagnosticStatus.WARN, 'inactive'
-        elif rate_in == 0.0:
-            status.level, status.message = DiagnosticStatus.WARN, 'no images'
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'ok'
-        values = [
-            ('image_topic', camera.image_topic), ('detections_topic', camera.detections_topic),
-            ('input_rate_hz', _format(rate_in)), ('output_rate_hz', _format(rate_out)),
-            ('latency_p50_ms', _format(percentile(latencies, 0.50))),
-            ('latency_p99_ms', _format(percentile(latencies, 0.99))),
-            ('frames_in', str(frames_in)), ('frames_out', str(frames_out)),
-            ('debug_images', str(debug_images)),
-            ('dropped', str(sum(dropped.values())))]
-        values += [('dropped.' + reason, str(count)) for reason, count in sorted(dropped.items())]
-        status.values = [KeyValue(key=k, value=v) for k, v in values]
-        return status
-
-
-def _format(value: Any) -> str:
-    """Format a diagnostics value: floats with 2 decimals."""
-    if isinstance(value, float):
-        return '{:.2f}'.format(value)
-    return str(value)
-
-
-def _check_topics(topics: Sequence[str]) -> str:
-    """Return why a list of image topics is rejected, or ''."""
-    if not topics:
-        return 'image_topics is empty: give at least one camera topic, e.g. [image_raw].'
-    for topic in topics:
-        try:
-            validate_topic_name(topic)
-        except Exception as error:  # rclpy raises InvalidTopicNameException
-            return 'image_topics: {!r} is not a valid topic name ({}).'.format(topic, error)
-    if len(set(topics)) != len(topics):
-        return 'image_topics lists a topic twice: {}.'.format(', '.join(topics))
-    namespaces = [camera_namespace(topic) for topic in topics]
-    if len(set(namespaces)) != len(namespaces):
-        return ('image_topics {} share a namespace, so their detections topics would clash: '
-                'put each camera under its own namespace (cam0/image_raw, cam1/image_raw).'
-                .format(', '.join(topics)))
-    return ''
-
-
-def main(args: Optional[List[str]] = None) -> None:
+def main(args: Optional[List[str]] = None) -> int:
     """Run the node until Ctrl-C, an external shutdown, or its shutdown transition."""
-    rclpy.init(args=args)
-    node = InferenceNode()
-    try:
-        spin_until_shutdown(node, lambda: node.finalized)
-    finally:
-        held = node._detector is not None
-        node._release()
-        node.get_logger().info('shutting down: model {}released'.format(
-            '' if held else 'already '))
-        node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(InferenceNode, args, done=lambda node: node.finalized)
 
 
 if __name__ == '__main__':
-    main(sys.argv)
+    sys.exit(main(sys.argv))

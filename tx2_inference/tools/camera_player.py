@@ -23,7 +23,6 @@ from typing import List, Optional
 import cv2
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-import rclpy
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -32,7 +31,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 
 from tx2_inference.ros.image import array_to_compressed_msg, array_to_image_msg
-from tx2_inference.tools.node_client import spin_until_shutdown
+from tx2_inference.ros.spin import run_node
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 ENCODINGS = ('bgr8', 'rgb8', 'mono8')
@@ -291,22 +290,9 @@ def main(args: Optional[List[str]] = None) -> int:
     """Run the player until the source ends, Ctrl-C or an external shutdown."""
     argv = sys.argv if args is None else args
     options = parse_args(remove_ros_args(args=argv)[1:])
-    rclpy.init(args=argv)
-    player = None
-    try:
-        player = CameraPlayer(options)
-        spin_until_shutdown(player, lambda: player.done)
-    except KeyboardInterrupt:  # Ctrl-C before the player spins
-        pass
-    except ValueError as error:  # a source or option the user must fix
-        print('camera_player: {}'.format(error), file=sys.stderr)
-        return 2
-    finally:
-        if player is not None:
-            player.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
+    # A source or option the user must fix raises ValueError: printed, status 2.
+    return run_node(lambda: CameraPlayer(options), argv, done=lambda player: player.done,
+                    fixable=(ValueError,), program='camera_player')
 
 if __name__ == '__main__':
     sys.exit(main())

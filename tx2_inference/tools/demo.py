@@ -78,7 +78,7 @@ def run_graph(model: str, photos_dir: str, out_dir: str, rate: float, loops: int
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
 
-    from tx2_inference.tools.node_client import NodeClient
+    from tx2_inference.tools.client import NodeClient
 
     info: Dict[str, Any] = {}
     node = ModuleProcess([
@@ -138,7 +138,7 @@ def summarise(photos: Dict[str, np.ndarray], pairs: List[Tuple[Any, Any, float]]
     """Write annotated images, summary.md/json and latency.png; return the summary."""
     from tx2_inference.core.visualize import draw_detections
     from tx2_inference.ros.image import image_to_array
-    from tx2_inference.tools.node_client import detection_xyxy
+    from tx2_inference.tools.client import detection_xyxy
 
     names = {fingerprint(rgb): name for name, rgb in photos.items()}
     per_photo = collections.OrderedDict((name, {'answers': 0, 'latency_ms': [],

@@ -14,7 +14,7 @@ from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
-from tx2_inference.tools.node_client import spin_until_shutdown
+from tx2_inference.ros.spin import run_node
 
 
 class EchoNode(Node):
@@ -33,16 +33,8 @@ class EchoNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Spin the echo node until interrupted."""
-    rclpy.init(args=args)
     argv = rclpy.utilities.remove_ros_args(args if args is not None else sys.argv)
-    node = EchoNode(reliable='--reliable' in argv)
-    try:
-        spin_until_shutdown(node)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
+    return run_node(lambda: EchoNode(reliable='--reliable' in argv), args)
 
 if __name__ == '__main__':
     sys.exit(main())

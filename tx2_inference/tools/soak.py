@@ -207,7 +207,7 @@ class NodeProcess(ModuleProcess):
             reliable, keep last ``depth``, through the node's QoS override parameters.
         """
         self.name = name
-        from tx2_inference.tools.node_client import write_reliable_overrides
+        from tx2_inference.tools.client import write_reliable_overrides
         overrides = write_reliable_overrides(os.path.join(folder, name + '_qos.yaml'),
                                              reliable_topics, depth)
         command = [NODE_MODULE, '--ros-args', '-r', '__node:=' + name, '--params-file',
@@ -249,7 +249,7 @@ class Driver(object):
         from sensor_msgs.msg import CompressedImage, Image
         from vision_msgs.msg import Detection2DArray
 
-        from tx2_inference.tools.node_client import NodeClient
+        from tx2_inference.tools.client import NodeClient
         self.client = NodeClient('/' + node, name=node + '_driver')
         self.camera = camera
         self.image_topic = '/{}/image_raw'.format(camera)
@@ -355,7 +355,7 @@ def accounted(status: Dict[str, str]) -> int:
 def person_found(msg: Any, offset: Tuple[float, float] = (0.0, 0.0),
                  scale: Any = 1.0) -> bool:
     """Return whether ``msg`` has a person on the astronaut (IoU >= 0.5 with the hand label)."""
-    from tx2_inference.tools.node_client import detection_xyxy
+    from tx2_inference.tools.client import detection_xyxy
     sx, sy = scale if isinstance(scale, (tuple, list)) else (scale, scale)
     x1, y1, x2, y2 = (v * f for v, f in zip(ASTRONAUT_PERSON, (sx, sy, sx, sy)))
     want = (x1 + offset[0], y1 + offset[1], x2 + offset[0], y2 + offset[1])

@@ -31,7 +31,7 @@ from vision_msgs.msg import Detection2DArray
 from tx2_inference.backends import open_backend
 from tx2_inference.core.decoders import create_decoder, DetectionParams
 from tx2_inference.core.model_config import ModelConfig
-from tx2_inference.ros.node import detections_to_msg
+from tx2_inference.ros.messages import detections_to_msg
 
 
 class NaiveNode(Node):

@@ -237,7 +237,7 @@ def node_args(model: str, config: Optional[str], backend: str, depth: int,
 
 def reliable_params_file(log_dir: str) -> str:
     """Write the QoS override that makes the node's image subscription reliable."""
-    from tx2_inference.tools.node_client import write_reliable_overrides
+    from tx2_inference.tools.client import write_reliable_overrides
     return write_reliable_overrides(os.path.join(log_dir, 'node_reliable_images.yaml'),
                                     ['/' + IMAGE_TOPIC])
 
@@ -247,7 +247,7 @@ def active_node(env: Dict[str, str], model: str, config: Optional[str], backend:
                 depth: int, threads: Optional[int], log_dir: str, name: str,
                 reliable: bool = False, extra_params: Sequence[str] = ()) -> Iterator[Process]:
     """Start the inference node, configure and activate it through its services."""
-    from tx2_inference.tools.node_client import NodeClient
+    from tx2_inference.tools.client import NodeClient
     args = node_args(model, config, backend, depth, threads,
                      reliable_params_file(log_dir) if reliable else None, extra_params)
     with Process(args, env, log_dir, name) as node:

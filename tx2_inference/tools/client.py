@@ -1,11 +1,9 @@
-"""Drive a lifecycle node from another process, as `ros2 lifecycle set` and `ros2 param set` do.
+"""The tool and test client: drive a node from another process, as `ros2 lifecycle set` does.
 
-The demo, the benchmark and the tests use it; on a machine without the `ros2` command it is
-also a small scripting API: spin in a background thread, call the node's lifecycle and
-parameter services, and collect the messages of any topic.
-
-`spin_until_shutdown` is the other side: the main loop of the package's node processes
-(`inference_node`, `camera_player`, `echo_node`), which exit cleanly on SIGINT and SIGTERM.
+The demo, the soak, the benchmark and the tests use it; on a machine without the `ros2`
+command it is also a small scripting API: spin in a background thread, call the node's
+lifecycle and parameter services, and collect the messages of any topic. Also here: the QoS
+override params file the tools give the node, and a detection's box in pixels.
 """
 
 import threading
@@ -17,7 +15,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
 TRANSITIONS = {
@@ -188,26 +186,6 @@ class NodeClient(object):
         self.close()
 
 
-def spin_until_shutdown(node: Any, done: Callable[[], bool] = lambda: False) -> None:
-    """Spin ``node`` until ``done()``, Ctrl-C or an external shutdown (SIGINT, SIGTERM).
-
-    rclpy's signal handlers shut the context down; a signal that lands while the executor
-    builds its wait set surfaces as an RCLError rather than ExternalShutdownException, and is
-    a clean exit too. Any other error is raised.
-    """
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while rclpy.ok() and not done():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as error:  # noqa: B902
-        if rclpy.ok():
-            raise
-        node.get_logger().info('shutdown while spinning: {}'.format(error))
-
-
 def write_reliable_overrides(path: str, topics: Sequence[str],
                              depth: Optional[int] = None) -> str:
     """Write a params file making the node's subscriptions to `topics` reliable; return `path`.
@@ -225,6 +203,7 @@ def write_reliable_overrides(path: str, topics: Sequence[str],
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return path
+
 
 def detection_xyxy(detection: Any) -> Tuple[float, float, float, float]:
     """Return a vision_msgs Detection2D's box as x1, y1, x2, y2 pixels."""

@@ -1,0 +1,135 @@
+"""
+The node's /diagnostics: one status for the detector, one per camera, about once a second.
+
+`CameraCounters` are what the frame and result callbacks count (thread-safe);
+`detector_status` and `camera_status` turn the detector's stats and a camera's counters into
+`DiagnosticStatus` messages. To publish a new figure, count it in `CameraCounters` (or return
+it from ``Detector.stats()``, which is published key by key) and add its line to the values.
+"""
+
+import collections
+import threading
+import time
+from typing import Any, List, Sequence, Tuple
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from tx2_inference.core.stats import nearest_rank_percentile
+
+DIAGNOSTICS_PERIOD_S = 1.0
+LATENCY_SAMPLES = 500
+
+
+class CameraCounters(object):
+    """A camera's frame counters and recent latencies, updated from the node's callbacks."""
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.lock = threading.Lock()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.debug_images = 0
+        self.dropped = collections.Counter()  # type: collections.Counter
+        self.latencies_ms = collections.deque(maxlen=LATENCY_SAMPLES)  # type: collections.deque
+        self.last_rates = (0, 0, time.monotonic())  # frames_in, frames_out, when
+
+    def frame_in(self) -> None:
+        """Count a frame that arrived."""
+        with self.lock:
+            self.frames_in += 1
+
+    def drop(self, reason: str) -> None:
+        """Count a frame that produced no result, by reason."""
+        with self.lock:
+            self.dropped[reason] += 1
+
+    def frame_out(self, latency_ms: float) -> None:
+        """Count a published result and its latency (image stamp to publish)."""
+        with self.lock:
+            self.frames_out += 1
+            self.latencies_ms.append(latency_ms)
+
+    def debug_image(self) -> None:
+        """Count a published debug image."""
+        with self.lock:
+            self.debug_images += 1
+
+
+def format_value(value: Any) -> str:
+    """Format a diagnostics value: floats with 2 decimals."""
+    if isinstance(value, float):
+        return '{:.2f}'.format(value)
+    return str(value)
+
+
+def _status(level: int, name: str, message: str, values: Sequence[Tuple[str, str]],
+            hardware_id: str = '') -> DiagnosticStatus:
+    """Build a DiagnosticStatus from (key, value) pairs."""
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id)
+    status.values = [KeyValue(key=k, value=v) for k, v in values]
+    return status
+
+
+def detector_status(node_name: str, state: str, detector: Any, last_error: str,
+                    model_path: Any) -> DiagnosticStatus:
+    """
+    Return the detector's status: state, backend, precision, model and its stats.
+
+    :param state: 'active', 'inactive' or 'unconfigured'.
+    :param detector: the open `Detector`, or None while unconfigured.
+    :param last_error: why the last transition failed ('' if it did not).
+    :param model_path: the model_path parameter, shown while no model is loaded.
+    """
+    name = '{}: detector'.format(node_name)
+    values: List[Tuple[str, str]] = [('state', state)]
+    if detector is None:
+        values.append(('model', str(model_path)))
+        level = DiagnosticStatus.ERROR if last_error else DiagnosticStatus.WARN
+        return _status(level, name, last_error or 'unconfigured', values)
+    values += [('backend', str(detector.backend_name)),
+               ('precision', str(detector.precision)),
+               ('model', str(detector.model_path)),
+               ('labels', str(len(detector.labels)))]
+    try:
+        stats = detector.stats()
+    except Exception as error:  # stats are informative only
+        stats = {'stats_error': str(error)}
+    for key in sorted(stats):
+        value = stats[key]
+        if isinstance(value, dict):
+            values += [('{}.{}'.format(key, k), str(v)) for k, v in sorted(value.items())]
+        else:
+            values.append((key, format_value(value)))
+    level = DiagnosticStatus.OK if state == 'active' else DiagnosticStatus.WARN
+    return _status(level, name, state, values, hardware_id=str(detector.backend_name))
+
+
+def camera_status(node_name: str, image_topic: str, detections_topic: str,
+                  counters: CameraCounters, active: bool) -> DiagnosticStatus:
+    """Return a camera's rates since the last call, latency (image stamp to publish), drops."""
+    now = time.monotonic()
+    with counters.lock:
+        frames_in, frames_out = counters.frames_in, counters.frames_out
+        debug_images = counters.debug_images
+        dropped = dict(counters.dropped)
+        latencies = sorted(counters.latencies_ms)
+        last_in, last_out, last_time = counters.last_rates
+        counters.last_rates = (frames_in, frames_out, now)
+    period = max(now - last_time, 1e-3)
+    rate_in, rate_out = (frames_in - last_in) / period, (frames_out - last_out) / period
+    if not active:
+        level, message = DiagnosticStatus.WARN, 'inactive'
+    elif rate_in == 0.0:
+        level, message = DiagnosticStatus.WARN, 'no images'
+    else:
+        level, message = DiagnosticStatus.OK, 'ok'
+    values = [
+        ('image_topic', image_topic), ('detections_topic', detections_topic),
+        ('input_rate_hz', format_value(rate_in)), ('output_rate_hz', format_value(rate_out)),
+        ('latency_p50_ms', format_value(nearest_rank_percentile(latencies, 50))),
+        ('latency_p99_ms', format_value(nearest_rank_percentile(latencies, 99))),
+        ('frames_in', str(frames_in)), ('frames_out', str(frames_out)),
+        ('debug_images', str(debug_images)),
+        ('dropped', str(sum(dropped.values())))]
+    values += [('dropped.' + reason, str(count)) for reason, count in sorted(dropped.items())]
+    return _status(level, '{}: {}'.format(node_name, image_topic), message, values)

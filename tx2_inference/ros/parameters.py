@@ -1,0 +1,328 @@
+"""
+The node's parameters: one declaration per parameter, and the rules a value must follow.
+
+`TABLE` is the one place a parameter is declared: its default, its description, whether it
+needs a reconfigure (read-only while configured) and what a value must be (choices, a range,
+a check). rclpy rejects out-of-range values itself through the descriptors; the checks here
+reject the rest with a reason the caller of ``ros2 param set`` sees.
+
+To add a parameter: append a `ParameterSpec` to `TABLE` (and a line with a comment to
+config/params.yaml, which test/test_launch.py checks), then read it in the node with
+``self._params.value(name)`` (reconfigure) or ``self._params.live[name]`` (live).
+"""
+
+import collections
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.parameter import Parameter
+from rclpy.validate_topic_name import validate_topic_name
+
+from tx2_inference.errors import ConfigError
+
+try:  # rclpy of Humble and newer; older ones return None for an unset parameter
+    from rclpy.exceptions import ParameterUninitializedException
+except ImportError:  # depends on the ROS distribution
+    ParameterUninitializedException = LookupError
+
+DEFAULT_MODEL = 'ssdlite_person.onnx'
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'tflite')
+PRECISIONS = ('fp32', 'fp16', 'int8')
+INPUT_TRANSPORTS = ('raw', 'compressed')
+
+# Labels of the loaded model, or None while no model is loaded.
+Labels = Optional[Sequence[str]]
+
+
+def default_model_path() -> str:
+    """Return the bundled model: the package share's ``models/``, else the source tree's."""
+    # What ament_index_python's get_package_share_directory does, without the dependency.
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        marker = os.path.join(prefix, 'share', 'ament_index', 'resource_index', 'packages',
+                              'tx2_inference')
+        if prefix and os.path.isfile(marker):
+            candidate = os.path.join(prefix, 'share', 'tx2_inference', 'models', DEFAULT_MODEL)
+            if os.path.isfile(candidate):
+                return candidate
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(source, 'models', DEFAULT_MODEL)
+
+
+def camera_namespace(image_topic: str) -> str:
+    """Return the namespace of an image topic: ``cam0/image_raw`` -> ``cam0``."""
+    head = image_topic.rpartition('/')[0]
+    return head if head else ('/' if image_topic.startswith('/') else '')
+
+
+def check_topics(topics: Sequence[str]) -> str:
+    """Return why a list of image topics is rejected, or ''."""
+    if not topics:
+        return 'image_topics is empty: give at least one camera topic, e.g. [image_raw].'
+    for topic in topics:
+        try:
+            validate_topic_name(topic)
+        except Exception as error:  # rclpy raises InvalidTopicNameException
+            return 'image_topics: {!r} is not a valid topic name ({}).'.format(topic, error)
+    if len(set(topics)) != len(topics):
+        return 'image_topics lists a topic twice: {}.'.format(', '.join(topics))
+    namespaces = [camera_namespace(topic) for topic in topics]
+    if len(set(namespaces)) != len(namespaces):
+        return ('image_topics {} share a namespace, so their detections topics would clash: '
+                'put each camera under its own namespace (cam0/image_raw, cam1/image_raw).'
+                .format(', '.join(topics)))
+    return ''
+
+
+def check_class_allowlist(allowlist: Optional[Sequence[str]], labels: Labels) -> str:
+    """Return why an allowlist is rejected (a label the loaded model lacks), or ''."""
+    if not allowlist or labels is None:
+        return ''
+    unknown = [label for label in allowlist if label not in labels]
+    if unknown:
+        return 'class_allowlist names labels the model does not have: {}; its labels ' \
+               'are: {}.'.format(', '.join(unknown), ', '.join(labels))
+    return ''
+
+
+class ParameterSpec(object):
+    """
+    One node parameter: default, description and rules.
+
+    :param default: the value, a `Parameter.Type` for a parameter without a default, or a
+        function returning the default when the node starts.
+    :param reconfigure: True: settable only while unconfigured (read when configuring);
+        False: live, applied to the next frame.
+    :param choices: the accepted values of a string parameter.
+    :param floating: (from, to) of a float parameter, enforced by rclpy.
+    :param integer: (from, to) of an integer parameter, enforced by rclpy.
+    :param check: ``check(value, labels) -> reason or ''`` for anything else (labels: the
+        loaded model's, or None).
+    """
+
+    __slots__ = ('name', 'default', 'description', 'reconfigure', 'choices', 'floating',
+                 'integer', 'check')
+
+    def __init__(self, name: str, default: Any, description: str, reconfigure: bool = False,
+                 choices: Sequence[str] = (), floating: Optional[Tuple[float, float]] = None,
+                 integer: Optional[Tuple[int, int]] = None,
+                 check: Optional[Callable[[Any, Labels], str]] = None) -> None:
+        """Store the declaration."""
+        self.name = name
+        self.default = default
+        self.description = description
+        self.reconfigure = reconfigure
+        self.choices = tuple(choices)
+        self.floating = floating
+        self.integer = integer
+        self.check = check
+
+    def default_value(self) -> Any:
+        """Return the default to declare (a function's result, computed now)."""
+        return self.default() if callable(self.default) else self.default
+
+    def descriptor(self) -> ParameterDescriptor:
+        """Return the ParameterDescriptor; its ranges make rclpy reject out-of-range values."""
+        constraints = []
+        if self.choices:
+            constraints.append('one of: ' + ', '.join(self.choices))
+        if self.reconfigure:
+            constraints.append('read-only while configured: deactivate and clean up the node, '
+                               'set it, then configure again')
+        descriptor = ParameterDescriptor(description=self.description,
+                                         additional_constraints='; '.join(constraints))
+        if self.floating is not None:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=self.floating[0], to_value=self.floating[1], step=0.0)]
+        if self.integer is not None:
+            descriptor.integer_range = [IntegerRange(
+                from_value=self.integer[0], to_value=self.integer[1], step=1)]
+        return descriptor
+
+    def reject(self, value: Any, labels: Labels = None) -> str:
+        """Return why ``value`` is rejected (ranges aside: rclpy checks them), or ''."""
+        if self.choices and value not in self.choices:
+            return '{} {!r} is not one of {}.'.format(self.name, value, ', '.join(self.choices))
+        if self.check is not None:
+            return self.check(value, labels)
+        return ''
+
+
+TABLE = (
+    ParameterSpec(
+        'model_path', default_model_path,
+        'Model file: a TensorRT .engine, an .onnx (TensorRT engine built and cached on a GPU, '
+        "else ONNX Runtime) or a .tflite. Default and empty: the package share's models/" +
+        DEFAULT_MODEL + '.', reconfigure=True),
+    ParameterSpec(
+        'model_config', '',
+        'Model config YAML (input layout, decoder, labels). Empty: <model_path without '
+        'extension>.yaml beside the model, else auto-detected.', reconfigure=True),
+    ParameterSpec(
+        'backend', 'auto',
+        'Inference runtime. auto: TensorRT where a GPU and TensorRT are present, else ONNX '
+        'Runtime (or TFLite for a .tflite).', reconfigure=True, choices=BACKENDS),
+    ParameterSpec(
+        'precision', 'fp16',
+        'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '
+        'it is.', reconfigure=True, choices=PRECISIONS),
+    ParameterSpec(
+        'engine_cache_dir', '',
+        "Folder for TensorRT engines built from ONNX. Empty: the detector's default cache.",
+        reconfigure=True),
+    ParameterSpec(
+        'image_topics', ['image_raw'],
+        'Camera image topics, one model for all. Each camera publishes <its namespace>/'
+        'detections, <its namespace>/label_info and <its namespace>/debug_image, so put each '
+        'under its own namespace (cam0/image_raw, cam1/image_raw).', reconfigure=True,
+        check=lambda topics, labels: check_topics(topics)),
+    ParameterSpec(
+        'input_transport', 'raw',
+        'raw: sensor_msgs/Image on each topic; compressed: sensor_msgs/CompressedImage (jpeg, '
+        'png) on <topic>/compressed.', reconfigure=True, choices=INPUT_TRANSPORTS),
+    ParameterSpec(
+        'executor_depth', 2,
+        'Frames in flight (slots with their own buffers and stream); a newer frame replaces '
+        'a waiting one when all are busy.', reconfigure=True, integer=(1, 8)),
+    ParameterSpec(
+        'cpu_threads', 0,
+        "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
+        reconfigure=True, integer=(0, 64)),
+    ParameterSpec(
+        'score_threshold', 0.5,
+        'Minimum score of a published detection; applies to the next frame.',
+        floating=(0.0, 1.0)),
+    ParameterSpec(
+        'nms_iou_threshold', 0.45,
+        'Non-maximum suppression: a box overlapping a better box of its class by more than '
+        'this IoU is dropped; applies to the next frame.', floating=(0.0, 1.0)),
+    ParameterSpec(
+        'max_detections', 100,
+        'Most detections per frame, best first; applies to the next frame.',
+        integer=(1, 10000)),
+    ParameterSpec(  # no default: unset means every class
+        'class_allowlist', Parameter.Type.STRING_ARRAY,
+        'Labels to publish (names from the model config); unset or empty: every class. '
+        'Applies to the next frame.', check=check_class_allowlist),
+    ParameterSpec(
+        'publish_debug_image', True,
+        'Publish <camera namespace>/debug_image with boxes and labels drawn; drawn only '
+        'while someone subscribes. Applies to the next frame.'),
+)
+
+PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)
+# Parameters that need a reconfigure: settable only while unconfigured.
+RECONFIGURE = tuple(spec.name for spec in TABLE if spec.reconfigure)
+# Parameters applied to the next frame.
+LIVE = tuple(spec.name for spec in TABLE if not spec.reconfigure)
+
+
+class NodeParameters(object):
+    """
+    A node's parameters from `TABLE`: declared, checked when set, live values kept current.
+
+    A value given at startup (command line, params file) that is rejected does not stop the
+    node: the default is declared instead and the rejection kept, so configure fails naming
+    it until the parameter is set again.
+
+    :param node: the node to declare the parameters on (its callbacks are registered first,
+        so startup values are checked too).
+    :param is_configured: returns whether reconfigure parameters are read-only now.
+    :param labels: returns the loaded model's labels, or None.
+    :param on_live_change: called with the names of live parameters that changed, after
+        `live` holds their new values.
+    """
+
+    def __init__(self, node: Any, is_configured: Callable[[], bool],
+                 labels: Callable[[], Labels],
+                 on_live_change: Callable[[List[str]], None]) -> None:
+        """Register the set-parameter callbacks, then declare every parameter."""
+        self._node = node
+        self._is_configured = is_configured
+        self._labels = labels
+        self._on_live_change = on_live_change
+        self.startup_errors: Dict[str, str] = {}
+        self.live: Dict[str, Any] = {}
+        node.add_on_set_parameters_callback(self._validate)
+        if hasattr(node, 'add_post_set_parameters_callback'):
+            node.add_post_set_parameters_callback(self._apply)
+        for spec in TABLE:
+            self._declare(spec)
+        for name in LIVE:
+            self.live[name] = self.value(name)
+
+    def _declare(self, spec: ParameterSpec) -> None:
+        """Declare a parameter; a bad startup value falls back to the default, and is kept."""
+        default, descriptor = spec.default_value(), spec.descriptor()
+        try:
+            self._node.declare_parameter(spec.name, default, descriptor)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            # Never die on a bad parameter: configure fails, naming it, until it is set again.
+            self._node.declare_parameter(spec.name, default, descriptor, ignore_override=True)
+            self.startup_errors[spec.name] = str(error)
+            self._node.get_logger().error(
+                'parameter {} was rejected at startup ({}); configure will fail until it is '
+                'set to a valid value (ros2 param set {} {} <value>)'.format(
+                    spec.name, error, self._node.get_fully_qualified_name(), spec.name))
+
+    def value(self, name: str) -> Any:
+        """Return a parameter's value; None for an unset one (class_allowlist)."""
+        try:
+            return self._node.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None
+
+    def check(self, name: str, value: Any) -> str:
+        """Return why a value is rejected now, or '' when it is accepted."""
+        spec = PARAMETERS.get(name)
+        if spec is None:  # not ours (e.g. qos_overrides, use_sim_time)
+            return ''
+        if spec.reconfigure and self._is_configured():
+            return ('{} is read-only while the node is configured: deactivate and clean up '
+                    'the node, set {}, then configure again.'.format(name, name))
+        return spec.reject(value, self._labels())
+
+    def check_startup(self) -> None:
+        """Raise ConfigError naming the startup values that were rejected, if any."""
+        if self.startup_errors:
+            raise ConfigError('parameters rejected at startup: {}. Set each to a valid value '
+                              '(ros2 param set {} <name> <value>) and configure again.'.format(
+                                  '; '.join('{} ({})'.format(k, v) for k, v in
+                                            sorted(self.startup_errors.items())),
+                                  self._node.get_fully_qualified_name()))
+
+    def detection_params(self) -> Any:
+        """Return the DetectionParams of the current live parameters."""
+        from tx2_inference.core.decoders import DetectionParams
+        allowlist = self.live.get('class_allowlist') or None
+        return DetectionParams(score_threshold=self.live['score_threshold'],
+                               iou_threshold=self.live['nms_iou_threshold'],
+                               max_detections=self.live['max_detections'],
+                               class_allowlist=list(allowlist) if allowlist else None)
+
+    def _validate(self, parameters: List[Parameter]) -> SetParametersResult:
+        """On-set callback: accept or reject each value with a reason (no side effects)."""
+        for parameter in parameters:
+            reason = self.check(parameter.name, parameter.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        if not hasattr(self._node, 'add_post_set_parameters_callback'):
+            self._apply(parameters)  # rclpy before Iron: no post-set callbacks
+        return SetParametersResult(successful=True)
+
+    def _apply(self, parameters: List[Parameter]) -> None:
+        """Post-set callback: keep live values and tell the node which changed."""
+        changed = []
+        for parameter in parameters:
+            self.startup_errors.pop(parameter.name, None)
+            if parameter.name in LIVE:
+                self.live[parameter.name] = parameter.value
+                changed.append(parameter.name)
+        if changed:
+            self._on_live_change(changed)
