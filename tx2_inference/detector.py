@@ -62,6 +62,8 @@ class Detector(object):
     :param engine_cache_dir: where built TensorRT engines are cached.
     :param depth: executor slots (2: double buffering).
     :param threads: CPU threads for ONNX Runtime / TFLite (None: the runtime's default).
+    :param spinning: ONNX Runtime's thread-pool spinning: ``off``, ``on`` or ``solo`` (see
+        ``OnnxRuntimeBackend``; None: its default). Other backends ignore it.
     :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
         completion thread in submission order.
     :param on_error: ``on_error(tag, error)`` for a frame that could not be processed (e.g. a
@@ -73,7 +75,8 @@ class Detector(object):
                  backend: str = 'auto', precision: str = 'fp16',
                  engine_cache_dir: Optional[str] = None, depth: int = 2,
                  threads: Optional[int] = None, on_result: Optional[ResultCallback] = None,
-                 on_error: Optional[Callable[[Any, BaseException], None]] = None) -> None:
+                 on_error: Optional[Callable[[Any, BaseException], None]] = None,
+                 spinning: Optional[str] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
@@ -82,7 +85,7 @@ class Detector(object):
         self._lock = threading.Lock()
         config = ModelConfig.for_model(model_path, config_path)
         self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
-                                     engine_cache_dir=engine_cache_dir)
+                                     engine_cache_dir=engine_cache_dir, spinning=spinning)
         try:
             self.config = config.resolve(self._backend.inputs, self._backend.outputs)
             inp = self.config.input

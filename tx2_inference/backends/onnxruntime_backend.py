@@ -48,16 +48,16 @@ def _dims(shape: Sequence[Any]) -> tuple:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
 
 
-SPINNING_MODES = ('off', 'on', 'solo')
+SPINNING_MODES = ('never', 'always', 'solo')
 
 
 def spinning_mode(value: Any) -> str:
-    """Return the spinning mode named by ``value`` (a mode, or a bool: on / off).
+    """Return the spinning mode named by ``value`` (a mode, or a bool: always / never).
 
     :raises ConfigError: not one of ``SPINNING_MODES``.
     """
     if isinstance(value, bool):
-        return 'on' if value else 'off'
+        return 'always' if value else 'never'
     if value not in SPINNING_MODES:
         raise ConfigError('ONNX Runtime spinning {!r} is not one of {}'.format(
             value, ', '.join(SPINNING_MODES)))
@@ -82,9 +82,9 @@ class OnnxRuntimeBackend(ThreadedBackend):
         the parallel parts of a run instead of sleeping on a futex
         (``session.intra_op.allow_spinning``); docs/BENCHMARKS.md has the figures.
 
-        - ``off`` (default): they sleep. Least CPU (no spin), but every parallel part of an operator
-          wakes them again: slower runs on an idle machine.
-        - ``on``: they spin, ONNX Runtime's own default (what a plain ``InferenceSession``
+        - ``never`` (default): they sleep. Least CPU (no spin), but every parallel part of an
+          operator wakes them again: slower runs on an idle machine.
+        - ``always``: they spin, ONNX Runtime's own default (what a plain ``InferenceSession``
           does). Fastest on an idle machine; on a busy one the spinning threads take the
           cores the run itself and other processes need.
         - ``solo``: a run that starts while no other slot runs (camera rates) uses
@@ -94,7 +94,7 @@ class OnnxRuntimeBackend(ThreadedBackend):
           thread, so concurrent slots split the cores instead of sharing one pool. The
           second session costs the model's weights a second time in memory.
 
-        A bool means ``on`` / ``off``.
+        A bool means ``always`` / ``never``.
     """
 
     name = 'onnxruntime'
@@ -103,7 +103,7 @@ class OnnxRuntimeBackend(ThreadedBackend):
     def __init__(self, model_path: str, providers: Optional[Sequence[str]] = None,
                  intra_op_threads: Optional[int] = None,
                  inter_op_threads: Optional[int] = None,
-                 serialize_runs: bool = False, spinning: Any = 'off') -> None:
+                 serialize_runs: bool = False, spinning: Any = 'never') -> None:
         """Load the model into an ``InferenceSession`` (two for ``spinning='solo'``)."""
         super(OnnxRuntimeBackend, self).__init__(model_path)
         ort = _import_ort()
@@ -120,9 +120,9 @@ class OnnxRuntimeBackend(ThreadedBackend):
                 'onnxruntime-gpu with CUDA/TensorRT, or use the CPU provider'.format(
                     ', '.join(missing), ', '.join(available)))
         if wanted != ['CPUExecutionProvider'] or serialize_runs:
-            self.spinning = 'on' if self.spinning == 'solo' else self.spinning  # one session
+            self.spinning = 'always' if self.spinning == 'solo' else self.spinning  # one session
         self._session = self._open(ort, model_path, wanted, intra_op_threads,
-                                   inter_op_threads, self.spinning != 'off',
+                                   inter_op_threads, self.spinning != 'never',
                                    self.spinning == 'solo')
         # 'solo': runs that overlap another run go to a one-thread session, no spinning.
         self._shared = (self._open(ort, model_path, wanted, 1, 1, False, False)
