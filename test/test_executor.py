@@ -73,6 +73,11 @@ def test_results_in_submission_order_and_each_matches_its_frame(backend, depth):
     for tag, (decoded, context), timing in rec.results:
         assert decoded == tag and context == tag
         assert timing['infer_ms'] > 0 and timing['latency_ms'] >= timing['infer_ms']
+        # The stage stamps follow the frame's way: submitted, inference (ended after it
+        # started, after the submit), taken by the completion thread, decoded.
+        started = timing['infer_end'] - timing['infer_ms'] / 1e3
+        assert timing['submitted'] <= started < timing['infer_end'] <= timing['collected']
+        assert timing['collected'] <= timing['decoded']
     assert stats['submitted'] == 120
     assert stats['completed'] == len(rec.results)
     assert stats['completed'] + stats['dropped_reasons']['superseded'] == 120

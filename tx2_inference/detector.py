@@ -62,8 +62,9 @@ class Detector(object):
     :param engine_cache_dir: where built TensorRT engines are cached.
     :param depth: executor slots (2: double buffering).
     :param threads: CPU threads for ONNX Runtime / TFLite (None: the runtime's default).
-    :param spinning: ONNX Runtime's thread-pool spinning: ``off``, ``on`` or ``solo`` (see
-        ``OnnxRuntimeBackend``; None: its default). Other backends ignore it.
+    :param spinning: whether ONNX Runtime's intra-op pool threads spin between the parallel
+        parts of a run (see ``OnnxRuntimeBackend``; None: its default, off). Other backends
+        ignore it.
     :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
         completion thread in submission order.
     :param on_error: ``on_error(tag, error)`` for a frame that could not be processed (e.g. a
@@ -76,7 +77,7 @@ class Detector(object):
                  engine_cache_dir: Optional[str] = None, depth: int = 2,
                  threads: Optional[int] = None, on_result: Optional[ResultCallback] = None,
                  on_error: Optional[Callable[[Any, BaseException], None]] = None,
-                 spinning: Optional[str] = None) -> None:
+                 spinning: Optional[bool] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result

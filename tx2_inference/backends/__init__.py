@@ -20,7 +20,7 @@ _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 
 def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16',
                  threads: Optional[int] = None, device: int = 0,
-                 engine_cache_dir: Optional[str] = None, spinning: Optional[Any] = None,
+                 engine_cache_dir: Optional[str] = None, spinning: Optional[bool] = None,
                  **options: Any) -> Backend:
     """Open ``model_path`` with the named backend, or the best one here for ``'auto'``.
 
@@ -32,8 +32,9 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     :param threads: CPU threads for ONNX Runtime (intra-op) or TFLite.
     :param device: CUDA device number.
     :param engine_cache_dir: where built engines are cached.
-    :param spinning: ONNX Runtime's thread-pool spinning, ``off``, ``on`` or ``solo`` (see
-        ``OnnxRuntimeBackend``); None: the backend's default. The other backends ignore it.
+    :param spinning: whether ONNX Runtime's intra-op pool threads spin between the parallel
+        parts of a run (see ``OnnxRuntimeBackend``); None: the backend's default (off). The
+        other backends ignore it.
     :param options: passed on to the backend's constructor.
     :raises ConfigError: unknown backend name, or a model file the backend cannot run.
     :raises BackendUnavailableError: the backend's runtime or GPU is missing here.
@@ -77,7 +78,7 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     providers = {'onnxruntime': ['cpu'], 'onnxruntime-cuda': ['cuda', 'cpu'],
                  'onnxruntime-tensorrt': ['tensorrt', 'cuda', 'cpu']}[backend]
     if spinning is not None:
-        options['spinning'] = spinning
+        options['spinning'] = bool(spinning)
     try:
         return OnnxRuntimeBackend(model_path, providers=providers, intra_op_threads=threads,
                                   **options)

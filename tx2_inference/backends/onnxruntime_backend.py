@@ -8,12 +8,12 @@ releases the GIL while it runs, so pre- and post-processing of other frames go o
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
 from tx2_inference.backends.base import concrete_shape, Slot, TensorInfo, ThreadedBackend
-from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
+from tx2_inference.errors import BackendUnavailableError, ModelError
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,22 +48,6 @@ def _dims(shape: Sequence[Any]) -> tuple:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
 
 
-SPINNING_MODES = ('never', 'always', 'solo')
-
-
-def spinning_mode(value: Any) -> str:
-    """Return the spinning mode named by ``value`` (a mode, or a bool: always / never).
-
-    :raises ConfigError: not one of ``SPINNING_MODES``.
-    """
-    if isinstance(value, bool):
-        return 'always' if value else 'never'
-    if value not in SPINNING_MODES:
-        raise ConfigError('ONNX Runtime spinning {!r} is not one of {}'.format(
-            value, ', '.join(SPINNING_MODES)))
-    return str(value)
-
-
 class OnnxRuntimeBackend(ThreadedBackend):
     """Run an ONNX model with ONNX Runtime.
 
@@ -78,23 +62,14 @@ class OnnxRuntimeBackend(ThreadedBackend):
         session's thread pool and fill each other's serial gaps, and the hand-over from one
         run to the next happens inside ONNX Runtime, not through the GIL (measured here, 2
         cores: executor/raw 1.09 concurrent, 0.85 serialized).
-    :param spinning: whether ONNX Runtime's intra-op pool threads spin (busy-wait) between
-        the parallel parts of a run instead of sleeping on a futex
-        (``session.intra_op.allow_spinning``); docs/BENCHMARKS.md has the figures.
-
-        - ``never`` (default): they sleep. Least CPU (no spin), but every parallel part of an
-          operator wakes them again: slower runs on an idle machine.
-        - ``always``: they spin, ONNX Runtime's own default (what a plain ``InferenceSession``
-          does). Fastest on an idle machine; on a busy one the spinning threads take the
-          cores the run itself and other processes need.
-        - ``solo``: a run that starts while no other slot runs (camera rates) uses
-          a spinning session with ``intra_op_threads`` threads that stops spinning when the
-          run ends (``session.force_spinning_stop``); a run that starts while another runs
-          (above the model's throughput) uses a second session of the same model with one
-          thread, so concurrent slots split the cores instead of sharing one pool. The
-          second session costs the model's weights a second time in memory.
-
-        A bool means ``always`` / ``never``.
+    :param spinning: let ONNX Runtime's intra-op pool threads spin (busy-wait) between the
+        parallel parts of a run instead of sleeping (``session.intra_op.allow_spinning``;
+        spinning is ONNX Runtime's own default, what a plain ``InferenceSession`` does). Off
+        by default: on this 2-core machine, shared, a spinning session took 1.5 x the CPU per
+        inference (38 against 25 ms) and ran slower (p50 35 against 23 ms), and the node with
+        spinning off answered at 0.2 to 0.4 x the naive node's latency (docs/BENCHMARKS.md).
+        On an idle machine spinning saves the pool's wake-ups (about 56 futex waits per
+        inference here) and runs faster: turn it on for a robot whose cores are otherwise idle.
     """
 
     name = 'onnxruntime'
@@ -103,11 +78,10 @@ class OnnxRuntimeBackend(ThreadedBackend):
     def __init__(self, model_path: str, providers: Optional[Sequence[str]] = None,
                  intra_op_threads: Optional[int] = None,
                  inter_op_threads: Optional[int] = None,
-                 serialize_runs: bool = False, spinning: Any = 'never') -> None:
-        """Load the model into an ``InferenceSession`` (two for ``spinning='solo'``)."""
+                 serialize_runs: bool = False, spinning: bool = False) -> None:
+        """Load the model into an ``InferenceSession``."""
         super(OnnxRuntimeBackend, self).__init__(model_path)
         ort = _import_ort()
-        self.spinning = spinning_mode(spinning)
         if not os.path.isfile(model_path):
             raise ModelError('ONNX model {!r} does not exist: check the model path'.format(
                 model_path))
@@ -119,26 +93,6 @@ class OnnxRuntimeBackend(ThreadedBackend):
                 'ONNX Runtime provider(s) {} not available here (available: {}): install '
                 'onnxruntime-gpu with CUDA/TensorRT, or use the CPU provider'.format(
                     ', '.join(missing), ', '.join(available)))
-        if wanted != ['CPUExecutionProvider'] or serialize_runs:
-            self.spinning = 'always' if self.spinning == 'solo' else self.spinning  # one session
-        self._session = self._open(ort, model_path, wanted, intra_op_threads,
-                                   inter_op_threads, self.spinning != 'never',
-                                   self.spinning == 'solo')
-        # 'solo': runs that overlap another run go to a one-thread session, no spinning.
-        self._shared = (self._open(ort, model_path, wanted, 1, 1, False, False)
-                        if self.spinning == 'solo' else None)
-        # How many runs are in progress, across slots (counted for 'solo' only).
-        self._running = [0]
-        self._running_lock = threading.Lock()
-        self.providers = list(self._session.get_providers())
-        self._inputs = [self._info(a) for a in self._session.get_inputs()]
-        self._outputs = [self._info(a) for a in self._session.get_outputs()]
-        self._device_lock = threading.Lock() if serialize_runs else None
-
-    @staticmethod
-    def _open(ort: Any, model_path: str, providers: Sequence[str],
-              intra_op_threads: Optional[int], inter_op_threads: Optional[int],
-              spinning: bool, stop_spinning: bool) -> Any:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -149,13 +103,16 @@ class OnnxRuntimeBackend(ThreadedBackend):
         options.log_severity_level = 3
         for key in ('session.intra_op.allow_spinning', 'session.inter_op.allow_spinning'):
             options.add_session_config_entry(key, '1' if spinning else '0')
-        if stop_spinning:
-            options.add_session_config_entry('session.force_spinning_stop', '1')
         try:
-            return ort.InferenceSession(model_path, sess_options=options, providers=providers)
+            self._session = ort.InferenceSession(model_path, sess_options=options,
+                                                 providers=wanted)
         except Exception as error:
             raise ModelError('ONNX Runtime cannot load {!r}: {} (is it a valid ONNX '
                              'model?)'.format(model_path, error)) from error
+        self.providers = list(self._session.get_providers())
+        self._inputs = [self._info(a) for a in self._session.get_inputs()]
+        self._outputs = [self._info(a) for a in self._session.get_outputs()]
+        self._device_lock = threading.Lock() if serialize_runs else None
 
     @staticmethod
     def _info(arg: Any) -> TensorInfo:
@@ -178,43 +135,22 @@ class OnnxRuntimeBackend(ThreadedBackend):
         probe = self._session.run(None, inputs)
         outputs = {info.name: np.zeros(value.shape, info.dtype)
                    for info, value in zip(self._outputs, probe)}
-        bindings = [self._bind(session, inputs, outputs)
-                    for session in (self._session, self._shared) if session is not None]
-        return self._add_slot(index, inputs, outputs, bindings,
-                              self._make_job(bindings, outputs), self._device_lock)
-
-    @staticmethod
-    def _bind(session: Any, inputs: Dict[str, np.ndarray],
-              outputs: Dict[str, np.ndarray]) -> Any:
-        binding = session.io_binding()
+        binding = self._session.io_binding()
         for name, array in inputs.items():
             binding.bind_input(name, 'cpu', 0, array.dtype, list(array.shape),
                                array.ctypes.data)
         for name, array in outputs.items():
             binding.bind_output(name, 'cpu', 0, array.dtype, list(array.shape),
                                 array.ctypes.data)
-        return binding
+        return self._add_slot(index, inputs, outputs, binding,
+                              self._make_job(binding, outputs), self._device_lock)
 
-    def _make_job(self, bindings: List[Any], outputs: Dict[str, np.ndarray]) -> Any:
-        sessions = [self._session, self._shared][:len(bindings)]
+    def _make_job(self, binding: Any, outputs: Dict[str, np.ndarray]) -> Any:
+        session = self._session
         names = [info.name for info in self._outputs]
         state = {'dynamic': False}
-        lock, running = self._running_lock, self._running
 
         def job() -> None:
-            pick = 0
-            if len(sessions) > 1:
-                with lock:
-                    running[0] += 1
-                    pick = 0 if running[0] == 1 else 1
-            try:
-                run(sessions[pick], bindings[pick])
-            finally:
-                if len(sessions) > 1:
-                    with lock:
-                        running[0] -= 1
-
-        def run(session: Any, binding: Any) -> None:
             if not state['dynamic']:
                 try:
                     session.run_with_iobinding(binding)  # into the bound output buffers
@@ -239,10 +175,10 @@ class OnnxRuntimeBackend(ThreadedBackend):
 
     def _release_slot(self, slot: Slot) -> None:
         super(OnnxRuntimeBackend, self)._release_slot(slot)
-        for binding in slot.handle[0]:
-            binding.clear_binding_inputs()
-            binding.clear_binding_outputs()
+        binding = slot.handle[0]
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
 
     def _close(self) -> None:
         super(OnnxRuntimeBackend, self)._close()
-        self._session = self._shared = None
+        self._session = None

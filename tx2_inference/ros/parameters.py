@@ -36,7 +36,6 @@ DEFAULT_MODEL = 'ssdlite_person.onnx'
 BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'tflite')
 PRECISIONS = ('fp32', 'fp16', 'int8')
 INPUT_TRANSPORTS = ('raw', 'compressed')
-ORT_SPINNING = ('never', 'always', 'solo')  # tx2_inference.backends.onnxruntime_backend's modes
 
 # Labels of the loaded model, or None while no model is loaded.
 Labels = Optional[Sequence[str]]
@@ -196,13 +195,11 @@ TABLE = (
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),
     ParameterSpec(
-        'ort_spinning', 'never',
-        "ONNX Runtime's intra-op pool threads between the parallel parts of a run. never: they "
-        'sleep (least CPU; slower runs on an idle machine). always: they spin, as a plain '
-        'InferenceSession does (fastest on an idle machine, slowest on a busy one). solo: '
-        'spin while one frame runs alone, one thread per run when frames overlap (a second '
-        'session: the model twice in memory). docs/BENCHMARKS.md has the figures.',
-        reconfigure=True, choices=ORT_SPINNING),
+        'ort_spinning', False,
+        'ONNX Runtime: let the intra-op pool threads spin between the parallel parts of a run '
+        '(session.intra_op.allow_spinning), as a plain InferenceSession does. Faster runs '
+        'when the cores are otherwise idle; more CPU, and slower on a busy machine '
+        '(docs/BENCHMARKS.md). The thread count is cpu_threads.', reconfigure=True),
     ParameterSpec(
         'score_threshold', 0.5,
         'Minimum score of a published detection; applies to the next frame.',
