@@ -390,25 +390,15 @@ def test_diagnostics(graph, photos):
     p50, p99 = (float(diagnostics_value(camera, k)) for k in ('latency_p50_ms', 'latency_p99_ms'))
     assert 0.0 < p50 <= p99 < 5000.0
     assert int(diagnostics_value(camera, 'frames_out')) >= 3
-
-
-def test_stage_times_account_for_the_latency(graph, photos):
-    """Each published frame's stages are counted, none negative, within its latency."""
-    astronaut = array_to_image_msg(photos['astronaut'], 'rgb8')
-    for _ in range(3):
-        assert graph.detect(astronaut) is not None
-    seen = len(graph.messages('/diagnostics'))
-    time.sleep(1.2)
-    camera = graph.wait_until(lambda: latest_status(graph, 'cam0/image_raw', seen))
+    # Each published frame's stages (issue 15) are counted, none negative, within its latency.
     frames = int(diagnostics_value(camera, 'stage_frames'))
-    assert frames == int(diagnostics_value(camera, 'frames_out')) >= 3
+    assert frames == int(diagnostics_value(camera, 'frames_out'))
     totals = {stage: float(diagnostics_value(camera, 'stage_ms_total.' + stage))
               for stage in STAGES}
     assert all(total >= 0.0 for total in totals.values()), totals
     assert totals['infer'] > 0.0 and totals['decode'] > 0.0 and totals['publish'] > 0.0
     # Per frame the stages end before the latency is taken, so their mean is at most the
     # mean latency, which is at most the largest (p99 of the node's recent frames).
-    p99 = float(diagnostics_value(camera, 'latency_p99_ms'))
     assert sum(totals.values()) / frames <= p99 + 0.5, (totals, frames, p99)
 
 
