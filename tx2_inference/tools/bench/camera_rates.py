@@ -99,20 +99,28 @@ def measure(env: Dict[str, str], model: str, config: Optional[str], backend: str
             rate_text = 'flood' if rate_label(rate) == 'flood' else '{:g}'.format(float(rate))
             order = (0, 1) if index % 2 == 0 else (1, 0)
             plan += ['{}@{}'.format(rate_text, target) for target in order]
+    rss = []  # type: List[float]  # the node's resident MB at the end of each of its windows
     with _graph(env, model, config, backend, depth, threads, log_dir, node_params) as procs:
         profiler = None
         if profile_dir:
             profiler = _Profiler(profile_dir, {0: procs[0].pid, 1: procs[1].pid}, seconds)
+
+        def on_window(what: str, rate: float, target: int) -> None:
+            if what == 'end' and target == 0:
+                rss.append(round(ros_bench.rss_mb(procs[0].pid), 2))
+            if profiler is not None:
+                profiler(what, rate, target)
         try:
             windows = ros_bench.run_loadgen(env, plan, seconds, log_dir, 'camera_loadgen',
                                             diagnostics=True, peers=procs,
                                             targets=[NODE_TOPICS, NAIVE_TOPICS],
-                                            on_window=profiler)
+                                            on_window=on_window)
         finally:
             if profiler is not None:
                 profiler.close()
     result = summarize(windows, [rate_label(r) for r in rates], rounds)
     result['node_params'] = list(node_params)
+    result['node_rss_mb'] = rss
     return result
 
 
@@ -222,6 +230,9 @@ def table(result: Dict[str, Any]) -> str:
     for label, entry in result['by_rate'].items():
         lines.append('| {} | {} |'.format(label, ' | '.join(
             '{:.2f}'.format(entry['stages_ms'][s]) for s in STAGES + ('out',))))
+    if result.get('node_rss_mb'):
+        lines += ['', 'Node resident memory after each of its windows (MB): ' + ', '.join(
+            '{:.1f}'.format(v) for v in result['node_rss_mb'])]
     lines += ['', 'Goals: ' + '; '.join('{} {:.2f} ({})'.format(
         name, goal['value'], 'met' if goal['met'] else 'NOT met')
         for name, goal in result['goals'].items())]
