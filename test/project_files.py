@@ -4,15 +4,14 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, 'tx2_inference')
+# The converter's TensorFlow stage: runs on a workstation only (newer Python, TensorFlow).
+WORKSTATION = os.path.join(PACKAGE, 'convert', 'workstation')
 
 
 def workstation_modules():
-    """Return the converter's TensorFlow-stage files, which run on a workstation only."""
-    try:
-        from tx2_inference.convert import WORKSTATION_MODULES
-    except ImportError:
-        return set()
-    return {os.path.normpath(os.path.join(PACKAGE, 'convert', m)) for m in WORKSTATION_MODULES}
+    """Return the converter's TensorFlow-stage files: every .py in convert/workstation/."""
+    return {os.path.normpath(os.path.join(WORKSTATION, name))
+            for name in os.listdir(WORKSTATION) if name.endswith('.py')}
 
 
 def robot_files():

@@ -27,7 +27,7 @@ from tx2_inference.ros.image import (
     array_to_compressed_msg,
     array_to_image_msg,
     compressed_to_array,
-    ENCODINGS,
+    ENCODING_LAYOUTS,
 )
 from tx2_inference.tools import soak
 
@@ -69,9 +69,9 @@ def fuzz_node(default_model, tmp_path_factory):
 
 raw_faults = st.builds(
     soak.raw_fault, kind=st.sampled_from(soak.RAW_FAULTS), width=st.integers(1, 96),
-    height=st.integers(1, 96), encoding=st.sampled_from(sorted(soak.RAW_ENCODINGS)),
+    height=st.integers(1, 96), encoding=st.sampled_from(sorted(soak.BYTES_PER_PIXEL)),
     delta=st.integers(1, 5000),
-    text=st.text(PRINTABLE, max_size=16).filter(lambda t: t not in ENCODINGS))
+    text=st.text(PRINTABLE, max_size=16).filter(lambda t: t not in ENCODING_LAYOUTS))
 
 _SMALL = soak.astronaut((96, 96))
 compressed_faults = st.builds(

@@ -1,4 +1,7 @@
-"""package.xml is a valid format-3 manifest (REP 149) and names every runtime dependency.
+"""package.xml is a valid format-3 manifest (REP 149) and names every dependency where it belongs.
+
+The node and the converter's robot side (exec_depend) need no tool library; the tools
+(tx2_inference/tools) and the tests may use more, declared as test_depend.
 
 The format-3 XSD is not reachable offline here, so the manifest is parsed and checked against
 REP 149's rules directly: root and format, required elements and their order, a valid version,
@@ -11,7 +14,7 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-from project_files import robot_files, ROOT
+from project_files import PACKAGE, robot_files, ROOT
 import pytest
 
 MANIFEST = os.path.join(ROOT, 'package.xml')
@@ -33,6 +36,9 @@ ROSDEP_KEYS = {
     'launch': 'launch', 'launch_ros': 'launch_ros', 'ament_index_python': 'ament_index_python',
     'matplotlib': 'python3-matplotlib', 'psutil': 'python3-psutil', 'skimage': 'python3-skimage',
 }
+# Libraries only the tools and the tests use: test_depend, never a runtime dependency.
+TOOL_LIBRARIES = ('matplotlib', 'psutil', 'skimage')
+TOOLS = os.path.join(PACKAGE, 'tools') + os.sep
 # Imports with no rosdep key on every distribution: JetPack ships TensorRT and pycuda; the CPU
 # runtimes come from pip. The README says which to install where.
 NOT_ROSDEP = {'tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'onnxruntime', 'ai_edge_litert',
@@ -76,11 +82,25 @@ def _depends(root):
     return {dep.text.strip() for tag in tags for dep in root.findall(tag)}
 
 
-def _third_party_imports():
-    """Return {top-level module: file} for every import in robot code outside the package."""
+def _test_depends(root):
+    return {dep.text.strip() for dep in root.findall('test_depend')}
+
+
+def runtime_files():
+    """Return the files the robot's node and converter run (not the tools)."""
+    return [path for path in robot_files() if not path.startswith(TOOLS)]
+
+
+def tool_files():
+    """Return the tools' files (camera player, demo, soak, benchmark, test client)."""
+    return [path for path in robot_files() if path.startswith(TOOLS)]
+
+
+def _third_party_imports(files):
+    """Return {top-level module: file} for every import in ``files`` outside the package."""
     stdlib = set(sys.stdlib_module_names)
     found = {}
-    for path in robot_files():
+    for path in files:
         with open(path) as f:
             tree = ast.parse(f.read(), path)
         for node in ast.walk(tree):
@@ -89,6 +109,9 @@ def _third_party_imports():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
+            elif (isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'require' and
+                  node.args and isinstance(node.args[0], ast.Constant)):
+                names = [node.args[0].value]  # tools.requires.require('psutil', ...)
             for name in names:
                 top = name.split('.')[0]
                 if top not in stdlib and top != 'tx2_inference':
@@ -96,17 +119,35 @@ def _third_party_imports():
     return found
 
 
-def test_every_runtime_import_is_declared(root):
-    declared = _depends(root)
-    for module, where in sorted(_third_party_imports().items()):
+def _check_declared(files, declared, tag):
+    for module, where in sorted(_third_party_imports(files).items()):
         if module in NOT_ROSDEP:
             continue
         assert module in ROSDEP_KEYS, (
             '%s imports %r, which has no rosdep key here: add it to package.xml and to '
             'ROSDEP_KEYS in this test (or NOT_ROSDEP, with a reason)' % (where, module))
         assert ROSDEP_KEYS[module] in declared, (
-            '%s imports %r but package.xml has no <exec_depend>%s</exec_depend>'
-            % (where, module, ROSDEP_KEYS[module]))
+            '%s imports %r but package.xml has no <%s>%s</%s>'
+            % (where, module, tag, ROSDEP_KEYS[module], tag))
+
+
+def test_every_runtime_import_is_declared(root):
+    _check_declared(runtime_files(), _depends(root), 'exec_depend')
+
+
+def test_every_tool_import_is_declared(root):
+    _check_declared(tool_files(), _depends(root) | _test_depends(root), 'test_depend')
+
+
+def test_the_robot_install_needs_no_tool_library(root):
+    """matplotlib, psutil and scikit-image are test dependencies, and no runtime file uses one."""
+    runtime = _depends(root)
+    for module in TOOL_LIBRARIES:
+        assert ROSDEP_KEYS[module] not in runtime, ROSDEP_KEYS[module] + ' is a runtime dependency'
+        assert ROSDEP_KEYS[module] in _test_depends(root), ROSDEP_KEYS[module]
+    used = _third_party_imports(runtime_files())
+    assert not set(TOOL_LIBRARIES) & set(used), {m: used[m] for m in TOOL_LIBRARIES if m in used}
+    assert set(TOOL_LIBRARIES) <= set(_third_party_imports(tool_files()))  # the check sees them
 
 
 def test_issue_named_dependencies_are_declared(root):

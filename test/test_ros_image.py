@@ -13,7 +13,7 @@ from tx2_inference.ros.image import (
     array_to_compressed_msg,
     array_to_image_msg,
     compressed_to_array,
-    ENCODINGS,
+    ENCODING_LAYOUTS,
     image_to_array,
 )
 
@@ -191,7 +191,7 @@ def test_truncated_jpeg_is_rejected_or_decoded(photo):
 
 
 @settings(max_examples=150, deadline=None)
-@given(encoding=st.sampled_from(sorted(ENCODINGS) + ['bayer_rggb8', 'x']),
+@given(encoding=st.sampled_from(sorted(ENCODING_LAYOUTS) + ['bayer_rggb8', 'x']),
        height=st.integers(0, 9), width=st.integers(0, 9), step=st.integers(0, 40),
        size=st.integers(0, 400), big=st.booleans())
 def test_any_message_is_a_frame_or_a_frame_error(encoding, height, width, step, size, big):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from tx2_inference.backends.tflite_backend import tensor_quantization
+from tx2_inference.backends.tflite_backend import quantization_from_detail
 from tx2_inference.core.decoders import create_decoder, DetectionParams
 from tx2_inference.core.preprocess import Preprocessor, Transform
 from tx2_inference.detector import Detector
@@ -94,7 +94,8 @@ def _raw_slot(detector, image):
     """Run one frame on a slot of our own; return the slot and the float input it stands for."""
     slot = detector.backend.create_slot(7, {detector.config.input['name']: detector.input_shape})
     name = detector.config.input['name']
-    detector.preprocess(image, 'rgb', slot)
+    Preprocessor(detector.config.input, detector.input_shape, slot.inputs[name].dtype,
+                 detector.input_quantization)(image, 'rgb', slot.inputs[name])
     detector.backend.run(slot)
     values = np.zeros(detector.input_shape, np.float32)
     Preprocessor(detector.config.input, detector.input_shape, np.float32)(image, 'rgb', values)
@@ -183,12 +184,12 @@ def test_unsupported_quantisation_is_refused_with_what_to_do():
                                           'zero_points': np.array([0, 0], np.int32),
                                           'quantized_dimension': 3}}
     with pytest.raises(ModelError, match="'boxes' is quantised per channel"):
-        tensor_quantization(detail)
+        quantization_from_detail(detail)
     single = dict(detail, quantization_parameters={
         'scales': np.array([0.5], np.float32), 'zero_points': np.array([-4], np.int32),
         'quantized_dimension': 0})
-    assert tensor_quantization(single) == (0.5, -4)
-    assert tensor_quantization({'name': 'x', 'quantization': (0.0, 0)}) == (0.0, 0)
+    assert quantization_from_detail(single) == (0.5, -4)
+    assert quantization_from_detail({'name': 'x', 'quantization': (0.0, 0)}) == (0.0, 0)
     with pytest.raises(ConfigError, match='int8 is not supported'):
         Preprocessor({}, (1, 8, 8, 3), np.int8)  # int8 without its quantisation
     with pytest.raises(ConfigError, match='quantised inputs'):

@@ -30,7 +30,7 @@ Quantization = Tuple[float, int]
 Outputs = Dict[str, np.ndarray]
 
 
-def tensor_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
+def integer_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
     """Return ``(scale, zero_point)`` of a quantised integer tensor of ``backend``, else None.
 
     Backends that know of no quantisation have no ``quantization`` attribute; float tensors and
@@ -40,6 +40,15 @@ def tensor_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantiz
     if not scale or not np.issubdtype(np.dtype(dtype), np.integer):
         return None
     return float(scale), int(zero_point)
+
+
+def input_shape(input_config: Dict[str, Any]) -> Tuple[int, ...]:
+    """Return the model input's shape, batch 1, from a resolved config's input section."""
+    height, width = input_config['size']
+    channels = 1 if input_config['color'] == 'mono' else 3
+    if input_config['layout'] == 'nhwc':
+        return (1, height, width, channels)
+    return (1, channels, height, width)
 
 
 def dequantize(q: np.ndarray, quantization: Quantization, out: np.ndarray) -> np.ndarray:
@@ -92,24 +101,21 @@ class Detector(object):
             inp = self.config.input
             self._input_name = inp['name']
             height, width = inp['size']
-            channels = 1 if inp['color'] == 'mono' else 3
-            self.input_shape = ((1, height, width, channels) if inp['layout'] == 'nhwc'
-                                else (1, channels, height, width))
+            self.input_shape = input_shape(inp)
             dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
             self._input_dtype = dtype
             #: ``(scale, zero_point)`` of a quantised input, or None.
-            self.input_quantization = tensor_quantization(self._backend, self._input_name,
+            self.input_quantization = integer_quantization(self._backend, self._input_name,
                                                           dtype)
             #: output name -> ``(scale, zero_point)``, for the quantised outputs only.
             self.output_quantization = {}  # type: Dict[str, Quantization]
             for tensor in self._backend.outputs:
-                quantization = tensor_quantization(self._backend, tensor.name, tensor.dtype)
+                quantization = integer_quantization(self._backend, tensor.name, tensor.dtype)
                 if quantization is not None:
                     self.output_quantization[tensor.name] = quantization
             # slot index -> (the slot's raw outputs, what the decoder reads: float buffers for
             # the quantised outputs, the raw arrays for the rest); made at a slot's first frame.
             self._decode_inputs = {}  # type: Dict[int, Tuple[Outputs, Outputs]]
-            self._tool_preprocessor = None  # type: Optional[Preprocessor]
             self._decoder = create_decoder(self.config.decoder, self.config.labels,
                                            (height, width))
             # One pre-processor and one transform per slot: a slot's frame is prepared by one
@@ -137,7 +143,7 @@ class Detector(object):
 
     @property
     def backend(self) -> Any:
-        """Return the open backend (for tools that need its tensors or providers)."""
+        """Return the open backend (its tensors and providers; run nothing on it)."""
         return self._backend
 
     @property
@@ -149,16 +155,6 @@ class Detector(object):
     def precision(self) -> str:
         """Return the precision the backend runs at."""
         return self._backend.precision
-
-    def preprocess(self, image: np.ndarray, color: str, slot: Slot) -> Transform:
-        """Write ``image`` into the input buffer of a slot the caller made (tools, benchmark).
-
-        Not for the executor's slots; not thread-safe.
-        """
-        if self._tool_preprocessor is None:
-            self._tool_preprocessor = Preprocessor(self.config.input, self.input_shape,
-                                                   self._input_dtype, self.input_quantization)
-        return self._tool_preprocessor(image, color, slot.inputs[self._input_name])
 
     def _prepare(self, frame: Any, slot: Slot) -> Transform:
         image, color = frame

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from tx2_inference.backends.base import Backend, Slot
+from tx2_inference.core.stats import percentile
 
 _LOG = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class _Ring(object):
     def percentile(self, q: float) -> float:
         valid = self.values[:min(self.count, self.values.shape[0])]
         valid = valid[~np.isnan(valid)]
-        return float(np.percentile(valid, q)) if valid.size else float('nan')
+        return percentile(valid, q)
 
 
 class DoubleBufferedExecutor(object):

@@ -10,10 +10,12 @@ from typing import Any, Optional
 from tx2_inference.backends.base import Backend, Slot, TensorInfo
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
-__all__ = ['Backend', 'BACKENDS', 'open_backend', 'Slot', 'TensorInfo']
+__all__ = ['Backend', 'BACKENDS', 'open_backend', 'PRECISIONS', 'Slot', 'TensorInfo']
 
+# The one list of each: what open_backend, the node's parameters and the CLIs accept.
 BACKENDS = ('auto', 'onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'tensorrt',
             'tflite')
+PRECISIONS = ('fp32', 'fp16', 'int8')
 
 _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 

@@ -35,7 +35,7 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
-def tensor_quantization(detail: Dict[str, Any]) -> Tuple[float, int]:
+def quantization_from_detail(detail: Dict[str, Any]) -> Tuple[float, int]:
     """Return a tensor's per-tensor ``(scale, zero_point)``; ``(0.0, 0)``: not quantised.
 
     :param detail: one entry of the interpreter's ``get_input_details()`` or
@@ -83,7 +83,7 @@ class TFLiteBackend(ThreadedBackend):
         self._inputs = [self._info(d) for d in probe.get_input_details()]
         self._outputs = [self._info(d) for d in probe.get_output_details()]
         # name -> (scale, zero_point) of every input and output; (0.0, 0): not quantised.
-        self.quantization = {d['name']: tensor_quantization(d)
+        self.quantization = {d['name']: quantization_from_detail(d)
                              for d in probe.get_input_details() + probe.get_output_details()}
         self._device_lock = threading.Lock() if serialize_runs else None
 

@@ -2,15 +2,8 @@
 
 `tx2-convert` (``python -m tx2_inference.convert``) is the entry point; see ``cli.py``.
 
-The CLI, the engine path and the image helpers run on the robot (Python 3.6, no TensorFlow).
-The TensorFlow stages run only on a workstation and may use newer Python: they are listed in
-:data:`WORKSTATION_MODULES` (file names in this folder), the one place the Python 3.6
-compatibility check (test/test_python36.py) reads its exemptions from.
+The CLI, the engine path and the quantizer run on the robot (Python 3.6, no TensorFlow). The
+TensorFlow stages run only on a workstation and may use newer Python: they live in the folder
+``workstation/``, which the Python 3.6 check (test/test_python36.py) exempts and the only
+place allowed to import TensorFlow (test/test_import_rules.py).
 """
-
-WORKSTATION_MODULES = (
-    'workstation/tf_onnx.py',  # TensorFlow -> ONNX (tf2onnx), validated against TensorFlow
-    'workstation/tf_lite.py',  # TensorFlow -> TFLite
-    'workstation/tf_runner.py',  # runs the original TensorFlow graph (the reference)
-    'workstation/evaluate.py',  # mAP / agreement / latency report (TF, pycocotools, matplotlib)
-)

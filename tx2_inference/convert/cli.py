@@ -18,6 +18,7 @@ import logging
 import sys
 from typing import Any, Dict, List, Optional
 
+from tx2_inference.backends import PRECISIONS
 from tx2_inference.errors import UserError
 
 LOG = logging.getLogger('tx2_inference.convert')
@@ -189,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('engine', help='ONNX -> TensorRT engine (on the target device)')
     p.add_argument('onnx')
     p.add_argument('-o', '--output', help='copy the engine here (default: the cache only)')
-    p.add_argument('--precision', default='fp16', choices=['fp32', 'fp16', 'int8'])
+    p.add_argument('--precision', default='fp16', choices=PRECISIONS)
     p.add_argument('--config', help='model config (default: beside the ONNX)')
     p.add_argument('--cache-dir', help='engine cache folder (default: beside the ONNX)')
     p.add_argument('--workspace-mb', type=int, default=1024)
@@ -226,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('tflite', help='SavedModel or frozen graph -> TFLite')
     p.add_argument('model')
     p.add_argument('-o', '--output', required=True)
-    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'int8'])
+    p.add_argument('--precision', default='fp32', choices=PRECISIONS)
     p.add_argument('--tag', default='serve')
     p.add_argument('--signature', default='serving_default')
     p.add_argument('--inputs', help='frozen graph / cut: name[1,300,300,3]')

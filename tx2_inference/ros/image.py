@@ -28,13 +28,14 @@ import numpy as np
 from tx2_inference.errors import FrameError
 
 __all__ = [
-    'ENCODINGS', 'array_to_compressed_msg', 'array_to_image_msg', 'compressed_to_array',
+    'ENCODING_LAYOUTS', 'array_to_compressed_msg', 'array_to_image_msg', 'compressed_to_array',
     'frame_error', 'image_to_array',
 ]
 
-# encoding -> (dtype, channels, color of the returned array, channels kept (None: all)).
+# The encodings read: encoding -> (dtype, channels, color of the returned array, channels
+# kept (None: all)).
 # Names and their aliases as in sensor_msgs/image_encodings.hpp.
-ENCODINGS = {
+ENCODING_LAYOUTS = {
     'rgb8': (np.uint8, 3, 'rgb', None),
     'bgr8': (np.uint8, 3, 'bgr', None),
     'rgba8': (np.uint8, 4, 'rgb', 3),
@@ -56,7 +57,7 @@ _YUV_TO_RGB = {
     'yuyv': cv2.COLOR_YUV2RGB_YUY2,
 }
 
-_SUPPORTED = ', '.join(sorted(ENCODINGS))
+_SUPPORTED = ', '.join(sorted(ENCODING_LAYOUTS))
 _COMPRESSED_FORMATS = ('jpeg', 'jpg', 'png')
 _SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n')  # jpeg SOI + marker, png
 
@@ -104,9 +105,9 @@ def image_to_array(msg: Any) -> Tuple[np.ndarray, str]:
     :raises FrameError: the message cannot be a frame; ``error.reason`` says why.
     """
     encoding = str(msg.encoding)
-    if encoding not in ENCODINGS:
+    if encoding not in ENCODING_LAYOUTS:
         return _fallback_cv_bridge(msg, encoding)
-    dtype, channels, color, keep = ENCODINGS[encoding]
+    dtype, channels, color, keep = ENCODING_LAYOUTS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     itemsize = np.dtype(dtype).itemsize
     if height <= 0 or width <= 0:
@@ -227,9 +228,9 @@ def array_to_image_msg(array: np.ndarray, encoding: str, header: Optional[Any] =
     """
     from sensor_msgs.msg import Image
 
-    if encoding not in ENCODINGS:
+    if encoding not in ENCODING_LAYOUTS:
         raise ValueError('encoding {!r} is not one of {}'.format(encoding, _SUPPORTED))
-    dtype, channels, _, _ = ENCODINGS[encoding]
+    dtype, channels, _, _ = ENCODING_LAYOUTS[encoding]
     array = np.ascontiguousarray(array)
     got = 1 if array.ndim == 2 else array.shape[2]
     if array.dtype != np.dtype(dtype) or got != channels or array.ndim not in (2, 3):

@@ -25,6 +25,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
+from tx2_inference.backends import BACKENDS, PRECISIONS
 from tx2_inference.errors import ConfigError
 
 try:  # rclpy of Humble and newer; older ones return None for an unset parameter
@@ -33,8 +34,6 @@ except ImportError:  # depends on the ROS distribution
     ParameterUninitializedException = LookupError
 
 DEFAULT_MODEL = 'ssdlite_person.onnx'
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'tflite')
-PRECISIONS = ('fp32', 'fp16', 'int8')
 INPUT_TRANSPORTS = ('raw', 'compressed')
 
 # Labels of the loaded model, or None while no model is loaded.
@@ -167,7 +166,8 @@ TABLE = (
     ParameterSpec(
         'backend', 'auto',
         'Inference runtime. auto: TensorRT where a GPU and TensorRT are present, else ONNX '
-        'Runtime (or TFLite for a .tflite).', reconfigure=True, choices=BACKENDS),
+        'Runtime (or TFLite for a .tflite); onnxruntime-cuda and onnxruntime-tensorrt: ONNX '
+        'Runtime with that execution provider.', reconfigure=True, choices=BACKENDS),
     ParameterSpec(
         'precision', 'fp16',
         'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '

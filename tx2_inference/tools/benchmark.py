@@ -5,7 +5,9 @@
 Measurements, one function each, on the same model, input and pre-processing:
 
 - ``measure_raw``: the backend alone, in a tight loop on one pre-processed input, in the
-  calling thread, one inference at a time: the limit.
+  calling thread, one inference at a time: the limit. It runs on a `RawModel`: the same model
+  on a backend of its own, never a slot added to the detector's backend (a dynamic TensorRT
+  engine has one optimisation profile per executor slot, and no more).
 - ``measure_executor``: the double-buffered executor fed real 640x480 frames of a real photo,
   pre-processing, inference and decoding included. ``feed='closed'`` keeps it saturated (a new
   frame is submitted as each result arrives, so a frame is always pending); a rate in FPS
@@ -38,12 +40,17 @@ import platform
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-from tx2_inference.detector import Detector
-from tx2_inference.tools.bench.ros_bench import TRANSPORTS
+from tx2_inference.backends import open_backend
+from tx2_inference.core.model_config import ModelConfig
+from tx2_inference.core.preprocess import Preprocessor
+from tx2_inference.core.stats import percentile
+from tx2_inference.detector import Detector, input_shape, integer_quantization
+from tx2_inference.tools.bench.ros_bench import DDS_TRANSPORTS
+from tx2_inference.tools.requires import require
 
 DEFAULT_MODEL = os.path.join('models', 'ssdlite_person.onnx')
 FRAME_SIZE = (640, 480)  # width, height
@@ -62,8 +69,8 @@ def load_frame(path: Optional[str] = None, size: Any = FRAME_SIZE) -> np.ndarray
             raise SystemExit('cannot read image {!r}'.format(path))
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     else:
-        import skimage.data
-        rgb = skimage.data.astronaut()
+        rgb = require('skimage.data', "the benchmark's default photo (or give --image)"
+                      ).astronaut()
     return np.ascontiguousarray(cv2.resize(rgb, tuple(size), interpolation=cv2.INTER_LINEAR))
 
 
@@ -89,34 +96,67 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def measure_raw(detector: Detector, frame: np.ndarray, frames: int,
-                warmup: int = 20, stop: Optional[threading.Event] = None) -> Dict[str, float]:
-    """Run the backend alone on one pre-processed input, ``frames`` times in a tight loop.
+class RawModel(object):
+    """The model alone on a backend of its own: one slot holding one pre-processed frame.
+
+    Opened with the detector's settings, so it runs the same model (a TensorRT engine built
+    from ONNX comes from the same cache), pre-processed by the same code.
+    """
+
+    def __init__(self, model: str, frame: np.ndarray, config: Optional[str] = None,
+                 backend: str = 'auto', precision: str = 'fp16',
+                 threads: Optional[int] = None) -> None:
+        """Open the backend, make slot 0 and write ``frame`` (RGB) into its input."""
+        self.backend = open_backend(model, backend, precision=precision, threads=threads)
+        try:
+            resolved = ModelConfig.for_model(model, config).resolve(self.backend.inputs,
+                                                                    self.backend.outputs)
+            name, shape = resolved.input['name'], input_shape(resolved.input)
+            dtype = [t.dtype for t in self.backend.inputs if t.name == name][0]
+            self.slot = self.backend.create_slot(0, {name: shape})
+            preprocess = Preprocessor(resolved.input, shape, dtype,
+                                      integer_quantization(self.backend, name, dtype))
+            preprocess(frame, 'rgb', self.slot.inputs[name])
+        except BaseException:
+            self.backend.close()
+            raise
+
+    def close(self) -> None:
+        """Release the slot and the backend."""
+        self.backend.release_slot(self.slot)
+        self.backend.close()
+
+    def __enter__(self) -> 'RawModel':
+        """Use as a context manager: closes on exit."""
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close the model."""
+        self.close()
+
+
+def measure_raw(raw: RawModel, frames: int, warmup: int = 20,
+                stop: Optional[threading.Event] = None) -> Dict[str, float]:
+    """Run the backend alone on its pre-processed input, ``frames`` times in a tight loop.
 
     :param stop: run until this event is set instead (at most ``frames`` times).
     """
-    backend = detector.backend
-    slot = backend.create_slot(detector.depth, {detector.config.input['name']:
-                                                detector.input_shape})
-    try:
-        detector.preprocess(frame, 'rgb', slot)
-        for _ in range(warmup):
-            backend.run(slot)
-        times = np.empty(frames)
-        start, cpu = time.perf_counter(), time.process_time()
-        count = 0
-        while count < frames and not (stop is not None and stop.is_set()):
-            backend.run(slot)
-            times[count] = slot.infer_ms
-            count += 1
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        times = times[:max(count, 1)]
-    finally:
-        backend.release_slot(slot)
+    backend, slot = raw.backend, raw.slot
+    for _ in range(warmup):
+        backend.run(slot)
+    times = np.empty(frames)
+    start, cpu = time.perf_counter(), time.process_time()
+    count = 0
+    while count < frames and not (stop is not None and stop.is_set()):
+        backend.run(slot)
+        times[count] = slot.infer_ms
+        count += 1
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    times = times[:max(count, 1)]
     frames = max(count, 1)
     return {'fps': count / elapsed, 'cpu_ms_per_frame': cpu * 1e3 / frames,
-            'infer_ms_p50': float(np.percentile(times, 50)),
-            'infer_ms_p99': float(np.percentile(times, 99))}
+            'infer_ms_p50': percentile(times, 50),
+            'infer_ms_p99': percentile(times, 99)}
 
 
 def measure_executor(detector: Detector, frame: np.ndarray, frames: int,
@@ -170,8 +210,8 @@ def measure_executor(detector: Detector, frame: np.ndarray, frames: int,
     elapsed = state['end'] - state['start']
     before = state['before']
     return {'fps': frames / elapsed, 'cpu_ms_per_frame': state['cpu'] * 1e3 / frames,
-            'latency_ms_p50': float(np.percentile(latencies, 50)),
-            'latency_ms_p99': float(np.percentile(latencies, 99)),
+            'latency_ms_p50': percentile(latencies, 50),
+            'latency_ms_p99': percentile(latencies, 99),
             'dropped': after['dropped'] - before['dropped'],
             'prepare_ms_p50': after['prepare_ms_p50'], 'decode_ms_p50': after['decode_ms_p50'],
             'infer_ms_p50': after['infer_ms_p50']}
@@ -217,6 +257,7 @@ def run_benchmark(model: str = DEFAULT_MODEL, config: Optional[str] = None,
     with contextlib.ExitStack() as stack:
         detector = stack.enter_context(Detector(model, config_path=config, backend=backend,
                                                 depth=depth, threads=threads))
+        raw = stack.enter_context(RawModel(model, frame, config, backend, threads=threads))
         split = None
         if split_threads is not None and detector.backend_name in ('onnxruntime', 'tflite'):
             split_threads = split_threads or max(1, (os.cpu_count() or 1) // depth)
@@ -225,7 +266,7 @@ def run_benchmark(model: str = DEFAULT_MODEL, config: Optional[str] = None,
                                                      depth=depth, threads=split_threads))
                 rows['executor_split'] = []
         for index in range(rounds):
-            rows['raw'].append(measure_raw(detector, frame, frames))
+            rows['raw'].append(measure_raw(raw, frames))
             rows['executor'].append(measure_executor(detector, frame, frames, feed))
             if split is not None:
                 rows['executor_split'].append(measure_executor(split, frame, frames, feed))
@@ -259,29 +300,35 @@ def _median(rows: List[Dict[str, float]], key: str) -> float:
     return float(np.median([row[key] for row in rows]))
 
 
-def compare_depth(args: argparse.Namespace) -> Dict[str, Any]:
+def compare_depth(model: str, config: Optional[str] = None, backend: str = 'onnxruntime',
+                  frames: int = 150, rounds: int = 10, threads: Optional[int] = None,
+                  image: Optional[str] = None) -> Dict[str, Any]:
     """Measure the saturated executor with one slot against two (double buffering).
 
-    Rounds (half of ``--rounds``, at least 3) alternate the two depths; the ratio is the
+    Rounds (half of ``rounds``, at least 3) alternate the two depths; the ratio is the
     median of the per-round ratios.
     """
-    frame = load_frame(args.image)
+    frame = load_frame(image)
     rows = {1: [], 2: []}  # type: Dict[int, List[Dict[str, float]]]
     with contextlib.ExitStack() as stack:
-        detectors = {depth: stack.enter_context(Detector(args.model, config_path=args.config,
-                                                         backend=args.backend, depth=depth,
-                                                         threads=args.threads))
+        detectors = {depth: stack.enter_context(Detector(model, config_path=config,
+                                                         backend=backend, depth=depth,
+                                                         threads=threads))
                      for depth in (1, 2)}
-        for _ in range(max(3, args.rounds // 2)):
+        for _ in range(max(3, rounds // 2)):
             for depth in (1, 2):
-                rows[depth].append(measure_executor(detectors[depth], frame, args.frames))
+                rows[depth].append(measure_executor(detectors[depth], frame, frames))
     return {'depth_1_fps': _median(rows[1], 'fps'), 'depth_2_fps': _median(rows[2], 'fps'),
             'depth_2_over_depth_1': float(np.median(
                 [two['fps'] / one['fps'] for one, two in zip(rows[1], rows[2])]))}
 
 
-def gpu_rows(results: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
-    """Return the GPU figures (TensorRT executor vs raw engine, depth 2 vs 1), or why not."""
+def gpu_rows(results: Dict[str, Any], depth_compare: Callable[[], Dict[str, Any]]
+             ) -> Dict[str, Any]:
+    """Return the GPU figures (TensorRT executor vs raw engine, depth 2 vs 1), or why not.
+
+    :param depth_compare: measures depth 1 against 2 (`compare_depth` with the run's settings).
+    """
     if results['backend'] != 'tensorrt':
         from tx2_inference.backends.tensorrt.cuda import probe_gpu
         count, why = probe_gpu()
@@ -291,50 +338,54 @@ def gpu_rows(results: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any
                                '{} GPU(s) present'.format(count) if count else why)}
     rows = {'executor_over_raw': results['executor_over_raw'], 'raw_fps': results['raw_fps'],
             'executor_fps': results['executor_fps']}
-    rows.update(compare_depth(args))
+    rows.update(depth_compare())
     return rows
 
 
-def run_graph(results: Dict[str, Any], args: argparse.Namespace,
+def run_graph(results: Dict[str, Any], model: str, config: Optional[str], backend: str,
+              depth: int, threads: Optional[int], image: Optional[str], rates: List[float],
+              over_rate: Optional[float], seconds: float, memory_frames: int,
+              transports: List[str], load_rounds: int, load_seconds: float, output_dir: str,
               log: Any) -> Dict[str, Any]:
-    """Add the ROS graph's measurements (issue 7) and the headline figures to ``results``."""
+    """Add the ROS graph's measurements (issue 7) and the headline figures to ``results``.
+
+    :param over_rate: the input rate above the model's throughput; None: from the raw FPS.
+    The other arguments are the command line's (``--rates 15,30`` is ``[15.0, 30.0]``).
+    """
     from tx2_inference.tools.bench import suite
-    frame = load_frame(args.image)
-    over_rate = args.over_rate or suite.over_rate_for(results['raw_fps'])
-    rates = [float(r) for r in args.rates.split(',') if r]
-    transports = [t for t in args.transports.split(',') if t]
-    with Detector(args.model, config_path=args.config, backend=args.backend,
-                  depth=args.depth, threads=args.threads) as detector:
+    frame = load_frame(image)
+    over_rate = over_rate or suite.over_rate_for(results['raw_fps'])
+    with RawModel(model, frame, config, backend, threads=threads) as raw:
         graph = suite.measure_graph(
-            lambda stop: measure_raw(detector, frame, 10**6, stop=stop), args.model,
-            args.config, args.backend, args.depth, args.threads, rates, over_rate,
-            args.seconds, args.memory_frames, transports, args.load_rounds, args.load_seconds,
-            suite.log_dir_for(args.output_dir), log)
+            lambda stop: measure_raw(raw, 10**6, stop=stop), model, config, backend, depth,
+            threads, rates, over_rate, seconds, memory_frames, transports, load_rounds,
+            load_seconds, suite.log_dir_for(output_dir), log)
     results.update(graph)
     results.update(suite.headline(results))
     results['goals'] = suite.goals(results)
     return results
 
 
-def run_camera_rates(args: argparse.Namespace, log: Any) -> Dict[str, Any]:
+def run_camera_rates(model: str, config: Optional[str], backend: str, depth: int,
+                     threads: Optional[int], rates: List[Any], rounds: int, seconds: float,
+                     transport: str, node_params: List[str], profile_dir: Optional[str],
+                     output_dir: str, log: Any) -> Dict[str, Any]:
     """Return the node against the naive node at camera rates and in a flood (issue 15).
 
-    The result has the figures (``tx2_inference.tools.bench.camera_rates.summarize``) and
-    ``table``, the Markdown table printed at the end.
+    :param rates: FPS, or ``'flood'``. The other arguments are the command line's.
+    :returns: the figures (``tx2_inference.tools.bench.camera_rates.summarize``) and
+        ``table``, the Markdown table printed at the end.
     """
     from tx2_inference.tools.bench import camera_rates, ros_bench, suite
-    rates = [r if r == 'flood' else float(r) for r in args.camera_rates.split(',') if r]
-    transport = [t for t in args.transports.split(',') if t][0]
     start = time.time()
     result = camera_rates.measure(
-        ros_bench.transport_env(transport), args.model, args.config, args.backend, args.depth,
-        args.threads, rates, args.camera_rounds, args.camera_seconds,
-        suite.log_dir_for(args.output_dir), log, args.node_param, args.profile)
+        ros_bench.transport_env(transport), model, config, backend, depth, threads, rates,
+        rounds, seconds, suite.log_dir_for(output_dir), log, node_params, profile_dir)
     result['transport'] = transport
-    result['seconds_per_window'] = args.camera_seconds
+    result['seconds_per_window'] = seconds
     result['loadavg'] = [round(v, 2) for v in os.getloadavg()]
     result['table'] = camera_rates.table(result)
-    log('camera rates: {} rounds in {:.0f} s'.format(args.camera_rounds, time.time() - start))
+    log('camera rates: {} rounds in {:.0f} s'.format(rounds, time.time() - start))
     return result
 
 
@@ -372,7 +423,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           'over-rate input (%(default)s)')
     ros.add_argument('--load-seconds', type=float, default=5.0,
                      help='seconds of each paired window (%(default)s)')
-    ros.add_argument('--transports', default=','.join(TRANSPORTS),
+    ros.add_argument('--transports', default=','.join(DDS_TRANSPORTS),
                      help='Fast DDS set-ups, the headline first (%(default)s)')
     camera = parser.add_argument_group('node against the naive node at camera rates (issue 15)')
     camera.add_argument('--camera-rates', default='15,30,60,flood',
@@ -386,8 +437,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     camera.add_argument('--camera-only', action='store_true',
                         help='run this row set alone (no in-process rows, no issue-7 graph)')
     camera.add_argument('--node-param', action='append', default=[], metavar='NAME:=VALUE',
-                        help="an extra parameter of the node in this row set (repeatable), "
-                             "e.g. 'ort_intra_op_spinning:=true'")
+                        help='an extra parameter of the node in this row set (repeatable), '
+                             "e.g. 'ort_spinning:=true'")
     camera.add_argument('--profile', metavar='DIR',
                         help='record each window of each node with py-spy into DIR')
     parser.add_argument('--output', help='folder for benchmark-results.json and the plots '
@@ -428,15 +479,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         if 'executor_split_fps' in results:
             print('executor, {split_threads} thread(s) per run: {executor_split_fps:.1f} FPS '
                   '  executor_split/raw: {executor_split_over_raw:.3f}'.format(**results))
-        results['gpu'] = gpu_rows(results, args)
+
+        def depth_compare() -> Dict[str, Any]:
+            return compare_depth(args.model, args.config, args.backend, args.frames,
+                                 args.rounds, args.threads, args.image)
+
+        results['gpu'] = gpu_rows(results, depth_compare)
         if args.compare_depth and 'depth_2_over_depth_1' not in results['gpu']:
-            results['depth_compare'] = compare_depth(args)
+            results['depth_compare'] = depth_compare()
         if not args.no_ros:
-            run_graph(results, args, log)
+            run_graph(results, args.model, args.config, args.backend, args.depth, args.threads,
+                      args.image, [float(r) for r in args.rates.split(',') if r],
+                      args.over_rate, args.seconds, args.memory_frames,
+                      [t for t in args.transports.split(',') if t], args.load_rounds,
+                      args.load_seconds, args.output_dir, log)
             from tx2_inference.tools.bench.suite import write_plots
             results['plots'] = write_plots(results, args.output_dir)
     if not args.no_ros and args.camera_rates:
-        results['camera_rates'] = run_camera_rates(args, log)
+        results['camera_rates'] = run_camera_rates(
+            args.model, args.config, args.backend, args.depth, args.threads,
+            [r if r == 'flood' else float(r) for r in args.camera_rates.split(',') if r],
+            args.camera_rounds, args.camera_seconds,
+            [t for t in args.transports.split(',') if t][0], args.node_param, args.profile,
+            args.output_dir, log)
         print(results['camera_rates'].pop('table'))
     results['machine']['loadavg_before'] = [round(v, 2) for v in load_before]
     results['machine']['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]

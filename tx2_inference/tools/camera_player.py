@@ -34,7 +34,7 @@ from tx2_inference.ros.image import array_to_compressed_msg, array_to_image_msg
 from tx2_inference.ros.spin import run_node
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
-ENCODINGS = ('bgr8', 'rgb8', 'mono8')
+PUBLISHED_ENCODINGS = ('bgr8', 'rgb8', 'mono8')
 SUBSCRIBER_SETTLE_S = 0.5
 ACK_TIMEOUT_S = 5.0
 
@@ -115,42 +115,48 @@ class FrameSource(object):
 class CameraPlayer(Node):
     """Publish a FrameSource at a fixed rate."""
 
-    def __init__(self, defaults: argparse.Namespace) -> None:
-        """Declare the parameters (command-line values as defaults) and open the source."""
+    def __init__(self, source: str, topic: str, frame_id: str, rate: float, loop: bool,
+                 count: int, wait_for_subscribers: int, encoding: str, compressed: bool,
+                 compressed_format: str) -> None:
+        """Declare the parameters (these values as defaults) and open the source.
+
+        Each argument is the default of the ROS parameter of the same name (a value given with
+        ``--ros-args -p name:=value`` wins); see `parse_args` for what each means.
+        """
         super().__init__('camera_player')
-        self.declare_parameter('source', defaults.source, ParameterDescriptor(
+        self.declare_parameter('source', source, ParameterDescriptor(
             description='Folder of images, image, video file, /dev/videoN or camera index.',
             read_only=True))
-        self.declare_parameter('topic', defaults.topic, ParameterDescriptor(
+        self.declare_parameter('topic', topic, ParameterDescriptor(
             description='Image topic; CompressedImage goes to <topic>/compressed.',
             read_only=True))
-        self.declare_parameter('frame_id', defaults.frame_id, ParameterDescriptor(
+        self.declare_parameter('frame_id', frame_id, ParameterDescriptor(
             description='header.frame_id of every frame.'))
-        self.declare_parameter('rate', defaults.rate, ParameterDescriptor(
+        self.declare_parameter('rate', rate, ParameterDescriptor(
             description='Frames per second.', read_only=True,
             floating_point_range=[FloatingPointRange(from_value=0.01, to_value=1000.0)]))
-        self.declare_parameter('loop', defaults.loop, ParameterDescriptor(
+        self.declare_parameter('loop', loop, ParameterDescriptor(
             description='Start again at the end of a folder or video.'))
-        self.declare_parameter('count', defaults.count, ParameterDescriptor(
+        self.declare_parameter('count', count, ParameterDescriptor(
             description='Stop after this many frames; 0: no limit.', read_only=True,
             integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
-        self.declare_parameter('wait_for_subscribers', defaults.wait_for_subscribers,
+        self.declare_parameter('wait_for_subscribers', wait_for_subscribers,
                                ParameterDescriptor(
             description='Hold the first frame until this many subscribers have matched, so a '
                         'replay is not lost to discovery; 0: start at once.', read_only=True,
             integer_range=[IntegerRange(from_value=0, to_value=1000, step=1)]))
-        self.declare_parameter('encoding', defaults.encoding, ParameterDescriptor(
-            description='Image encoding published: ' + ', '.join(ENCODINGS) + '.',
+        self.declare_parameter('encoding', encoding, ParameterDescriptor(
+            description='Image encoding published: ' + ', '.join(PUBLISHED_ENCODINGS) + '.',
             read_only=True))
-        self.declare_parameter('compressed', defaults.compressed, ParameterDescriptor(
+        self.declare_parameter('compressed', compressed, ParameterDescriptor(
             description='Also publish sensor_msgs/CompressedImage on <topic>/compressed.',
             read_only=True))
-        self.declare_parameter('compressed_format', defaults.compressed_format,
+        self.declare_parameter('compressed_format', compressed_format,
                                ParameterDescriptor(description='jpeg or png.', read_only=True))
         self.encoding = self.get_parameter('encoding').value
-        if self.encoding not in ENCODINGS:
-            raise ValueError('encoding {!r} is not one of {}'.format(self.encoding,
-                                                                      ', '.join(ENCODINGS)))
+        if self.encoding not in PUBLISHED_ENCODINGS:
+            raise ValueError('encoding {!r} is not one of {}'.format(
+                self.encoding, ', '.join(PUBLISHED_ENCODINGS)))
         self.compressed_format = self.get_parameter('compressed_format').value
         if self.compressed_format not in ('jpeg', 'png'):
             raise ValueError('compressed_format must be jpeg or png, got {!r}'.format(
@@ -277,7 +283,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument('--wait-for-subscribers', dest='wait_for_subscribers', type=int,
                         default=0, metavar='N',
                         help='hold the first frame until N subscribers match (0: start at once)')
-    parser.add_argument('--encoding', choices=ENCODINGS, default='bgr8',
+    parser.add_argument('--encoding', choices=PUBLISHED_ENCODINGS, default='bgr8',
                         help='published encoding (bgr8)')
     parser.add_argument('--compressed', action='store_true',
                         help='also publish CompressedImage on <topic>/compressed')
@@ -291,7 +297,7 @@ def main(args: Optional[List[str]] = None) -> int:
     argv = sys.argv if args is None else args
     options = parse_args(remove_ros_args(args=argv)[1:])
     # A source or option the user must fix raises ValueError: printed, status 2.
-    return run_node(lambda: CameraPlayer(options), argv, done=lambda player: player.done,
+    return run_node(lambda: CameraPlayer(**vars(options)), argv, done=lambda player: player.done,
                     fixable=(ValueError,), program='camera_player')
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ import numpy as np
 
 from tx2_inference.core.stats import percentile
 from tx2_inference.tools.processes import ModuleProcess
+from tx2_inference.tools.requires import pyplot, require
 
 DEFAULT_MODEL = 'ssdlite_person.onnx'
 NODE = 'inference_node'
@@ -45,7 +46,7 @@ def repo_root() -> str:
 
 def collect_photos(folder: str) -> Dict[str, np.ndarray]:
     """Copy the demo photos into `folder` as PNG; return {name: RGB array}."""
-    import skimage
+    skimage = require('skimage', "the demo's photos")
     os.makedirs(folder, exist_ok=True)
     sources = [os.path.join(os.path.dirname(skimage.__file__), 'data', n) for n in SKIMAGE_PHOTOS]
     carried = os.path.join(repo_root(), 'test', 'data', 'persons')
@@ -203,9 +204,7 @@ def table(summary: Dict[str, Any]) -> str:
 
 def plot_latency(latencies_ms: Sequence[float], path: str) -> None:
     """Plot end-to-end latency per frame and its histogram."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot("the demo's latency plot")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax1.plot(latencies_ms, '.-')
     ax1.set_xlabel('frame')

@@ -37,8 +37,9 @@ import cv2
 import numpy as np
 
 from tx2_inference.core.stats import percentile
-from tx2_inference.ros.image import ENCODINGS
+from tx2_inference.ros.image import ENCODING_LAYOUTS
 from tx2_inference.tools.processes import ModuleProcess
+from tx2_inference.tools.requires import MissingToolLibraryError, pyplot, require
 
 NODE_MODULE = 'tx2_inference.ros.node'
 ASTRONAUT_PERSON = (20.0, 15.0, 370.0, 512.0)  # x1, y1, x2, y2 in the 512 x 512 photo
@@ -51,15 +52,14 @@ RAW_FAULTS = (
 COMPRESSED_FAULTS = ('unknown_format', 'empty', 'random_bytes', 'no_signature',
                      'truncated', 'flipped_bytes')
 # The encodings raw faults are applied to, and their bytes per pixel.
-RAW_ENCODINGS = {name: ENCODINGS[name][1] * np.dtype(ENCODINGS[name][0]).itemsize
-                 for name in ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', 'yuv422',
-                              'yuv422_yuy2')}
+BYTES_PER_PIXEL = {
+    name: ENCODING_LAYOUTS[name][1] * np.dtype(ENCODING_LAYOUTS[name][0]).itemsize
+    for name in ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', 'yuv422', 'yuv422_yuy2')}
 
 
 def astronaut(size: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """Return the astronaut photo (skimage.data, a person), RGB, resized to (width, height)."""
-    import skimage.data
-    image = skimage.data.astronaut()
+    image = require('skimage.data', "the soak's photo").astronaut()
     if size is not None and tuple(size) != image.shape[1::-1]:
         image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
     return image
@@ -75,7 +75,7 @@ def raw_fault(kind: str, width: int, height: int, encoding: str, delta: int,
     :param kind: one of `RAW_FAULTS`.
     :param width: pixels per row (>= 1; the ``huge_size`` kind takes it as is).
     :param height: rows (>= 1).
-    :param encoding: a supported encoding (key of ``RAW_ENCODINGS``) the defect is applied to.
+    :param encoding: a supported encoding (key of ``BYTES_PER_PIXEL``) the defect is applied to.
     :param delta: how far a size is off (>= 1).
     :param text: the encoding name for ``unknown_encoding`` (must not be a supported one).
     :returns: ``(msg, reason)``: the ``reason`` the node must count the frame under.
@@ -83,13 +83,13 @@ def raw_fault(kind: str, width: int, height: int, encoding: str, delta: int,
     from sensor_msgs.msg import Image
 
     msg = Image()
-    bpp = RAW_ENCODINGS[encoding]
+    bpp = BYTES_PER_PIXEL[encoding]
     msg.encoding, msg.width, msg.height = encoding, width, height
     msg.step = width * bpp
     size = msg.step * height
     reason = kind
     if kind == 'unknown_encoding':
-        if text in ENCODINGS:
+        if text in ENCODING_LAYOUTS:
             raise ValueError('{!r} is a supported encoding'.format(text))
         msg.encoding = text
     elif kind == 'zero_size':
@@ -172,9 +172,9 @@ def compressed_fault(kind: str, image: np.ndarray, fmt: str, delta: int,
 def random_raw_fault(rng: np.random.RandomState) -> Tuple[Any, str]:
     """Draw one broken Image (the soak's generator; the tests draw with hypothesis)."""
     kind = RAW_FAULTS[rng.randint(len(RAW_FAULTS))]
-    encoding = sorted(RAW_ENCODINGS)[rng.randint(len(RAW_ENCODINGS))]
+    encoding = sorted(BYTES_PER_PIXEL)[rng.randint(len(BYTES_PER_PIXEL))]
     text = ''.join(chr(c) for c in rng.randint(33, 127, size=rng.randint(0, 12)))
-    if text in ENCODINGS:
+    if text in ENCODING_LAYOUTS:
         text += '_x'
     return raw_fault(kind, int(rng.randint(1, 96)), int(rng.randint(1, 96)), encoding,
                      int(rng.randint(1, 5000)), text)
@@ -218,7 +218,7 @@ class NodeProcess(ModuleProcess):
 
     def resources(self) -> Dict[str, float]:
         """Return the process's threads, open file descriptors and RSS (MB), via psutil."""
-        import psutil
+        psutil = require('psutil', "the soak's process figures (threads, fds, RSS)")
         proc = psutil.Process(self.process.pid)
         return {'threads': proc.num_threads(), 'fds': proc.num_fds(),
                 'rss_mb': proc.memory_info().rss / 2.0**20}
@@ -633,10 +633,8 @@ def summary(results: Dict[str, Any]) -> Dict[str, Any]:
 def plot(results: Dict[str, Any], path: str) -> bool:
     """Plot the node's RSS and latency over frames and cycles; False without matplotlib."""
     try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+        plt = pyplot("the soak's plot")
+    except MissingToolLibraryError:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     flood_result = results.get('flood') or {}

@@ -57,6 +57,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from tx2_inference.backends import PRECISIONS
 from tx2_inference.backends.tensorrt.cuda import gpu_name_and_capability
 from tx2_inference.core.fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError, UserError
@@ -64,7 +65,6 @@ from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelErro
 LOG = logging.getLogger('tx2_inference.backends.tensorrt.builder')
 
 METADATA_FORMAT = 1
-PRECISIONS = ('fp32', 'fp16', 'int8')
 CALIBRATORS = ('entropy', 'minmax')
 
 ShapeProfile = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
@@ -579,9 +579,9 @@ def _is_qdq(onnx_path: str) -> bool:
 
 def _input_cfg(options: BuildOptions, onnx_path: str) -> Dict[str, Any]:
     """Return the model config's input section (for calibration preprocessing)."""
-    from tx2_inference.convert import config as cfgmod
-    path = options.config_path or cfgmod.config_path_for(onnx_path)
-    return dict(cfgmod.load(path).get('input') or {})
+    from tx2_inference.core.model_config import config_path_for, ModelConfig
+    path = options.config_path or config_path_for(onnx_path)
+    return dict(ModelConfig.load(path).to_dict().get('input') or {})
 
 
 def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from tx2_inference.backends import PRECISIONS
 from tx2_inference.convert import config as cfgmod
 from tx2_inference.convert.workstation.tf_onnx import compare, parse_tensor_specs
 from tx2_inference.convert.workstation.tf_runner import (
@@ -141,8 +142,8 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
     """
     tf = _tf()
     t0 = time.time()
-    if precision not in ('fp32', 'fp16', 'int8'):
-        raise UserError('--precision {!r}: choose fp32, fp16 or int8.'.format(precision))
+    if precision not in PRECISIONS:
+        raise UserError('--precision {!r}: choose {}.'.format(precision, ', '.join(PRECISIONS)))
     if precision == 'int8' and not calib_images:
         raise UserError('INT8 needs a representative dataset: pass --calib-images DIR.')
     if int8_io and precision != 'int8':

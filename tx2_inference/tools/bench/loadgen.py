@@ -31,6 +31,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
+from tx2_inference.core.stats import percentile
+
 FRAME_ID = 'bench'
 
 
@@ -41,9 +43,9 @@ def summarize(latencies_ms: List[float]) -> Dict[str, Any]:
         return {'latency_ms_p50': nan, 'latency_ms_p90': nan, 'latency_ms_p99': nan,
                 'latency_ms_mean': nan, 'latency_ms_max': nan}
     values = np.asarray(latencies_ms, dtype=np.float64)
-    return {'latency_ms_p50': float(np.percentile(values, 50)),
-            'latency_ms_p90': float(np.percentile(values, 90)),
-            'latency_ms_p99': float(np.percentile(values, 99)),
+    return {'latency_ms_p50': percentile(values, 50),
+            'latency_ms_p90': percentile(values, 90),
+            'latency_ms_p99': percentile(values, 99),
             'latency_ms_mean': float(values.mean()), 'latency_ms_max': float(values.max())}
 
 

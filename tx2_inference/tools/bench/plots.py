@@ -2,7 +2,7 @@
 
 Both read the results dict the benchmark writes (``benchmark-results.json``), so they can be
 drawn again from a saved run: ``python -m tx2_inference.tools.bench.plots results.json out_dir``.
-matplotlib is imported here only (the Agg backend: no display needed).
+matplotlib is imported here only (`tools.requires.pyplot`: the Agg backend, no display needed).
 """
 
 import json
@@ -10,16 +10,15 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from tx2_inference.tools.requires import pyplot
+
 LATENCY_HISTOGRAM = 'latency_histogram.png'
 RATE_SWEEP = 'rate_sweep.png'
 _COLORS = {'node': 'tab:blue', 'naive': 'tab:red', 'echo': 'tab:gray'}
 
 
 def _pyplot() -> Any:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+    return pyplot("the benchmark's plots")
 
 
 def _rows(results: Dict[str, Any], series: str) -> List[Dict[str, Any]]:

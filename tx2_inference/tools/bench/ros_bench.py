@@ -38,7 +38,8 @@ IMAGE_TOPIC = TOPIC_NAMESPACE + '/image_raw'
 DETECTIONS_TOPIC = TOPIC_NAMESPACE + '/detections'
 NODE_NAME = 'tx2_bench_inference_node'
 PROFILE_FILE = 'fastdds_large_frames.xml'
-TRANSPORTS = ('large_shm', 'default')
+# The Fast DDS set-ups the graph is measured under (not the node's input_transport).
+DDS_TRANSPORTS = ('large_shm', 'default')
 _PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 
 
@@ -69,8 +70,8 @@ def isolate_graph() -> None:
 
 def transport_env(transport: str) -> Dict[str, str]:
     """Return the environment of a child process for ``transport`` (see the module doc)."""
-    if transport not in TRANSPORTS:
-        raise ValueError('transport {!r} is not one of {}'.format(transport, TRANSPORTS))
+    if transport not in DDS_TRANSPORTS:
+        raise ValueError('transport {!r} is not one of {}'.format(transport, DDS_TRANSPORTS))
     env = dict(os.environ)
     for name in _PROFILE_VARIABLES:
         env.pop(name, None)
