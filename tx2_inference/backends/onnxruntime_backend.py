@@ -67,7 +67,7 @@ class OnnxRuntimeBackend(ThreadedBackend):
         spinning is ONNX Runtime's own default, what a plain ``InferenceSession`` does). Off
         by default: on this 2-core machine, shared, a spinning session took 1.5 x the CPU per
         inference (38 against 25 ms) and ran slower (p50 35 against 23 ms), and the node with
-        spinning off answered at 0.2 to 0.4 x the naive node's latency (docs/BENCHMARKS.md).
+        spinning off answered at 0.1 to 0.5 x the naive node's p50 latency (docs/BENCHMARKS.md).
         On an idle machine spinning saves the pool's wake-ups (about 56 futex waits per
         inference here) and runs faster: turn it on for a robot whose cores are otherwise idle.
     """
