@@ -113,3 +113,38 @@ def test_node_against_the_naive_node_at_camera_rates(results):
         stages[name] >= 0.0 for name in ('convert', 'queue', 'collect', 'decode', 'publish'))
     assert len(camera['goals']) == 4
     assert '| 15 FPS |' in stdout and '| flood |' in stdout and 'p50 node/naive' in stdout
+
+
+def _window(target, p50, p99, fps, diagnostics=None, start=None):
+    return {'target': target, 'latency_ms_p50': p50, 'latency_ms_p99': p99, 'fps': fps,
+            'sent_fps': 900.0, 'answered_ratio': 1.0, 'latency_ms_mean': p50,
+            'diagnostics': diagnostics or {}, 'diagnostics_start': start or {}}
+
+
+def test_camera_rates_pairs_each_round_and_takes_the_median_ratio():
+    """The windows come in the load generator's order, node and naive swapped every round."""
+    from tx2_inference.tools.bench import camera_rates
+    windows = []
+    for index in range(3):
+        node = [_window(0, 10.0 * (index + 1), 20.0, 15.0,
+                        {'camera.stage_frames': str(10 * (index + 1)),
+                         'camera.stage_ms_total.infer': str(80.0 * (index + 1))},
+                        {'camera.stage_frames': str(10 * index),
+                         'camera.stage_ms_total.infer': str(80.0 * index)}),
+                _window(0, 30.0, 40.0, 60.0)]
+        naive = [_window(1, 20.0 * (index + 1), 10.0, 15.0), _window(1, 60.0, 80.0, 30.0)]
+        for position in range(2):  # 15 FPS, then flood
+            pair = [node[position], naive[position]]
+            windows += pair if index % 2 == 0 else pair[::-1]
+    result = camera_rates.summarize(windows, ['15', 'flood'], 3)
+    at15, flood = result['by_rate']['15'], result['by_rate']['flood']
+    assert at15['node']['latency_ms_p50'] == [10.0, 20.0, 30.0]
+    assert at15['p50_ratio'] == 0.5 and at15['p99_ratio'] == 2.0
+    assert at15['stages_ms']['infer'] == 8.0  # (80 ms over 10 frames) in every round
+    assert flood['answered_fps_ratio'] == 2.0 and flood['p99_ratio'] == 0.5
+    goals = result['goals']
+    assert goals['15 FPS: p50 node / naive <= 1']['met']
+    assert not goals['15 FPS: p99 node / naive <= 1.1']['met']
+    assert goals['flood: answered/s node / naive >= 1.5']['met']
+    assert '| 15 FPS | 10.0 / 20.0 / 30.0 | 20.0 / 40.0 / 60.0 | 0.50 |' in \
+        camera_rates.table(result)
