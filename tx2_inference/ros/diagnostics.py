@@ -23,6 +23,7 @@ LATENCY_SAMPLES = 500
 # to the slot's worker, or waiting as the pending frame) -> end (infer) -> the completion thread
 # takes it (collect) -> decoded (decode) -> published (publish).
 STAGES = ('transport_in', 'convert', 'queue', 'infer', 'collect', 'decode', 'publish')
+_STAMPS = ('submitted', 'infer_end', 'infer_ms', 'collected', 'decoded')
 
 
 class CameraCounters(object):
@@ -66,7 +67,10 @@ class CameraCounters(object):
         :param transport_ms: image stamp to the subscription callback.
         :param arrived: ``perf_counter`` at the callback; ``timing``: the detector's (its
             stamps: submitted, infer_end, collected, decoded); ``published``: after publish.
+            A timing without the stamps is not counted.
         """
+        if any(key not in timing for key in _STAMPS):
+            return
         submitted, ended = timing['submitted'], timing['infer_end']
         started = ended - timing['infer_ms'] / 1e3
         with self.lock:
