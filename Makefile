@@ -30,7 +30,7 @@ test: models
 	@$(PY) -m pytest
 
 lint: env
-	@$(PY) -m pytest test/test_style.py test/test_python36.py test/test_package_xml.py
+	@$(PY) -m pytest test/test_style.py test/test_python36.py test/test_package_xml.py test/test_import_rules.py
 
 bench: models
 	@$(PY) -m tx2_inference.tools.benchmark --output output/benchmark

@@ -7,7 +7,7 @@ a check). rclpy rejects out-of-range values itself through the descriptors; the 
 reject the rest with a reason the caller of ``ros2 param set`` sees.
 
 To add a parameter: append a `ParameterSpec` to `TABLE` (and a line with a comment to
-config/params.yaml, which test/test_launch.py checks), then read it in the node with
+config/params.yaml, which test/ros/test_launch.py checks), then read it in the node with
 ``self._params.value(name)`` (reconfigure) or ``self._params.live[name]`` (live).
 """
 

@@ -23,7 +23,6 @@ from typing import Any, List, Optional
 import cv2
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
@@ -32,6 +31,7 @@ from tx2_inference.backends import open_backend
 from tx2_inference.core.decoders import create_decoder, DetectionParams
 from tx2_inference.core.model_config import ModelConfig
 from tx2_inference.ros.messages import detections_to_msg
+from tx2_inference.ros.spin import run_node
 
 
 class NaiveNode(Node):
@@ -104,12 +104,14 @@ class NaiveNode(Node):
                                             detections.labels))
         self.frames += 1
 
-    def close(self) -> None:
-        """Release the model."""
+    def destroy_node(self) -> None:
+        """Release the model, then destroy the node."""
         if self._slot is not None:
             self._backend.release_slot(self._slot)
+            self._slot = None
         self._backend.close()
         self._session = None
+        super().destroy_node()
 
 
 def main(args: Optional[List[str]] = None) -> int:
@@ -122,17 +124,8 @@ def main(args: Optional[List[str]] = None) -> int:
     parser.add_argument('--backend', default='onnxruntime', help='backend (%(default)s)')
     parser.add_argument('--threads', type=int, help='CPU threads for the runtime')
     options = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
-    node = NaiveNode(options.model, options.config, options.backend, options.threads)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(lambda: NaiveNode(options.model, options.config, options.backend,
+                                      options.threads), argv)
 
 
 if __name__ == '__main__':

@@ -12,13 +12,13 @@ from typing import Any, Dict, List
 import xml.etree.ElementTree as ET
 
 from lifecycle_msgs.msg import State, Transition
+from project_files import ROOT
 import pytest
 import yaml
 
 from tx2_inference.ros import node as inference_node
 from tx2_inference.ros import parameters as node_parameters
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_PY = os.path.join(ROOT, 'launch', 'tx2_inference.launch.py')
 LAUNCH_XML = os.path.join(ROOT, 'launch', 'tx2_inference.launch.xml')
 PARAMS = os.path.join(ROOT, 'config', 'params.yaml')

@@ -13,14 +13,13 @@
 import json
 import os
 
+from boxes import PERSONS
 import numpy as np
 import pytest
 
 from tx2_inference.convert.cli import main
 from tx2_inference.core.decoders import DetectionParams
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PERSONS = os.path.join(HERE, 'data', 'persons')
 CUT = 'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0'
 PHOTOS = ('astronaut', 'chelsea', 'coffee')
 

@@ -20,6 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 import numpy as np
+from project_files import ROOT
 import pytest
 from rcl_interfaces.srv import DescribeParameters
 import rclpy
@@ -41,8 +42,7 @@ CAMERAS = ('cam0', 'cam1')
 # The astronaut (skimage.data.astronaut, 512 x 512), labelled by hand: x1, y1, x2, y2.
 ASTRONAUT_PERSON = labelled_persons('astronaut.jpg')[0]
 TIMEOUT_S = 15.0
-PARAMS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           'config', 'params.yaml')
+PARAMS_FILE = os.path.join(ROOT, 'config', 'params.yaml')
 
 
 class Graph(NodeClient):

@@ -15,13 +15,13 @@ import textwrap
 import time
 
 import numpy as np
+from project_files import ROOT
 import pytest
 
 from tx2_inference.backends.tensorrt import builder as eb
 from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.errors import ConfigError, ModelError, UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TX2 = eb.DeviceIdentity('8.2.1', 'NVIDIA Tegra X2', '6.2')
 ORIN = eb.DeviceIdentity('8.5.2', 'Orin', '8.7')
 

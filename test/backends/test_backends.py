@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from tiny_models import TFLITE_SCRIPT
 
 from tx2_inference.backends import open_backend
 from tx2_inference.backends.base import TensorInfo
@@ -146,24 +147,13 @@ def test_auto_without_gpu_is_onnxruntime_cpu_and_tensorrt_is_refused(conv_onnx_m
         open_backend(str(engine))
 
 
-_TFLITE_SCRIPT = textwrap.dedent("""
-    import sys
-    import tensorflow as tf
-    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name='x')])
-    def f(x):
-        return {'doubled': x * 2.0 + 1.0, 'total': tf.reduce_sum(x, axis=[1, 2, 3])}
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
-    open(sys.argv[1], 'wb').write(converter.convert())
-""")
-
-
 @pytest.fixture(scope='module')
 def tiny_tflite(tmp_path_factory):
     """Convert a tiny TensorFlow function to .tflite (in a subprocess: TF stays out of here)."""
     pytest.importorskip('ai_edge_litert', reason='ai-edge-litert is not installed')
     path = str(tmp_path_factory.mktemp('tflite') / 'tiny.tflite')
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    proc = subprocess.run([sys.executable, '-c', _TFLITE_SCRIPT, path], env=env,
+    proc = subprocess.run([sys.executable, '-c', TFLITE_SCRIPT, path], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     assert proc.returncode == 0, proc.stdout.decode()[-2000:]
     return path

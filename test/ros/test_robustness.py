@@ -23,6 +23,7 @@ import pytest
 
 from tx2_inference.backends.tensorrt.cuda import probe_gpu
 from tx2_inference.core.fileio import file_sha256
+from tx2_inference.core.stats import percentile
 from tx2_inference.errors import ModelError
 from tx2_inference.ros.image import array_to_image_msg
 from tx2_inference.ros.parameters import PARAMETERS, RECONFIGURE
@@ -57,10 +58,10 @@ def detector_message(driver: soak.Driver, since: int) -> str:
 def tflite_file(folder) -> str:
     """Convert a tiny TensorFlow function to a real .tflite (in a subprocess)."""
     pytest.importorskip('tensorflow', reason='TensorFlow is not installed (workstation only)')
-    from test_backends import _TFLITE_SCRIPT
+    from tiny_models import TFLITE_SCRIPT
     path = os.path.join(folder, 'tiny.tflite')
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    proc = subprocess.run([sys.executable, '-c', _TFLITE_SCRIPT, path], env=env,
+    proc = subprocess.run([sys.executable, '-c', TFLITE_SCRIPT, path], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     assert proc.returncode == 0, proc.stdout.decode()[-2000:]
     return path
@@ -344,7 +345,7 @@ def test_flood_above_throughput_bounded_latency_flat_memory_drops_counted(churn_
     assert drops['superseded'] > 0 and result['output_fps'] < result['input_fps']
     latencies = sorted(result['latency_ms'])
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
-    assert p99 < 500.0, (p99, soak.percentile(latencies, 50))
+    assert p99 < 500.0, (p99, percentile(latencies, 50))
     # Memory flat: no growth after the first quarter beyond allocator noise.
     memory = [mb for _, mb in result['memory_mb']]
     assert memory[-1] - memory[len(memory) // 4] < 20.0, memory

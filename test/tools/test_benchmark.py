@@ -12,11 +12,11 @@ import os
 import subprocess
 import sys
 
+from project_files import ROOT
 import pytest
 
 from tx2_inference.tools.benchmark import RESULTS_FILE
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATES = ('15',)
 OVER_RATE = 400
 

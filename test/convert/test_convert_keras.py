@@ -9,13 +9,14 @@ ONNX 1e-5 and TFLite FP32 1e-4 (float rounding), TFLite FP16 1e-2, TFLite INT8 0
 
 import os
 
+from boxes import PERSONS
 import numpy as np
 import pytest
 
 from tx2_inference.convert.cli import main
 from tx2_inference.core import images
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'persons')
+DATA = PERSONS
 SCALE = ['--scale', str(1 / 255.0)]
 
 

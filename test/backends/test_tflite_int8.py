@@ -12,6 +12,7 @@ exactly, and against the raw (not dequantised) path, which must not pass for the
 import os
 
 from allocations import allocations_over_frames
+from boxes import PERSONS
 import cv2
 import numpy as np
 import pytest
@@ -23,8 +24,6 @@ from tx2_inference.core.preprocess import Preprocessor, Transform
 from tx2_inference.detector import Detector
 from tx2_inference.errors import ConfigError, ModelError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PERSONS = os.path.join(HERE, 'data', 'persons')
 PARAMS = DetectionParams(score_threshold=0.3, iou_threshold=0.6)
 
 
