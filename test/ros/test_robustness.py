@@ -227,6 +227,7 @@ BAD_VALUES = {
     'input_transport': (0, ['h264', 'theora'], 'compressed'),
     'executor_depth': (2.5, [0, 9], 3),
     'cpu_threads': ('four', [-1, 65], 2),
+    'ort_spinning': ('on', 'a boolean has no range', True),
     'score_threshold': ('high', [-0.1, 1.5], 0.6),
     'nms_iou_threshold': ([0.5], [-0.01, 1.01], 0.5),
     'max_detections': (10.0, [0, 10001], 10),
