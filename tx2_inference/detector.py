@@ -78,6 +78,9 @@ class Detector(object):
     :param batch_timeout_ms: a partial batch launches this long after its first frame.
     :param sources: the sources expected (the cameras): batches wait for them from the start.
     :param threads: CPU threads for ONNX Runtime / TFLite (None: the runtime's default).
+    :param spinning: whether ONNX Runtime's intra-op pool threads spin between the parallel
+        parts of a run (see ``OnnxRuntimeBackend``; None: its default, off). Other backends
+        ignore it.
     :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
         completion thread in submission order.
     :param on_error: ``on_error(tag, error)`` for a frame that could not be processed (e.g. a
@@ -94,7 +97,7 @@ class Detector(object):
                  on_error: Optional[Callable[[Any, BaseException], None]] = None,
                  backend_options: Optional[Dict[str, Any]] = None,
                  batch_size: int = 1, batch_timeout_ms: float = 10.0,
-                 sources: Sequence[Any] = ()) -> None:
+                 sources: Sequence[Any] = (), spinning: Optional[bool] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
@@ -103,7 +106,8 @@ class Detector(object):
         self._lock = threading.Lock()
         config = ModelConfig.for_model(model_path, config_path)
         self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
-                                     engine_cache_dir=engine_cache_dir, **(backend_options or {}))
+                                     engine_cache_dir=engine_cache_dir, spinning=spinning,
+                                     **(backend_options or {}))
         try:
             self.config = config.resolve(self._backend.inputs, self._backend.outputs)
             self.params = self.config.detection_params()  # the model config's defaults

@@ -144,7 +144,10 @@ class DoubleBufferedExecutor(object):
         completion thread. The result must not reference slot buffers (they are reused).
     :param on_result: ``on_result(tag, result, timing)`` in the completion thread, in
         submission order per source. ``timing``: prepare_ms, infer_ms (the whole batch),
-        decode_ms, latency_ms (submit to delivery), batch_frames (frames in its batch).
+        decode_ms, latency_ms (submit to delivery), batch_frames (frames in its batch), and
+        the frame's stage stamps in ``time.perf_counter`` seconds: ``submitted``,
+        ``infer_end`` (the backend's, else when the wait returned), ``collected`` (decoding
+        starts) and ``decoded``.
     :param on_error: ``on_error(tag, error)`` when preparing, running or decoding a frame
         failed (the frame is counted in ``dropped_reasons['error']``); default: logged.
     :param depth: number of slots (>= 1).
@@ -479,13 +482,14 @@ class DoubleBufferedExecutor(object):
 
     def _collect(self, entry: _Entry) -> None:
         """Wait for a batch, decode and deliver each row in order (completion thread)."""
-        error = entry.error
+        error, waited = entry.error, time.perf_counter()
         if error is None and entry.state == _RUNNING:
             try:
                 self._backend.wait(entry.slot)
+                waited = time.perf_counter()
             except Exception as failure:
                 error = failure
-        infer_ms = entry.slot.infer_ms
+        infer_ms, ended = entry.slot.infer_ms, entry.slot.infer_end
         if entry.state == _RUNNING and error is None:
             with self._cv:
                 self._timing['infer_ms'].add(infer_ms)
@@ -500,7 +504,10 @@ class DoubleBufferedExecutor(object):
                     timing = {'prepare_ms': row.prepare_ms, 'infer_ms': infer_ms,
                               'decode_ms': (done - start) * 1e3,
                               'latency_ms': (done - row.submitted) * 1e3,
-                              'batch_frames': float(entry.count)}
+                              'batch_frames': float(entry.count),
+                              'submitted': row.submitted,
+                              'infer_end': ended if ended == ended else waited,  # NaN: unknown
+                              'collected': start, 'decoded': done}
                 except Exception as failure:
                     row_error = failure
             self._deliver(entry, row, result, row_error, timing)

@@ -94,6 +94,18 @@ def test_onnxruntime_thread_counts_are_applied(conv_onnx_model):
     assert backend.closed
 
 
+def test_onnxruntime_pool_spinning_is_a_choice_off_by_default(conv_onnx_model):
+    key = 'session.intra_op.allow_spinning'
+    with open_backend(conv_onnx_model, 'onnxruntime') as quiet, \
+            open_backend(conv_onnx_model, 'onnxruntime', spinning=True) as spinning:
+        options = [b._session.get_session_options() for b in (quiet, spinning)]
+        assert [o.get_session_config_entry(key) for o in options] == ['0', '1']
+        slot = spinning.create_slot(0)
+        slot.inputs['x'].fill(2.0)
+        spinning.run(slot)
+        assert np.all(slot.outputs['doubled'] == 5.0)
+
+
 def test_close_releases_slots(conv_onnx_model):
     backend = open_backend(conv_onnx_model, 'onnxruntime')
     slots = [backend.create_slot(i) for i in range(2)]

@@ -31,6 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from tx2_inference.ros.diagnostics import STAGES
 from tx2_inference.ros.image import array_to_compressed_msg, array_to_image_msg
 from tx2_inference.tools.client import detection_xyxy as box_of
 from tx2_inference.tools.client import NodeClient, write_reliable_overrides
@@ -391,6 +392,16 @@ def test_diagnostics(graph, photos):
     p50, p99 = (float(diagnostics_value(camera, k)) for k in ('latency_p50_ms', 'latency_p99_ms'))
     assert 0.0 < p50 <= p99 < 5000.0
     assert int(diagnostics_value(camera, 'frames_out')) >= 3
+    # Each published frame's stages (issue 15) are counted, none negative, within its latency.
+    frames = int(diagnostics_value(camera, 'stage_frames'))
+    assert frames == int(diagnostics_value(camera, 'frames_out'))
+    totals = {stage: float(diagnostics_value(camera, 'stage_ms_total.' + stage))
+              for stage in STAGES}
+    assert all(total >= 0.0 for total in totals.values()), totals
+    assert totals['infer'] > 0.0 and totals['decode'] > 0.0 and totals['publish'] > 0.0
+    # Per frame the stages end before the latency is taken, so their mean is at most the
+    # mean latency, which is at most the largest (p99 of the node's recent frames).
+    assert sum(totals.values()) / frames <= p99 + 0.5, (totals, frames, p99)
 
 
 def test_deactivate_cleanup_reconfigure_and_shutdown(graph, photos, tmp_path):

@@ -229,6 +229,7 @@ BAD_VALUES = {
     'batch_size': ('4', [0, 17], 2),
     'batch_timeout_ms': (True, [-1.0, 1000.5], 50.0),
     'cpu_threads': ('four', [-1, 65], 2),
+    'ort_spinning': ('on', 'a boolean has no range', True),
     'score_threshold': ('high', [-0.1, 1.5], 0.6),
     'nms_iou_threshold': ([0.5], [-0.01, 1.01], 0.5),
     'max_detections': (10.0, [0, 10001], 10),

@@ -23,7 +23,7 @@ OVER_RATE = 400
 
 @pytest.fixture(scope='module')
 def results(default_model, tmp_path_factory):
-    """Run the tiny benchmark once; return (results dict, output folder)."""
+    """Run the tiny benchmark once; return (results dict, output folder, its output)."""
     output = str(tmp_path_factory.mktemp('benchmark'))
     command = [sys.executable, '-m', 'tx2_inference.tools.benchmark', '--model', default_model,
                '--frames', '20', '--rounds', '1', '--rates', ','.join(RATES),
@@ -32,18 +32,21 @@ def results(default_model, tmp_path_factory):
                # Fixed, far above what 2 cores can serve: a rate derived from a 20-frame raw
                # measurement could land below the naive node's throughput on a busy machine.
                '--over-rate', str(OVER_RATE),
-               '--transports', 'large_shm', '--output', output,
+               '--transports', 'large_shm',
+               # Issue 15's row set, one short round: the node against the naive node.
+               '--camera-rates', '15,flood', '--camera-rounds', '1', '--camera-seconds', '2',
+               '--output', output,
                '--cameras', '']  # the batched camera rows convert a model: make bench only
     proc = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-6000:]
     with open(os.path.join(output, RESULTS_FILE)) as f:
-        return json.load(f), output
+        return json.load(f), output, proc.stdout
 
 
 @pytest.mark.timeout(600)
 def test_every_field_with_sane_values(results):
-    data, _ = results
+    data = results[0]
     for key in ('raw_fps', 'raw_under_load_fps', 'executor_fps', 'node_fps', 'naive_fps'):
         assert 1.0 < data[key] < 10000.0, key
     assert 0.0 < data['node_over_raw'] < 10.0
@@ -70,21 +73,79 @@ def test_every_field_with_sane_values(results):
 
 
 def test_gpu_rows_say_why_they_are_skipped(results):
-    data, _ = results
+    data = results[0]
     if data['backend'] != 'tensorrt':
         assert 'tensorrt' in data['gpu']['skipped']
 
 
 def test_naive_answers_are_older_at_an_over_rate_input(results):
-    data, _ = results
+    data = results[0]
     over = '{:g}'.format(data['over_rate_fps'])
     assert data['latency_ms_p50']['naive'][over] > data['latency_ms_p50']['node'][over]
 
 
 def test_plots_are_drawn(results):
-    _, output = results
+    output = results[1]
     for name in ('latency_histogram.png', 'rate_sweep.png'):
         path = os.path.join(output, name)
         with open(path, 'rb') as f:
             assert f.read(8) == b'\x89PNG\r\n\x1a\n', name
         assert 1000 < os.path.getsize(path) < 500000, name
+
+
+def test_node_against_the_naive_node_at_camera_rates(results):
+    data, _, stdout = results
+    camera = data['camera_rates']
+    assert camera['rates'] == ['15', 'flood'] and camera['rounds'] == 1
+    for rate in ('15', 'flood'):
+        entry = camera['by_rate'][rate]
+        for series in ('node', 'naive'):
+            [p50], [p99] = entry[series]['latency_ms_p50'], entry[series]['latency_ms_p99']
+            assert 0.0 < p50 <= p99 < 5000.0, (rate, series)
+            assert entry[series]['answered_fps'][0] > 0.0, (rate, series)
+        for key in ('p50_ratio', 'p99_ratio', 'answered_fps_ratio'):
+            assert 0.0 < entry[key] < 100.0, (rate, key)
+    # The flood offers far more than 15 FPS; at 15 FPS every frame is answered.
+    assert camera['by_rate']['flood']['node']['sent_fps'][0] > 60.0
+    assert camera['by_rate']['15']['node']['answered_ratio'][0] > 0.9
+    # The node's stage times over its 15 FPS window, from its diagnostics.
+    stages = camera['by_rate']['15']['stages_ms']
+    assert stages['infer'] > 0.0 and all(
+        stages[name] >= 0.0 for name in ('convert', 'queue', 'collect', 'decode', 'publish'))
+    assert len(camera['goals']) == 4
+    assert '| 15 FPS |' in stdout and '| flood |' in stdout and 'p50 node/naive' in stdout
+
+
+def _window(target, p50, p99, fps, diagnostics=None, start=None):
+    return {'target': target, 'latency_ms_p50': p50, 'latency_ms_p99': p99, 'fps': fps,
+            'sent_fps': 900.0, 'answered_ratio': 1.0, 'latency_ms_mean': p50,
+            'diagnostics': diagnostics or {}, 'diagnostics_start': start or {}}
+
+
+def test_camera_rates_pairs_each_round_and_takes_the_median_ratio():
+    """The windows come in the load generator's order, node and naive swapped every round."""
+    from tx2_inference.tools.bench import camera_rates
+    windows = []
+    for index in range(3):
+        node = [_window(0, 10.0 * (index + 1), 20.0, 15.0,
+                        {'camera.stage_frames': str(10 * (index + 1)),
+                         'camera.stage_ms_total.infer': str(80.0 * (index + 1))},
+                        {'camera.stage_frames': str(10 * index),
+                         'camera.stage_ms_total.infer': str(80.0 * index)}),
+                _window(0, 30.0, 40.0, 60.0)]
+        naive = [_window(1, 20.0 * (index + 1), 10.0, 15.0), _window(1, 60.0, 80.0, 30.0)]
+        for position in range(2):  # 15 FPS, then flood
+            pair = [node[position], naive[position]]
+            windows += pair if index % 2 == 0 else pair[::-1]
+    result = camera_rates.summarize(windows, ['15', 'flood'], 3)
+    at15, flood = result['by_rate']['15'], result['by_rate']['flood']
+    assert at15['node']['latency_ms_p50'] == [10.0, 20.0, 30.0]
+    assert at15['p50_ratio'] == 0.5 and at15['p99_ratio'] == 2.0
+    assert at15['stages_ms']['infer'] == 8.0  # (80 ms over 10 frames) in every round
+    assert flood['answered_fps_ratio'] == 2.0 and flood['p99_ratio'] == 0.5
+    goals = result['goals']
+    assert goals['15 FPS: p50 node / naive <= 1']['met']
+    assert not goals['15 FPS: p99 node / naive <= 1.1']['met']
+    assert goals['flood: answered/s node / naive >= 1.5']['met']
+    assert '| 15 FPS | 10.0 / 20.0 / 30.0 | 20.0 / 40.0 / 60.0 | 0.50 |' in \
+        camera_rates.table(result)

@@ -22,7 +22,8 @@ _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 
 def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16',
                  threads: Optional[int] = None, device: int = 0,
-                 engine_cache_dir: Optional[str] = None, **options: Any) -> Backend:
+                 engine_cache_dir: Optional[str] = None, spinning: Optional[bool] = None,
+                 **options: Any) -> Backend:
     """Open ``model_path`` with the named backend, or the best one here for ``'auto'``.
 
     ``auto``: a TensorRT engine file -> ``tensorrt``; ``.tflite`` -> ``tflite``; ``.onnx`` ->
@@ -35,6 +36,9 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     :param threads: CPU threads for ONNX Runtime (intra-op) or TFLite.
     :param device: CUDA device number.
     :param engine_cache_dir: where built engines are cached.
+    :param spinning: whether ONNX Runtime's intra-op pool threads spin between the parallel
+        parts of a run (see ``OnnxRuntimeBackend``); None: the backend's default (off). The
+        other backends ignore it.
     :param options: passed on to the backend's constructor.
     :raises ConfigError: unknown backend name, or a model file the backend cannot run.
     :raises BackendUnavailableError: the backend's runtime or GPU is missing here.
@@ -80,6 +84,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     from tx2_inference.backends.onnxruntime_backend import OnnxRuntimeBackend
     providers = {'onnxruntime': ['cpu'], 'onnxruntime-cuda': ['cuda', 'cpu'],
                  'onnxruntime-tensorrt': ['tensorrt', 'cuda', 'cpu']}[backend]
+    if spinning is not None:
+        options['spinning'] = bool(spinning)
     try:
         return OnnxRuntimeBackend(model_path, providers=providers, intra_op_threads=threads,
                                   **options)

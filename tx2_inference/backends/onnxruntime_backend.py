@@ -67,9 +67,14 @@ class OnnxRuntimeBackend(ThreadedBackend):
         session's thread pool and fill each other's serial gaps, and the hand-over from one
         run to the next happens inside ONNX Runtime, not through the GIL (measured here, 2
         cores: executor/raw 1.09 concurrent, 0.85 serialized).
-    :param spinning: let ONNX Runtime's idle pool threads spin between operators. Off by
-        default: spinning threads hold the cores that pre- and post-processing of the other
-        slot's frame (and the robot's other processes) need.
+    :param spinning: let ONNX Runtime's intra-op pool threads spin (busy-wait) between the
+        parallel parts of a run instead of sleeping (``session.intra_op.allow_spinning``;
+        spinning is ONNX Runtime's own default, what a plain ``InferenceSession`` does). Off
+        by default: on this 2-core machine, shared, a spinning session took 1.5 x the CPU per
+        inference (38 against 25 ms) and ran slower (p50 35 against 23 ms), and the node with
+        spinning off answered at 0.1 to 0.5 x the naive node's p50 latency (docs/BENCHMARKS.md).
+        On an idle machine spinning saves the pool's wake-ups (about 56 futex waits per
+        inference here) and runs faster: turn it on for a robot whose cores are otherwise idle.
     """
 
     name = 'onnxruntime'

@@ -18,6 +18,12 @@ from tx2_inference.core.stats import nearest_rank_percentile
 
 DIAGNOSTICS_PERIOD_S = 1.0
 LATENCY_SAMPLES = 500
+# A frame's way through the node, in order (docs/BENCHMARKS.md): image stamp -> callback
+# (transport_in) -> submit (convert) -> inference start (queue: pre-processing, the hand-off
+# to the slot's worker, or waiting as the pending frame) -> end (infer) -> the completion thread
+# takes it (collect) -> decoded (decode) -> published (publish).
+STAGES = ('transport_in', 'convert', 'queue', 'infer', 'collect', 'decode', 'publish')
+_STAMPS = ('submitted', 'infer_end', 'infer_ms', 'collected', 'decoded')
 
 
 class CameraCounters(object):
@@ -32,6 +38,11 @@ class CameraCounters(object):
         self.dropped = collections.Counter()  # type: collections.Counter
         self.latencies_ms = collections.deque(maxlen=LATENCY_SAMPLES)  # type: collections.deque
         self.last_rates = (0, 0, time.monotonic())  # frames_in, frames_out, when
+        # Running totals of each stage (ms) over stage_frames frames; a reader takes
+        # differences (means over any window), nothing is kept per frame.
+        self.stage_frames = 0
+        self.stage_ms_total = [0.0] * len(STAGES)
+        self.last_stages = (0, [0.0] * len(STAGES))  # at the last camera_status
 
     def frame_in(self) -> None:
         """Count a frame that arrived."""
@@ -48,6 +59,30 @@ class CameraCounters(object):
         with self.lock:
             self.frames_out += 1
             self.latencies_ms.append(latency_ms)
+
+    def stages(self, transport_ms: float, arrived: float, timing: Dict[str, float],
+               published: float) -> None:
+        """Add one published frame's stage times (see ``STAGES``).
+
+        :param transport_ms: image stamp to the subscription callback.
+        :param arrived: ``perf_counter`` at the callback; ``timing``: the detector's (its
+            stamps: submitted, infer_end, collected, decoded); ``published``: after publish.
+            A timing without the stamps is not counted.
+        """
+        if any(key not in timing for key in _STAMPS):
+            return
+        submitted, ended = timing['submitted'], timing['infer_end']
+        started = ended - timing['infer_ms'] / 1e3
+        with self.lock:
+            self.stage_frames += 1
+            totals = self.stage_ms_total
+            totals[0] += transport_ms
+            totals[1] += (submitted - arrived) * 1e3
+            totals[2] += (started - submitted) * 1e3
+            totals[3] += timing['infer_ms']
+            totals[4] += (timing['collected'] - ended) * 1e3
+            totals[5] += (timing['decoded'] - timing['collected']) * 1e3
+            totals[6] += (published - timing['decoded']) * 1e3
 
     def debug_image(self) -> None:
         """Count a published debug image."""
@@ -132,6 +167,9 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
         latencies = sorted(counters.latencies_ms)
         last_in, last_out, last_time = counters.last_rates
         counters.last_rates = (frames_in, frames_out, now)
+        stage_frames, stage_totals = counters.stage_frames, list(counters.stage_ms_total)
+        last_stage_frames, last_stage_totals = counters.last_stages
+        counters.last_stages = (stage_frames, stage_totals)
     period = max(now - last_time, 1e-3)
     rate_in, rate_out = (frames_in - last_in) / period, (frames_out - last_out) / period
     if not active:
@@ -154,4 +192,13 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
                    ('inference_latency_p50_ms', format_value(source['latency_ms_p50'])),
                    ('inference_latency_p99_ms', format_value(source['latency_ms_p99']))]
     values += [('dropped.' + reason, str(count)) for reason, count in sorted(dropped.items())]
+    # Stage means over the frames published since the last status, and the running totals
+    # (a tool's means over its own window: differences of totals over differences of frames).
+    new_frames = stage_frames - last_stage_frames
+    values.append(('stage_frames', str(stage_frames)))
+    for index, stage in enumerate(STAGES):
+        mean = ((stage_totals[index] - last_stage_totals[index]) / new_frames
+                if new_frames else float('nan'))
+        values += [('stage_ms.' + stage, format_value(mean)),
+                   ('stage_ms_total.' + stage, '{:.3f}'.format(stage_totals[index]))]
     return _status(level, '{}: {}'.format(node_name, image_topic), message, values)

@@ -236,6 +236,12 @@ TABLE = (
     # The detection parameters have no default: unset, the model config's detection section
     # gives the model's own default (else DETECTION_DEFAULTS); set, they override it.
     ParameterSpec(
+        'ort_spinning', False,
+        'ONNX Runtime: let the intra-op pool threads spin between the parallel parts of a run '
+        '(session.intra_op.allow_spinning), as a plain InferenceSession does. Faster runs '
+        'when the cores are otherwise idle; more CPU, and slower on a busy machine '
+        '(docs/BENCHMARKS.md). The thread count is cpu_threads.', reconfigure=True),
+    ParameterSpec(
         'triton_url', 'localhost:8001',
         "backend triton: host:port of the server's gRPC endpoint (Triton: 8001); grpcs:// "
         'for TLS.', reconfigure=True),

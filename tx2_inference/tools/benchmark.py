@@ -404,6 +404,29 @@ def run_graph(results: Dict[str, Any], model: str, config: Optional[str], backen
     return results
 
 
+def run_camera_rates(model: str, config: Optional[str], backend: str, depth: int,
+                     threads: Optional[int], rates: List[Any], rounds: int, seconds: float,
+                     transport: str, node_params: List[str], profile_dir: Optional[str],
+                     output_dir: str, log: Any) -> Dict[str, Any]:
+    """Return the node against the naive node at camera rates and in a flood (issue 15).
+
+    :param rates: FPS, or ``'flood'``. The other arguments are the command line's.
+    :returns: the figures (``tx2_inference.tools.bench.camera_rates.summarize``) and
+        ``table``, the Markdown table printed at the end.
+    """
+    from tx2_inference.tools.bench import camera_rates, ros_bench, suite
+    start = time.time()
+    result = camera_rates.measure(
+        ros_bench.transport_env(transport), model, config, backend, depth, threads, rates,
+        rounds, seconds, suite.log_dir_for(output_dir), log, node_params, profile_dir)
+    result['transport'] = transport
+    result['seconds_per_window'] = seconds
+    result['loadavg'] = [round(v, 2) for v in os.getloadavg()]
+    result['table'] = camera_rates.table(result)
+    log('camera rates: {} rounds in {:.0f} s'.format(rounds, time.time() - start))
+    return result
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog='python -m tx2_inference.tools.benchmark',
@@ -454,6 +477,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                      help='seconds of each paired window (%(default)s)')
     ros.add_argument('--transports', default=','.join(DDS_TRANSPORTS),
                      help='Fast DDS set-ups, the headline first (%(default)s)')
+    camera = parser.add_argument_group('node against the naive node at camera rates (issue 15)')
+    camera.add_argument('--camera-rates', default='15,30,60,flood',
+                        help="input rates in FPS, 'flood': back to back; empty: skip "
+                             '(%(default)s)')
+    camera.add_argument('--camera-rounds', type=int, default=3,
+                        help='alternating rounds, node and naive each one window per rate '
+                             '(%(default)s)')
+    camera.add_argument('--camera-seconds', type=float, default=10.0,
+                        help='measured seconds per window (%(default)s)')
+    camera.add_argument('--camera-only', action='store_true',
+                        help='run this row set alone (no in-process rows, no issue-7 graph)')
+    camera.add_argument('--node-param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='an extra parameter of the node in this row set (repeatable), '
+                             "e.g. 'ort_spinning:=true'")
+    camera.add_argument('--profile', metavar='DIR',
+                        help='record each window of each node with py-spy into DIR')
     parser.add_argument('--output', help='folder for benchmark-results.json and the plots '
                                          '(or a .json file: plots beside it)')
     args = parser.parse_args(argv)
@@ -475,47 +514,65 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     load_before = os.getloadavg()
-    feed = args.feed if args.feed == 'closed' else float(args.feed)
-    results = run_benchmark(args.model, args.config, args.backend, args.frames, args.rounds,
-                            feed, args.depth, args.threads,
-                            None if args.split_threads < 0 else args.split_threads, args.image,
-                            log=log)
-    print('raw backend: {raw_fps:.1f} FPS   executor: {executor_fps:.1f} FPS   '
-          'executor/raw: {executor_over_raw:.3f}'.format(**results))
-    if 'executor_split_fps' in results:
-        print('executor, {split_threads} thread(s) per run: {executor_split_fps:.1f} FPS   '
-              'executor_split/raw: {executor_split_over_raw:.3f}'.format(**results))
-    def depth_compare() -> Dict[str, Any]:
-        return compare_depth(args.model, args.config, args.backend, args.frames, args.rounds,
-                             args.threads, args.image)
+    if args.camera_only:
+        if args.no_ros:
+            parser.error('--camera-only runs a ROS graph: drop --no-ros')
+        results = collections.OrderedDict([('model', args.model), ('backend', args.backend),
+                                           ('depth', args.depth), ('threads', args.threads),
+                                           ('machine', machine())])  # type: Dict[str, Any]
+    else:
+        feed = args.feed if args.feed == 'closed' else float(args.feed)
+        results = run_benchmark(args.model, args.config, args.backend, args.frames,
+                                args.rounds, feed, args.depth, args.threads,
+                                None if args.split_threads < 0 else args.split_threads,
+                                args.image, log=log)
+        print('raw backend: {raw_fps:.1f} FPS   executor: {executor_fps:.1f} FPS   '
+              'executor/raw: {executor_over_raw:.3f}'.format(**results))
+        if 'executor_split_fps' in results:
+            print('executor, {split_threads} thread(s) per run: {executor_split_fps:.1f} FPS '
+                  '  executor_split/raw: {executor_split_over_raw:.3f}'.format(**results))
 
-    results['gpu'] = gpu_rows(results, depth_compare)
-    if args.compare_depth and 'depth_2_over_depth_1' not in results['gpu']:
-        results['depth_compare'] = depth_compare()
-    if not args.no_triton and args.model.endswith('.onnx'):
-        from tx2_inference.tools.bench.triton_bench import triton_row
-        results['triton'] = triton_row(args.model, args.config, load_frame(args.image),
-                                       args.frames, args.triton_rounds, args.depth,
-                                       args.threads, log)
-        if 'skipped' not in results['triton']:
-            print('triton (localhost): {triton_fps:.1f} FPS, latency p50 {triton_latency_ms_p50'
-                  ':.1f} ms   onnxruntime: {onnxruntime_fps:.1f} FPS, latency p50 '
-                  '{onnxruntime_latency_ms_p50:.1f} ms'.format(**results['triton']))
-    if args.cameras:
-        results['cameras'] = camera_rows(args, log)
-    if not args.no_ros:
-        run_graph(results, args.model, args.config, args.backend, args.depth, args.threads,
-                  args.image, [float(r) for r in args.rates.split(',') if r], args.over_rate,
-                  args.seconds, args.memory_frames,
-                  [t for t in args.transports.split(',') if t], args.load_rounds,
-                  args.load_seconds, args.output_dir, log)
-        from tx2_inference.tools.bench.suite import write_plots
-        results['plots'] = write_plots(results, args.output_dir)
+        def depth_compare() -> Dict[str, Any]:
+            return compare_depth(args.model, args.config, args.backend, args.frames,
+                                 args.rounds, args.threads, args.image)
+
+        results['gpu'] = gpu_rows(results, depth_compare)
+        if args.compare_depth and 'depth_2_over_depth_1' not in results['gpu']:
+            results['depth_compare'] = depth_compare()
+        if not args.no_triton and args.model.endswith('.onnx'):
+            from tx2_inference.tools.bench.triton_bench import triton_row
+            results['triton'] = triton_row(args.model, args.config, load_frame(args.image),
+                                           args.frames, args.triton_rounds, args.depth,
+                                           args.threads, log)
+            if 'skipped' not in results['triton']:
+                print('triton (localhost): {triton_fps:.1f} FPS, latency p50 '
+                      '{triton_latency_ms_p50:.1f} ms   onnxruntime: {onnxruntime_fps:.1f} FPS, '
+                      'latency p50 {onnxruntime_latency_ms_p50:.1f} ms'.format(
+                          **results['triton']))
+        if args.cameras:
+            results['cameras'] = camera_rows(args, log)
+        if not args.no_ros:
+            run_graph(results, args.model, args.config, args.backend, args.depth, args.threads,
+                      args.image, [float(r) for r in args.rates.split(',') if r],
+                      args.over_rate, args.seconds, args.memory_frames,
+                      [t for t in args.transports.split(',') if t], args.load_rounds,
+                      args.load_seconds, args.output_dir, log)
+            from tx2_inference.tools.bench.suite import write_plots
+            results['plots'] = write_plots(results, args.output_dir)
+    if not args.no_ros and args.camera_rates:
+        results['camera_rates'] = run_camera_rates(
+            args.model, args.config, args.backend, args.depth, args.threads,
+            [r if r == 'flood' else float(r) for r in args.camera_rates.split(',') if r],
+            args.camera_rounds, args.camera_seconds,
+            [t for t in args.transports.split(',') if t][0], args.node_param, args.profile,
+            args.output_dir, log)
+        print(results['camera_rates'].pop('table'))
     results['machine']['loadavg_before'] = [round(v, 2) for v in load_before]
     results['machine']['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
     with open(results_path, 'w') as f:
         json.dump(results, f, indent=2)
-    summary = {k: v for k, v in results.items() if k not in ('sweeps', 'memory', 'paired')}
+    summary = {k: v for k, v in results.items()
+               if k not in ('sweeps', 'memory', 'paired', 'camera_rates')}
     print(json.dumps(summary, indent=2))
     print('results: ' + results_path)
     return 0

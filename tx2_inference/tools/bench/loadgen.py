@@ -132,12 +132,19 @@ class LoadGenerator(object):
                  on_window: Optional[Any] = None, target: int = 0) -> Dict[str, Any]:
         """Publish at ``rate`` FPS to target ``target``: warm-up, a window of ``seconds``, grace.
 
+        A ``rate`` of 0 or less floods: frames are published back to back, as fast as the
+        middleware takes them, for the warm-up and the window.
+
         :param on_window: called with ``'start'`` and ``'end'`` around the measured window.
         :returns: the figures of the measured window (see ``_figures``).
         """
-        period = 1.0 / rate
-        warmup_frames = int(round(warmup * rate))
-        window_frames = max(1, int(round(seconds * rate)))
+        flood = rate <= 0
+        period = 0.0 if flood else 1.0 / rate
+        # A flood has no frame count: it publishes as fast as it can for the time given.
+        warmup_frames = 0 if flood else int(round(warmup * rate))
+        window_frames = 0 if flood else max(1, int(round(seconds * rate)))
+        flood_start = time.perf_counter()
+        diagnostics_start = {}  # type: Dict[str, str]
         sent = failures = late = 0
         measured_first = measured_end = None  # type: Optional[int]
         window_start = window_end = 0.0
@@ -146,10 +153,20 @@ class LoadGenerator(object):
         header.frame_id = ''
         seq = 0
         next_time = time.perf_counter()
-        while seq < warmup_frames + window_frames:
-            if seq == warmup_frames:
+        while True:
+            if flood:
+                now = time.perf_counter()
+                if measured_first is None and now >= flood_start + warmup:
+                    warmup_frames = seq
+                elif measured_first is not None and now >= window_start + seconds:
+                    break
+            elif seq >= warmup_frames + window_frames:
+                break
+            if seq == warmup_frames and measured_first is None:
                 measured_first = seq
                 window_start = time.perf_counter()
+                with self._lock:
+                    diagnostics_start = dict(self._diagnostics)
                 if on_window is not None:
                     on_window('start')
             stamp = time.time()
@@ -158,12 +175,15 @@ class LoadGenerator(object):
             header.frame_id = '{}:{}:{}'.format(FRAME_ID, round_index, seq)
             try:
                 publisher.publish(self._msg)
-                if seq >= warmup_frames:
+                if measured_first is not None:
                     sent += 1
             except Exception:  # noqa: B902 - RCLError: a flooded middleware refused it
-                if seq >= warmup_frames:
+                if measured_first is not None:
                     failures += 1
             seq += 1
+            if flood:
+                time.sleep(0)  # hand the GIL to the thread timing the answers
+                continue
             next_time += period
             delay = next_time - time.perf_counter()
             if delay > 0:
@@ -191,14 +211,18 @@ class LoadGenerator(object):
             seen.add(index)
             latencies.append((received - (sec + nanosec * 1e-9)) * 1e3)
         elapsed = window_end - window_start
-        result = {'rate_fps': float(rate), 'target': target, 'seconds': elapsed, 'sent': sent,
-                  'publish_failures': failures, 'late_ticks': late, 'answered': len(seen),
+        result = {'rate_fps': float(rate), 'flood': flood, 'target': target,
+                  'seconds': elapsed, 'sent': sent, 'publish_failures': failures,
+                  'late_ticks': late, 'answered': len(seen),
                   'answered_ratio': len(seen) / float(max(sent, 1)),
                   'sent_fps': sent / elapsed, 'fps': len(seen) / elapsed,
                   'latency_ms': [round(v, 3) for v in latencies]}
         result.update(summarize(latencies))
         if diagnostics:
             result['diagnostics'] = diagnostics
+            # What the node said before this window: its running totals (stage times) give
+            # means over the window, its percentiles mix earlier windows in.
+            result['diagnostics_start'] = diagnostics_start
         return result
 
     def close(self) -> None:
@@ -217,7 +241,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--rates', default='15,30',
                         help='comma-separated FPS, each RATE or RATE@TARGET (the index of a '
-                             'target topic; default 0) (%(default)s)')
+                             "target topic; default 0); RATE 'flood' or 0: back to back "
+                             '(%(default)s)')
     parser.add_argument('--seconds', type=float, default=10.0, help='measured window per rate')
     parser.add_argument('--warmup', type=float, default=1.0, help='seconds before each window')
     parser.add_argument('--grace', type=float, default=1.0, help='seconds after each window')
@@ -241,7 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         generator.wait_for_peers()
         for index, item in enumerate(args.rates.split(',')):
             rate_text, _, target_text = item.partition('@')
-            rate, target = float(rate_text), int(target_text or 0)
+            rate = 0.0 if rate_text == 'flood' else float(rate_text)
+            target = int(target_text or 0)
 
             def signal(what: str, rate: float = rate, target: int = target) -> None:
                 print('{} {} {}'.format('measuring' if what == 'start' else 'done', rate,
@@ -250,7 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         signal, target)
             print('loadgen: {:.0f} FPS in to {}: {} sent, {} answered, {:.1f} FPS out, latency '
                   'p50 {:.1f} ms, p99 {:.1f} ms'.format(
-                      rate, target, result['sent'], result['answered'], result['fps'],
+                      result['sent_fps'], target, result['sent'], result['answered'],
+                      result['fps'],
                       result['latency_ms_p50'], result['latency_ms_p99']), file=sys.stderr)
             results.append(result)
     finally:

@@ -202,8 +202,8 @@ def paired_over_rate(raw_until: Callable[[threading.Event], Dict[str, float]],
             state['worker'].join()
 
     with Process(_echo_args(*echo_topics), env, log_dir, 'paired_echo') as echo:
-        with _active_node(env, model, config, backend, depth, threads, log_dir,
-                          'paired_node') as node:
+        with active_node(env, model, config, backend, depth, threads, log_dir,
+                         'paired_node') as node:
             rows = run_loadgen(env, ['{:g}@{}'.format(rate, t) for _ in range(rounds)
                                      for t in (0, 1)], seconds, log_dir, 'paired_loadgen',
                                diagnostics=True, on_window=on_window, peers=[echo, node],
@@ -215,8 +215,12 @@ def paired_over_rate(raw_until: Callable[[threading.Event], Dict[str, float]],
 
 
 def node_args(model: str, config: Optional[str], backend: str, depth: int,
-              threads: Optional[int], params_file: Optional[str] = None) -> List[str]:
-    """Return the inference node's command line for the benchmark graph."""
+              threads: Optional[int], params_file: Optional[str] = None,
+              extra_params: Sequence[str] = ()) -> List[str]:
+    """Return the inference node's command line for the benchmark graph.
+
+    :param extra_params: more ``name:=value`` parameters, last (they win).
+    """
     args = ['tx2_inference.ros.node', '--ros-args', '-r', '__node:=' + NODE_NAME,
             '-p', 'model_path:=' + os.path.abspath(model),
             '-p', 'image_topics:=[{}]'.format(IMAGE_TOPIC),
@@ -225,6 +229,8 @@ def node_args(model: str, config: Optional[str], backend: str, depth: int,
             '-p', 'publish_debug_image:=false']
     if config:
         args += ['-p', 'model_config:=' + os.path.abspath(config)]
+    for param in extra_params:
+        args += ['-p', param]
     if params_file:
         args += ['--params-file', params_file]
     return args
@@ -238,13 +244,13 @@ def reliable_params_file(log_dir: str) -> str:
 
 
 @contextlib.contextmanager
-def _active_node(env: Dict[str, str], model: str, config: Optional[str], backend: str,
-                 depth: int, threads: Optional[int], log_dir: str, name: str,
-                 reliable: bool = False) -> Iterator[Process]:
+def active_node(env: Dict[str, str], model: str, config: Optional[str], backend: str,
+                depth: int, threads: Optional[int], log_dir: str, name: str,
+                reliable: bool = False, extra_params: Sequence[str] = ()) -> Iterator[Process]:
     """Start the inference node, configure and activate it through its services."""
     from tx2_inference.tools.client import NodeClient
     args = node_args(model, config, backend, depth, threads,
-                     reliable_params_file(log_dir) if reliable else None)
+                     reliable_params_file(log_dir) if reliable else None, extra_params)
     with Process(args, env, log_dir, name) as node:
         client = NodeClient('/' + NODE_NAME, name='tx2_bench_client')
         try:
@@ -268,8 +274,8 @@ def node_sweep(env: Dict[str, str], model: str, config: Optional[str], backend: 
     :returns: ``rates`` (the load generator's figures per rate, with the node's
         diagnostics) and, with ``memory_frames``, ``memory`` (see ``_memory``).
     """
-    with _active_node(env, model, config, backend, depth, threads, log_dir, name + '_node',
-                      reliable) as node:
+    with active_node(env, model, config, backend, depth, threads, log_dir, name + '_node',
+                     reliable) as node:
         result = {'rates': run_loadgen(env, rates, seconds, log_dir, name + '_loadgen',
                                        diagnostics=True, peers=[node])}
         if memory_frames and memory_rate:
@@ -326,16 +332,24 @@ def _memory(env: Dict[str, str], node: Process, rate: float, frames: int, log_di
             'rss_mb': [round(float(v), 2) for v in rss[::max(1, len(rss) // 200)]]}
 
 
-def naive_sweep(env: Dict[str, str], model: str, config: Optional[str], backend: str,
-                threads: Optional[int], rates: Sequence[float], seconds: float,
-                log_dir: str, name: str = 'naive') -> List[Dict[str, Any]]:
-    """Run the naive node at each rate."""
+def naive_args(model: str, config: Optional[str], backend: str, threads: Optional[int],
+               image_topic: str = IMAGE_TOPIC,
+               detections_topic: str = DETECTIONS_TOPIC) -> List[str]:
+    """Return the naive node's command line, on the given topics."""
     args = ['tx2_inference.tools.bench.naive_node', '--model', os.path.abspath(model),
             '--backend', backend]
     if config:
         args += ['--config', os.path.abspath(config)]
     if threads:
         args += ['--threads', str(threads)]
-    args += ['--ros-args', '-r', 'image:=' + IMAGE_TOPIC, '-r', 'detections:=' + DETECTIONS_TOPIC]
-    with Process(args, env, log_dir, name + '_node') as naive:
+    return args + ['--ros-args', '-r', 'image:=' + image_topic,
+                   '-r', 'detections:=' + detections_topic]
+
+
+def naive_sweep(env: Dict[str, str], model: str, config: Optional[str], backend: str,
+                threads: Optional[int], rates: Sequence[float], seconds: float,
+                log_dir: str, name: str = 'naive') -> List[Dict[str, Any]]:
+    """Run the naive node at each rate."""
+    with Process(naive_args(model, config, backend, threads), env, log_dir,
+                 name + '_node') as naive:
         return run_loadgen(env, rates, seconds, log_dir, name + '_loadgen', peers=[naive])
