@@ -233,8 +233,6 @@ TABLE = (
         'cpu_threads', 0,
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),
-    # The detection parameters have no default: unset, the model config's detection section
-    # gives the model's own default (else DETECTION_DEFAULTS); set, they override it.
     ParameterSpec(
         'ort_spinning', False,
         'ONNX Runtime: let the intra-op pool threads spin between the parallel parts of a run '
@@ -280,8 +278,10 @@ TABLE = (
         'warmup', True,
         'Run one inference on a synthetic frame in every executor slot at configure, so the '
         "first camera frame does not pay the runtime's first-inference cost.", reconfigure=True),
+    # The detection parameters have no default: unset, the model config's detection section
+    # gives the model's own default (else DETECTION_DEFAULTS); set, they override it.
     ParameterSpec(
-                'score_threshold', Parameter.Type.DOUBLE,
+        'score_threshold', Parameter.Type.DOUBLE,
         "Minimum score of a published detection; applies to the next frame. Unset: the model "
         "config's detection.score_threshold, else 0.5.", floating=(0.0, 1.0)),
     ParameterSpec(
