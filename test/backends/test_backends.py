@@ -159,6 +159,29 @@ def tiny_tflite(tmp_path_factory):
     return path
 
 
+def test_outputs_from_reaches_the_tensorrt_backend_only(conv_onnx_model, tmp_path, monkeypatch):
+    """The node's trt_outputs_from goes to TensorRT; ONNX Runtime and the rest ignore it.
+
+    TensorRTBackend is replaced by a recorder (no GPU here); open_backend is the real one.
+    """
+    from tx2_inference.backends.tensorrt import runtime
+    seen = []
+
+    class Recorder(object):
+        def __init__(self, path, device=0, **options):
+            seen.append((path, options))
+
+    monkeypatch.setattr(runtime, 'TensorRTBackend', Recorder)
+    engine = tmp_path / 'model.engine'
+    engine.write_bytes(b'not inspected: no metadata beside it')
+    open_backend(str(engine), 'tensorrt', outputs_from='copy')
+    assert seen == [(str(engine), {'outputs_from': 'copy'})]
+    open_backend(str(engine), 'tensorrt')
+    assert seen[-1] == (str(engine), {})  # unset: the backend's own default
+    with open_backend(conv_onnx_model, 'onnxruntime', outputs_from='copy') as backend:
+        assert isinstance(backend, OnnxRuntimeBackend)
+
+
 def test_tflite_runs_into_the_slot_buffers(tiny_tflite):
     with open_backend(tiny_tflite) as backend:
         assert backend.name == 'tflite'

@@ -10,12 +10,15 @@ from typing import Any, Optional
 from tx2_inference.backends.base import Backend, Slot, TensorInfo
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
-__all__ = ['Backend', 'BACKENDS', 'open_backend', 'PRECISIONS', 'Slot', 'TensorInfo']
+__all__ = ['Backend', 'BACKENDS', 'open_backend', 'OUTPUTS_FROM', 'PRECISIONS', 'Slot',
+           'TensorInfo']
 
 # The one list of each: what open_backend, the node's parameters and the CLIs accept.
 BACKENDS = ('auto', 'onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'tensorrt',
             'tflite', 'triton')
 PRECISIONS = ('fp32', 'fp16', 'int8')
+# Where the TensorRT backend's decoder reads outputs: its pinned buffers, or a CPU-cached copy.
+OUTPUTS_FROM = ('pinned', 'copy')
 
 _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 
@@ -23,7 +26,7 @@ _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16',
                  threads: Optional[int] = None, device: int = 0,
                  engine_cache_dir: Optional[str] = None, spinning: Optional[bool] = None,
-                 **options: Any) -> Backend:
+                 outputs_from: Optional[str] = None, **options: Any) -> Backend:
     """Open ``model_path`` with the named backend, or the best one here for ``'auto'``.
 
     ``auto``: a TensorRT engine file -> ``tensorrt``; ``.tflite`` -> ``tflite``; ``.onnx`` ->
@@ -39,6 +42,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     :param spinning: whether ONNX Runtime's intra-op pool threads spin between the parallel
         parts of a run (see ``OnnxRuntimeBackend``); None: the backend's default (off). The
         other backends ignore it.
+    :param outputs_from: TensorRT: ``pinned`` or ``copy`` (``TensorRTBackend``); None: its
+        default (pinned). The other backends ignore it.
     :param options: passed on to the backend's constructor.
     :raises ConfigError: unknown backend name, or a model file the backend cannot run.
     :raises BackendUnavailableError: the backend's runtime or GPU is missing here.
@@ -72,6 +77,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
             except BackendUnavailableError as error:
                 raise BackendUnavailableError('cannot check or run the TensorRT engine {!r} '
                                               'here: {}'.format(model_path, error)) from error
+        if outputs_from is not None:
+            options['outputs_from'] = outputs_from
         try:
             result = TensorRTBackend(model_path, device=device, **options)
         except BackendUnavailableError as error:

@@ -25,7 +25,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
-from tx2_inference.backends import BACKENDS, PRECISIONS
+from tx2_inference.backends import BACKENDS, OUTPUTS_FROM, PRECISIONS
 from tx2_inference.errors import ConfigError
 from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
 
@@ -240,6 +240,12 @@ TABLE = (
         'when the cores are otherwise idle; more CPU, and slower on a busy machine '
         '(docs/BENCHMARKS.md). The thread count is cpu_threads.', reconfigure=True),
     ParameterSpec(
+        'trt_outputs_from', 'pinned',
+        'TensorRT: where the decoder reads the outputs. pinned: straight from the pinned '
+        "buffers the GPU copied them into; copy: from a CPU-cached copy (on a TX2 pinned memory "
+        "is not cached by the CPU: compare the executor's decode_ms with each).",
+        reconfigure=True, choices=OUTPUTS_FROM),
+    ParameterSpec(
         'triton_url', 'localhost:8001',
         "backend triton: host:port of the server's gRPC endpoint (Triton: 8001); grpcs:// "
         'for TLS.', reconfigure=True),
@@ -401,7 +407,7 @@ class NodeParameters(object):
     def backend_options(self) -> Dict[str, Any]:
         """Return the backend's keyword arguments: the triton_* parameters for triton."""
         if self.value('backend') != 'triton':
-            return {}
+            return {'outputs_from': self.value('trt_outputs_from')}
 
         def path(name: str) -> Optional[str]:
             value = self.value(name)

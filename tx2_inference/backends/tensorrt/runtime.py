@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tx2_inference.backends import OUTPUTS_FROM
 from tx2_inference.backends.base import Backend, concrete_shape, Slot, TensorInfo
 from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cache import engine_metadata
@@ -54,7 +55,6 @@ from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelErro
 
 LOG = logging.getLogger(__name__)
 
-OUTPUTS_FROM = ('pinned', 'copy')
 
 # Full TensorRT, then the runtime-only lean runtime: its frontend package (``tensorrt_lean``)
 # or, in 11.x, the module its bindings wheel installs (``tensorrt_lean_bindings``).
