@@ -216,7 +216,7 @@ def cmd_tflite(args: argparse.Namespace) -> int:
                              signature_name=args.signature, calib_images=args.calib_images,
                              calib_limit=args.calib_limit, input_overrides=_input_overrides(args),
                              labels=args.labels, decoder_type=args.decoder,
-                             decoder_options=decoder_options(args), args=args,
+                             decoder_options=decoder_options(args),
                              int8_io=args.int8_io)
     print(result)
     return report_incomplete(result.config_path, result.decoder)
@@ -225,7 +225,10 @@ def cmd_tflite(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: mAP, agreement and latency of each model on a COCO-format set."""
     from tx2_inference.convert.workstation import evaluate
-    report = evaluate.run(args)
+    report = evaluate.run(args.images, args.annotations, args.out, tf=args.tf,
+                          tf_config=args.tf_config, onnx=args.onnx, tflite=args.tflite,
+                          engine=args.engine, score_threshold=args.score_threshold,
+                          repeats=args.repeats)
     print(report)
     return 0
 

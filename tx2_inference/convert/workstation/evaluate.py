@@ -277,20 +277,28 @@ def write_report(report: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     return paths
 
 
-def run(args: Any) -> str:
-    """Run `tx2-convert evaluate` from parsed CLI args; return a printable summary."""
-    params = DetectionParams(score_threshold=args.score_threshold, iou_threshold=0.45,
+def run(images: str, annotations: str, out: str, tf: Optional[str] = None,
+        tf_config: Optional[str] = None, onnx: Sequence[str] = (), tflite: Sequence[str] = (),
+        engine: Sequence[str] = (), score_threshold: float = 0.3, repeats: int = 3) -> str:
+    """Evaluate each model on a COCO-format set, write the report to ``out``; return a summary.
+
+    :param tf: a SavedModel or frozen graph, the reference (with ``tf_config``, or the config
+        of the first ``onnx`` model).
+    :param onnx: ONNX models; ``tflite``, ``engine``: the same for TFLite and TensorRT engines
+        (an engine that cannot run here is skipped with a note).
+    :param repeats: runs per image for the latency median.
+    """
+    params = DetectionParams(score_threshold=score_threshold, iou_threshold=0.45,
                              max_detections=100)
     runners, notes = [], []  # type: List[ModelRunner], List[str]
     try:
-        if args.tf:
-            cfg = args.tf_config or (cfgmod.config_path_for(args.onnx[0]) if args.onnx else None)
+        if tf:
+            cfg = tf_config or (cfgmod.config_path_for(onnx[0]) if onnx else None)
             if not cfg:
                 raise UserError('--tf needs --tf-config (or an --onnx model whose config names '
                                 'the tensors to run).')
-            runners.append(tf_runner(args.tf, cfg, params))
-        for kind, paths in (('onnx', args.onnx), ('tflite', args.tflite),
-                            ('engine', args.engine)):
+            runners.append(tf_runner(tf, cfg, params))
+        for kind, paths in (('onnx', onnx), ('tflite', tflite), ('engine', engine)):
             for path in paths:
                 name = '{} {}'.format(kind.upper() if kind != 'tflite' else 'TFLite',
                                       os.path.basename(path))
@@ -304,12 +312,12 @@ def run(args: Any) -> str:
                     notes.append('{} skipped: {}'.format(name, e))
         if not runners:
             raise UserError('Nothing to evaluate: pass --tf, --onnx, --tflite or --engine.')
-        report = evaluate(runners, args.images, args.annotations, args.repeats)
+        report = evaluate(runners, images, annotations, repeats)
     finally:
         for r in runners:
             r.close()
     report['notes'] = notes + ['latency: median of {} runs per image on this machine, one '
                                'frame at a time (preprocess + inference + decode)'.format(
-                                   args.repeats)]
-    paths = write_report(report, args.out)
+                                   repeats)]
+    paths = write_report(report, out)
     return markdown(report) + '\nWrote {}'.format(', '.join(sorted(paths.values())))

@@ -132,7 +132,7 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
             signature_name: str = 'serving_default', calib_images: Optional[str] = None,
             calib_limit: int = 64, input_overrides: Optional[Dict[str, Any]] = None,
             labels: Optional[str] = None, decoder_type: Optional[str] = None,
-            decoder_options: Optional[Dict[str, Any]] = None, args: Any = None,
+            decoder_options: Optional[Dict[str, Any]] = None,
             int8_io: bool = False) -> 'TfliteResult':
     """Convert ``source`` to a TFLite model at ``output`` and write its config beside it.
 
