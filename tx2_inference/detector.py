@@ -156,6 +156,8 @@ class Detector(object):
         """
         if batch_size < 1:
             raise ConfigError('batch_size must be at least 1, got {}'.format(batch_size))
+        if batch_size > 1 and self._backend.batch_refusal:
+            raise ConfigError('batch_size {}: {}'.format(batch_size, self._backend.batch_refusal))
         largest = self._backend.max_batch
         recorded = self.config.input.get('batch')
         if largest is None and isinstance(recorded, int) and recorded > 0:

@@ -99,6 +99,14 @@ def test_submitted_frames_arrive_in_order_one_request_per_slot(default_model, se
     assert stats['completed'] + stats['dropped_reasons']['superseded'] == 12
 
 
+def test_batch_size_above_one_is_refused_with_the_servers_batching_named(default_model, server):
+    """One frame per request: the server batches several cameras' requests, not the slot."""
+    with pytest.raises(ConfigError) as error:
+        Detector(default_model, backend='triton', batch_size=4,
+                 backend_options={'url': server.url})
+    assert 'batch_size 1' in str(error.value) and 'dynamic_batching' in str(error.value)
+
+
 def test_wrong_model_name_fails_naming_it(default_model, server):
     with pytest.raises(ModelError) as error:
         _triton(default_model, server, model_name='ssdlite_persn')

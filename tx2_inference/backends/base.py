@@ -135,6 +135,9 @@ class Backend(object):
             return 1
         return None if shape[0] < 0 else int(shape[0])
 
+    #: Why this backend runs no batch of several frames (None: it does, within ``max_batch``).
+    batch_refusal = None  # type: Optional[str]
+
     @property
     def dynamic_batch(self) -> bool:
         """Return True when the batch dimension is free: a launch runs ``slot.count`` rows."""

@@ -244,6 +244,22 @@ class TritonBackend(Backend):
 
     # ------------------------------------------------------------------ open
 
+    # The slot's rows would be read from arrays the answer replaces, and several robots'
+    # requests are batched by the server itself: one frame per request.
+    batch_refusal = ('backend triton sends one frame per request: set batch_size 1 and let the '
+                     "server batch the cameras' requests (dynamic_batching in config.pbtxt, "
+                     'which tx2-convert triton-repo writes).')
+
+    @property
+    def max_batch(self) -> Optional[int]:
+        """Return 1: one frame per request (``batch_refusal``)."""
+        return 1
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Return False: a request holds one frame."""
+        return False
+
     def _where(self) -> str:
         version = ' version {}'.format(self.model_version) if self.model_version else ''
         return 'model {!r}{} on the server at {}'.format(self.model_name, version, self.url)
