@@ -374,9 +374,9 @@ def camera_rows(args: argparse.Namespace, log: Any) -> Dict[str, Any]:
     from tx2_inference.tools.bench.cameras import format_rows, measure_cameras
     counts = [int(c) for c in args.cameras.split(',') if c]
     rows = measure_cameras(batch_model(args, log), load_frame(args.image), counts,
-                           args.camera_fps, args.camera_seconds, args.camera_rounds,
+                           args.cameras_fps, args.cameras_seconds, args.cameras_rounds,
                            args.backend, args.threads, log=log)
-    print(format_rows(rows, args.camera_fps))
+    print(format_rows(rows, args.cameras_fps))
     return rows
 
 
@@ -453,9 +453,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     cams = parser.add_argument_group('several cameras, batched (issue 16)')
     cams.add_argument('--cameras', default='1,2,4',
                       help="camera counts ('' skips; %(default)s)")
-    cams.add_argument('--camera-fps', type=float, default=30.0, help='FPS per camera')
-    cams.add_argument('--camera-seconds', type=float, default=5.0, help='seconds per window')
-    cams.add_argument('--camera-rounds', type=int, default=2,
+    cams.add_argument('--cameras-fps', type=float, default=30.0, help='FPS per camera')
+    cams.add_argument('--cameras-seconds', type=float, default=5.0,
+                      help='seconds per window')
+    cams.add_argument('--cameras-rounds', type=int, default=2,
                       help='unbatched/batched window pairs per camera count')
     cams.add_argument('--batch-model', default=os.path.join('models',
                                                             'ssdlite_person_batch.onnx'),
