@@ -212,9 +212,11 @@ def test_synchronised_cameras_are_each_answered_below_capacity_and_fairly_above(
         counts, rounds))
     assert min(counts) >= 0.95 * rounds, counts
     first = graph.round + 1
-    rounds = graph.run(fps=20.0, seconds=8.0)  # 80 frames/s in all: far above capacity
+    # 160 frames/s in all: about twice what 2 idle cores answer (80 frames/s in was answered
+    # at 92 % on a quiet machine, so it was not above capacity there).
+    rounds = graph.run(fps=40.0, seconds=6.0)
     counts, shares = _shares(graph, first, graph.round)
-    print('above capacity (20 FPS x 4 cameras): answered per camera {} of {} (shares {})'.format(
+    print('above capacity (40 FPS x 4 cameras): answered per camera {} of {} (shares {})'.format(
         counts, rounds, ', '.join('{:.2f}'.format(s) for s in shares)))
     assert sum(counts) < 0.9 * 4 * rounds  # it really was above capacity
     assert min(shares) >= 0.8 * 0.25, shares
