@@ -3,7 +3,7 @@
 What the node, the demo and the benchmark use (contract in docs/DESIGN.md)::
 
     with Detector('models/ssdlite_person.onnx', on_result=callback) as det:
-        det.submit(image, 'rgb', tag)        # never blocks; results in submission order
+        det.submit(image, 'rgb', tag)        # never blocks; results in order per source
         detections = det.detect(image, 'rgb')  # synchronous convenience
 
 Full-integer models (a TFLite model with int8/uint8 inputs or outputs and per-tensor
@@ -82,7 +82,7 @@ class Detector(object):
         parts of a run (see ``OnnxRuntimeBackend``; None: its default, off). Other backends
         ignore it.
     :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
-        completion thread in submission order.
+        completion thread, in submission order per source (camera).
     :param on_error: ``on_error(tag, error)`` for a frame that could not be processed (e.g. a
         ``FrameError``); default: logged.
     :param backend_options: more keyword arguments for the backend (``triton``: url,

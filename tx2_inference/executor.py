@@ -155,7 +155,7 @@ class DoubleBufferedExecutor(object):
     :param batch_size: the most frames one launch runs (default and at most: the slots'
         batch, the leading dimension of ``input_shapes``).
     :param batch_timeout_ms: launch a partial batch this long after its first frame; live
-        (``batch_timeout_ms`` attribute). Unused with batch 1 slots.
+        (``batch_timeout_ms`` attribute). Unused when ``batch_size`` is 1.
     :param active_window_s: a source that submitted within this many seconds is *active*: a
         batch waits (up to the timeout) for a frame from each active source.
     :param sources: the sources expected (e.g. the cameras' topics): counted as active from

@@ -774,6 +774,18 @@ def test_a_failed_create_slot_frees_what_it_made(monkeypatch, tmp_path):
     assert cuda.live == {}
 
 
+def test_release_empties_the_batch_rows_views_too(monkeypatch, tmp_path):
+    """A batch-4 slot's rows hold views of its pinned buffers: none stays reachable."""
+    batched = [('images', True, (4, 3, 8, 8)), ('scores', False, (4, 10))]
+    backend, _ = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=batched, profiles=1)
+    slot = backend.create_slot(0)
+    rows = list(slot.rows)
+    assert len(rows) == 4 and rows[1].inputs['images'].shape == (1, 3, 8, 8)
+    backend.release_slot(slot)
+    assert all(row.inputs == {} and row.outputs == {} for row in rows)
+    backend.close()
+
+
 def test_release_waits_for_the_stream_even_after_a_failed_launch(monkeypatch, tmp_path):
     from tx2_inference.backends.tensorrt.cuda import CudaError
     backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1)

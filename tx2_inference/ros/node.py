@@ -259,8 +259,8 @@ class InferenceNode(LifecycleNode):
         try:
             for camera in self._cameras:
                 topic = camera.image_topic + '/compressed' if compressed else camera.image_topic
-                # A new profile each time: the QoS overrides are written into it.
                 camera.silence = silence.SilenceWatch(topic)
+                # A new profile each time: the QoS overrides are written into it.
                 camera.subscription = self.create_subscription(
                     CompressedImage if compressed else Image, topic,
                     lambda msg, camera=camera: self._on_image(msg, camera), sensor_data_qos(),
@@ -447,6 +447,8 @@ class InferenceNode(LifecycleNode):
         if kind and watch.log_due(kind):
             self.get_logger().warning(message)
         return silence.apply(status, level, message, values)
+
+
 def usage() -> str:
     """Return the ``--help`` text: how to run the node and every parameter with its default."""
     from rclpy.parameter import Parameter

@@ -217,8 +217,8 @@ TABLE = (
         'png) on <topic>/compressed.', reconfigure=True, choices=INPUT_TRANSPORTS),
     ParameterSpec(
         'executor_depth', 2,
-        'Frames in flight (slots with their own buffers and stream); a newer frame replaces '
-        'a waiting one when all are busy.', reconfigure=True, integer=(1, 8)),
+        'Frames in flight (slots with their own buffers and stream); when all are busy a '
+        "camera's newer frame replaces its own waiting one.", reconfigure=True, integer=(1, 8)),
     ParameterSpec(
         'batch_size', 1,
         'Frames per inference: up to one frame per camera runs through the model in one call. '

@@ -372,6 +372,9 @@ class TensorRTBackend(Backend):
             cuda.pop()
         slot.inputs.clear()  # no freed pinned array stays reachable from the slot
         slot.outputs.clear()
+        for row in slot.rows:  # nor from its batch rows' views
+            row.inputs.clear()
+            row.outputs.clear()
 
     def _settled(self, slot: Slot) -> bool:
         """Return True when no thread waits on the slot and its work is done (bounded)."""
