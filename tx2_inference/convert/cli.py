@@ -7,6 +7,7 @@ Subcommands::
     tx2-convert quantize model.onnx --calib-images DIR -o model_int8.onnx [--format qdq]
     tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
     tx2-convert evaluate --images DIR --annotations coco.json --tf MODEL --onnx m.onnx ...
+    tx2-convert evaluate --footage video.avi --every 2 --tf MODEL --onnx int8=m_int8.onnx ...
     tx2-convert triton-repo model.onnx|model.engine -o model_repository [--max-batch-size N]
 
 Runs on the robot (Python 3.6): TensorFlow, TensorRT and ONNX Runtime are imported only by
@@ -228,7 +229,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate.run(args.images, args.annotations, args.out, tf=args.tf,
                           tf_config=args.tf_config, onnx=args.onnx, tflite=args.tflite,
                           engine=args.engine, score_threshold=args.score_threshold,
-                          repeats=args.repeats)
+                          repeats=args.repeats, every=args.every, max_frames=args.max_frames,
+                          start=args.start)
     print(report)
     return 0
 
@@ -355,14 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_tflite)
 
-    p = sub.add_parser('evaluate', help='mAP / agreement / latency side by side')
-    p.add_argument('--images', required=True, help='folder of the labelled images')
-    p.add_argument('--annotations', required=True, help='COCO-format JSON')
+    p = sub.add_parser('evaluate', help='mAP / agreement / latency side by side: against '
+                       'labels, or (no --annotations) against the FP32 reference on footage')
+    p.add_argument('--images', '--footage', dest='images', required=True,
+                   help='folder of images, or (reference mode) a video file')
+    p.add_argument('--annotations', help='COCO-format JSON of the images; without it: '
+                   'reference mode, every model scored against the first (--tf, else the '
+                   'first --onnx)')
+    p.add_argument('--every', type=int, default=1, metavar='N',
+                   help='reference mode: every Nth frame of the video or folder')
+    p.add_argument('--max-frames', type=int, default=None, metavar='N',
+                   help='reference mode: at most N frames')
+    p.add_argument('--start', type=int, default=0, help='reference mode: first frame index')
     p.add_argument('--tf', help='original TensorFlow model (SavedModel or frozen graph)')
     p.add_argument('--tf-config', help="model config for the TF model (default: the ONNX's)")
-    p.add_argument('--onnx', action='append', default=[], help='ONNX model (repeatable)')
-    p.add_argument('--tflite', action='append', default=[], help='TFLite model (repeatable)')
-    p.add_argument('--engine', action='append', default=[], help='TensorRT engine')
+    p.add_argument('--onnx', action='append', default=[], metavar='[LABEL=]MODEL',
+                   help='ONNX model (repeatable)')
+    p.add_argument('--tflite', action='append', default=[], metavar='[LABEL=]MODEL',
+                   help='TFLite model (repeatable)')
+    p.add_argument('--engine', action='append', default=[], metavar='[LABEL=]MODEL',
+                   help='TensorRT engine (skipped with a note where it cannot run)')
     p.add_argument('--score-threshold', type=float, default=0.05)
     p.add_argument('--out', default='output/evaluate', help='report folder')
     p.add_argument('--repeats', type=int, default=3, help='latency runs per image')
