@@ -5,6 +5,7 @@ Subcommands::
     tx2-convert onnx MODEL -o model.onnx [--inputs T[1,H,W,3]] [--outputs A,B] [...]
     tx2-convert engine model.onnx [--precision fp16|int8] [--calib-images DIR] [...]
     tx2-convert quantize model.onnx --calib-images DIR -o model_int8.onnx [--format qdq]
+    tx2-convert fold-qdq model_qdq.onnx -o model_folded.onnx [--images DIR]
     tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
     tx2-convert evaluate --images DIR --annotations coco.json --tf MODEL --onnx m.onnx ...
     tx2-convert evaluate --footage video.avi --every 2 --tf MODEL --onnx int8=m_int8.onnx ...
@@ -208,6 +209,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fold_qdq(args: argparse.Namespace) -> int:
+    """`fold-qdq`: Q/DQ ONNX -> FP32 weights (for FP16 on devices without INT8), checked."""
+    from tx2_inference.convert import fold_qdq
+    report = fold_qdq.fold_file(args.onnx, args.output, images=args.images,
+                                config_path=args.config, atol=args.atol, rtol=args.rtol)
+    print(fold_qdq.summary(report))
+    return 0
+
+
 def cmd_tflite(args: argparse.Namespace) -> int:
     """`tflite`: SavedModel / frozen graph -> TFLite FP32, FP16 or INT8."""
     from tx2_inference.convert.workstation import tf_lite
@@ -341,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--per-tensor', action='store_true', help='per-tensor weight scales')
     p.add_argument('--no-measure', action='store_true', help='skip the speed measurement')
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser('fold-qdq', help='Q/DQ (QAT/PTQ INT8) ONNX -> FP32 weights, for FP16 '
+                       'on devices without INT8 (Tegra X2); checked against it in ORT')
+    p.add_argument('onnx')
+    p.add_argument('-o', '--output', required=True)
+    p.add_argument('--images', help='folder of images for the check (default: seeded random '
+                   'inputs), prepared by the model config')
+    p.add_argument('--config', help='model config (default: beside the ONNX)')
+    p.add_argument('--atol', type=float, default=0.05,
+                   help='check: largest |folded - Q/DQ| allowed, plus --rtol x max|Q/DQ|')
+    p.add_argument('--rtol', type=float, default=0.1)
+    p.set_defaults(func=cmd_fold_qdq)
 
     p = sub.add_parser('tflite', help='SavedModel or frozen graph -> TFLite')
     p.add_argument('model')

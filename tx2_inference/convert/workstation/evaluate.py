@@ -305,7 +305,8 @@ def run(images: str, annotations: Optional[str], out: str, tf: Optional[str] = N
         for TFLite and TensorRT engines (an engine that cannot run here is skipped with a note).
     :param repeats: labelled mode: runs per image for the latency median.
     """
-    from tx2_inference.convert.workstation import footage, reference as refmode
+    from tx2_inference.convert.workstation import footage
+    from tx2_inference.convert.workstation import reference as refmode
     params = DetectionParams(score_threshold=score_threshold, iou_threshold=0.45,
                              max_detections=100)
     runners, notes = [], []  # type: List[ModelRunner], List[str]

@@ -24,8 +24,9 @@ def is_video(path: str) -> bool:
 
 def read_frames(source: str, every: int = 1, limit: Optional[int] = None,
                 start: int = 0) -> List[Frame]:
-    """Return ``(name, rgb)`` frames: a folder's images, or frames ``start``, ``start+every``,
-    ... of a video, at most ``limit``.
+    """Return ``(name, rgb)`` frames of a folder of images or a video file.
+
+    Frames ``start``, ``start + every``, ... (files in name order), at most ``limit``.
 
     :raises UserError: a missing source, a file that is not a video OpenCV can open, a bad
         ``every``, or no frame at all.

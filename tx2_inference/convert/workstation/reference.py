@@ -66,7 +66,7 @@ def _coco_gt(reference: Sequence[Detections], sizes: Sequence[Tuple[int, int]]) 
     """Return a pycocotools COCO whose annotations are the reference's boxes >= GT_SCORE."""
     from pycocotools.coco import COCO
     anns, cats = [], set()
-    for iid, (d, (h, w)) in enumerate(zip(reference, sizes)):
+    for iid, d in enumerate(reference):
         for box, score, cls in zip(d.boxes, d.scores, d.class_ids):
             if score < GT_SCORE:
                 continue
@@ -130,8 +130,10 @@ def score_variant(reference: Sequence[Detections], dets: Sequence[Detections],
 
 
 def _progress(total: int, desc: str) -> Any:
-    """Return a tqdm progress bar on stderr (off when stderr is not a terminal and
-    TX2_PROGRESS is unset: CI logs get one line per 10 %)."""
+    """Return a tqdm progress bar on stderr.
+
+    In a terminal (or with TX2_PROGRESS set) it updates twice a second; in a log, every 10 %.
+    """
     from tqdm import tqdm
     tty = sys.stderr.isatty() or bool(os.environ.get('TX2_PROGRESS'))
     return tqdm(total=total, desc=desc, unit='frame', file=sys.stderr, dynamic_ncols=True,
@@ -196,9 +198,9 @@ def markdown(report: Dict[str, Any]) -> str:
     lines = [
         '# Agreement with {} on {} frames of {}'.format(report['reference'], report['frames'],
                                                       report['source']), '',
-        'Ground truth: the reference\'s {} boxes with score >= {} ({} frames have one). mAP: '
+        "Ground truth: the reference's {} boxes with score >= {} ({} frames have one). mAP: "
         'pycocotools; recall, mean IoU, score drift: matches at IoU >= {}, same class; '
-        'changed: frames whose boxes >= {} are not one-to-one the reference\'s; ms: time per '
+        "changed: frames whose boxes >= {} are not one-to-one the reference's; ms: time per "
         'frame on this machine (median; preprocess + inference + decode).'.format(
             report['reference_boxes'], report['gt_score'], report['frames_with_boxes'],
             report['match_iou'], report['gt_score']), '',
