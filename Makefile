@@ -8,7 +8,7 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env models demo test lint bench soak constraints clean help gpu-check
+.PHONY: env qat-env models demo test lint bench soak constraints clean help gpu-check
 
 help:
 	@echo 'make demo   set up, convert the default model, run the node on real photos'
@@ -21,13 +21,17 @@ help:
 env:
 	@tools/setup_env.sh
 
+# tf-keras + TFMOT for quantization-aware training: an overlay on the venv (tfmot needs absl 1.x).
+qat-env: env
+	@tools/setup_qat_env.sh
+
 models: env
 	@$(PY) tools/get_default_model.py
 
 demo: models
 	@$(PY) -m tx2_inference.tools.demo
 
-test: models
+test: models qat-env
 	@$(PY) -m pytest
 
 lint: env

@@ -151,6 +151,8 @@ def cmd_onnx(args: argparse.Namespace) -> int:
             out, d['max_abs'], d['max_rel'], '  (detections: {} rows in another order, {} at '
             'the top-K cut-off)'.format(d['reordered_rows'], d.get('crossed_rows', 0))
             if d.get('reordered_rows') or d.get('crossed_rows') else ''))
+    if result.qdq is not None:
+        print('  Q/DQ model for TensorRT: {}'.format(result.qdq.summary()))
     return report_incomplete(cfg_path, cfg['decoder'])
 
 

@@ -32,6 +32,8 @@ WEIGHTED = {'Conv': 1, 'ConvTranspose': 1, 'Gemm': 1, 'MatMul': 1}
 #: The weight's output-channel axis TensorRT expects per-channel scales on.
 WEIGHT_AXIS = {'Conv': 0, 'ConvTranspose': 1, 'Gemm': 0, 'MatMul': 1}
 MIN_OPSET = 13
+#: Ops that only move data: Q/DQ commute with them (tf2onnx puts Transposes between).
+SHAPE_OPS = ('Transpose', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity', 'Flatten')
 
 
 class Readiness(object):
@@ -154,13 +156,12 @@ def readiness(model: Any) -> Readiness:
     for node in graph.node:
         if node.op_type not in WEIGHTED or len(node.input) < 2:
             continue
-        data, weight = node.input[0], node.input[1]
-        dq_w = producer.get(weight)
+        weight, dq_w = _through_shape_ops(node.input[1], producer)
         const_weight = weight in consts or (dq_w is not None and dq_w.op_type == DEQUANT)
         if not const_weight:
             continue  # MatMul of two activations: not a weighted layer
         r.weighted += 1
-        dq_x = producer.get(data)
+        _, dq_x = _through_shape_ops(node.input[0], producer)
         if dq_w is not None and dq_w.op_type == DEQUANT and dq_x is not None and \
                 dq_x.op_type == DEQUANT:
             r.weighted_int8 += 1
@@ -211,16 +212,27 @@ def _axis(node: Any, rank: int) -> int:
     return 1 % max(rank, 1)
 
 
+def _through_shape_ops(name: str, producer: Dict[str, Any]) -> Tuple[str, Optional[Any]]:
+    """Follow ``name`` up through shape-only ops; return (tensor, its producing node)."""
+    node = producer.get(name)
+    while node is not None and node.op_type in SHAPE_OPS and node.input:
+        name = node.input[0]
+        node = producer.get(name)
+    return name, node
+
+
 def fold(model: Any) -> Any:
     """Return a copy of ``model`` without Q/DQ: weights fake-quantized, activations in float.
 
     - ``DequantizeLinear`` of a constant (ORT's INT8 weights) becomes the float constant;
-    - ``QuantizeLinear -> DequantizeLinear`` on a constant (tf2onnx's QAT weights) becomes the
-      constant rounded to its INT8 grid, so the weights equal what the Q/DQ model computes;
-    - the pair on an activation is removed (the activation passes unquantized).
+    - ``QuantizeLinear`` of a constant (tf2onnx's QAT weights) becomes the constant rounded to
+      its INT8 grid (quantized and dequantized with its scale), its ``DequantizeLinear`` goes:
+      the weights equal what the Q/DQ model computes;
+    - on an activation both go (shape-only ops between them, such as the Transpose tf2onnx
+      puts there, then carry the float tensor).
 
-    :raises UserError: a Q/DQ node in another arrangement (e.g. a QuantizeLinear whose output
-        leaves the graph), which has no float equivalent.
+    :raises UserError: a Q/DQ node in another arrangement (e.g. a QuantizeLinear feeding an
+        integer op or a graph output), which has no float equivalent.
     """
     import copy
 
@@ -230,60 +242,49 @@ def fold(model: Any) -> Any:
     graph = model.graph
     consts = _constants(graph)
     producer = {o: n for n in graph.node for o in n.output}
-    consumers = {}  # type: Dict[str, List[Any]]
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
     outputs = {o.name for o in graph.output}
     rename = {}  # type: Dict[str, str]
     drop, new_init, identities = set(), [], []  # type: ignore
     for node in graph.node:
-        if node.op_type != DEQUANT:
+        if node.op_type not in (QUANT, DEQUANT):
             continue
-        src = node.input[0]
-        scale = consts.get(node.input[1])
+        if len(node.input) < 2 or node.input[1] not in consts:
+            raise UserError('{} {!r} has a computed scale; fold-qdq folds constant scales '
+                            'only.'.format(node.op_type, node.name))
+        scale = consts[node.input[1]]
         zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if scale is None:
-            raise UserError('DequantizeLinear {!r} has a computed scale; fold-qdq folds '
-                            'constant scales only.'.format(node.name))
-        q = producer.get(src)
-        if src in consts:  # an INT8 constant: the weight itself
-            value = consts[src]
-            folded = _dequantized(value, scale, zp, _axis(node, value.ndim))
-        elif q is not None and q.op_type == QUANT and q.input[0] in consts:  # Q->DQ weight
-            value = consts[q.input[0]]
-            qzp = consts.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
-            dtype = qzp.dtype if qzp is not None else np.uint8
-            ax = _axis(q, value.ndim)
-            folded = _dequantized(_quantized(value, consts[q.input[1]], qzp, ax, dtype),
-                                  scale, zp, _axis(node, value.ndim))
-            drop.add(id(q))
-        elif q is not None and q.op_type == QUANT:  # an activation: pass it through
-            drop.add(id(q))
-            drop.add(id(node))
-            if node.output[0] in outputs:
-                identities.append(helper.make_node('Identity', [q.input[0]], [node.output[0]],
-                                                   name=(node.name or node.output[0]) + '_fold'))
-            else:
-                rename[node.output[0]] = q.input[0]
-            continue
-        else:
-            raise UserError('DequantizeLinear {!r} reads {!r}, neither a constant nor a '
-                            'QuantizeLinear: fold-qdq cannot give it a float meaning.'.format(
-                                node.name, src))
+        src = node.input[0]
         drop.add(id(node))
-        new_init.append(numpy_helper.from_array(folded, node.output[0]))
-    for node in graph.node:
-        if node.op_type == QUANT and id(node) not in drop:
-            users = consumers.get(node.output[0], [])
-            if node.output[0] in outputs or any(u.op_type != DEQUANT for u in users):
-                raise UserError('QuantizeLinear {!r} feeds {} directly: the model computes in '
-                                'integers there and has no float equivalent.'.format(
-                                    node.name, ', '.join(sorted({u.op_type for u in users})) or
-                                    'a graph output'))
-            drop.add(id(node))
+        if node.op_type == QUANT:
+            if node.output[0] in outputs:
+                raise UserError('QuantizeLinear {!r} is a graph output: the model answers in '
+                                'integers there and has no float equivalent.'.format(node.name))
+            if src in consts:  # a weight: its INT8 grid, in float
+                value = consts[src]
+                ax = _axis(node, value.ndim)
+                dtype = zp.dtype if zp is not None else np.uint8
+                folded = _dequantized(_quantized(value, scale, zp, ax, dtype), scale, zp, ax)
+                new_init.append(numpy_helper.from_array(folded, node.output[0]))
+            else:
+                rename[node.output[0]] = src
+            continue
+        if src in consts:  # an INT8 constant: the weight itself
+            new_init.append(numpy_helper.from_array(
+                _dequantized(consts[src], scale, zp, _axis(node, consts[src].ndim)),
+                node.output[0]))
+            continue
+        _, origin = _through_shape_ops(src, producer)
+        if origin is None or origin.op_type != QUANT:
+            raise UserError('DequantizeLinear {!r} reads {!r}, which comes from neither a '
+                            'constant nor a QuantizeLinear: fold-qdq cannot give it a float '
+                            'meaning.'.format(node.name, src))
+        if node.output[0] in outputs:
+            identities.append(helper.make_node('Identity', [src], [node.output[0]],
+                                               name=(node.name or node.output[0]) + '_fold'))
+        else:
+            rename[node.output[0]] = src
     kept = [n for n in graph.node if id(n) not in drop]
-    for n in kept:
+    for n in kept + identities:
         for k, name in enumerate(n.input):
             while name in rename:
                 name = rename[name]
@@ -291,6 +292,7 @@ def fold(model: Any) -> Any:
     del graph.node[:]
     graph.node.extend(kept + identities)
     graph.initializer.extend(new_init)
+    del graph.value_info[:]  # tensors between a Q and its DQ are float now: let ORT infer
     used = {i for n in graph.node for i in n.input} | outputs
     keep_init = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]

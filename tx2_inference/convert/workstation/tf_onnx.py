@@ -86,6 +86,7 @@ class OnnxResult(object):
         self.rename = {}  # type: Dict[str, str]  TF graph name -> onnx name
         self.diffs = {}  # type: Dict[str, Dict[str, float]]  by onnx output name
         self.seconds = 0.0
+        self.qdq = None  # type: Optional[object]  (a fake-quant model: its qdq.Readiness)
 
     def onnx_name(self, name: str) -> Optional[str]:
         """Return the ONNX output name of ``name`` (an ONNX name, or the TF graph's)."""
@@ -260,11 +261,32 @@ def _tf2onnx(graph_def, name: str, inputs: List[str], outputs: List[str],
     return model_proto
 
 
+#: TensorFlow's fake-quant ops: tf2onnx turns them into QuantizeLinear/DequantizeLinear.
+FAKE_QUANT_OPS = ('QuantizeAndDequantizeV2', 'QuantizeAndDequantizeV3', 'QuantizeAndDequantizeV4',
+                  'FakeQuantWithMinMaxVars', 'FakeQuantWithMinMaxVarsPerChannel',
+                  'FakeQuantWithMinMaxArgs')
+
+
+def fake_quant_ops(graph_def) -> Dict[str, int]:
+    """Return the fake-quant ops of a (frozen) GraphDef and how many of each."""
+    found = {}  # type: Dict[str, int]
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    for node in nodes:
+        if node.op in FAKE_QUANT_OPS:
+            found[node.op] = found.get(node.op, 0) + 1
+    return found
+
+
 def fold_constants(model):
-    """Fold constants and drop dead nodes (onnx-graphsurgeon, as polygraphy sanitize does)."""
+    """Fold constants and drop dead nodes (onnx-graphsurgeon, as polygraphy sanitize does).
+
+    QuantizeLinear/DequantizeLinear are never folded: on constant weights they are the
+    weights' INT8 form, which TensorRT's explicit quantization needs to see.
+    """
     import onnx_graphsurgeon as gs
     graph = gs.import_onnx(model)
-    graph.fold_constants().cleanup().toposort()
+    graph.fold_constants(should_exclude_node=lambda node: node.op in (
+        'QuantizeLinear', 'DequantizeLinear')).cleanup().toposort()
     folded = gs.export_onnx(graph)
     folded.ir_version = model.ir_version
     del folded.opset_import[:]
@@ -423,6 +445,14 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
     graph_def, tf_in, tf_out, tables, to_rename = _load_frozen(
         source, kind, tag, signature_name, [] if from_signature else in_names,
         [] if from_signature else outs, rename)
+    fq = fake_quant_ops(graph_def)
+    if fq:
+        LOG.info('[onnx 1/5] a quantized (fake-quant) graph: %s', ', '.join(
+            '{} x{}'.format(k, v) for k, v in sorted(fq.items())))
+        if opset < 13:
+            raise UserError('{!r} is a quantization-aware (fake-quant) model: its per-channel '
+                            'Q/DQ needs opset >= 13 (TensorRT explicit INT8 too); pass --opset '
+                            '13 or more.'.format(source))
     LOG.info('[onnx 2/5] tf2onnx, opset %d', opset)
     try:
         model = _tf2onnx(graph_def, source, tf_in, tf_out, shapes, opset, tables, to_rename)
@@ -477,6 +507,10 @@ def convert(source: str, output: str, inputs: Optional[str] = None,
                                       for d in o.type.tensor_type.shape.dim)),
                        onnx.helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type))
             for o in model.graph.output]
+    if fq:
+        from tx2_inference.backends.tensorrt import qdq
+        result.qdq = qdq.readiness(model)
+        LOG.info('[onnx 5/5] TensorRT: %s', result.qdq.summary())
     result.onnx_path = output
     result.seconds = time.time() - t0
     LOG.info('[onnx 5/5] wrote %s (%.1f s)', output, result.seconds)
