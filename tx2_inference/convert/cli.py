@@ -182,9 +182,29 @@ def batch_profiles(onnx_path: str, batch: int) -> str:
     return ','.join(items)
 
 
+def refuse_unready_qdq(onnx_path: str) -> None:
+    """Refuse a Q/DQ model TensorRT cannot build as explicit INT8, saying why and what to do.
+
+    E.g. a TensorFlow Model Optimization QAT model: UINT8 Q/DQ with zero point 127 and no
+    weight Q/DQ. TensorRT's parser would reject the zero points with a bare error
+    (NVIDIA/TensorRT#2774).
+    """
+    if not os.path.isfile(onnx_path):
+        return  # the builder says the model is missing
+    from tx2_inference.backends.tensorrt import qdq
+    verdict = qdq.readiness(onnx_path)
+    if verdict.has_qdq and not verdict.ready:
+        raise UserError('{}: a Q/DQ model TensorRT cannot build: {} Run it as it is with ONNX '
+                        'Runtime (or its TFLite export), quantize it symmetric for TensorRT '
+                        '(the QAT recipe in tx2_inference.convert.workstation.qat, or tx2-convert '
+                        'quantize on the FP32 model), or fold it to FP32 for FP16 '
+                        '(tx2-convert fold-qdq).'.format(onnx_path, verdict.summary()))
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     """`engine`: ONNX -> TensorRT engine on this device, through the engine cache."""
     from tx2_inference.backends.tensorrt import builder as engine_builder
+    refuse_unready_qdq(args.onnx)
     if args.batch and not args.shapes:
         args.shapes = batch_profiles(args.onnx, args.batch) or None
     opts = engine_builder.BuildOptions(
@@ -206,7 +226,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     report = quantize.quantize(args.onnx, args.output, args.calib_images, fmt=args.format,
                                config_path=args.config, limit=args.calib_limit,
                                method=args.method, per_channel=not args.per_tensor,
-                               measure=not args.no_measure)
+                               measure=not args.no_measure, calib_cache=args.calib_cache)
     print(report.summary())
     return 0
 
@@ -351,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                    'U8S8 QOperator for ONNX Runtime on CPU')
     p.add_argument('--method', default='minmax', choices=['minmax', 'entropy', 'percentile'])
     p.add_argument('--per-tensor', action='store_true', help='per-tensor weight scales')
+    p.add_argument('--calib-cache', metavar='FILE.json', help='activation ranges: read if '
+                   'present (same --method), else written (ONNX Runtime >= 1.32)')
     p.add_argument('--no-measure', action='store_true', help='skip the speed measurement')
     p.set_defaults(func=cmd_quantize)
 
