@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Quantization-aware training of a small person detector, on CPU, in a few steps.
+r"""Quantization-aware training of a small person detector, on CPU, in a few steps.
 
 Run in the QAT environment (tf-keras; ``tools/setup_qat_env.sh`` makes build/qat-env)::
 
@@ -80,15 +80,15 @@ def build_detector():
     """Return the small tf_keras detector: image [1, 160, 160, 3] 0-1 -> boxes, scores."""
     import tensorflow as tf
     import tf_keras as keras
-    L = keras.layers
+    layers = keras.layers
     inp = keras.Input((SIZE, SIZE, 3), name='image')
-    x = L.Conv2D(16, 3, strides=2, padding='same', activation='relu', name='stem')(inp)
+    x = layers.Conv2D(16, 3, strides=2, padding='same', activation='relu', name='stem')(inp)
     for k, (ch, stride) in enumerate(((32, 2), (64, 2), (64, 1))):
-        x = L.DepthwiseConv2D(3, strides=stride, padding='same', activation='relu',
+        x = layers.DepthwiseConv2D(3, strides=stride, padding='same', activation='relu',
                               name='dw{}'.format(k))(x)
-        x = L.Conv2D(ch, 1, activation='relu', name='pw{}'.format(k))(x)
-    head = L.Conv2D(6, 1, name='head')(x)  # per cell: dy, dx, h, w, background, person
-    head = L.Reshape((GRID * GRID, 6), name='cells')(head)
+        x = layers.Conv2D(ch, 1, activation='relu', name='pw{}'.format(k))(x)
+    head = layers.Conv2D(6, 1, name='head')(x)  # per cell: dy, dx, h, w, background, person
+    head = layers.Reshape((GRID * GRID, 6), name='cells')(head)
     centres = np.stack(np.meshgrid(np.arange(GRID), np.arange(GRID), indexing='ij'), -1)
     centres = ((centres.reshape(1, -1, 2) + 0.5) / GRID).astype(np.float32)
 
@@ -97,8 +97,8 @@ def build_detector():
         hw = tf.sigmoid(t[..., 2:4]) * 0.6
         return tf.concat([c - hw / 2, c + hw / 2], -1)
 
-    boxes = L.Lambda(decode, name='boxes')(head)
-    scores = L.Lambda(lambda t: tf.nn.softmax(t[..., 4:6]), name='scores')(head)
+    boxes = layers.Lambda(decode, name='boxes')(head)
+    scores = layers.Lambda(lambda t: tf.nn.softmax(t[..., 4:6]), name='scores')(head)
     return keras.Model(inp, {'boxes': boxes, 'scores': scores}, name='small_detector')
 
 

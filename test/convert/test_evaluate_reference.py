@@ -125,9 +125,9 @@ def test_reference_mode_bad_input_says_what_to_do(default_model, tmp_path, capsy
 
 def test_fold_qdq_matches_the_qdq_model_and_readiness(int8_models, tmp_path, capsys):
     from tx2_inference.backends.tensorrt import qdq
-    from tx2_inference.detector import Detector
     from tx2_inference.convert.workstation.reference import match_frame
     from tx2_inference.core import images
+    from tx2_inference.detector import Detector
     ready = qdq.readiness(int8_models['qdq'])
     assert ready.ready and ready.weighted == ready.weighted_int8 > 50, ready.summary()
     assert ready.summary().startswith('explicit INT8 ready')
