@@ -70,8 +70,15 @@ def tf_runner(path: str, config_path: str, params: DetectionParams, tag: str = '
         raise UserError('{}: input.name and input.size are needed to run the TF model.'.format(
             config_path))
     names = [dec[k] for k in ('boxes', 'scores') if dec.get(k)]
+    keys = list(names)  # as the decoder names them
+    in_name = inp['name']
+    from tx2_inference.convert.workstation.tf_runner import signature, source_kind
+    if source_kind(path) == 'saved_model':  # a config may name the signature's keys
+        sig = signature(path, tag, 'serving_default')
+        in_name = sig.inputs[in_name][0] if in_name in sig.inputs else in_name
+        names = [sig.outputs[n][0] if n in sig.outputs else n for n in names]
     runner = TFRunner(path, names, tag, threads=threads)
-    dtype, _ = runner.tensor_dtype_shape(inp['name'])
+    dtype, _ = runner.tensor_dtype_shape(in_name)
     h, w = inp['size']
     shape = (1, h, w, 3) if inp.get('layout', 'nhwc') == 'nhwc' else (1, 3, h, w)
     pre = Preprocessor(inp, shape, dtype)
@@ -80,7 +87,7 @@ def tf_runner(path: str, config_path: str, params: DetectionParams, tag: str = '
 
     def detect(img: np.ndarray) -> Detections:
         transform = pre(img, 'rgb', buf)
-        outputs = dict(zip(names, runner.run({inp['name']: buf})))
+        outputs = dict(zip(keys, runner.run({in_name: buf})))
         d = decoder(outputs, params)
         return Detections(transform.to_source(d.boxes), d.scores, d.class_ids, d.labels)
     return ModelRunner('TensorFlow (original)', 'tf', path, detect, runner.close)

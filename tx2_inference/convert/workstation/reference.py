@@ -226,14 +226,20 @@ def plot(report: Dict[str, Any], path: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for k, m in enumerate(report['models']):
+    shown = [m for m in report['models']
+             if m['ms_median'] > 0 and np.isfinite(m['map50']) and np.isfinite(m['map50_95'])]
+    if not shown:
+        ax.text(0.5, 0.5, 'no reference box with score >= {}: nothing to score'.format(
+            report['gt_score']), ha='center', va='center', transform=ax.transAxes)
+    for k, m in enumerate(shown):
         c = 'C{}'.format(k % 10)
         ax.scatter([m['ms_median']], [m['map50']], color=c, marker='o', s=50)
         ax.scatter([m['ms_median']], [m['map50_95']], color=c, marker='^', s=40)
         ax.plot([m['ms_median']] * 2, [m['map50'], m['map50_95']], color=c, lw=0.8)
         ax.annotate(m['name'], (m['ms_median'], m['map50']), fontsize=7,
                     xytext=(4, 3 - 9 * (k % 3)), textcoords='offset points', color=c)
-    ax.set_xscale('log')
+    if shown:
+        ax.set_xscale('log')
     ax.set_xlabel('ms per frame on this machine (median, log scale)')
     ax.set_ylabel('mAP against the reference')
     ax.set_ylim(0, 1.05)
