@@ -123,9 +123,9 @@ def test_qat_onnx_matches_tf_fake_quant_and_is_tensorrt_ready(qat_onnx):
 
 def test_fold_matches_the_qdq_model_and_evaluate_side_by_side(example, qat_onnx, tmp_path):
     from tx2_inference.backends.tensorrt import qdq
+    from tx2_inference.convert import config as cfgmod
     from tx2_inference.convert import fold_qdq
     from tx2_inference.convert.quantize import calibration_feeds
-    from tx2_inference.convert import config as cfgmod
     path, _ = qat_onnx
     folded = str(tmp_path / 'qat_folded.onnx')
     assert main(['fold-qdq', path, '-o', folded, '--images', VTEST]) == 0
