@@ -155,8 +155,8 @@ class Detector(object):
             self._transforms = [[Transform() for _ in range(self.slot_batch)]
                                 for _ in range(int(depth))]
             if tiles is not None:
-                self._tiler = Tiler(tiles, self._submit_tile, self._deliver_frame,
-                                    self._frame_error, lambda: self.params)
+                self._tiler = Tiler(tiles, self._expect_tiles, self._submit_tile,
+                                    self._deliver_frame, self._frame_error, lambda: self.params)
                 sources = [key for source in sources for key in self._tiler.sources(source)]
             self._executor = DoubleBufferedExecutor(
                 self._backend, self._prepare, self._finish, self._deliver,
@@ -315,6 +315,9 @@ class Detector(object):
         callback = self.on_result
         if callback is not None:
             callback(tag, detections, timing)
+
+    def _expect_tiles(self, sources: List[Any]) -> None:
+        self._executor.expect(sources)
 
     def _submit_tile(self, frame: Any, tag: TileTag, source: Any) -> None:
         self._executor.submit(frame, tag, source)

@@ -233,6 +233,20 @@ class DoubleBufferedExecutor(object):
             self._batch_timeout_s = max(float(value), 0.0) / 1e3
             self._cv.notify_all()
 
+    def expect(self, sources: Sequence[Hashable]) -> None:
+        """Count ``sources`` as active from now, as the ``sources`` given at creation are.
+
+        The tiler (``tx2_inference.tiling``) names a frame's tiles before it submits them, so
+        the batch that takes the first tile waits for the others rather than launching alone.
+        """
+        now = time.perf_counter()
+        with self._cv:
+            for key in sources:
+                src = self._sources.get(key)
+                if src is None:
+                    src = self._sources[key] = _Source(key)
+                src.last_seen = max(src.last_seen, now)
+
     # --- submitting -------------------------------------------------------------------------
 
     def submit(self, frame: Any, tag: Any = None, source: Hashable = None) -> None:

@@ -104,6 +104,8 @@ class Tiler(object):
     """Run each frame as its grid's tiles and deliver it once, merged; see the module.
 
     :param grid: the tiles of every frame.
+    :param expect: the executor's ``expect(sources)``: a frame's tiles are announced before
+        the first is submitted, so that one batch waits for all of them.
     :param submit_tile: the executor's ``submit(frame, tag, source)``; a tile's frame is
         ``(crop, color, (x1, y1, x2, y2, frame height, frame width))``, its tag a
         ``TileTag``, its source ``(camera, index)``.
@@ -113,13 +115,15 @@ class Tiler(object):
     :param ios_threshold: how much of a cut box another box must cover to be the same object.
     """
 
-    def __init__(self, grid: TileGrid, submit_tile: SubmitTile,
+    def __init__(self, grid: TileGrid, expect: Callable[[List[Any]], None],
+                 submit_tile: SubmitTile,
                  deliver: Callable[[Any, Detections, Dict[str, float]], None],
                  on_error: Callable[[Any, BaseException], None], params: Callable[[], Any],
                  ios_threshold: float = 0.6) -> None:
         """Start with no camera."""
         self.grid = grid
         self.ios_threshold = ios_threshold
+        self._expect = expect
         self._submit_tile = submit_tile
         self._deliver = deliver
         self._on_error = on_error
@@ -170,6 +174,7 @@ class Tiler(object):
             return
         height, width = int(shape[0]), int(shape[1])
         tiles = self.grid.tiles(height, width)
+        self._expect(self.sources(frame.source))
         for index, tile in enumerate(tiles):
             crop = image[tile[1]:tile[3], tile[0]:tile[2]]
             try:
