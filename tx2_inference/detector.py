@@ -93,8 +93,9 @@ class Detector(object):
         model_name, timeout_s, TLS files, headers, compression).
     :param tiles: run each frame as these tiles (``core.tiles.TileGrid``) and merge their
         detections (``tx2_inference.tiling``). Where the model batches, a frame's tiles are
-        the rows of one inference (the slots' batch grows to at least the tiles), else they
-        run one after another. ``on_result`` is called once per frame, merged.
+        the rows of one inference (``batch_size`` frames of different sources: ``batch_size``
+        x tiles rows), else they run one after another. ``on_result`` is called once per
+        frame, merged; ``batch_size`` then returns the rows.
     :raises UserError: a missing or bad model, config or backend, with what to fix.
     """
 
@@ -168,12 +169,12 @@ class Detector(object):
             raise
 
     def _tile_batch(self, batch_size: int) -> int:
-        """Return the frames per inference with tiling: at least a frame's tiles, if it batches.
+        """Return the rows per inference with tiling: ``batch_size`` frames' tiles, if it batches.
 
         A model that runs several frames at once (a free batch dimension, or a fixed batch
-        above 1) runs a frame's tiles as the rows of one inference: the batch grows to the
-        tiles (within the model's largest batch). Otherwise ``batch_size`` stays, and the
-        tiles run one after another.
+        above 1) runs a frame's tiles as the rows of one inference: ``batch_size`` (frames,
+        of different cameras) times the tiles, within the model's largest batch. Otherwise
+        ``batch_size`` stays, and the tiles run one after another.
         """
         if self.tiles is None or batch_size < 1 or self._backend.batch_refusal:
             return batch_size
@@ -183,7 +184,7 @@ class Detector(object):
             largest = recorded
         if largest == 1:
             return batch_size
-        wanted = max(batch_size, len(self.tiles))
+        wanted = batch_size * len(self.tiles)
         return wanted if largest is None else min(wanted, max(largest, batch_size))
 
     def _slot_batch(self, batch_size: int) -> int:

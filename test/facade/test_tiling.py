@@ -68,7 +68,7 @@ def test_each_camera_gets_each_frame_once_merged_in_order(batch_model, labelled)
             results.append((tag, len(detections), timing))
 
     grid = TileGrid(2, 2, overlap=0.25, whole_frame=True)
-    with Detector(batch_model, backend='onnxruntime', tiles=grid, batch_size=10,
+    with Detector(batch_model, backend='onnxruntime', tiles=grid, batch_size=2,
                   sources=['cam0', 'cam1'], on_result=on_result,
                   on_error=lambda tag, error: errors.append((tag, error))) as detector:
         for index in range(6):
