@@ -156,8 +156,8 @@ class Detector(object):
             self._transforms = [[Transform() for _ in range(self.slot_batch)]
                                 for _ in range(int(depth))]
             if tiles is not None:
-                self._tiler = Tiler(tiles, self._expect_tiles, self._submit_tile,
-                                    self._deliver_frame, self._frame_error, lambda: self.params)
+                self._tiler = Tiler(tiles, self._submit_tiles, self._deliver_frame,
+                                    self._frame_error, lambda: self.params)
                 sources = [key for source in sources for key in self._tiler.sources(source)]
             self._executor = DoubleBufferedExecutor(
                 self._backend, self._prepare, self._finish, self._deliver,
@@ -317,11 +317,8 @@ class Detector(object):
         if callback is not None:
             callback(tag, detections, timing)
 
-    def _expect_tiles(self, sources: List[Any]) -> None:
-        self._executor.expect(sources)
-
-    def _submit_tile(self, frame: Any, tag: TileTag, source: Any) -> None:
-        self._executor.submit(frame, tag, source)
+    def _submit_tiles(self, items: List[Tuple[Any, TileTag, Any]]) -> None:
+        self._executor.submit_many(items)
 
     def _tile_error(self, tag: Any, error: BaseException) -> None:
         if isinstance(tag, TileTag):

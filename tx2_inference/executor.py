@@ -233,20 +233,6 @@ class DoubleBufferedExecutor(object):
             self._batch_timeout_s = max(float(value), 0.0) / 1e3
             self._cv.notify_all()
 
-    def expect(self, sources: Sequence[Hashable]) -> None:
-        """Count ``sources`` as active from now, as the ``sources`` given at creation are.
-
-        The tiler (``tx2_inference.tiling``) names a frame's tiles before it submits them, so
-        the batch that takes the first tile waits for the others rather than launching alone.
-        """
-        now = time.perf_counter()
-        with self._cv:
-            for key in sources:
-                src = self._sources.get(key)
-                if src is None:
-                    src = self._sources[key] = _Source(key)
-                src.last_seen = max(src.last_seen, now)
-
     # --- submitting -------------------------------------------------------------------------
 
     def submit(self, frame: Any, tag: Any = None, source: Hashable = None) -> None:
@@ -269,6 +255,37 @@ class DoubleBufferedExecutor(object):
             src.last_seen = now
             job = self._place(src, frame, tag, now)
             jobs = [job] if job is not None else self._refill()
+        if jobs:
+            self._run(jobs)
+
+    def submit_many(self, items: Sequence[Tuple[Any, Any, Hashable]]) -> None:
+        """Submit ``(frame, tag, source)`` items together, each as ``submit`` would.
+
+        Their sources count as active first and they are placed under one lock, so a batch
+        being filled takes them all (up to its size) before it can launch: the tiler
+        (``tx2_inference.tiling``) submits a frame's tiles this way, one source per tile.
+
+        :raises RuntimeError: the executor is closed.
+        """
+        now = time.perf_counter()
+        jobs = []  # type: List[_Job]
+        with self._cv:
+            if self._closing:
+                raise RuntimeError('submit on a closed executor')
+            sources = []
+            for _, _, source in items:
+                src = self._sources.get(source)
+                if src is None:
+                    src = self._sources[source] = _Source(source)
+                src.last_seen = now
+                sources.append(src)
+            for (frame, tag, _), src in zip(items, sources):
+                self._submitted += 1
+                src.received += 1
+                job = self._place(src, frame, tag, now)
+                if job is not None:
+                    jobs.append(job)
+            jobs += self._refill()  # those that waited, where a row is free (as submit does)
         if jobs:
             self._run(jobs)
 

@@ -2,7 +2,8 @@
 
 ``Tiler`` sits between ``Detector.submit`` and the executor. A camera frame becomes one
 executor frame per tile (``core.tiles.TileGrid``), each its own *sub-source* ``(camera,
-tile index)``; the executor puts the tiles into the rows of the slot being filled, so with a
+tile index)``, submitted together (``submit_many``); the executor puts the tiles into the
+rows of the slot being filled, so with a
 model that batches (``batch_size`` >= the tiles) a frame's tiles run as **one** inference, and
 with a model of batch 1 they run one after another on the executor's slots. Each tile's
 detections come back in frame pixels with the sides the tile cut (``Detector._finish``);
@@ -27,8 +28,8 @@ from tx2_inference.core.stats import percentile
 from tx2_inference.core.tiles import merge_tiles, TileGrid
 from tx2_inference.errors import FrameError
 
-# submit(frame, tag, source) of the executor.
-SubmitTile = Callable[[Any, Any, Any], None]
+# submit_many([(frame, tag, source), ...]) of the executor.
+SubmitTiles = Callable[[List[Tuple[Any, Any, Any]]], None]
 
 DROP_REASONS = ('superseded', 'error', 'closed')
 
@@ -104,9 +105,8 @@ class Tiler(object):
     """Run each frame as its grid's tiles and deliver it once, merged; see the module.
 
     :param grid: the tiles of every frame.
-    :param expect: the executor's ``expect(sources)``: a frame's tiles are announced before
-        the first is submitted, so that one batch waits for all of them.
-    :param submit_tile: the executor's ``submit(frame, tag, source)``; a tile's frame is
+    :param submit_tiles: the executor's ``submit_many([(frame, tag, source), ...])``: a
+        frame's tiles go in together, so one batch takes them all. A tile's frame is
         ``(crop, color, (x1, y1, x2, y2, frame height, frame width))``, its tag a
         ``TileTag``, its source ``(camera, index)``.
     :param deliver: ``deliver(tag, detections, timing)``: a frame's merged result.
@@ -115,16 +115,14 @@ class Tiler(object):
     :param ios_threshold: how much of a cut box another box must cover to be the same object.
     """
 
-    def __init__(self, grid: TileGrid, expect: Callable[[List[Any]], None],
-                 submit_tile: SubmitTile,
+    def __init__(self, grid: TileGrid, submit_tiles: SubmitTiles,
                  deliver: Callable[[Any, Detections, Dict[str, float]], None],
                  on_error: Callable[[Any, BaseException], None], params: Callable[[], Any],
                  ios_threshold: float = 0.6) -> None:
         """Start with no camera."""
         self.grid = grid
         self.ios_threshold = ios_threshold
-        self._expect = expect
-        self._submit_tile = submit_tile
+        self._submit_tiles = submit_tiles
         self._deliver = deliver
         self._on_error = on_error
         self._params = params
@@ -174,16 +172,14 @@ class Tiler(object):
             return
         height, width = int(shape[0]), int(shape[1])
         tiles = self.grid.tiles(height, width)
-        self._expect(self.sources(frame.source))
-        for index, tile in enumerate(tiles):
-            crop = image[tile[1]:tile[3], tile[0]:tile[2]]
-            try:
-                self._submit_tile((crop, color, tile + (height, width)), TileTag(frame, index),
-                                  (frame.source, index))
-            except Exception as error:  # closed meanwhile: the remaining tiles never run
-                for missing in range(index, len(tiles)):
-                    self.failed(TileTag(frame, missing), error)
-                return
+        items = [((image[tile[1]:tile[3], tile[0]:tile[2]], color, tile + (height, width)),
+                  TileTag(frame, index), (frame.source, index))
+                 for index, tile in enumerate(tiles)]
+        try:
+            self._submit_tiles(items)
+        except Exception as error:  # closed meanwhile: no tile of the frame runs
+            for index in range(len(tiles)):
+                self.failed(TileTag(frame, index), error)
 
     def collect(self, tag: TileTag, result: TileResult, timing: Dict[str, float]) -> None:
         """Take a tile's result (executor's completion thread); merge and deliver when whole."""

@@ -152,7 +152,23 @@ def draw_recall(frames: Sequence[Tuple[str, np.ndarray, List[Box]]], untiled: Di
     return path
 
 
-def _frames_per_second(detector: Detector, frame: np.ndarray, frames: int) -> float:
+def parse_grids(text: str) -> List[Tuple[str, int, int, bool]]:
+    """Return the grids of ``'3x3,2x2+whole'`` as (name, columns, rows, whole frame)."""
+    grids = []
+    for item in (part.strip() for part in text.split(',')):
+        if not item:
+            continue
+        spec, _, whole = item.partition('+')
+        grid = TileGrid.parse(spec)
+        if grid is None or whole not in ('', 'whole'):
+            raise ValueError('tiles {!r}: give COLUMNSxROWS or COLUMNSxROWS+whole, e.g. '
+                             '3x3,2x2+whole'.format(item))
+        grids.append((spec.strip() + (' + whole' if whole else ''), grid.columns, grid.rows,
+                      bool(whole)))
+    return grids
+
+
+def _ms_per_frame(detector: Detector, frame: np.ndarray, frames: int) -> float:
     """Return ms per frame, closed loop: submit the next frame when the last one is merged."""
     done = []
     detector.on_result = lambda tag, detections, timing: done.append(timing['latency_ms'])
@@ -186,11 +202,11 @@ def measure_cost(model: str, batch_model: str, frame: np.ndarray,
         try:
             for detector in detectors.values():
                 detector.warmup()
-                _frames_per_second(detector, frame, 3)
+                _ms_per_frame(detector, frame, 3)
             samples = {key: [] for key in detectors}  # type: Dict[str, List[float]]
             for round_ in range(rounds):
                 for key, detector in detectors.items():
-                    samples[key].append(_frames_per_second(detector, frame, frames))
+                    samples[key].append(_ms_per_frame(detector, frame, frames))
                 log('tiles {} round {}: {}'.format(name, round_ + 1, ', '.join(
                     '{} {:.1f} ms'.format(k, v[-1]) for k, v in samples.items())))
             stats = detectors['batched'].stats()['tiling']
@@ -235,6 +251,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help='the --batch dynamic twin of --model (for --cost)')
     parser.add_argument('--recall', action='store_true', help='the recall table')
     parser.add_argument('--cost', action='store_true', help='batched against sequential')
+    parser.add_argument('--tiles', default='3x3,2x2+whole', help='--cost grids (%(default)s)')
     parser.add_argument('--picture', default='tiles_recall.png', help='where --recall draws')
     parser.add_argument('--frames', type=int, default=20)
     parser.add_argument('--rounds', type=int, default=3)
@@ -250,7 +267,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cost:
         import cv2
         frame = cv2.imread(os.path.join(LABELLED, 'vtest_340.jpg'))
-        rows = measure_cost(args.model, args.batch_model, frame, frames=args.frames,
+        rows = measure_cost(args.model, args.batch_model, frame, parse_grids(args.tiles),
+                            frames=args.frames,
                             rounds=args.rounds, threads=args.threads,
                             log=lambda m: print(m, file=sys.stderr))
         print(format_cost(rows))
