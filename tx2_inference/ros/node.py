@@ -28,7 +28,7 @@ import textwrap
 import time
 from typing import Any, Dict, List, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -231,7 +231,12 @@ class InferenceNode(LifecycleNode):
                                         self._params.live.get('class_allowlist'))
         if reason:
             raise ConfigError(reason + ' Set the parameter class_allowlist and configure again.')
+        # ros2 param get shows the thresholds in force: the model config's, unless set.
+        sources = self._params.show_model_defaults(self._detector.config)
         self._detector.params = self._params.detection_params(self._detector.config)
+        self.get_logger().info('detection parameters in force: {}'.format('; '.join(
+            '{} {} (from the {})'.format(name, self._params.value(name), source)
+            for name, source in sources.items())))
         # The first inference of a new session or engine is the slow one: not the first frame's.
         self._warmup_note = 'no warm-up'
         if self._params.value('warmup'):
@@ -427,6 +432,12 @@ class InferenceNode(LifecycleNode):
                      'unconfigured')
             array.status = [detector_status(name, state, self._detector, self._last_error,
                                             self._params.value('model_path'))]
+            self._params.describe_sources()  # outside the parameter callbacks
+            if self._detector is not None:
+                array.status[0].values += [
+                    KeyValue(key='param.' + key, value='{} (from the {})'.format(
+                        self._params.value(key), source))
+                    for key, source in sorted(self._params.sources.items())]
             sources = self._detector.stats()['sources'] if self._detector is not None else {}
             array.status += [self._silence_status(camera, camera_status(
                 name, camera.image_topic, camera.detections_topic, camera.counters, self._active,
