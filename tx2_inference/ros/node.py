@@ -33,6 +33,7 @@ import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -264,13 +265,15 @@ class InferenceNode(LifecycleNode):
         try:
             for camera in self._cameras:
                 topic = camera.image_topic + '/compressed' if compressed else camera.image_topic
-                camera.silence = silence.SilenceWatch(topic)
+                camera.silence = silence.SilenceWatch(
+                    topic, rmw=get_rmw_implementation_identifier())
                 # A new profile each time: the QoS overrides are written into it.
-                camera.subscription = self.create_subscription(
-                    CompressedImage if compressed else Image, topic,
-                    lambda msg, camera=camera: self._on_image(msg, camera), sensor_data_qos(),
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                    event_callbacks=camera.silence.event_callbacks())
+                camera.subscription = camera.silence.subscribe(
+                    lambda callbacks, camera=camera, topic=topic: self.create_subscription(
+                        CompressedImage if compressed else Image, topic,
+                        lambda msg: self._on_image(msg, camera), sensor_data_qos(),
+                        qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                        event_callbacks=callbacks))
         except Exception as error:  # e.g. an invalid QoS override given as a parameter
             self._destroy_subscriptions()
             self._last_error = 'activate failed: {}'.format(error)

@@ -321,7 +321,8 @@ TABLE = (
     ParameterSpec(
         'silence_timeout_s', DEFAULT_SILENCE_TIMEOUT_S,
         'Seconds with publishers on a camera topic but no frame before the node warns (log '
-        'and /diagnostics) that the DDS set-up is likely dropping large frames.',
+        'and /diagnostics): a quiet camera, or frames the DDS drops (lost samples counted '
+        'within this window name the DDS at once).',
         floating=(0.5, 3600.0)),
     ParameterSpec(
         'max_frame_age_s', DEFAULT_MAX_FRAME_AGE_S,
