@@ -37,6 +37,7 @@ from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from tx2_inference.core import jetson
 from tx2_inference.core.visualize import draw_detections
 from tx2_inference.errors import ConfigError, FrameError, UserError
 from tx2_inference.ros import silence
@@ -45,6 +46,7 @@ from tx2_inference.ros.diagnostics import (
     CameraCounters,
     detector_status,
     DIAGNOSTICS_PERIOD_S,
+    system_status,
 )
 from tx2_inference.ros.image import array_to_image_msg, compressed_to_array, image_to_array
 from tx2_inference.ros.logging_bridge import PackageLogRoute, route_package_logs
@@ -122,6 +124,8 @@ class InferenceNode(LifecycleNode):
         self._diagnostics_timer = None  # type: Optional[Any]
         self._warmup_note = ''
         self._log_route: Optional[PackageLogRoute] = None
+        # A Jetson's tegrastats, started on the first diagnostics there (never elsewhere).
+        self._tegrastats = jetson.TegrastatsReader()
         super().__init__(node_name, **kwargs)
         # The core's Python logs (e.g. the engine build's progress) go to this node's log.
         self._log_route = route_package_logs(self.get_logger())
@@ -147,6 +151,7 @@ class InferenceNode(LifecycleNode):
             '' if held else 'already '))
         if self._log_route is not None:
             self._log_route.close()
+        self._tegrastats.close()
         super().destroy_node()
 
     def _on_live_change(self, names: List[str]) -> None:
@@ -445,10 +450,23 @@ class InferenceNode(LifecycleNode):
             array.status += [self._silence_status(camera, camera_status(
                 name, camera.image_topic, camera.detections_topic, camera.counters, self._active,
                 sources.get(camera.image_topic))) for camera in list(self._cameras)]
+            array.status.append(self._system_status(name))
             self._diagnostics_pub.publish(array)
         except Exception as error:  # diagnostics must never take the node down
             self.get_logger().error('diagnostics failed: {}'.format(error),
                                     throttle_duration_sec=10.0)
+
+    def _system_status(self, name: str) -> Any:
+        """Return the machine's status: a Jetson's clocks, temperatures and memory."""
+        board = jetson.read_sysfs()
+        if board['jetson']:
+            board = jetson.board_state(tegrastats_line=self._tegrastats.latest())
+        detector = self._detector
+        device_memory = None
+        if detector is not None:  # only a backend that holds CUDA memory answers
+            device_memory = detector.stats().get('device_memory')
+        return system_status(name, board, jetson.assess(board), jetson.resident_mb(),
+                             device_memory)
 
     def _silence_status(self, camera: Camera, status: Any) -> Any:
         """Say in a camera's status (and the log, throttled) why it hears nothing, if so."""
