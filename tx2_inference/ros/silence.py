@@ -56,10 +56,11 @@ RECENT_FRAMES = 4096  # arrival times kept for the window's counts
 # rclpy.get_rmw_implementation_identifier()); Cyclone DDS counts only rejected samples.
 COUNTS_NETWORK_LOSS = ('rmw_fastrtps',)
 FIX_DDS = ('set the large-frame DDS configuration for every process of the graph, the camera '
-           'driver included (the launch file does it for the node: large_frames_dds; by hand: '
-           'FASTRTPS_DEFAULT_PROFILES_FILE, or FASTDDS_DEFAULT_PROFILES_FILE on Fast DDS 3, = '
-           '<share>/tx2_inference/config/fastdds_large_frames.xml; CYCLONEDDS_URI=file://'
-           '<share>/tx2_inference/config/cyclonedds_large_frames.xml on Cyclone DDS), or '
+           'driver included (the launch file does it for the node: large_frames_dds; in a '
+           'shell: eval "$(python3 -m tx2_inference.ros.dds)", which sets '
+           'FASTRTPS_DEFAULT_PROFILES_FILE on Fast DDS 2 or FASTDDS_DEFAULT_PROFILES_FILE on '
+           'Fast DDS 3 to <share>/tx2_inference/config/fastdds_large_frames.xml and '
+           'CYCLONEDDS_URI=file://<share>/tx2_inference/config/cyclonedds_large_frames.xml), or '
            'publish and subscribe reliably (qos_overrides.<topic>.subscription.reliability: '
            'reliable)')
 
