@@ -40,7 +40,7 @@ RELEASES = {
 UP_TO = re.compile(r'supports operators up to Opset (\d+)', re.I)
 RANGE = re.compile(r'range of opset (\d+) to opset (\d+)', re.I)
 TYPES = re.compile(r'supports the following ONNX data types: ([^\n]+)', re.I)
-ROW = re.compile(r'^\|\s*([A-Za-z_0-9]+)\s*\|\s*([YN])\s*\|(.*)$')
+ROW = re.compile(r'^\|\s*([A-Za-z_0-9]+)\s*\|\s*([YN])\s*(\[\w+\])?\s*\|(.*)$')
 PLUGIN_ROW = re.compile(r'^\|\s*\[(\w+)\]\([^)]*\)\s*(\[DEPRECATED\])?\s*\|\s*(\w+)\s*\|\s*'
                         r'([0-9, ]+)\|')
 UINT8_IO = re.compile(r'`?UINT8`? I/O', re.I)
@@ -77,9 +77,9 @@ def operators(repo, branch):
         m = ROW.match(line.strip())
         if not m:
             continue
-        cells = [c.strip() for c in m.group(3).split('|')]
+        cells = [c.strip() for c in m.group(4).split('|')]
         ops[m.group(1)] = {
-            'supported': m.group(2) == 'Y',
+            'supported': m.group(2) == 'Y', 'experimental': bool(m.group(3)),
             'types': [t.strip() for t in cells[0].split(',') if t.strip()] if cells else [],
             'restrictions': cells[1] if len(cells) > 1 else ''}
     notes = [line.strip('> ').strip() for line in text.splitlines()
