@@ -204,10 +204,29 @@ def _heartbeat(what: str, every_s: float = 15.0) -> Iterator[None]:
 
 
 
+#: The last ``onnx`` release with a Python 3.6 wheel (cp36, manylinux2014 aarch64 too), for
+#: JetPack 4.6. No rosdep key installs ``onnx`` (test/data/rosdep_keys.json): the README says it.
+ONNX_PIP_PY36 = 'onnx==1.11.0'
+
+
+def import_onnx() -> Any:
+    """Return the ``onnx`` module, which every engine build reads the model with.
+
+    :raises BackendUnavailableError: it is not installed; the message gives the pip line.
+    """
+    try:
+        import onnx
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            'Building a TensorRT engine reads the ONNX model with the `onnx` package, which is '
+            'not installed ({}). Install it: `pip3 install {}` on JetPack 4.6 (Python 3.6), '
+            '`pip3 install onnx` elsewhere.'.format(exc, ONNX_PIP_PY36)) from exc
+    return onnx
+
+
 def _onnx_ops(onnx_path: str) -> List[Tuple[str, str]]:
     """Return the (domain, op_type) of every node of the ONNX model's graph."""
-    import onnx
-    model = onnx.load(onnx_path, load_external_data=False)
+    model = import_onnx().load(onnx_path, load_external_data=False)
     return [(n.domain, n.op_type) for n in model.graph.node]
 
 
