@@ -255,7 +255,7 @@ def _walk(graph: Any, where: str = '') -> Iterable[Tuple[Any, str]]:
 
 def _types(model: Any) -> Dict[str, int]:
     """Return tensor name -> element type, from ONNX shape inference (subgraphs included)."""
-    import onnx
+    onnx = _onnx()
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # an op the installed onnx cannot infer: use what the file declares
@@ -276,9 +276,15 @@ def _types(model: Any) -> Dict[str, int]:
     return types
 
 
+def _onnx() -> Any:
+    """Return the ``onnx`` module, or raise ``BackendUnavailableError`` with its pip line."""
+    from tx2_inference.backends.tensorrt.builder import import_onnx  # builder imports us
+    return import_onnx()
+
+
 def load(path: str) -> Any:
     """Load an ONNX model's graph (not its external weights) or raise ``ModelError``."""
-    import onnx
+    onnx = _onnx()
     if not os.path.isfile(path):
         raise ModelError('ONNX model {!r} does not exist.'.format(path))
     try:
