@@ -42,7 +42,9 @@ def same_outputs(old: Any, new: Any, samples: int = 2, seed: int = 0) -> float:
     for _ in range(samples):
         feeds = [{}, {}]  # type: List[Dict[str, np.ndarray]]
         for a, b in zip(runs[0].get_inputs(), runs[1].get_inputs()):
-            shape = [d if isinstance(d, int) and d > 0 else 1 for d in a.shape]
+            # a free batch: 1; a free height or width: 64 pixels
+            shape = [d if isinstance(d, int) and d > 0 else 1 if k == 0 else 64
+                     for k, d in enumerate(a.shape)]
             pixels = rng.randint(0, 256, size=shape)
             feeds[0][a.name] = pixels.astype(np.uint8 if a.type == 'tensor(uint8)' else
                                              np.float32)

@@ -189,7 +189,6 @@ def rule_ops(facts: Facts) -> Iterable[Problem]:
 def rule_op_types(facts: Facts) -> Iterable[Problem]:
     """Each node's data input type against the matrix's supported types of its op."""
     ops = facts.support['ops']
-    taken = facts.tensor_types()
     seen = set()
     for node, where in facts.nodes:
         entry = ops.get(node.op_type)
@@ -202,10 +201,10 @@ def rule_op_types(facts: Facts) -> Iterable[Problem]:
         if name not in entry['types'] and key not in seen:
             seen.add(key)
             yield Problem(key, "node {} reads {}: {{trt}}'s ONNX parser supports {} for {}: "
-                          'export the model so that it reads {}.'.format(
+                          'export the model so that it reads {} (or cut the graph before it: '
+                          'tx2-convert onnx --outputs).'.format(
                               _node_label(node, where), name, ', '.join(entry['types']),
-                              node.op_type, ' or '.join(t for t in entry['types']
-                                                        if t in taken)[:60] or 'FP32'),
+                              node.op_type, entry['types'][0]),
                           advisory=True)
 
 
