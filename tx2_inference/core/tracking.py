@@ -129,11 +129,36 @@ def match(track_boxes: np.ndarray, track_classes: np.ndarray, det_boxes: np.ndar
     iou = iou_matrix(track_boxes, det_boxes)
     allowed = (iou >= min_iou) & (iou > 0.0) & (
         np.asarray(track_classes).reshape(-1, 1) == np.asarray(det_classes).reshape(1, -1))
-    if not allowed.any():
-        return []
-    cost = np.where(allowed, 1.0 - iou, _REFUSED)
-    rows, cols = linear_assignment(cost)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if allowed[r, c]]
+    pairs = []  # type: List[Tuple[int, int]]
+    cost = 1.0 - iou
+    # Solved per group of tracks and detections linked by allowed pairs: the same optimum
+    # (pairs across groups are all refused), and most groups are one track and one detection.
+    for rows, cols in _groups(allowed):
+        if len(rows) == 1 and len(cols) == 1:
+            pairs.append((int(rows[0]), int(cols[0])))
+            continue
+        sub = np.where(allowed[np.ix_(rows, cols)], cost[np.ix_(rows, cols)], _REFUSED)
+        for r, c in zip(*linear_assignment(sub)):
+            if sub[r, c] < _REFUSED:
+                pairs.append((int(rows[r]), int(cols[c])))
+    return sorted(pairs)
+
+
+def _groups(allowed: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Return the connected groups (rows, columns) of a boolean matrix's True entries."""
+    rows_left = set(np.where(allowed.any(axis=1))[0].tolist())
+    groups = []
+    while rows_left:
+        rows, cols = {rows_left.pop()}, set()  # type: set, set
+        grown = True
+        while grown:
+            new_cols = set(np.where(allowed[sorted(rows)].any(axis=0))[0].tolist())
+            new_rows = set(np.where(allowed[:, sorted(new_cols)].any(axis=1))[0].tolist())
+            grown = new_cols != cols or new_rows != rows
+            rows, cols = new_rows, new_cols
+        rows_left -= rows
+        groups.append((np.array(sorted(rows)), np.array(sorted(cols))))
+    return groups
 
 
 def _xyah(box: np.ndarray) -> np.ndarray:

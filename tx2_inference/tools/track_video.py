@@ -207,7 +207,7 @@ def draw(frame: np.ndarray, results: List[Dict[str, Any]], path: str, title: str
     right.invert_yaxis()
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    figure.savefig(path, dpi=72, pil_kwargs={'quality': 85})
     plt.close(figure)
 
 
@@ -239,7 +239,7 @@ def draw_gallery(frames: Sequence[np.ndarray], results: List[Dict[str, Any]], pa
                     (255, 255, 255), 1)
         rows.append(np.concatenate([label] + row, axis=1))
     if rows:
-        cv2.imwrite(path, np.concatenate(rows, axis=0))
+        cv2.imwrite(path, np.concatenate(rows, axis=0), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -273,13 +273,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         '_drop{}'.format(args.drop) if args.drop else ''))
     with open(stem + '.json', 'w') as stream:
         json.dump({'summary': figures, 'frames': results}, stream)
-    draw(frames[results[-1]['frame']], results, stem + '.png',
+    draw(frames[results[-1]['frame']], results, stem + '.jpg',
          'vtest.avi frames {}-{} through inference_node (tracking: true){}'.format(
              args.start, args.start + len(frames) - 1,
              ', every {}th frame left out'.format(args.drop) if args.drop else ''))
-    draw_gallery(frames, results, stem + '_ids.png')
+    draw_gallery(frames, results, stem + '_ids.jpg')
     print(json.dumps(figures))
-    print('wrote {0}.png, {0}_ids.png and {0}.json'.format(stem))
+    print('wrote {0}.jpg, {0}_ids.jpg and {0}.json'.format(stem))
     return 0
 
 
