@@ -198,9 +198,11 @@ TABLE = (
         'Runtime with that execution provider; triton: a Triton Inference Server runs the '
         'model (triton_* parameters).', reconfigure=True, choices=BACKENDS),
     ParameterSpec(
-        'precision', 'fp16',
+        'precision', 'auto',
         'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '
-        'it is.', reconfigure=True, choices=PRECISIONS),
+        'it is. auto: the best the GPU has (FP16 on a TX2 or Nano; INT8 on Xavier/Orin for a '
+        'Q/DQ model); int8 on a GPU without INT8 fails at configure.', reconfigure=True,
+        choices=PRECISIONS),
     ParameterSpec(
         'engine_cache_dir', '',
         "Folder for TensorRT engines built from ONNX. Empty: the detector's default cache.",
