@@ -1,7 +1,8 @@
 """What each of the newcomer's make targets sets up, read from make's own dry run.
 
 `make demo` must not create the MLServer environment (400 MB that only the tests and the
-benchmark use); `make test` and `make bench` must. ``make -n -B`` prints every recipe line make
+benchmark use) nor the tracking evaluation's py-motmetrics one; `make test` makes both, `make
+bench` MLServer's. ``make -n -B`` prints every recipe line make
 would run, without running any; the environment scripts it names are read for what they call.
 """
 
@@ -32,8 +33,11 @@ def test_demo_creates_no_mlserver_environment():
     assert 'setup_env.sh' in dry_run('demo')
     assert 'setup_mlserver' not in dry_run('demo')
     assert 'mlserver' not in dry_run('demo').lower()
+    assert 'motmetrics' not in dry_run('demo').lower()
 
 
 @pytest.mark.parametrize('target', ['test', 'bench'])
 def test_tests_and_benchmark_set_up_mlserver(target):
     assert 'tools/setup_mlserver.sh' in dry_run(target)
+    if target == 'test':
+        assert 'tools/setup_motmetrics.sh' in dry_run(target)

@@ -59,6 +59,7 @@ from tx2_inference.ros.parameters import (
     TABLE,
 )
 from tx2_inference.ros.spin import run_node
+from tx2_inference.ros.tracking import CameraTracking, tracking_config, with_ids
 
 NODE_NAME = 'inference_node'
 DRAIN_TIMEOUT_S = 5.0
@@ -100,6 +101,7 @@ class Camera(object):
         self.debug_pub = None  # type: Any
         self.counters = CameraCounters()
         self.silence = silence.SilenceWatch(image_topic)
+        self.tracking = CameraTracking()
 
 
 def sensor_data_qos() -> QoSProfile:
@@ -123,6 +125,7 @@ class InferenceNode(LifecycleNode):
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
         self._warmup_note = ''
+        self._tracker_config = None  # type: Optional[Any]
         self._log_route: Optional[PackageLogRoute] = None
         # A Jetson's tegrastats, started on the first diagnostics there (never elsewhere).
         self._tegrastats = jetson.TegrastatsReader()
@@ -158,11 +161,17 @@ class InferenceNode(LifecycleNode):
         """Hand changed live parameters to the detector, for the next frame."""
         if self._detector is None:
             return
-        self._detector.params = self._params.detection_params(self._detector.config)
+        self._set_detection_params()
         if 'batch_timeout_ms' in names:
             self._detector.batch_timeout_ms = self._params.live['batch_timeout_ms']
         if 'score_threshold' in names and self._active:
             self._publish_label_info()
+
+    def _set_detection_params(self) -> None:
+        """Give the detector its parameters: with tracking, decoded down to the low threshold."""
+        params, self._tracker_config = tracking_config(
+            self._params.detection_params(self._detector.config), self._params.live)
+        self._detector.params = params
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -239,7 +248,7 @@ class InferenceNode(LifecycleNode):
             raise ConfigError(reason + ' Set the parameter class_allowlist and configure again.')
         # ros2 param get shows the thresholds in force: the model config's, unless set.
         sources = self._params.show_model_defaults(self._detector.config)
-        self._detector.params = self._params.detection_params(self._detector.config)
+        self._set_detection_params()
         self.get_logger().info('detection parameters in force: {}'.format('; '.join(
             '{} {} (from the {})'.format(name, self._params.value(name), source)
             for name, source in sources.items())))
@@ -296,6 +305,8 @@ class InferenceNode(LifecycleNode):
             self.get_logger().warning('frames still in flight after {} s; their results are '
                                       'dropped'.format(DRAIN_TIMEOUT_S))
         self._active = False
+        for camera in self._cameras:  # tracks start anew at the next activation
+            camera.tracking.reset()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -385,18 +396,22 @@ class InferenceNode(LifecycleNode):
         if publisher is None:  # cleaned up while the frame was in flight
             return
         try:
-            publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
-                                                detections.labels))
-            published = time.perf_counter()
-            now_ns = self.get_clock().now().nanoseconds
             stamp_ns = tag.header.stamp.sec * 10**9 + tag.header.stamp.nanosec
             start_ns = stamp_ns if stamp_ns > 0 else tag.received_ns
+            # Tracks predict by the frames' stamps: a dropped frame is a longer step.
+            detections, ids = camera.tracking.apply(
+                self._params.live['tracking'], self._tracker_config, start_ns / 1e9, detections)
+            publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
+                                                detections.labels, ids))
+            published = time.perf_counter()
+            now_ns = self.get_clock().now().nanoseconds
             camera.counters.frame_out((now_ns - start_ns) / 1e6)
             camera.counters.stages(
                 (tag.received_ns - start_ns) / 1e6, tag.arrived, timing, published)
             if tag.image is not None and camera.debug_pub is not None:
                 canvas, encoding = draw_detections(tag.image, tag.color, detections.boxes,
-                                                   detections.scores, detections.labels)
+                                                   detections.scores,
+                                                   with_ids(detections.labels, ids))
                 camera.debug_pub.publish(array_to_image_msg(canvas, encoding, tag.header))
                 camera.counters.debug_image()
         except Exception as error:  # keep the completion thread alive
@@ -449,7 +464,8 @@ class InferenceNode(LifecycleNode):
             sources = self._detector.stats()['sources'] if self._detector is not None else {}
             array.status += [self._silence_status(camera, camera_status(
                 name, camera.image_topic, camera.detections_topic, camera.counters, self._active,
-                sources.get(camera.image_topic))) for camera in list(self._cameras)]
+                sources.get(camera.image_topic), camera.tracking.values()))
+                for camera in list(self._cameras)]
             array.status.append(self._system_status(name))
             self._diagnostics_pub.publish(array)
         except Exception as error:  # diagnostics must never take the node down
