@@ -43,10 +43,11 @@ TOOL_LIBRARIES = ('matplotlib', 'psutil', 'skimage')
 TOOLS = os.path.join(PACKAGE, 'tools') + os.sep
 # Imports with no rosdep key on every distribution: JetPack ships TensorRT and pycuda; the CPU
 # runtimes come from pip. The README says which to install where.
-# tritonclient (backend triton, from pip) brings google.protobuf with it.
+# tritonclient (backend triton, from pip) brings google.protobuf with it. motmetrics and its
+# pandas run only in the tracking evaluation's own venv (tools/setup_motmetrics.sh).
 NOT_ROSDEP = {'tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'onnxruntime', 'ai_edge_litert',
               'tflite_runtime', 'onnx', 'tensorflow', 'tf2onnx', 'pycocotools', 'tritonclient',
-              'google'}
+              'google', 'motmetrics', 'pandas'}
 
 
 @pytest.fixture(scope='module')

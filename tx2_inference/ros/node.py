@@ -56,6 +56,7 @@ from tx2_inference.ros.parameters import (
     TABLE,
 )
 from tx2_inference.ros.spin import run_node
+from tx2_inference.ros.tracking import CameraTracking, tracking_config, with_ids
 
 NODE_NAME = 'inference_node'
 DRAIN_TIMEOUT_S = 5.0
@@ -97,6 +98,7 @@ class Camera(object):
         self.debug_pub = None  # type: Any
         self.counters = CameraCounters()
         self.silence = silence.SilenceWatch(image_topic)
+        self.tracking = CameraTracking()
 
 
 def sensor_data_qos() -> QoSProfile:
@@ -120,6 +122,7 @@ class InferenceNode(LifecycleNode):
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
         self._warmup_note = ''
+        self._tracker_config = None  # type: Optional[Any]
         self._log_route: Optional[PackageLogRoute] = None
         super().__init__(node_name, **kwargs)
         # The core's Python logs (e.g. the engine build's progress) go to this node's log.
@@ -152,11 +155,17 @@ class InferenceNode(LifecycleNode):
         """Hand changed live parameters to the detector, for the next frame."""
         if self._detector is None:
             return
-        self._detector.params = self._params.detection_params(self._detector.config)
+        self._set_detection_params()
         if 'batch_timeout_ms' in names:
             self._detector.batch_timeout_ms = self._params.live['batch_timeout_ms']
         if 'score_threshold' in names and self._active:
             self._publish_label_info()
+
+    def _set_detection_params(self) -> None:
+        """Give the detector its parameters: with tracking, decoded down to the low threshold."""
+        params, self._tracker_config = tracking_config(
+            self._params.detection_params(self._detector.config), self._params.live)
+        self._detector.params = params
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -231,7 +240,7 @@ class InferenceNode(LifecycleNode):
                                         self._params.live.get('class_allowlist'))
         if reason:
             raise ConfigError(reason + ' Set the parameter class_allowlist and configure again.')
-        self._detector.params = self._params.detection_params(self._detector.config)
+        self._set_detection_params()
         # The first inference of a new session or engine is the slow one: not the first frame's.
         self._warmup_note = 'no warm-up'
         if self._params.value('warmup'):
@@ -283,6 +292,8 @@ class InferenceNode(LifecycleNode):
             self.get_logger().warning('frames still in flight after {} s; their results are '
                                       'dropped'.format(DRAIN_TIMEOUT_S))
         self._active = False
+        for camera in self._cameras:  # tracks start anew at the next activation
+            camera.tracking.reset()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -372,18 +383,22 @@ class InferenceNode(LifecycleNode):
         if publisher is None:  # cleaned up while the frame was in flight
             return
         try:
-            publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
-                                                detections.labels))
-            published = time.perf_counter()
-            now_ns = self.get_clock().now().nanoseconds
             stamp_ns = tag.header.stamp.sec * 10**9 + tag.header.stamp.nanosec
             start_ns = stamp_ns if stamp_ns > 0 else tag.received_ns
+            # Tracks predict by the frames' stamps: a dropped frame is a longer step.
+            detections, ids = camera.tracking.apply(
+                self._params.live['tracking'], self._tracker_config, start_ns / 1e9, detections)
+            publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
+                                                detections.labels, ids))
+            published = time.perf_counter()
+            now_ns = self.get_clock().now().nanoseconds
             camera.counters.frame_out((now_ns - start_ns) / 1e6)
             camera.counters.stages(
                 (tag.received_ns - start_ns) / 1e6, tag.arrived, timing, published)
             if tag.image is not None and camera.debug_pub is not None:
                 canvas, encoding = draw_detections(tag.image, tag.color, detections.boxes,
-                                                   detections.scores, detections.labels)
+                                                   detections.scores,
+                                                   with_ids(detections.labels, ids))
                 camera.debug_pub.publish(array_to_image_msg(canvas, encoding, tag.header))
                 camera.counters.debug_image()
         except Exception as error:  # keep the completion thread alive
@@ -430,7 +445,8 @@ class InferenceNode(LifecycleNode):
             sources = self._detector.stats()['sources'] if self._detector is not None else {}
             array.status += [self._silence_status(camera, camera_status(
                 name, camera.image_topic, camera.detections_topic, camera.counters, self._active,
-                sources.get(camera.image_topic))) for camera in list(self._cameras)]
+                sources.get(camera.image_topic), camera.tracking.values()))
+                for camera in list(self._cameras)]
             self._diagnostics_pub.publish(array)
         except Exception as error:  # diagnostics must never take the node down
             self.get_logger().error('diagnostics failed: {}'.format(error),

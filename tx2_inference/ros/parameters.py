@@ -323,6 +323,27 @@ TABLE = (
         'max_frame_age_s', DEFAULT_MAX_FRAME_AGE_S,
         'A frame whose header stamp is older than this when it arrives makes the node warn '
         'of clock skew or a stalled camera driver.', floating=(0.0, 3600.0)),
+    # Tracking (core/tracking.py): per camera, over the decoded detections of each frame.
+    ParameterSpec(
+        'tracking', False,
+        'Track objects per camera and put the ID of each track in Detection2D.id (ByteTrack: '
+        'high-score boxes matched first, then boxes from tracking_low_threshold up to '
+        'score_threshold, which continue a track but never start one and are published only '
+        'when they do). Applies to the next frame; switched on, tracks start anew.'),
+    ParameterSpec(
+        'tracking_low_threshold', 0.1,
+        'Tracking: the least score of a detection that may continue a track (partly hidden '
+        'people); at or above score_threshold the second stage is off. Applies to the next '
+        'frame.', floating=(0.0, 1.0)),
+    ParameterSpec(
+        'tracking_iou_gate', 0.2,
+        "Tracking: the least IoU of a detection with a track's predicted box for them to match "
+        '(the low-score stage uses at least 0.5). Applies to the next frame.',
+        floating=(0.0, 1.0)),
+    ParameterSpec(
+        'tracking_lost_s', 1.0,
+        'Tracking: seconds (of image stamps) a track unseen is kept and can take its ID back; '
+        'then it ends. Applies to the next frame.', floating=(0.0, 60.0)),
 )
 
 PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)
