@@ -6,8 +6,8 @@ that have cp36 wheels of what the robot runs: numpy 1.19, OpenCV 4.5, ONNX Runti
 1.11, PyYAML 5.4 (requirements/py36.txt). In it, the tests of everything the robot runs except
 ROS and TensorRT run: the core (pre-processing, decoders, NMS, model configs), the ONNX Runtime
 backend, the executor and the detector, on the real person model and real photographs, and the
-engine build's preflight (``tx2-convert check``, ``retarget``: onnx 1.11 and ONNX Runtime 1.10). The tests
-that need ROS messages, TensorFlow or a GPU skip there, each naming why.
+engine build's preflight (``tx2-convert check``, ``retarget``: onnx 1.11 and ONNX Runtime
+1.10). The tests that need ROS messages, TensorFlow or a GPU skip there, each naming why.
 
 Found by it, and fixed: ONNX Runtime 1.10 refuses to bind numpy's int64 buffers (see
 ``onnxruntime_backend._element_type``); the shared test model used opset 18, newer than the
