@@ -72,6 +72,16 @@ DEVICES = (
            ('10',)),
 )  # type: Tuple[Device, ...]
 
+#: Other GPUs, by compute capability: (fast FP16, fast INT8), the FP16 and INT8 columns of the
+#: TensorRT 8.x support matrix, "Hardware and Precision" (6.1, e.g. Tesla P4: no FP16, INT8; 6.0,
+#: P100: FP16, no INT8; 7.0 V100, 7.5 T4, 8.0 A100, 8.6 A10: both). Maxwell (5.0, 5.2) has
+#: neither (INT8 needs DP4A, from sm_61); Ada (8.9) and Hopper (9.0) have both (8.6+ matrices).
+#: A capability in neither table: TensorRT's own ``platform_has_fast_*`` decide, at the build.
+CAPABILITIES = {'5.0': (False, False), '5.2': (False, False), '6.0': (True, False),
+                '6.1': (False, True), '7.0': (True, True), '7.5': (True, True),
+                '8.0': (True, True), '8.6': (True, True), '8.9': (True, True),
+                '9.0': (True, True)}  # type: Dict[str, Tuple[bool, bool]]
+
 BY_KEY = {d.key: d for d in DEVICES}  # type: Dict[str, Device]
 BY_CAPABILITY = {d.compute_capability: d for d in DEVICES}  # type: Dict[str, Device]
 
@@ -135,12 +145,13 @@ def resolve_precision(precision: str, gpu_name: str, compute_capability: str,
     :param precision: ``auto``, ``fp32``, ``fp16`` or ``int8``.
     :param int8_ready: INT8 scales are at hand (a Q/DQ model, calibration images or cache).
     :param fast_int8: / ``fast_fp16``: what TensorRT reports (``platform_has_fast_*``), used
-        for a GPU the table does not hold; None: unknown (then INT8 is not refused).
+        for a GPU neither table holds; None: unknown (then INT8 is not refused).
     :raises ConfigError: INT8 asked of a GPU without it, one line naming the alternative.
     """
     device = device_for(compute_capability)
-    has_int8 = device.fast_int8 if device else fast_int8
-    has_fp16 = device.fast_fp16 if device else fast_fp16
+    known = CAPABILITIES.get(str(compute_capability).strip())
+    has_int8 = device.fast_int8 if device else known[1] if known else fast_int8
+    has_fp16 = device.fast_fp16 if device else known[0] if known else fast_fp16
     if precision == 'auto':
         if has_int8 and int8_ready:
             return 'int8'
