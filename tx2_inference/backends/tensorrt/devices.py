@@ -19,9 +19,10 @@ fact names its source:
 - JetPack -> TensorRT: JetPack 4.6 (L4T 32.6.1) TensorRT 8.0.1; 4.6.1 / 4.6.2+ (L4T 32.7.x)
   TensorRT 8.2.1 (developer.nvidia.com/jetpack-sdk-461: "JetPack 4.6.1 includes TensorRT 8.2"),
   the last JetPack for TX2 and Nano; JetPack 5.1 TensorRT 8.5.2 (developer.nvidia.com/embedded/
-  jetpack-sdk-51, Xavier and Orin; the 5.x line is the last for Xavier); JetPack 6.0 TensorRT
-  8.6.2 and 6.1 TensorRT 10.3 (Orin; pytorch.org/TensorRT getting_started/jetpack: "JetPack 6.1
-  ... CUDA 12.6, TensorRT 10.3").
+  jetpack-sdk-51, Xavier and Orin; the 5.x line is the last for Xavier); JetPack 6.1 TensorRT
+  10.3 (Orin; pytorch.org/TensorRT getting_started/jetpack: "JetPack 6.1 ... CUDA 12.6,
+  TensorRT 10.3"). JetPack 6.0 -> TensorRT 8.6.2 is NVIDIA's JetPack 6.0 release, not read
+  from a page here.
 
 No TensorRT here: pure data and lookups (Python 3.6).
 """
@@ -75,7 +76,8 @@ DEVICES = (
 #: Other GPUs, by compute capability: (fast FP16, fast INT8), the FP16 and INT8 columns of the
 #: TensorRT 8.x support matrix, "Hardware and Precision" (6.1, e.g. Tesla P4: no FP16, INT8; 6.0,
 #: P100: FP16, no INT8; 7.0 V100, 7.5 T4, 8.0 A100, 8.6 A10: both). Maxwell (5.0, 5.2) has
-#: neither (INT8 needs DP4A, from sm_61); Ada (8.9) and Hopper (9.0) have both (8.6+ matrices).
+#: neither (INT8 needs DP4A, from sm_61: AlexeyAB/yolo2_light#26); Ada (8.9) and Hopper (9.0)
+#: have both (their rows are in the later matrices, not read from a page here).
 #: A capability in neither table: TensorRT's own ``platform_has_fast_*`` decide, at the build.
 CAPABILITIES = {'5.0': (False, False), '5.2': (False, False), '6.0': (True, False),
                 '6.1': (False, True), '7.0': (True, True), '7.5': (True, True),
