@@ -476,7 +476,7 @@ class InferenceNode(LifecycleNode):
         """Return the machine's status: a Jetson's clocks, temperatures and memory."""
         board = jetson.read_sysfs()
         if board['jetson']:
-            board = jetson.board_state(tegrastats_line=self._tegrastats.latest())
+            board = jetson.board_state(tegrastats_line=self._tegrastats.latest(), sysfs=board)
         detector = self._detector
         device_memory = None
         if detector is not None:  # only a backend that holds CUDA memory answers
