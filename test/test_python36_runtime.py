@@ -5,8 +5,9 @@ vermin (test_python36.py) reads the syntax; this runs the code. ``build/py36-ven
 that have cp36 wheels of what the robot runs: numpy 1.19, OpenCV 4.5, ONNX Runtime 1.10, onnx
 1.11, PyYAML 5.4 (requirements/py36.txt). In it, the tests of everything the robot runs except
 ROS and TensorRT run: the core (pre-processing, decoders, NMS, model configs), the ONNX Runtime
-backend, the executor and the detector, on the real person model and real photographs. The tests
-that need ROS messages, TensorFlow or a GPU skip there, each naming why.
+backend, the executor and the detector, on the real person model and real photographs, and the
+engine build's preflight (``tx2-convert check``, ``retarget``: onnx 1.11 and ONNX Runtime
+1.10). The tests that need ROS messages, TensorFlow or a GPU skip there, each naming why.
 
 Found by it, and fixed: ONNX Runtime 1.10 refuses to bind numpy's int64 buffers (see
 ``onnxruntime_backend._element_type``); the shared test model used opset 18, newer than the
@@ -24,7 +25,8 @@ import pytest
 VENV = os.environ.get('TX2_PY36_VENV', os.path.join(ROOT, 'build', 'py36-venv'))
 PYTHON = os.path.join(VENV, 'bin', 'python')
 #: The runtime layers: errors and core, the ONNX Runtime backend, the executor and detector.
-RUNTIME_TESTS = ('test/core', 'test/facade', 'test/backends/test_backends.py')
+RUNTIME_TESTS = ('test/core', 'test/facade', 'test/backends/test_backends.py',
+                 'test/backends/test_preflight.py')
 #: The libraries whose JetPack-era releases the tier is about (pip name -> import name).
 LIBRARIES = {'numpy': 'numpy', 'opencv-python-headless': 'cv2', 'onnxruntime': 'onnxruntime',
              'onnx': 'onnx', 'PyYAML': 'yaml'}

@@ -95,11 +95,18 @@ def test_extraction_script_reproduces_the_committed_data(tmp_path):
 
 def test_device_table_precision_auto_and_int8_refused():
     assert devices.device_for('6.2').key == 'tx2' and devices.device_for('8.7').key == 'orin'
-    assert devices.device_for('8.6') is None  # a desktop GPU: TensorRT's own flags decide
+    assert devices.device_for('8.6') is None  # a desktop GPU
     assert devices.resolve_precision('auto', 'NVIDIA Tegra X2', '6.2', int8_ready=True) == 'fp16'
     assert devices.resolve_precision('auto', 'Xavier', '7.2', int8_ready=True) == 'int8'
     assert devices.resolve_precision('auto', 'Xavier', '7.2', int8_ready=False) == 'fp16'
-    assert devices.resolve_precision('auto', 'GTX 1080', '6.1', False, fast_fp16=False) == 'fp32'
+    # desktop GPUs: the support matrix's FP16/INT8 columns by compute capability
+    assert devices.resolve_precision('auto', 'GTX 1080', '6.1', int8_ready=False) == 'fp32'
+    assert devices.resolve_precision('int8', 'GTX 1080', '6.1', int8_ready=True) == 'int8'
+    assert devices.resolve_precision('auto', 'RTX 3090', '8.6', int8_ready=True) == 'int8'
+    with pytest.raises(ConfigError) as err:
+        devices.resolve_precision('int8', 'Tesla P100', '6.0', int8_ready=True)
+    assert 'Tesla P100 (sm_60)' in str(err.value)
+    assert devices.resolve_precision('int8', 'New', '12.0', True, fast_int8=None) == 'int8'
     with pytest.raises(ConfigError) as err:
         devices.resolve_precision('int8', 'NVIDIA Tegra X2', '6.2', int8_ready=True)
     text = str(err.value)

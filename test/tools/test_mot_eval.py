@@ -1,8 +1,8 @@
 """Our tracker on MOTChallenge's TUD sequences beats the reference tracker's IDs, same boxes.
 
 py-motmetrics (numpy 1.x, pandas < 2.3) lives in build/motmetrics-venv, which `make test`
-makes (tools/setup_motmetrics.sh, through tools/setup_env.sh); made here if missing, skipped
-only where it cannot be made.
+makes (tools/setup_motmetrics.sh, the Makefile's motmetrics target); made here if missing,
+skipped only where it cannot be made.
 """
 
 import json

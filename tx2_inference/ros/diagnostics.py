@@ -205,3 +205,25 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
         values += [('stage_ms.' + stage, format_value(mean)),
                    ('stage_ms_total.' + stage, '{:.3f}'.format(stage_totals[index]))]
     return _status(level, '{}: {}'.format(node_name, image_topic), message, values)
+
+
+def system_status(node_name: str, board: Dict[str, Any], verdict: Tuple[str, str, list],
+                  resident_mb: Optional[float], device_memory: Optional[Dict[str, Any]]
+                  ) -> DiagnosticStatus:
+    """Return the machine's status: the Jetson's (``core.jetson.assess``) and the memory.
+
+    :param board: ``core.jetson.board_state``'s result (its model is the hardware id).
+    :param verdict: ``core.jetson.assess(board)``: ('ok' or 'warn', message, values).
+    :param resident_mb: the node's resident memory (None: unknown).
+    :param device_memory: the backend's CUDA memory ({'used_mb', 'free_mb', 'total_mb'}), or
+        None without CUDA.
+    """
+    level, message, values = verdict
+    values = list(values)
+    if resident_mb is not None:
+        values.insert(0, ('node_rss_mb', '{:.0f}'.format(resident_mb)))
+    for key, value in sorted((device_memory or {}).items()):
+        values.append(('cuda_' + key, format_value(value)))
+    return _status(DiagnosticStatus.WARN if level == 'warn' else DiagnosticStatus.OK,
+                   '{}: system'.format(node_name), message, values,
+                   hardware_id=str(board.get('model', '')))

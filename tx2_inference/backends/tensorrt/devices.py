@@ -19,9 +19,10 @@ fact names its source:
 - JetPack -> TensorRT: JetPack 4.6 (L4T 32.6.1) TensorRT 8.0.1; 4.6.1 / 4.6.2+ (L4T 32.7.x)
   TensorRT 8.2.1 (developer.nvidia.com/jetpack-sdk-461: "JetPack 4.6.1 includes TensorRT 8.2"),
   the last JetPack for TX2 and Nano; JetPack 5.1 TensorRT 8.5.2 (developer.nvidia.com/embedded/
-  jetpack-sdk-51, Xavier and Orin; the 5.x line is the last for Xavier); JetPack 6.0 TensorRT
-  8.6.2 and 6.1 TensorRT 10.3 (Orin; pytorch.org/TensorRT getting_started/jetpack: "JetPack 6.1
-  ... CUDA 12.6, TensorRT 10.3").
+  jetpack-sdk-51, Xavier and Orin; the 5.x line is the last for Xavier); JetPack 6.1 TensorRT
+  10.3 (Orin; pytorch.org/TensorRT getting_started/jetpack: "JetPack 6.1 ... CUDA 12.6,
+  TensorRT 10.3"). JetPack 6.0 -> TensorRT 8.6.2 is NVIDIA's JetPack 6.0 release, not read
+  from a page here.
 
 No TensorRT here: pure data and lookups (Python 3.6).
 """
@@ -71,6 +72,17 @@ DEVICES = (
            '0-2 (Orin Nano: none)', (('5.1', '8.5.2'), ('6.0', '8.6.2'), ('6.1', '10.3')),
            ('10',)),
 )  # type: Tuple[Device, ...]
+
+#: Other GPUs, by compute capability: (fast FP16, fast INT8), the FP16 and INT8 columns of the
+#: TensorRT 8.x support matrix, "Hardware and Precision" (6.1, e.g. Tesla P4: no FP16, INT8; 6.0,
+#: P100: FP16, no INT8; 7.0 V100, 7.5 T4, 8.0 A100, 8.6 A10: both). Maxwell (5.0, 5.2) has
+#: neither (INT8 needs DP4A, from sm_61: AlexeyAB/yolo2_light#26); Ada (8.9) and Hopper (9.0)
+#: have both (their rows are in the later matrices, not read from a page here).
+#: A capability in neither table: TensorRT's own ``platform_has_fast_*`` decide, at the build.
+CAPABILITIES = {'5.0': (False, False), '5.2': (False, False), '6.0': (True, False),
+                '6.1': (False, True), '7.0': (True, True), '7.5': (True, True),
+                '8.0': (True, True), '8.6': (True, True), '8.9': (True, True),
+                '9.0': (True, True)}  # type: Dict[str, Tuple[bool, bool]]
 
 BY_KEY = {d.key: d for d in DEVICES}  # type: Dict[str, Device]
 BY_CAPABILITY = {d.compute_capability: d for d in DEVICES}  # type: Dict[str, Device]
@@ -135,12 +147,13 @@ def resolve_precision(precision: str, gpu_name: str, compute_capability: str,
     :param precision: ``auto``, ``fp32``, ``fp16`` or ``int8``.
     :param int8_ready: INT8 scales are at hand (a Q/DQ model, calibration images or cache).
     :param fast_int8: / ``fast_fp16``: what TensorRT reports (``platform_has_fast_*``), used
-        for a GPU the table does not hold; None: unknown (then INT8 is not refused).
+        for a GPU neither table holds; None: unknown (then INT8 is not refused).
     :raises ConfigError: INT8 asked of a GPU without it, one line naming the alternative.
     """
     device = device_for(compute_capability)
-    has_int8 = device.fast_int8 if device else fast_int8
-    has_fp16 = device.fast_fp16 if device else fast_fp16
+    known = CAPABILITIES.get(str(compute_capability).strip())
+    has_int8 = device.fast_int8 if device else known[1] if known else fast_int8
+    has_fp16 = device.fast_fp16 if device else known[0] if known else fast_fp16
     if precision == 'auto':
         if has_int8 and int8_ready:
             return 'int8'

@@ -10,7 +10,8 @@ commit and file) and against the device table (``devices.py``).
 The checks are a list of rule functions, :data:`RULES`; each takes a :class:`Facts` (the model,
 one release's support data, the target) and yields :class:`Problem` s. One line per problem,
 naming the tensor or node and the converter option that fixes it. A rule is added by appending
-a function to :data:`RULES`.
+a function to :data:`RULES` (``tx2-convert check``), and to :data:`BUILD_RULES` too if the engine
+build should run it before parsing (a problem with ``advisory=True`` is only logged there).
 """
 
 import json
