@@ -68,12 +68,13 @@ DRAIN_TIMEOUT_S = 5.0
 class _Tag(object):
     """What a frame carries through the detector: where it came from and when."""
 
-    __slots__ = ('camera', 'header', 'received_ns', 'arrived', 'image', 'color')
+    __slots__ = ('camera', 'header', 'received_ns', 'arrived', 'image', 'color', 'debug')
 
     def __init__(self, camera: 'Camera', header: Any, received_ns: int, arrived: float,
-                 image: Optional[np.ndarray], color: str) -> None:
-        """Store the frame's origin; ``image`` only when a debug image will be drawn.
+                 image: Optional[np.ndarray], color: str, debug: bool) -> None:
+        """Store the frame's origin; ``image`` for the debug image or the tracker's colours.
 
+        :param debug: whether a debug image will be drawn.
         :param arrived: ``time.perf_counter()`` when the callback began, for the stage times.
         """
         self.camera = camera
@@ -82,6 +83,7 @@ class _Tag(object):
         self.arrived = arrived
         self.image = image
         self.color = color
+        self.debug = debug
 
 
 class Camera(object):
@@ -377,7 +379,9 @@ class InferenceNode(LifecycleNode):
             return
         debug = (self._params.live.get('publish_debug_image') and
                  camera.debug_pub is not None and camera.debug_pub.get_subscription_count() > 0)
-        tag = _Tag(camera, msg.header, received_ns, arrived, array if debug else None, color)
+        keep = debug or self._params.live['tracking']  # the tracker reads the boxes' colours
+        tag = _Tag(camera, msg.header, received_ns, arrived, array if keep else None, color,
+                   bool(debug))
         try:
             detector.submit(array, color, tag, camera.image_topic)  # its pending frame, batch
         except Exception as error:  # the detector refused the frame (closed, bad shape)
@@ -400,7 +404,8 @@ class InferenceNode(LifecycleNode):
             start_ns = stamp_ns if stamp_ns > 0 else tag.received_ns
             # Tracks predict by the frames' stamps: a dropped frame is a longer step.
             detections, ids = camera.tracking.apply(
-                self._params.live['tracking'], self._tracker_config, start_ns / 1e9, detections)
+                self._params.live['tracking'], self._tracker_config, start_ns / 1e9, detections,
+                tag.image, tag.color)
             publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
                                                 detections.labels, ids))
             published = time.perf_counter()
@@ -408,7 +413,7 @@ class InferenceNode(LifecycleNode):
             camera.counters.frame_out((now_ns - start_ns) / 1e6)
             camera.counters.stages(
                 (tag.received_ns - start_ns) / 1e6, tag.arrived, timing, published)
-            if tag.image is not None and camera.debug_pub is not None:
+            if tag.debug and tag.image is not None and camera.debug_pub is not None:
                 canvas, encoding = draw_detections(tag.image, tag.color, detections.boxes,
                                                    detections.scores,
                                                    with_ids(detections.labels, ids))

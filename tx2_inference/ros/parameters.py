@@ -26,6 +26,7 @@ from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
 from tx2_inference.backends import BACKENDS, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.core.tracking import DEFAULT_APPEARANCE_GATE
 from tx2_inference.errors import ConfigError
 from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
 
@@ -351,6 +352,11 @@ TABLE = (
         'tracking_lost_s', 1.0,
         'Tracking: seconds (of image stamps) a track unseen is kept and can take its ID back; '
         'then it ends. Applies to the next frame.', floating=(0.0, 60.0)),
+    ParameterSpec(
+        'tracking_appearance_gate', DEFAULT_APPEARANCE_GATE,
+        'Tracking: the largest colour distance (Bhattacharyya, 0-1) between a box and the track '
+        'it continues; two people who overlap then keep their own IDs rather than swap them. '
+        '1.0: motion only. Applies to the next frame.', floating=(0.0, 1.0)),
 )
 
 PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)
