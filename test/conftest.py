@@ -40,6 +40,31 @@ def default_model() -> str:
     return os.path.join(_ROOT, 'models', 'ssdlite_person.onnx')
 
 
+@pytest.fixture(scope='session')
+def batch_model(default_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Convert the default person detector with ``tx2-convert onnx --batch dynamic`` (once).
+
+    The several-camera tests (test_multi_camera_node) and tiling (test_tiling) batch with it.
+    The conversion needs TensorFlow (a workstation's): where it is not installed (the Python
+    3.6 tier) the tests that need the model skip, saying so.
+    """
+    import importlib.util
+    if importlib.util.find_spec('tensorflow') is None:
+        pytest.skip('tx2-convert onnx --batch dynamic needs TensorFlow, not installed in '
+                    'this Python (the Python 3.6 tier runs without it)')
+    saved = os.path.join(_ROOT, 'models', 'ssdlite_person_savedmodel')
+    out = str(tmp_path_factory.mktemp('batch_model') / 'ssdlite_person_dyn.onnx')
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'tx2_inference.convert', 'onnx', saved, '-o', out,
+         '--inputs', 'image_tensor:0[1,300,300,3]', '--batch', 'dynamic', '--outputs',
+         'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0',
+         '--labels', 'person', '--decoder', 'boxes_scores', '--background-class', '0'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+    return out
+
+
 # --- a small real ONNX model for backend and executor mechanics (test_backends/executor) ---
 @pytest.fixture(scope='session')
 def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -61,7 +86,9 @@ def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     inits += [numpy_helper.from_array(np.array([1, 2, 3], np.int64), 'axes'),
               numpy_helper.from_array(np.array(2.0, np.float32), 'two'),
               numpy_helper.from_array(np.array(1.0, np.float32), 'one')]
-    nodes += [helper.make_node('ReduceMean', [last, 'axes'], ['heavy'], keepdims=0),
+    # Opset 13 and IR 7: what the robot's onnx 1.11 and ONNX Runtime 1.10 (the last for Python
+    # 3.6) read; ReduceMean takes its axes as an attribute there (an input from opset 18).
+    nodes += [helper.make_node('ReduceMean', [last], ['heavy'], axes=[1, 2, 3], keepdims=0),
               helper.make_node('ReduceSum', ['x', 'axes'], ['total'], keepdims=0),
               helper.make_node('Mul', ['x', 'two'], ['x2']),
               helper.make_node('Add', ['x2', 'one'], ['doubled'])]
@@ -71,8 +98,8 @@ def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:
         [helper.make_tensor_value_info('heavy', TensorProto.FLOAT, ['N']),
          helper.make_tensor_value_info('total', TensorProto.FLOAT, ['N']),
          helper.make_tensor_value_info('doubled', TensorProto.FLOAT, shape)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    model.ir_version = 7
     onnx.checker.check_model(model)
     path = str(tmp_path_factory.mktemp('onnx') / 'conv.onnx')
     onnx.save(model, path)

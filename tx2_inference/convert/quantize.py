@@ -184,7 +184,9 @@ def quantize(onnx_path: str, output: str, calib_dir: str, fmt: str = 'qdq',
     if fmt == 'qdq':
         kwargs = {'quant_format': QuantFormat.QDQ, 'activation_type': QuantType.QInt8,
                   'weight_type': QuantType.QInt8,
-                  'extra_options': {'ActivationSymmetric': True, 'WeightSymmetric': True}}
+                  # float biases: TensorRT dequantizes INT8 only (no INT32 bias Q/DQ)
+                  'extra_options': {'ActivationSymmetric': True, 'WeightSymmetric': True,
+                                    'QuantizeBias': False}}
     else:
         kwargs = {'quant_format': QuantFormat.QOperator, 'activation_type': QuantType.QUInt8,
                   'weight_type': QuantType.QInt8}

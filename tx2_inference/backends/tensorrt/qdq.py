@@ -19,7 +19,7 @@ giving an FP32 model to build as FP16 (``tx2-convert fold-qdq``).
 Runs on the robot: needs only ``onnx`` and numpy, imported when called (Python 3.6).
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -47,11 +47,18 @@ class Readiness(object):
         self.weighted = 0
         self.weighted_int8 = 0
         self.reasons = []  # type: List[str]
+        #: The reasons TensorRT still builds with (those layers run in FP16/FP32): advisory.
+        self.advisory = []  # type: List[str]
 
     @property
     def has_qdq(self) -> bool:
         """Return True if the model has any Q/DQ node."""
         return bool(self.quantize or self.dequantize)
+
+    @property
+    def refused(self) -> List[str]:
+        """Return the reasons TensorRT's parser refuses the model for (not advisory)."""
+        return [r for r in self.reasons if r not in self.advisory]
 
     @property
     def ready(self) -> bool:
@@ -139,6 +146,13 @@ def readiness(model: Any) -> Readiness:
             unsigned.append(node.name or node.output[0])
         if zp is not None and np.any(zp.astype(np.int64) != 0):
             nonzero.append(node.name or node.output[0])
+    int32 = [n.name or n.output[0] for n in graph.node if n.op_type == DEQUANT and
+             n.input[0] in consts and consts[n.input[0]].dtype == np.int32]
+    if int32:
+        r.reasons.append('{} DequantizeLinear nodes read INT32 constants (quantized biases, '
+                         'e.g. {}): TensorRT dequantizes INT8 only and wants float biases '
+                         '(tx2-convert quantize leaves biases in float)'.format(
+                             len(int32), int32[0]))
     if unsigned:
         r.reasons.append('{} Q/DQ nodes are UINT8 (e.g. {}): TensorRT takes INT8 only'.format(
             len(unsigned), unsigned[0]))
@@ -168,14 +182,15 @@ def readiness(model: Any) -> Readiness:
         else:
             bare.append(node.name or node.output[0])
     if r.weighted and not r.weighted_int8:
-        r.reasons.append('no weighted layer has Q/DQ on both its input and its weights (e.g. '
+        r.advisory.append('no weighted layer has Q/DQ on both its input and its weights (e.g. '
                          '{}): TensorRT would run them in FP16/FP32, so the model is not INT8 '
                          '(TFMOT folds weight fake-quant away; use the symmetric QAT recipe, '
                          'tx2_inference.convert.workstation.qat)'.format(bare[0]))
     elif bare:
-        r.reasons.append('{} of {} weighted layers lack Q/DQ on their input or weights (e.g. '
+        r.advisory.append('{} of {} weighted layers lack Q/DQ on their input or weights (e.g. '
                          '{}): they run in higher precision'.format(len(bare), r.weighted,
                                                                     bare[0]))
+    r.reasons += r.advisory
     return r
 
 
