@@ -9,7 +9,7 @@ Run in the QAT environment (tf-keras; ``tools/setup_qat_env.sh`` makes build/qat
    Runtime) detects people on the frames of FOOTAGE (a folder of images or a video); its boxes
    with score >= 0.5 are the targets (distillation).
 2. A small tf_keras detector (160x160 input, 20x20 grid of boxes, depthwise-separable
-   convolutions, 29 k parameters) is trained in FP32 for ``--steps`` steps and exported:
+   convolutions, 8.8 k parameters) is trained in FP32 for ``--steps`` steps and exported:
    ``OUT/fp32_savedmodel``.
 3. The same model wrapped by :func:`tx2_inference.convert.workstation.qat.quantize_model`
    (symmetric INT8 Q/DQ on layer inputs and per-channel weights), calibrated on 8 frames and
