@@ -16,6 +16,8 @@ Run in the QAT environment (tf-keras; ``tools/setup_qat_env.sh`` makes build/qat
    fine-tuned for ``--qat-steps`` steps: ``OUT/qat_savedmodel``.
 4. With ``--tfmot``, the FP32 model through TensorFlow Model Optimization's
    ``quantize_model`` (its default, asymmetric recipe) for comparison: ``OUT/tfmot_savedmodel``.
+   With ``--tuned``, the FP32 model fine-tuned as many steps as QAT, without Q/DQ:
+   ``OUT/fp32_tuned_savedmodel`` (what the extra training alone changes).
 
 Then convert as usual (outside this environment, or in it)::
 
@@ -140,6 +142,8 @@ def main(argv=None):
     p.add_argument('--steps', type=int, default=60, help='FP32 training steps (batch 8)')
     p.add_argument('--qat-steps', type=int, default=20, help='QAT fine-tuning steps')
     p.add_argument('--tfmot', action='store_true', help='also a TFMOT quantize_model export')
+    p.add_argument('--tuned', action='store_true', help='also the FP32 model fine-tuned as '
+                   'long as QAT (fp32_tuned_savedmodel): what the extra steps alone change')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)
     import cv2
@@ -174,6 +178,11 @@ def main(argv=None):
               'wrapped_layers': [layer.name for layer in qat.quantized_layers(qmodel)]}
     if a.tfmot:
         record['tfmot'] = export_tfmot(model, images, os.path.join(a.out, 'tfmot_savedmodel'))
+    if a.tuned:
+        tuned_losses = train(model, images, cls, box, a.qat_steps, 5e-4, seed=a.seed + 1)
+        qat.export_saved_model(model, os.path.join(a.out, 'fp32_tuned_savedmodel'),
+                               [1, SIZE, SIZE, 3])
+        record['fp32_tuned_loss'] = [tuned_losses[0], tuned_losses[-1]]
     with open(os.path.join(a.out, 'onnx_args.txt'), 'w') as f:
         f.write(' '.join(ONNX_ARGS) + '\n')
     record['seconds'] = time.time() - t0

@@ -265,9 +265,10 @@ def _tf2onnx(graph_def, name: str, inputs: List[str], outputs: List[str],
 ATOL = 1e-3
 #: ... for a fake-quant (QAT) graph. TensorFlow's kernel and ONNX Runtime's QuantizeLinear
 #: compute x / scale in different float steps: an activation within float error of a .5
-#: boundary lands one INT8 step apart, and that moves an output by up to ~0.01 (measured on
-#: examples/qat_detector.py, 32 vtest frames: boxes max 0.0017, scores max 0.011).
-QDQ_ATOL = 0.02
+#: boundary lands one INT8 step apart, and that moves nearby outputs by a few hundredths
+#: (measured on examples/qat_detector.py, 32 vtest frames x 800 scores: mean |diff| 5e-5,
+#: 99 % within 1e-3, max 0.032).
+QDQ_ATOL = 0.05
 
 #: TensorFlow's fake-quant ops: tf2onnx turns them into QuantizeLinear/DequantizeLinear.
 FAKE_QUANT_OPS = ('QuantizeAndDequantizeV2', 'QuantizeAndDequantizeV3', 'QuantizeAndDequantizeV4',
