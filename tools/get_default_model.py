@@ -140,7 +140,8 @@ def convert(samples: str) -> None:
         '--labels', 'person', '--layout', 'nhwc', '--color', 'rgb', '--resize', 'stretch',
         '--scale', '1', '--mean', '0,0,0', '--std', '1,1,1',
         '--decoder', 'boxes_scores', '--box-format', 'yxyx', '--box-units', 'normalized',
-        '--score-activation', 'none', '--background-class', '0'])
+        '--score-activation', 'none', '--background-class', '0',
+        '--force'])  # a redo: the outputs were missing or invalid
     if status:
         raise SystemExit('tx2-convert onnx failed (status {}).'.format(status))
 

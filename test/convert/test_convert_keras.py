@@ -166,7 +166,8 @@ def test_no_decoder_is_guessed_the_config_is_marked_and_refused(keras_saved_mode
     assert 'wrote no decoder rather than guess one' in message
     # A named decoder whose tensors the model leaves open is not guessed either.
     capsys.readouterr()
-    assert main(['onnx', keras_saved_model, '-o', out, '--decoder', 'yolov8'] + SCALE) == 3
+    assert main(['onnx', keras_saved_model, '-o', out, '--decoder', 'yolov8', '--force'] +
+                SCALE) == 3
     assert 'decoder yolov8 needs the output tensor for output' in capsys.readouterr().err
 
 

@@ -110,7 +110,9 @@ def graph(default_model, tmp_path_factory):
                '-p', 'model_path:=/nonexistent/ssdlite_person.onnx',
                '-p', 'score_threshold:=1.5',  # out of range: the node must survive it
                '-p', 'image_topics:=[{}]'.format(topics),
-               '-p', 'backend:=onnxruntime', '-p', 'precision:=fp32']
+               '-p', 'backend:=onnxruntime', '-p', 'precision:=fp32',
+               # The operator's opt-in: this node's model_path is fixed through set_parameters.
+               '-p', 'allow_remote_reconfigure:=true']
     server = ModuleProcess(command, str(tmp_path_factory.mktemp('inference_node') / 'node.log'))
     graph = Graph()
     graph.wait_for_node(timeout=TIMEOUT_S)

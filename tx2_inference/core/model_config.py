@@ -7,8 +7,9 @@ unambiguous may be left out: :meth:`ModelConfig.resolve` fills it in, and otherw
 """
 
 import copy
+import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -37,10 +38,23 @@ DETECTION_DEFAULTS: Dict[str, Any] = {
     'score_threshold': 0.5, 'iou_threshold': 0.45, 'max_detections': 100,
     'class_agnostic_nms': False,
 }
+#: The accepted range of each numeric ``detection`` value, as the node's parameters have it:
+#: a threshold above 1 or NaN would silently drop every detection.
+DETECTION_RANGES: Dict[str, Tuple[float, float]] = {
+    'score_threshold': (0.0, 1.0), 'iou_threshold': (0.0, 1.0), 'max_detections': (1, 10000),
+}
 
 
 def config_path_for(model_path: str) -> str:
-    """Return the config path beside a model: ``model.onnx`` -> ``model.yaml``."""
+    """Return the config path beside a model: ``model.onnx`` -> ``model.yaml``.
+
+    An artefact's own config, ``model.onnx.yaml``, comes first where it exists: the converter
+    writes one when ``model.yaml`` belongs to another artefact of the same stem (a
+    ``model.tflite`` beside ``model.onnx``), so neither replaces the other's.
+    """
+    own = model_path + '.yaml'
+    if os.path.isfile(own):
+        return own
     return os.path.splitext(model_path)[0] + '.yaml'
 
 
@@ -224,6 +238,14 @@ class ModelConfig(object):
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float)):
                 raise self._error('detection.' + key, '{!r} is not a {}.'.format(
                     value, {bool: 'true/false', int: 'whole number', float: 'number'}[kind]))
+            if kind is int and math.isfinite(value) and value != int(value):
+                raise self._error('detection.' + key, '{!r} is not a whole number.'.format(
+                    value))
+            low, high = DETECTION_RANGES.get(key, (None, None))
+            if low is not None and not (math.isfinite(value) and low <= value <= high):
+                raise self._error('detection.' + key, '{!r} is not between {} and {} (the range '
+                                  "of the node's parameter): the node would publish nothing "
+                                  'useful. Write a value in range.'.format(value, low, high))
         try:
             self.detection_params()
         except ConfigError as exc:
