@@ -232,7 +232,9 @@ class InferenceNode(LifecycleNode):
             raise ConfigError(reason)
         self._cameras = [Camera(topic) for topic in topics]
 
+        from tx2_inference.core import decoder_plugins
         from tx2_inference.detector import Detector
+        decoder_plugins.allow_modules(self._params.value('decoder_modules') or ())
         self._detector = Detector(
             model_path, config_path=config_path, backend=backend,
             backend_options=self._params.backend_options(),
