@@ -32,7 +32,7 @@ from tx2_inference.errors import ConfigError
 
 GROUP = 'tx2_inference.decoders'
 ENV_MODULES = 'TX2_INFERENCE_DECODER_MODULES'
-_ALLOWED = set()  # type: Set[str]  # modules allowed by the application (allow_modules)
+_ALLOWED: Set[str] = set()  # modules allowed by the application (allow_modules)
 
 
 def allow_modules(names: Iterable[str]) -> None:
