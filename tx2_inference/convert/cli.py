@@ -195,6 +195,13 @@ def cmd_engine(args: argparse.Namespace) -> int:
     path = engine_builder.build_or_load(args.onnx, opts, cache_dir=args.cache_dir,
                                         output=args.output, force=args.force)
     print('Engine: {}'.format(path))
+    if args.prune is not None:
+        from tx2_inference.backends.tensorrt.cache import EngineCache
+        cache = EngineCache(args.cache_dir or os.path.join(
+            os.path.dirname(os.path.abspath(args.onnx)), 'engines'))
+        stem = os.path.splitext(os.path.basename(args.onnx))[0]
+        for removed in cache.prune(args.prune, stem):
+            print('Pruned: {}'.format(removed))
     return 0
 
 
@@ -330,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='a dynamic-batch ONNX: profiles for batches 1..N (what --shapes '
                    'would say), for batch_size up to N')
     p.add_argument('--force', action='store_true', help='rebuild even if cached')
+    p.add_argument('--prune', type=int, metavar='N', help="then delete all but this model's N "
+                   'newest engines in the cache (older ONNX versions, other options)')
     p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser('quantize', help='ONNX -> INT8 ONNX (ONNX Runtime static, calibrated)')
