@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from tx2_inference.backends.tensorrt.cuda import gpu_name_and_capability
 from tx2_inference.backends.tensorrt.options import BuildOptions
@@ -224,7 +224,7 @@ class EngineCache(object):
         if keep < 0:
             raise ValueError('keep must be 0 or more')
         check_folder(self.folder)
-        models = {}  # type: Dict[str, List[Tuple[float, str]]]
+        models: Dict[str, List[Any]] = {}  # model -> [(time, engine path)]
         for name in os.listdir(self.folder):
             parts = name.rsplit('.', 3)
             if len(parts) != 4 or parts[3] != 'engine' or (stem and parts[0] != stem):
