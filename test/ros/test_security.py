@@ -313,3 +313,59 @@ def test_silent_blindness_is_refused_or_counted(folder, default_model):
     finally:
         driver.close()
         node.stop()
+
+
+# --------------------------------------------------------------------------- SROS2
+
+PROBE = """
+import rclpy
+rclpy.init()
+try:
+    rclpy.create_node('sros2_probe').destroy_node()
+    print('SECURE')
+except Exception as error:
+    print('NO SECURITY:', str(error).splitlines()[0])
+"""
+
+
+def test_the_node_under_an_sros2_enclave(folder, default_model):
+    """With DDS security, only a peer of the keystore reaches the node (README "Security")."""
+    import shutil
+    import subprocess
+    import sys
+    keystore = os.path.join(folder, 'keystore')
+    os.makedirs(os.path.join(keystore, 'enclaves', 'robot', 'inference_node'), exist_ok=True)
+    env = dict(os.environ, ROS_SECURITY_KEYSTORE=keystore, ROS_SECURITY_ENABLE='true',
+               ROS_SECURITY_STRATEGY='Enforce',
+               ROS_SECURITY_ENCLAVE_OVERRIDE='/robot/inference_node')
+    # Does this DDS have its security plugins? Without them a secure node fails at once,
+    # before reading any certificate.
+    probe = subprocess.run([sys.executable, '-c', PROBE], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=60)
+    if "doesn't have the security libraries" in probe.stdout:
+        pytest.skip("this Fast DDS was built without its security plugins (\"This Fast DDS "
+                    "version doesn't have the security libraries\"): no enclave can run here; "
+                    'README "Security" says how to set one up on the robot')
+    ros2 = shutil.which('ros2')
+    if ros2 is None or subprocess.run([ros2, 'security', '--help'], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL).returncode:
+        pytest.skip('sros2 (ros2 security) is not installed: no keystore can be made here')
+    shutil.rmtree(keystore)
+    for verb in (['create_keystore', keystore],
+                 ['create_enclave', keystore, '/robot/inference_node']):
+        subprocess.run([ros2, 'security'] + verb, check=True, stdout=subprocess.DEVNULL)
+    node = ModuleProcess(['tx2_inference.ros.node', '--ros-args', '-r',
+                          '__node:=enclave_node', '--enclave', '/robot/inference_node',
+                          '-p', 'model_path:=' + default_model], os.path.join(
+                              folder, 'enclave_node.log'), env=env)
+    try:
+        # This process has no enclave: it cannot discover the node, let alone configure it.
+        driver = soak.Driver('enclave_node')
+        try:
+            with pytest.raises(TimeoutError):
+                driver.client.wait_for_node(timeout=10.0)
+        finally:
+            driver.close()
+        assert node.alive(), node.log()[-2000:]
+    finally:
+        node.stop()
