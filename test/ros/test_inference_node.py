@@ -517,6 +517,7 @@ def test_help_prints_the_usage_and_the_parameters_instead_of_starting():
     assert proc.returncode == 0 and proc.stdout.startswith('usage: inference_node'), proc
     for line in ('  score_threshold (default unset; live)',
                  '  class_agnostic_nms (default unset; live)',
-                 "  backend (default 'auto'; reconfigure)"):
+                 "  backend (default 'auto'; launch only)",
+                 '  executor_depth (default 2; reconfigure)'):
         assert line in proc.stdout.splitlines(), line
     assert 'model_path' in proc.stdout and not proc.stderr  # no node started, nothing logged

@@ -504,7 +504,8 @@ def usage() -> str:
         default = spec.default_value()
         shown = 'unset' if isinstance(default, Parameter.Type) else repr(default)
         lines.append('  {} (default {}; {})'.format(
-            spec.name, shown, 'reconfigure' if spec.reconfigure else 'live'))
+            spec.name, shown, 'launch only' if spec.launch_only else
+            'reconfigure' if spec.reconfigure else 'live'))
         lines += textwrap.wrap(spec.description, 95, initial_indent='      ',
                                subsequent_indent='      ')
     return '\n'.join(lines)
