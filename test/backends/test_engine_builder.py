@@ -433,9 +433,9 @@ def _tiny_onnx(path, qdq):
 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_tensorrt_call_sequence_per_version(version, tmp_path, monkeypatch, caplog):
-    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
+    from tx2_inference.backends.tensorrt import loader
     log = []
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(version, log))
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     qdq = _tiny_onnx(str(tmp_path / 'qdq.onnx'), qdq=True)
     timing = str(tmp_path / 'timing.cache')
@@ -485,10 +485,10 @@ _SHAPES = {'image_tensor:0': ((1, 300, 300, 3), (2, 300, 300, 3), (4, 300, 300, 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, monkeypatch):
     # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
-    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt',
+    monkeypatch.setattr(loader, 'import_tensorrt',
                         lambda: _fake_trt(version, log, input_shape=_DYNAMIC))
     assert eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=_SHAPES,
                                                         profiles=3)) == b'SERIALIZED'
@@ -504,7 +504,7 @@ def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, 
     # Dynamic without --shapes: say what to pass. A profile TensorRT refuses: a clear error.
     with pytest.raises(UserError, match='--shapes image_tensor:0:MIN:OPT:MAX'):
         eb.build_engine_bytes(plain, eb.BuildOptions('fp32', profiles=3))
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(
         version, log, input_shape=_DYNAMIC, refuse_profile=True))
     with pytest.raises(ModelError, match='refused optimisation profile 0'):
         eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=_SHAPES))
@@ -513,10 +513,10 @@ def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, 
 @pytest.mark.parametrize('version', ['8.2.1', '11.4.0'])
 def test_static_network_gets_no_extra_profiles(version, tmp_path, monkeypatch):
     # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
-    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(version, log))
     eb.build_engine_bytes(plain, eb.BuildOptions('fp32', profiles=4))
     assert [e for e in log if e[0] in ('create_profile', 'profile')] == []
     # Fixed shapes given with --shapes: the one profile they describe, as before.
@@ -668,10 +668,10 @@ def host_cuda(monkeypatch):
 ])
 def test_int8_calibrates_every_image_in_batches_the_network_accepts(
         input_shape, calib_batch, batches, batch, tmp_path, monkeypatch, host_cuda):
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
-    monkeypatch.setattr(runtime, 'import_tensorrt',
+    monkeypatch.setattr(loader, 'import_tensorrt',
                         lambda: _fake_trt('8.2.1', log, input_shape=input_shape))
     shapes = _SHAPES if -1 in input_shape else {}
     options = eb.BuildOptions('int8', calib_images=_calibration_images(tmp_path / 'c', 7),
@@ -695,9 +695,9 @@ def test_int8_calibrates_every_image_in_batches_the_network_accepts(
 
 def test_calibrator_cuda_state_is_released_when_the_build_fails_early(
         tmp_path, monkeypatch, host_cuda):
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
-    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: _fake_trt('8.2.1', []))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt('8.2.1', []))
     options = eb.BuildOptions('int8', calib_images=_calibration_images(tmp_path / 'c', 2),
                               dla_core=0,  # this device has no DLA: refused after precision
                               config_path=os.path.join(ROOT, 'models', 'ssdlite_person.yaml'))
@@ -709,11 +709,11 @@ def test_calibrator_cuda_state_is_released_when_the_build_fails_early(
 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_version_compatible_builds_for_the_lean_runtime(version, tmp_path, monkeypatch):
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
     trt = _fake_trt(version, log)
-    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: trt)
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: trt)
     options = eb.BuildOptions('fp32', version_compatible=True)
     if version.startswith('8.2'):
         with pytest.raises(UserError, match='8.6 and later'):

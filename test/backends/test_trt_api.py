@@ -855,8 +855,8 @@ def test_a_host_shape_tensor_is_refused_by_name(version, monkeypatch, tmp_path):
 # --- The lean runtime (bug 5) and `auto` with a runtime-only TensorRT (bug 6) ---
 
 def _no_full_tensorrt(monkeypatch):
-    from tx2_inference.backends.tensorrt import runtime
-    monkeypatch.setattr(runtime, 'require_gpu', lambda: 1)
+    from tx2_inference.backends.tensorrt import loader, runtime
+    monkeypatch.setattr(loader, 'require_gpu', lambda: 1)
     for name in ('tensorrt', 'tensorrt_lean'):
         monkeypatch.setitem(sys.modules, name, None)  # import fails: not installed
     return runtime
@@ -1065,3 +1065,31 @@ def test_make_gpu_check_without_a_gpu_is_one_line_and_fails():
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stdout
     assert 'needs an NVIDIA GPU' in lines[0]
+
+
+def test_the_tensorrt_backend_modules_import_no_circle():
+    """Every import between backends/tensorrt modules (lazy ones too) points one way."""
+    folder = os.path.join(ROOT, 'tx2_inference', 'backends', 'tensorrt')
+    package = 'tx2_inference.backends.tensorrt'
+    graph = {}
+    for name in os.listdir(folder):
+        if not name.endswith('.py') or name == '__init__.py':
+            continue
+        module = name[:-3]
+        with open(os.path.join(folder, name)) as f:
+            tree = ast.parse(f.read())
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == package:
+                    targets.update(a.name for a in node.names)
+                elif node.module.startswith(package + '.'):
+                    targets.add(node.module[len(package) + 1:].split('.')[0])
+        graph[module] = targets & {n[:-3] for n in os.listdir(folder)} - {module}
+    assert 'runtime' not in graph['cache'] and 'cache' in graph['runtime']
+
+    def reaches(start, goal, seen=()):
+        return any(t == goal or (t not in seen and reaches(t, goal, seen + (t,)))
+                   for t in graph.get(start, ()))
+
+    assert [m for m in sorted(graph) if reaches(m, m)] == []

@@ -52,6 +52,7 @@ import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from tx2_inference.backends.tensorrt import loader
 from tx2_inference.backends.tensorrt.cache import (  # noqa: F401 (the package's build API)
     BuildFn,
     cache_key,
@@ -233,14 +234,13 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
     :raises UserError: options this TensorRT or model cannot build.
     """
     from tx2_inference.backends.tensorrt.api import builder_features, network_flags
-    from tx2_inference.backends.tensorrt.runtime import import_tensorrt, tensorrt_logger
-    trt = import_tensorrt()  # probes the GPU first: TensorRT segfaults without one
+    trt = loader.import_tensorrt()  # probes the GPU first: TensorRT segfaults without one
     if not (hasattr(trt, 'Builder') and hasattr(trt, 'OnnxParser')):
         raise BackendUnavailableError(
             'this TensorRT ({} {}) is the runtime-only package (no Builder/OnnxParser): build '
             'the engine where full TensorRT is installed (JetPack: python3-libnvinfer), or pass '
             'a prebuilt engine.'.format(trt.__name__, trt.__version__))
-    logger = tensorrt_logger(trt)
+    logger = loader.tensorrt_logger(trt)
     builder = trt.Builder(logger)
     config = builder.create_builder_config()
     feats = builder_features(dir(config), trt.BuilderFlag.__members__, dir(trt), dir(builder))

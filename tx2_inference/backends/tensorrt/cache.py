@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Iterator, Optional
 
+from tx2_inference.backends.tensorrt import loader
 from tx2_inference.backends.tensorrt.cuda import gpu_name_and_capability
 from tx2_inference.backends.tensorrt.options import BuildOptions
 from tx2_inference.core.fileio import atomic_write_bytes, atomic_write_text, file_sha256
@@ -47,9 +48,8 @@ class DeviceIdentity(object):
 
 def device_identity() -> DeviceIdentity:
     """Return this machine's TensorRT version and GPU (probes the GPU before TensorRT)."""
-    from tx2_inference.backends.tensorrt.runtime import import_tensorrt
     gpu, cc = gpu_name_and_capability()
-    trt = import_tensorrt()
+    trt = loader.import_tensorrt()
     return DeviceIdentity(str(trt.__version__), gpu, cc)
 
 

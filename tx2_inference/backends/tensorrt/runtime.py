@@ -50,46 +50,16 @@ from tx2_inference.backends import OUTPUTS_FROM
 from tx2_inference.backends.base import Backend, concrete_shape, Slot, TensorInfo
 from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cache import engine_metadata
-from tx2_inference.backends.tensorrt.cuda import CudaError, open_cuda, require_gpu
-from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
+from tx2_inference.backends.tensorrt.cuda import CudaError, open_cuda
+from tx2_inference.backends.tensorrt.loader import (  # noqa: F401 (where callers find them)
+    import_tensorrt,
+    is_lean,
+    tensorrt_logger,
+    TENSORRT_MODULES,
+)
+from tx2_inference.errors import ConfigError, ModelError
 
 LOG = logging.getLogger(__name__)
-
-
-# Full TensorRT, then the runtime-only lean runtime: its frontend package (``tensorrt_lean``)
-# or, in 11.x, the module its bindings wheel installs (``tensorrt_lean_bindings``).
-TENSORRT_MODULES = ('tensorrt', 'tensorrt_lean', 'tensorrt_lean_bindings')
-
-
-def import_tensorrt() -> Any:
-    """Import TensorRT (full, else the runtime-only lean runtime), after the GPU probe."""
-    require_gpu()
-    errors = []
-    for name in TENSORRT_MODULES:
-        try:
-            return __import__(name)
-        except ImportError as error:
-            errors.append(str(error))
-    raise BackendUnavailableError(
-        'TensorRT is not installed ({}): on a Jetson it comes with JetPack '
-        '(python3-libnvinfer); elsewhere use backend onnxruntime'.format(errors[0]))
-
-
-def is_lean(trt: Any) -> bool:
-    """Return True for the runtime-only lean runtime (no builder; version-compatible only)."""
-    return str(getattr(trt, '__name__', '')).startswith('tensorrt_lean')
-
-
-def tensorrt_logger(trt: Any) -> Any:
-    """Return a WARNING ``trt.Logger``, with TensorRT's plugins (EfficientNMS, ...) registered.
-
-    The plugins are registered where the module has ``init_libnvinfer_plugins`` (not the lean
-    runtime, which runs no plugins).
-    """
-    logger = trt.Logger(trt.Logger.WARNING)
-    if hasattr(trt, 'init_libnvinfer_plugins'):
-        trt.init_libnvinfer_plugins(logger, '')
-    return logger
 
 
 def _lean_refusal(engine_path: str, trt: Any) -> str:
