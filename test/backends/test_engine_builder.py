@@ -52,11 +52,41 @@ def test_cache_key_depends_on_every_part(onnx_file):
                      eb.BuildOptions('fp16')),                                      # capability
         eb.cache_key(sha, TX2, eb.BuildOptions('fp32')),                            # precision
         eb.cache_key(sha, TX2, eb.BuildOptions('fp16', dla_core=0)),                # DLA
+        eb.cache_key(sha, TX2, eb.BuildOptions('fp16', workspace_mb=64)),           # workspace
     ]
     assert len(set(others + [base])) == len(others) + 1
-    # paths of caches and the workspace size do not change the engine's identity
-    assert base == eb.cache_key(sha, TX2, eb.BuildOptions('fp16', workspace_mb=64,
-                                                          timing_cache='/tmp/x'))
+    # the timing cache's path does not change the engine's identity
+    assert base == eb.cache_key(sha, TX2, eb.BuildOptions('fp16', timing_cache='/tmp/x'))
+
+
+def test_cache_key_follows_the_int8_calibration_data(tmp_path, onnx_file):
+    """Bug 6: a new calibration image set or cache is a new engine, not the old one."""
+    sha = eb.file_sha256(onnx_file)
+    images = _calibration_images(tmp_path / 'calib', 3)
+    key = lambda **kw: eb.cache_key(sha, TX2, eb.BuildOptions('int8', **kw))  # noqa: E731
+    first = key(calib_images=images)
+    assert first == key(calib_images=images)  # stable, and the folder's path is not in it
+    moved = str(tmp_path / 'moved')
+    os.rename(images, moved)
+    assert key(calib_images=moved) == first
+    with open(os.path.join(moved, '0.png'), 'r+b') as f:  # one image retaken
+        f.seek(60)
+        f.write(b'\x01\x02')
+    assert key(calib_images=moved) != first
+    assert key(calib_images=moved, calib_limit=2) != key(calib_images=moved)
+    # From a calibration cache alone: its content.
+    cache = tmp_path / 'calib.cache'
+    cache.write_bytes(b'TRT-8201-EntropyCalibration2\ninput: 3c010a14')
+    from_cache = key(calib_cache=str(cache))
+    cache.write_bytes(b'TRT-8201-EntropyCalibration2\ninput: 3c0a0a14')
+    assert key(calib_cache=str(cache)) != from_cache
+    # Images and a cache: the images decide (the cache is written from them, key unchanged).
+    both = key(calib_images=moved, calib_cache=str(cache))
+    cache.write_bytes(b'rewritten after calibration')
+    assert key(calib_images=moved, calib_cache=str(cache)) == both
+    # Not INT8: calibration data is not part of the engine.
+    assert (eb.cache_key(sha, TX2, eb.BuildOptions('fp16', calib_images=moved))
+            == eb.cache_key(sha, TX2, eb.BuildOptions('fp16')))
 
 
 def test_build_store_and_hit_with_metadata(tmp_path, onnx_file):
@@ -752,3 +782,68 @@ def test_cli_engine_version_compatible_option(tmp_path, onnx_file, monkeypatch):
     assert cli.main(['engine', onnx_file, '--version-compatible']) == 0
     assert cli.main(['engine', onnx_file]) == 0
     assert [o.version_compatible for o in got] == [True, False]
+
+
+TX2_JP461 = eb.DeviceIdentity('8.2.1', 'NVIDIA Tegra X2', '6.2')  # after JetPack 4.6 -> 4.6.1
+
+
+def test_a_stale_int8_engine_is_rebuilt_with_what_its_build_had(tmp_path):
+    """Bug 5: TensorRT 8.0.1 -> 8.2.1 rebuilds with the calibration, workspace, timing cache."""
+    onnx_path = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    images = _calibration_images(tmp_path / 'calib', 3)
+    options = eb.BuildOptions('int8', calib_images=images, calib_cache=str(tmp_path / 'c.cache'),
+                              workspace_mb=512, timing_cache=str(tmp_path / 'timing.cache'),
+                              calib_batch=2, calibrator='minmax',
+                              config_path=os.path.join(ROOT, 'models', 'ssdlite_person.yaml'))
+    jp46 = eb.DeviceIdentity('8.0.1', 'NVIDIA Tegra X2', '6.2')
+    path = eb.build_or_load(onnx_path, options, cache_dir=str(tmp_path / 'engines'),
+                            identity=jp46, build_fn=fake_build)
+    seen = []
+    rebuilt = eb.check_engine_file(path, TX2_JP461,
+                                   build_fn=lambda p, o: seen.append(o) or fake_build(p, o))
+    assert rebuilt != path and len(seen) == 1
+    again = seen[0]
+    for name in ('precision', 'calib_images', 'calib_cache', 'workspace_mb', 'timing_cache',
+                 'calib_batch', 'calibrator', 'config_path'):
+        assert getattr(again, name) == getattr(options, name), name
+    assert eb.engine_metadata(rebuilt)['trt_version'] == '8.2.1'
+    # The calibration data is gone from the robot: refused with the exact command to run.
+    import shutil
+    shutil.rmtree(images)
+    with pytest.raises(ModelError) as err:
+        eb.check_engine_file(path, TX2_JP461, build_fn=fake_build)
+    message = str(err.value)
+    assert 'trt_version 8.0.1 (this device: 8.2.1)' in message
+    assert 'the calibration images {!r}'.format(images) in message
+    assert ('tx2-convert engine {} --precision int8 --workspace-mb 512 --calib-images {} '
+            '--calib-cache {} --calibrator minmax --timing-cache {}'.format(
+                onnx_path, images, options.calib_cache, options.timing_cache)) in message
+    assert message.endswith('-o {}'.format(path))
+
+
+def test_a_stale_int8_engine_from_a_qdq_model_needs_no_calibration(tmp_path):
+    onnx_path = _tiny_onnx(str(tmp_path / 'qdq.onnx'), qdq=True)
+    jp46 = eb.DeviceIdentity('8.0.1', 'NVIDIA Tegra X2', '6.2')
+    path = eb.build_or_load(onnx_path, eb.BuildOptions('int8'), cache_dir=str(tmp_path / 'e'),
+                            identity=jp46, build_fn=fake_build)
+    assert eb.check_engine_file(path, TX2_JP461, build_fn=fake_build) != path
+
+
+def test_a_calibration_cache_from_other_images_is_recalibrated(tmp_path, caplog):
+    import types
+
+    from tx2_inference.backends.tensorrt.calibrator import make_calibrator
+    trt = types.SimpleNamespace(IInt8EntropyCalibrator2=type(
+        'IInt8EntropyCalibrator2', (), {'__init__': lambda self: None}))
+    cache = str(tmp_path / 'calib.cache')
+    batches = []  # images are given (their batches are not read here)
+    first = make_calibrator(trt, 'entropy', batches, cache, source='images:aaa')
+    assert first.read_calibration_cache() is None
+    first.write_calibration_cache(b'scales from images aaa')
+    assert first.read_calibration_cache() == b'scales from images aaa'
+    other = make_calibrator(trt, 'entropy', batches, cache, source='images:bbb')
+    assert other.read_calibration_cache() is None  # TensorRT then calibrates from the images
+    assert 'not written from these calibration images' in caplog.text
+    # No images: the cache alone is the calibration, whatever wrote it.
+    assert make_calibrator(trt, 'entropy', None, cache).read_calibration_cache() == (
+        b'scales from images aaa')

@@ -115,9 +115,15 @@ def check_engine_file(engine_path: str, identity: DeviceIdentity,
                          'from. Copy the .onnx file (and its .yaml) to the robot and point the '
                          'node at it; the engine is then built here.'.format(engine_path,
                                                                             problem))
+    if options is None:  # as it was built: key fields, calibration, workspace, timing cache
+        options = BuildOptions.from_metadata(meta or {})
+    missing = options.calibration_missing()
+    if missing and not _is_qdq(_onnx_ops(onnx_path)):
+        raise ModelError('Engine {!r} {}; rebuilding this INT8 engine needs {}, not found here. '
+                         'Copy them to the robot and build it again: {}'.format(
+                             engine_path, problem, ' and '.join(missing),
+                             options.engine_command(onnx_path, engine_path)))
     LOG.warning('engine %s %s: rebuilding from %s', engine_path, problem, onnx_path)
-    if options is None:
-        options = BuildOptions.from_key_fields((meta or {}).get('options') or {})
     cache = EngineCache(os.path.dirname(os.path.abspath(engine_path)))
     return cache.get_or_build(onnx_path, options, identity, build_fn or build_engine_bytes,
                               force=True)
@@ -207,6 +213,16 @@ def _onnx_ops(onnx_path: str) -> List[Tuple[str, str]]:
     import onnx
     model = onnx.load(onnx_path, load_external_data=False)
     return [(n.domain, n.op_type) for n in model.graph.node]
+
+
+def onnx_inputs(onnx_path: str) -> List[Tuple[str, List[int]]]:
+    """Return (name, dims) of the ONNX model's inputs (weights excluded), -1 where free."""
+    import onnx
+    model = onnx.load(onnx_path, load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    return [(t.name, [d.dim_value if d.HasField('dim_value') else -1
+                      for d in t.type.tensor_type.shape.dim])
+            for t in model.graph.input if t.name not in weights]
 
 
 def _is_qdq(ops: List[Tuple[str, str]]) -> bool:
@@ -393,7 +409,8 @@ def _calibrator(trt: Any, builder: Any, config: Any, network: Any, onnx_path: st
                                                         options.calib_limit),
                                      _input_cfg(options, onnx_path), shape,
                                      trt.nptype(inp.dtype))
-    calibrator = make_calibrator(trt, options.calibrator, batches, options.calib_cache)
+    calibrator = make_calibrator(trt, options.calibrator, batches, options.calib_cache,
+                                 source=options.calibration_digest() if batches else None)
     config.int8_calibrator = calibrator
     return calibrator
 
