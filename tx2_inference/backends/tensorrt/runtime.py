@@ -135,6 +135,7 @@ class TensorRTBackend(Backend):
                     'TensorRT {} cannot deserialise {!r}: it was built by another TensorRT '
                     'version or for another GPU (see the TensorRT log above); rebuild it '
                     'on this machine'.format(getattr(trt, '__version__', '?'), engine_path))
+            trt_api.refuse_implicit_batch(self._engine, engine_path)
             self._api = trt_api.runtime_api(trt, self._engine)  # type: Any
             self._io = self._api.io_tensors()
             self._infos = [self._info(t.name) for t in self._io]
