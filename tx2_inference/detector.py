@@ -107,6 +107,7 @@ class Detector(object):
         config = ModelConfig.for_model(model_path, config_path)
         self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
                                      engine_cache_dir=engine_cache_dir, spinning=spinning,
+                                     batch_size=int(batch_size), depth=int(depth),
                                      **(backend_options or {}))
         try:
             self.config = config.resolve(self._backend.inputs, self._backend.outputs)

@@ -847,3 +847,73 @@ def test_a_calibration_cache_from_other_images_is_recalibrated(tmp_path, caplog)
     # No images: the cache alone is the calibration, whatever wrote it.
     assert make_calibrator(trt, 'entropy', None, cache).read_calibration_cache() == (
         b'scales from images aaa')
+
+
+def _batch_onnx(path, batch):
+    """Write a one-Relu ONNX with the fake network's input, of batch ``batch`` ('N': free)."""
+    import onnx
+    from onnx import helper, TensorProto
+    shape = [batch, 300, 300, 3]
+    x = helper.make_tensor_value_info('image_tensor:0', TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, shape)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node('Relu', ['image_tensor:0'], ['y'])], 'g', [x], [y]),
+        opset_imports=[helper.make_opsetid('', 13)])
+    onnx.save(model, path)
+    return path
+
+
+def test_the_nodes_onnx_build_takes_batch_size_and_finds_the_cli_engine(
+        tmp_path, monkeypatch, capsys):
+    """Bug 4: batch_size reaches the build; `tx2-convert engine --batch N` has the same key."""
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import loader, runtime
+    from tx2_inference.convert import cli
+    log = []
+    monkeypatch.setattr(loader, 'import_tensorrt',
+                        lambda: _fake_trt('8.2.1', log, input_shape=_DYNAMIC))
+    monkeypatch.setattr(eb, 'device_identity', lambda: TX2)
+    built = []
+    real_build = eb.build_engine_bytes
+    monkeypatch.setattr(eb, 'build_engine_bytes',
+                        lambda path, opts: built.append(opts) or real_build(path, opts))
+    opened = []
+    monkeypatch.setattr(runtime, 'TensorRTBackend',
+                        lambda path, device=0, **kw: opened.append(path) or
+                        type('Opened', (), {'precision': None})())
+    onnx_path = _batch_onnx(str(tmp_path / 'cams.onnx'), 'N')
+    cache = str(tmp_path / 'engines')
+    # Built by hand first, as the README says, then the node starts with batch_size 4.
+    assert cli.main(['engine', onnx_path, '--batch', '4', '--cache-dir', cache]) == 0
+    by_hand = capsys.readouterr().out.split('Engine: ')[1].strip()
+    backends.open_backend(onnx_path, 'tensorrt', engine_cache_dir=cache, batch_size=4, depth=2)
+    assert opened == [by_hand] and len(built) == 1  # found, not built again
+    assert built[0].shapes == {'image_tensor:0': ((1, 300, 300, 3), (4, 300, 300, 3),
+                                                  (4, 300, 300, 3))}
+    # Another batch_size or depth is another engine, built with its profiles at configure.
+    backends.open_backend(onnx_path, 'tensorrt', engine_cache_dir=cache, batch_size=2, depth=3)
+    assert len(built) == 2 and opened[-1] != by_hand
+    assert built[1].shapes['image_tensor:0'][2] == (2, 300, 300, 3) and built[1].profiles == 3
+    assert len([e for e in log if e[0] == 'profile']) == 2 + 3
+    # A fixed-batch model gets no profiles: it runs its own batch (the detector says the rest).
+    fixed = _batch_onnx(str(tmp_path / 'one.onnx'), 1)
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt('8.2.1', log))
+    backends.open_backend(fixed, 'tensorrt', engine_cache_dir=cache, batch_size=4)
+    assert built[-1].shapes == {}
+
+
+def test_the_detector_hands_batch_size_and_depth_to_the_backend(monkeypatch, default_model):
+    from tx2_inference import detector
+    seen = {}
+
+    class StopError(Exception):
+        pass
+
+    def open_backend(model_path, backend, **kwargs):
+        seen.update(kwargs)
+        raise StopError()
+
+    monkeypatch.setattr(detector, 'open_backend', open_backend)
+    with pytest.raises(StopError):
+        detector.Detector(default_model, backend='tensorrt', batch_size=4, depth=3)
+    assert seen['batch_size'] == 4 and seen['depth'] == 3
