@@ -17,6 +17,7 @@ import time
 import numpy as np
 from project_files import ROOT
 import pytest
+import tensorrt_lean_bindings as lean
 
 from tx2_inference.backends.tensorrt import builder as eb
 from tx2_inference.backends.tensorrt.cuda import probe_gpu
@@ -356,11 +357,73 @@ class _Rec(object):
         object.__setattr__(self, key, value)
 
 
+# ``DataType`` per TensorRT release, from NVIDIA/TensorRT's headers (``enum class DataType`` of
+# include/NvInferRuntimeCommon.h on release/8.0 08db8ef, release/8.2 f5f4e6f, release/8.5; of
+# NvInferRuntimeBase.h on release/8.6 a0215c1 and release/10.3 5b990f0); 11.4: the real lean
+# bindings. No UINT8 before 8.5 (i20-target's uint8 conversion is what makes such models build).
+DATA_TYPES = {
+    '8.0': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL'],
+    '8.2': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL'],
+    '8.5': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL', 'UINT8'],
+    '8.6': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL', 'UINT8', 'FP8'],
+    '10.3': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL', 'UINT8', 'FP8', 'BF16', 'INT64', 'INT4'],
+    '11.4': sorted(lean.DataType.__members__, key=lambda n: int(lean.DataType.__members__[n])),
+}
+# ONNX TensorProto type -> the TensorRT type the ONNX parser gives it (onnx-tensorrt 8.2-GA
+# f42daee, onnx2trt_utils.cpp convertDtype: DOUBLE -> FLOAT, INT64 -> INT32 where there is no
+# INT64; anything else is "Unsupported ONNX data type: NAME (n)").
+_ONNX_TO_TRT = {1: 'FLOAT', 11: 'FLOAT', 10: 'HALF', 3: 'INT8', 6: 'INT32', 9: 'BOOL',
+                2: 'UINT8', 7: 'INT64', 16: 'BF16'}
+_NUMPY = {'FLOAT': np.float32, 'HALF': np.float16, 'INT8': np.int8, 'INT32': np.int32,
+          'BOOL': np.bool_, 'UINT8': np.uint8, 'INT64': np.int64}
+
+
+def _fake_onnx_parser(trt, log):
+    """``trt.OnnxParser``: the real ONNX is read; input types the release lacks are refused."""
+    import onnx
+
+    class Parser(object):
+        def __init__(self, network, logger):
+            self.network, self.errors = network, []
+            self.num_errors = 0
+
+        def parse(self, data):
+            model = onnx.load_from_string(bytes(data))
+            weights = {i.name for i in model.graph.initializer}
+            for tensor in model.graph.input:
+                if tensor.name in weights:
+                    continue
+                code = tensor.type.tensor_type.elem_type
+                name = _ONNX_TO_TRT.get(code, '?')
+                if name == 'INT64' and name not in trt.DataType.__members__:
+                    name = 'INT32'
+                if name not in trt.DataType.__members__:
+                    self.errors.append('In node -1 (importInput): UNSUPPORTED_NODE: Assertion '
+                                       'failed: convertDtype(...) && "Failed to convert ONNX '
+                                       'date type to TensorRT data type." ({}: Unsupported ONNX '
+                                       'data type: {} ({}))'.format(
+                                           tensor.name, onnx.TensorProto.DataType.Name(code),
+                                           code))
+                    continue
+                self.network.input.dtype = getattr(trt.DataType, name)
+            self.num_errors = len(self.errors)
+            log.append(('parsed', self.num_errors))
+            return not self.errors
+
+        def get_error(self, index):
+            return self.errors[index]
+
+    return Parser
+
+
 def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     import types
     major = int(version.split('.')[0])
     trt = types.ModuleType('tensorrt')
     trt.__version__ = version
+    types_here = DATA_TYPES[version.rsplit('.', 1)[0]]
+    trt.DataType = type('DataType', (), dict({n: i for i, n in enumerate(types_here)},
+                                             __members__={n: i for i, n in enumerate(types_here)}))
     enum = lambda *names: type('Enum', (), dict({n: i for i, n in enumerate(names)},  # noqa
                                                 __members__={n: i for i, n in enumerate(names)}))
     flags = ['FP16', 'INT8', 'GPU_FALLBACK'] if major < 11 else ['GPU_FALLBACK']
@@ -372,7 +435,7 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     trt.MemoryPoolType = enum('WORKSPACE')
     trt.DeviceType = enum('GPU', 'DLA')
     trt.Logger = type('Logger', (), {'WARNING': 2, '__init__': lambda self, s: None})
-    trt.nptype = lambda dtype: np.uint8
+    trt.nptype = lambda dtype: _NUMPY[types_here[dtype]]
     if major < 11:
         for name in ('IInt8EntropyCalibrator2', 'IInt8MinMaxCalibrator'):
             setattr(trt, name, type(name, (), {'__init__': lambda self: None}))
@@ -407,8 +470,9 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
             attrs['max_workspace_size'] = 0
         return _Rec(log, 'config', **attrs)
 
-    tensor = _Rec(log, 'input', name='image_tensor:0', shape=input_shape, dtype='uint8')
-    network = _Rec(log, 'network', num_inputs=1, get_input=lambda i: tensor)
+    tensor = _Rec(log, 'input', name='image_tensor:0', shape=input_shape,
+                  dtype=trt.DataType.FLOAT)
+    network = _Rec(log, 'network', num_inputs=1, get_input=lambda i: tensor, input=tensor)
 
     def create_network(flags):
         log.append(('network_flags', flags))
@@ -438,8 +502,7 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     if major < 11:
         builder_attrs.update(platform_has_fast_fp16=True, platform_has_fast_int8=False)
     trt.Builder = lambda logger: _Rec(log, 'builder', **builder_attrs)
-    trt.OnnxParser = lambda network, logger: _Rec(log, 'parser', parse=lambda b: True,
-                                                  num_errors=0)
+    trt.OnnxParser = _fake_onnx_parser(trt, log)
     return trt
 
 
@@ -711,7 +774,7 @@ def test_int8_calibrates_every_image_in_batches_the_network_accepts(
     fed = [e[1] for e in log if e[0] == 'calibrated'][0]
     assert len(fed) == batches and {size for size, _ in fed} == {batch}
     device = host_cuda[0]
-    assert device.nbytes == batch * 300 * 300 * 3  # the buffer holds exactly one batch
+    assert device.nbytes == batch * 300 * 300 * 3 * 4  # exactly one float32 batch
     assert all(c.shape == (batch, 300, 300, 3) for c in device.copied)
     profiles = [e[1] for e in log if e[0] == 'calibration_profile']
     if -1 in input_shape:  # NvInfer.h: must be set for runtime dimensions
@@ -917,3 +980,28 @@ def test_the_detector_hands_batch_size_and_depth_to_the_backend(monkeypatch, def
     with pytest.raises(StopError):
         detector.Detector(default_model, backend='tensorrt', batch_size=4, depth=3)
     assert seen['batch_size'] == 4 and seen['depth'] == 3
+
+
+@pytest.mark.parametrize('version, takes_uint8', [
+    ('8.0.1', False), ('8.2.1', False), ('8.5.2', True), ('10.3.0', True), ('11.4.0', True)])
+def test_the_builder_fake_refuses_types_its_tensorrt_lacks(version, takes_uint8, tmp_path,
+                                                           monkeypatch):
+    """A uint8 input (every TF OD API export) does not parse before TensorRT 8.5."""
+    import onnx
+    from onnx import helper, TensorProto
+
+    from tx2_inference.backends.tensorrt import loader
+    log = []
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(version, log))
+    x = helper.make_tensor_value_info('image_tensor:0', TensorProto.UINT8, [1, 300, 300, 3])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 300, 300, 3])
+    path = str(tmp_path / 'uint8.onnx')
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node('Cast', ['image_tensor:0'], ['y'], to=TensorProto.FLOAT)], 'g',
+        [x], [y]), opset_imports=[helper.make_opsetid('', 13)]), path)
+    if takes_uint8:
+        assert eb.build_engine_bytes(path, eb.BuildOptions('fp32')) == b'SERIALIZED'
+        return
+    with pytest.raises(ModelError) as err:
+        eb.build_engine_bytes(path, eb.BuildOptions('fp32'))
+    assert 'Unsupported ONNX data type: UINT8 (2)' in str(err.value)
