@@ -961,6 +961,30 @@ def test_outputs_from_pinned_or_a_copy(outputs_from, monkeypatch, tmp_path):
         _fake_backend(monkeypatch, tmp_path, '10.x', outputs_from='uncached')
 
 
+@pytest.mark.parametrize('inputs_from', ['pinned', 'copy'])
+def test_inputs_from_pinned_or_a_cached_array_copied_at_launch(inputs_from, monkeypatch,
+                                                               tmp_path):
+    """The TX2's switch for the inputs; the H2D copy really moves bytes (real cuda-bindings)."""
+    import ctypes
+    device, cudart = _cuda_python_device(monkeypatch)
+    backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1,
+                                 cuda=device, inputs_from=inputs_from)
+    slot = backend.create_slot(0)
+    pinned = slot.handle.pinned['images']
+    assert (slot.inputs['images'] is pinned) == (inputs_from == 'pinned')
+    assert np.shares_memory(slot.rows[0].inputs['images'], slot.inputs['images'])
+    slot.inputs['images'][:] = 4.25  # what the pre-processor writes
+    backend.launch(slot)
+    assert backend.wait(slot)
+    np.testing.assert_array_equal(pinned, np.full((1, 3, 8, 8), 4.25, np.float32))
+    address = int(slot.handle.device['images'])
+    on_device = np.frombuffer(ctypes.string_at(address, pinned.nbytes), np.float32)
+    assert (on_device == 4.25).all()
+    backend.close()
+    with pytest.raises(ConfigError, match='inputs_from'):
+        _fake_backend(monkeypatch, tmp_path, '10.x', inputs_from='cached')
+
+
 @pytest.mark.parametrize('version', ['8.2', '11.x'])
 def test_a_host_shape_tensor_is_refused_by_name(version, monkeypatch, tmp_path):
     log = []

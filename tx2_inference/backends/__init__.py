@@ -10,7 +10,8 @@ from typing import Any, Optional
 from tx2_inference.backends.base import Backend, Slot, TensorInfo
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
-__all__ = ['Backend', 'BACKENDS', 'open_backend', 'OUTPUTS_FROM', 'PRECISIONS', 'Slot',
+__all__ = ['Backend', 'BACKENDS', 'INPUTS_FROM', 'open_backend', 'OUTPUTS_FROM', 'PRECISIONS',
+           'Slot',
            'TensorInfo']
 
 # The one list of each: what open_backend, the node's parameters and the CLIs accept.
@@ -19,6 +20,9 @@ BACKENDS = ('auto', 'onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', '
 PRECISIONS = ('fp32', 'fp16', 'int8')
 # Where the TensorRT backend's decoder reads outputs: its pinned buffers, or a CPU-cached copy.
 OUTPUTS_FROM = ('pinned', 'copy')
+# Where the pre-processor writes the TensorRT backend's inputs: its pinned buffers, or a CPU-cached
+# array copied into them at launch.
+INPUTS_FROM = ('pinned', 'copy')
 
 _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 
@@ -26,7 +30,8 @@ _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16',
                  threads: Optional[int] = None, device: int = 0,
                  engine_cache_dir: Optional[str] = None, spinning: Optional[bool] = None,
-                 outputs_from: Optional[str] = None, batch_size: int = 1,
+                 outputs_from: Optional[str] = None, inputs_from: Optional[str] = None,
+                 batch_size: int = 1,
                  depth: Optional[int] = None, **options: Any) -> Backend:
     """Open ``model_path`` with the named backend, or the best one here for ``'auto'``.
 
@@ -44,6 +49,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
         parts of a run (see ``OnnxRuntimeBackend``); None: the backend's default (off). The
         other backends ignore it.
     :param outputs_from: TensorRT: ``pinned`` or ``copy`` (``TensorRTBackend``); None: its
+        default (pinned). The other backends ignore it.
+    :param inputs_from: TensorRT: ``pinned`` or ``copy`` (``TensorRTBackend``); None: its
         default (pinned). The other backends ignore it.
     :param batch_size: TensorRT from ``.onnx``: the most frames one inference runs; a model
         with a free batch dimension is built for batches 1..``batch_size``, the engine
@@ -86,6 +93,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
                                               'here: {}'.format(model_path, error)) from error
         if outputs_from is not None:
             options['outputs_from'] = outputs_from
+        if inputs_from is not None:
+            options['inputs_from'] = inputs_from
         try:
             result = TensorRTBackend(model_path, device=device, **options)
         except BackendUnavailableError as error:

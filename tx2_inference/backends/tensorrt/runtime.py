@@ -35,6 +35,12 @@ memory is not cached by the CPU, so a decoder that reads outputs many times may 
 copy; on the robot compare the executor's ``decode_ms`` (its ``stats()``, the node's
 diagnostics) with each before choosing.
 
+``inputs_from``, its mirror for the inputs: ``'pinned'`` (default) lets the pre-processor write
+each frame straight into the pinned buffers the H2D copies read; ``'copy'`` gives it ordinary
+(CPU-cached) arrays, copied into the pinned buffers in one ``np.copyto`` per input at
+``launch``. On a TX2 the pre-processor's many small writes to uncached pinned memory may cost
+more than that one copy: compare the executor's ``prepare_ms`` with each on the robot.
+
 Which TensorRT call is used for each step is decided in ``api`` only.
 """
 
@@ -42,11 +48,11 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tx2_inference.backends import OUTPUTS_FROM
+from tx2_inference.backends import INPUTS_FROM, OUTPUTS_FROM
 from tx2_inference.backends.base import Backend, concrete_shape, Slot, TensorInfo
 from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cache import engine_metadata
@@ -76,7 +82,7 @@ class _SlotHandle(object):
 
     __slots__ = ('context', 'profile', 'stream', 'stream_handle', 'device', 'bound',
                  'copies_in', 'copies_out', 'start', 'end', 'done', 'pinned', 'copied',
-                 'launched', 'waiting', 'rows', 'batch_inputs')
+                 'launched', 'waiting', 'rows', 'batch_inputs', 'staged')
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -86,6 +92,7 @@ class _SlotHandle(object):
         self.launched = False
         self.copied = True
         self.waiting = 0
+        self.staged = []  # type: List[Tuple[np.ndarray, np.ndarray]]
 
 
 class TensorRTBackend(Backend):
@@ -95,6 +102,7 @@ class TensorRTBackend(Backend):
     :param device: CUDA device number.
     :param cuda_library: ``pycuda`` or ``cuda-python`` to force one.
     :param outputs_from: ``pinned`` or ``copy`` (see the module docstring).
+    :param inputs_from: ``pinned`` or ``copy`` (see the module docstring).
     :param close_timeout: seconds ``close`` waits for a slot's unfinished work.
     """
 
@@ -102,12 +110,16 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine_path: str, device: int = 0,
                  cuda_library: Optional[str] = None, outputs_from: str = 'pinned',
+                 inputs_from: str = 'pinned',
                  close_timeout: float = 2.0) -> None:
         """Probe the GPU, then deserialise the engine."""
         super(TensorRTBackend, self).__init__(engine_path)
         if outputs_from not in OUTPUTS_FROM:
             raise ConfigError('outputs_from {!r} is not one of {}'.format(
                 outputs_from, ', '.join(OUTPUTS_FROM)))
+        if inputs_from not in INPUTS_FROM:
+            raise ConfigError('inputs_from {!r} is not one of {}'.format(
+                inputs_from, ', '.join(INPUTS_FROM)))
         if not os.path.isfile(engine_path):
             raise ModelError('TensorRT engine {!r} does not exist: build it from the ONNX '
                              'model first'.format(engine_path))
@@ -117,6 +129,7 @@ class TensorRTBackend(Backend):
             if meta is not None and not (meta.get('options') or {}).get('version_compatible'):
                 raise ModelError(_lean_refusal(engine_path, trt))
         self.outputs_from = outputs_from
+        self.inputs_from = inputs_from
         self.close_timeout = float(close_timeout)
         self._trt = trt
         self._lock = threading.Lock()
@@ -231,6 +244,9 @@ class TensorRTBackend(Backend):
             outputs = {i.name: h.pinned[i.name] for i in self.outputs}
             h.copies_in = [(h.device[n], a) for n, a in inputs.items()]
             h.copies_out = [(a, h.device[n]) for n, a in outputs.items()]
+            if self.inputs_from == 'copy':  # ordinary (CPU-cached) arrays to prepare into
+                inputs = {n: np.empty_like(a) for n, a in inputs.items()}
+                h.staged = [(h.pinned[n], a) for n, a in inputs.items()]
             if self.outputs_from == 'copy':  # ordinary (CPU-cached) arrays for the decoder
                 outputs = {n: np.empty_like(a) for n, a in outputs.items()}
             h.start = cuda.event()
@@ -261,6 +277,8 @@ class TensorRTBackend(Backend):
                 for name, rest in h.batch_inputs:
                     self._api.set_input_shape(h.context, name, (slot.count,) + rest, h.profile)
                 h.rows = slot.count
+            for pinned, prepared in h.staged:  # inputs_from copy: into the pinned buffers
+                np.copyto(pinned, prepared)
             for device, array in h.copies_in:
                 cuda.memcpy_htod_async(device, array, h.stream)
             cuda.record(h.start, h.stream)
@@ -323,7 +341,7 @@ class TensorRTBackend(Backend):
         cuda = self._cuda
         made = list(h.device.values()) + list(h.pinned.values())
         made += [e for e in (h.start, h.end, h.done, h.stream) if e is not None]
-        h.device, h.pinned, h.copies_in, h.copies_out = {}, {}, [], []
+        h.device, h.pinned, h.copies_in, h.copies_out, h.staged = {}, {}, [], [], []
         h.start = h.end = h.done = h.bound = None
         h.context = None  # the execution context is destroyed here, with the context pushed
         try:
