@@ -48,7 +48,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -92,7 +92,7 @@ class _SlotHandle(object):
         self.launched = False
         self.copied = True
         self.waiting = 0
-        self.staged = []  # type: List[Tuple[np.ndarray, np.ndarray]]
+        self.staged = []  # type: List[Any]  # (pinned, prepared) pairs, inputs_from copy
 
 
 class TensorRTBackend(Backend):
