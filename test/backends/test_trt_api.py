@@ -1229,3 +1229,75 @@ def test_the_tensorrt_backend_modules_import_no_circle():
                    for t in graph.get(start, ()))
 
     assert [m for m in sorted(graph) if reaches(m, m)] == []
+
+
+def test_the_gpu_check_standin_takes_the_real_signatures_and_raises_like_tensorrt():
+    """test/trt_standin.py runs where no TensorRT is (make gpu-check): held to it here."""
+    import trt_signatures
+    import trt_standin
+    classes = [(trt_standin._TensorsEngine, 'ICudaEngine'),
+               (trt_standin._BindingsEngine, 'ICudaEngine'),
+               (trt_standin.TensorsContext, 'IExecutionContext'),
+               (trt_standin.BindingsContext, 'IExecutionContext')]
+    compared = set()
+    for cls, real in classes:
+        for name in dir(cls):
+            fn = getattr(cls, name)
+            if name.startswith('_') or not callable(fn):
+                continue
+            overloads = trt_signatures.overloads(real, name)
+            if not overloads:
+                continue
+            own = list(inspect.signature(fn).parameters)[1:]
+            assert any([n for n, _ in p[:len(own)]] == own for p, _ in overloads), (
+                cls.__name__, name, own, overloads)
+            compared.add(name)
+    assert {'set_optimization_profile_async', 'execute_async_v3', 'execute_async_v2',
+            'set_tensor_address', 'get_tensor_profile_shape', 'get_profile_shape'} <= compared
+    engine = trt_standin._TensorsEngine({'items': 4, 'max_batch': 2, 'profiles': 2,
+                                         'base_ms': 0, 'item_ms': 0, 'static': False})
+    context = engine.create_execution_context()
+    assert context.set_optimization_profile_async(1, 0) is True
+    with pytest.raises(RuntimeError, match='^Error in set optimization profile async.$'):
+        context.set_optimization_profile_async(2, 0)
+    static = trt_standin._TensorsEngine({'items': 4, 'max_batch': 2, 'profiles': 1,
+                                         'base_ms': 0, 'item_ms': 0, 'static': True})
+    assert static.get_tensor_shape('x') == (2, 4)
+    assert static.create_execution_context().get_tensor_shape('y') == (2, 4)
+
+
+@pytest.mark.parametrize('generation', ['tensors', 'bindings'])
+@pytest.mark.parametrize('static', [False, True])
+def test_the_gpu_check_path_dry_run_on_the_host(generation, static, monkeypatch, tmp_path):
+    """Make gpu-check's stand-in engine through the backend, here: the real cuda-bindings with
+    the device calls stood in (host memory at real addresses), the stand-in's CuPy kernel
+    replaced by the same y = 2x + 1 on those addresses. What stays for the GPU: the kernel,
+    real streams and timing (test_gpu_check.py).
+    """
+    import ctypes
+
+    import trt_standin
+
+    from tx2_inference.backends.tensorrt import runtime
+
+    def host_kernel(x, y, count, spin_ms, stream_handle):
+        assert stream_handle in handles, 'not a stream the device made'
+        source = np.frombuffer((ctypes.c_float * count).from_address(int(x)), np.float32)
+        target = np.frombuffer((ctypes.c_float * count).from_address(int(y)), np.float32)
+        target[:] = 2 * source + 1
+
+    device, cudart = _cuda_python_device(monkeypatch)
+    handles = set()
+    monkeypatch.setattr(trt_standin, 'launch', host_kernel)
+    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: trt_standin.module(generation))
+    monkeypatch.setattr(runtime, 'open_cuda', lambda device_index, library: device)
+    path = trt_standin.engine_file(str(tmp_path / 'standin.engine'), 16, max_batch=4,
+                                   profiles=2, generation=generation, static=static)
+    with runtime.TensorRTBackend(path, outputs_from='copy', inputs_from='copy') as backend:
+        slots = [backend.create_slot(i, {'x': (4 if static else 3, 16)}) for i in range(2)]
+        handles.update(int(s) for s in cudart.streams)
+        for number, slot in enumerate(slots):
+            slot.inputs['x'][:] = np.arange(slot.inputs['x'].size).reshape(-1, 16) + number
+            backend.run(slot)
+            np.testing.assert_array_equal(slot.outputs['y'], 2 * slot.inputs['x'] + 1)
+        assert backend._engine.launches == {4 if static else 3: 2}
