@@ -1269,10 +1269,11 @@ def test_the_gpu_check_standin_takes_the_real_signatures_and_raises_like_tensorr
 @pytest.mark.parametrize('generation', ['tensors', 'bindings'])
 @pytest.mark.parametrize('static', [False, True])
 def test_the_gpu_check_path_dry_run_on_the_host(generation, static, monkeypatch, tmp_path):
-    """Make gpu-check's stand-in engine through the backend, here: the real cuda-bindings with
-    the device calls stood in (host memory at real addresses), the stand-in's CuPy kernel
-    replaced by the same y = 2x + 1 on those addresses. What stays for the GPU: the kernel,
-    real streams and timing (test_gpu_check.py).
+    """Dry-run make gpu-check's stand-in engine through the backend, on the host.
+
+    The real cuda-bindings with the device calls stood in (host memory at real addresses), the
+    stand-in's CuPy kernel replaced by the same y = 2x + 1 on those addresses. What stays for
+    the GPU: the kernel, real streams and timing (test_gpu_check.py).
     """
     import ctypes
 
