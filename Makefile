@@ -8,7 +8,8 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env models demo test lint bench soak constraints clean help gpu-check
+.PHONY: env mlserver motmetrics py36 models demo test lint bench soak constraints clean help \
+	gpu-check
 
 help:
 	@echo 'make demo   set up, convert the default model, run the node on real photos'
@@ -21,19 +22,32 @@ help:
 env:
 	@tools/setup_env.sh
 
+# The MLServer stand-in for a Triton server (own venv, ~400 MB): only the tests and the
+# benchmark start it, so `make demo` does not set it up.
+mlserver:
+	@tools/setup_mlserver.sh
+
+# py-motmetrics (numpy 1.x, pandas < 2.3, own venv) for the tracking evaluation's tests only.
+motmetrics:
+	@tools/setup_motmetrics.sh
+
+# The robot's Python (CPython 3.6, JetPack-era libraries) for test/test_python36_runtime.py.
+py36:
+	@tools/setup_py36.sh
+
 models: env
 	@$(PY) tools/get_default_model.py
 
 demo: models
 	@$(PY) -m tx2_inference.tools.demo
 
-test: models
+test: models mlserver motmetrics py36
 	@$(PY) -m pytest
 
 lint: env
 	@$(PY) -m pytest test/test_style.py test/test_python36.py test/test_package_xml.py test/test_import_rules.py
 
-bench: models
+bench: models mlserver
 	@$(PY) -m tx2_inference.tools.benchmark --output output/benchmark
 
 soak: models

@@ -320,6 +320,16 @@ def test_shape_profiles_and_options_are_checked():
         eb.BuildOptions('int8', calibrator='percentile')
 
 
+def test_an_engine_build_without_the_onnx_package_names_the_pip_line(default_model,
+                                                                       monkeypatch):
+    # Every engine build reads the model with `onnx`, which no rosdep key installs: a robot
+    # without it got a bare ModuleNotFoundError at its first configure (issue 20, bug 2).
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # as if not installed
+    with pytest.raises(eb.BackendUnavailableError) as info:
+        eb._onnx_ops(default_model)
+    assert 'pip3 install onnx==1.11.0' in str(info.value)
+
+
 def test_cli_engine_without_gpu_is_one_clear_error(tmp_path, onnx_file, capsys):
     if probe_gpu(refresh=True)[0]:
         pytest.skip('a GPU is present: the no-GPU message cannot be shown here')
@@ -847,7 +857,8 @@ def test_cli_engine_version_compatible_option(tmp_path, onnx_file, monkeypatch):
     assert [o.version_compatible for o in got] == [True, False]
 
 
-TX2_JP461 = eb.DeviceIdentity('8.2.1', 'NVIDIA Tegra X2', '6.2')  # after JetPack 4.6 -> 4.6.1
+# A Xavier NX (sm_72: fast INT8; a TX2 refuses INT8, devices.py) after JetPack 4.6 -> 4.6.1.
+XAVIER_JP461 = eb.DeviceIdentity('8.2.1', 'Xavier', '7.2')
 
 
 def test_a_stale_int8_engine_is_rebuilt_with_what_its_build_had(tmp_path):
@@ -858,11 +869,11 @@ def test_a_stale_int8_engine_is_rebuilt_with_what_its_build_had(tmp_path):
                               workspace_mb=512, timing_cache=str(tmp_path / 'timing.cache'),
                               calib_batch=2, calibrator='minmax',
                               config_path=os.path.join(ROOT, 'models', 'ssdlite_person.yaml'))
-    jp46 = eb.DeviceIdentity('8.0.1', 'NVIDIA Tegra X2', '6.2')
+    jp46 = eb.DeviceIdentity('8.0.1', 'Xavier', '7.2')
     path = eb.build_or_load(onnx_path, options, cache_dir=str(tmp_path / 'engines'),
                             identity=jp46, build_fn=fake_build)
     seen = []
-    rebuilt = eb.check_engine_file(path, TX2_JP461,
+    rebuilt = eb.check_engine_file(path, XAVIER_JP461,
                                    build_fn=lambda p, o: seen.append(o) or fake_build(p, o))
     assert rebuilt != path and len(seen) == 1
     again = seen[0]
@@ -874,7 +885,7 @@ def test_a_stale_int8_engine_is_rebuilt_with_what_its_build_had(tmp_path):
     import shutil
     shutil.rmtree(images)
     with pytest.raises(ModelError) as err:
-        eb.check_engine_file(path, TX2_JP461, build_fn=fake_build)
+        eb.check_engine_file(path, XAVIER_JP461, build_fn=fake_build)
     message = str(err.value)
     assert 'trt_version 8.0.1 (this device: 8.2.1)' in message
     assert 'the calibration images {!r}'.format(images) in message
@@ -886,10 +897,10 @@ def test_a_stale_int8_engine_is_rebuilt_with_what_its_build_had(tmp_path):
 
 def test_a_stale_int8_engine_from_a_qdq_model_needs_no_calibration(tmp_path):
     onnx_path = _tiny_onnx(str(tmp_path / 'qdq.onnx'), qdq=True)
-    jp46 = eb.DeviceIdentity('8.0.1', 'NVIDIA Tegra X2', '6.2')
+    jp46 = eb.DeviceIdentity('8.0.1', 'Xavier', '7.2')
     path = eb.build_or_load(onnx_path, eb.BuildOptions('int8'), cache_dir=str(tmp_path / 'e'),
                             identity=jp46, build_fn=fake_build)
-    assert eb.check_engine_file(path, TX2_JP461, build_fn=fake_build) != path
+    assert eb.check_engine_file(path, XAVIER_JP461, build_fn=fake_build) != path
 
 
 def test_a_calibration_cache_from_other_images_is_recalibrated(tmp_path, caplog):
@@ -999,9 +1010,15 @@ def test_the_builder_fake_refuses_types_its_tensorrt_lacks(version, takes_uint8,
     onnx.save(helper.make_model(helper.make_graph(
         [helper.make_node('Cast', ['image_tensor:0'], ['y'], to=TensorProto.FLOAT)], 'g',
         [x], [y]), opset_imports=[helper.make_opsetid('', 13)]), path)
+    import types
+    network = types.SimpleNamespace(input=types.SimpleNamespace(dtype=None))
+    parser = _fake_trt(version, log).OnnxParser(network, None)
+    with open(path, 'rb') as f:
+        assert parser.parse(f.read()) == takes_uint8
     if takes_uint8:
+        assert network.input.dtype == _fake_trt(version, log).DataType.UINT8
         assert eb.build_engine_bytes(path, eb.BuildOptions('fp32')) == b'SERIALIZED'
         return
-    with pytest.raises(ModelError) as err:
+    assert 'Unsupported ONNX data type: UINT8 (2)' in parser.get_error(0)
+    with pytest.raises(ModelError, match="'image_tensor:0'"):  # the preflight says it first
         eb.build_engine_bytes(path, eb.BuildOptions('fp32'))
-    assert 'Unsupported ONNX data type: UINT8 (2)' in str(err.value)

@@ -4,7 +4,8 @@ NVIDIA's Triton server does not install from the package index; MLServer (Seldon
 speaks the same KServe V2 gRPC protocol that ``tritonclient`` talks. ``KServeServer`` writes a
 model repository (``settings.json`` with ``parallel_workers: 0`` and localhost ports,
 ``<model>/model-settings.json`` with the absolute model path), starts ``mlserver start`` from
-its own virtual environment (tools/setup_env.sh makes ``build/mlserver-venv``; override with
+its own virtual environment (``make test``/``make bench`` make ``build/mlserver-venv`` with
+tools/setup_mlserver.sh, ``make demo`` does not; override with
 ``TX2_MLSERVER_VENV``) with the ONNX Runtime runtime of ``tools/mlserver/``, and waits until
 every model is ready. ``kill`` and ``start`` again take the server away and bring it back on
 the same port.
@@ -85,7 +86,8 @@ class KServeServer(object):
         executable = os.path.join(mlserver_venv(), 'bin', 'mlserver')
         if not os.path.isfile(executable):
             raise FileNotFoundError(
-                'MLServer is not installed at {}: run tools/setup_env.sh (make env), which makes '
+                'MLServer is not installed at {}: run tools/setup_mlserver.sh (make mlserver), '
+                'which makes '
                 'its virtual environment from requirements/mlserver.txt, or set '
                 'TX2_MLSERVER_VENV'.format(executable))
         return [executable, 'start', self.repository]

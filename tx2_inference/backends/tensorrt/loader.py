@@ -1,4 +1,4 @@
-"""Import TensorRT after the GPU probe: the full package, else the runtime-only lean runtime.
+"""Import TensorRT after the GPU probe (the full package, else the lean runtime), and onnx.
 
 The bottom of the TensorRT backend: ``runtime``, ``cache`` and ``builder`` import it, and it
 imports none of them (``cache`` needs the TensorRT version for an engine's device identity,
@@ -45,3 +45,23 @@ def tensorrt_logger(trt: Any) -> Any:
     if hasattr(trt, 'init_libnvinfer_plugins'):
         trt.init_libnvinfer_plugins(logger, '')
     return logger
+
+
+#: The last ``onnx`` release with a Python 3.6 wheel (cp36, manylinux2014 aarch64 too), for
+#: JetPack 4.6. No rosdep key installs ``onnx`` (test/data/rosdep_keys.json): the README says it.
+ONNX_PIP_PY36 = 'onnx==1.11.0'
+
+
+def import_onnx() -> Any:
+    """Return the ``onnx`` module, which every engine build reads the model with.
+
+    :raises BackendUnavailableError: it is not installed; the message gives the pip line.
+    """
+    try:
+        import onnx
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            'Building a TensorRT engine reads the ONNX model with the `onnx` package, which is '
+            'not installed ({}). Install it: `pip3 install {}` on JetPack 4.6 (Python 3.6), '
+            '`pip3 install onnx` elsewhere.'.format(exc, ONNX_PIP_PY36)) from exc
+    return onnx
