@@ -179,9 +179,13 @@ def read_sysfs(root: str = '/') -> Dict[str, Any]:
     return state
 
 
-def board_state(root: str = '/', tegrastats_line: str = '') -> Dict[str, Any]:
-    """Return sysfs's state, with what the tegrastats line adds (EMC) or says it lacks."""
-    state = read_sysfs(root)
+def board_state(root: str = '/', tegrastats_line: str = '',
+                sysfs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Return sysfs's state, with what the tegrastats line adds (EMC) or says it lacks.
+
+    :param sysfs: `read_sysfs`'s result when already read (it is not read again).
+    """
+    state = dict(sysfs) if sysfs is not None else read_sysfs(root)
     if state['jetson'] and tegrastats_line:
         for key, value in parse_tegrastats(tegrastats_line).items():
             if key == 'temps':

@@ -26,6 +26,8 @@ from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
 from tx2_inference.backends import BACKENDS, INPUTS_FROM, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.core.tiles import TileGrid
+from tx2_inference.core.tracking import DEFAULT_APPEARANCE_GATE
 from tx2_inference.errors import ConfigError
 from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
 
@@ -84,6 +86,15 @@ def check_topics(topics: Sequence[str]) -> str:
         return ('image_topics {} share a namespace, so their detections topics would clash: '
                 'put each camera under its own namespace (cam0/image_raw, cam1/image_raw).'
                 .format(', '.join(topics)))
+    return ''
+
+
+def check_tiles(value: str) -> str:
+    """Return why a ``tiles`` value is rejected, or ''."""
+    try:
+        TileGrid.parse(value)
+    except ConfigError as error:
+        return str(error)
     return ''
 
 
@@ -238,6 +249,21 @@ TABLE = (
         'published in the last second, or this long after its first frame; applies to the '
         'next batch.', floating=(0.0, 1000.0)),
     ParameterSpec(
+        'tiles', '',
+        "Tiled inference for small objects: COLUMNSxROWS overlapping tiles of each camera's "
+        "frame (e.g. '3x3'), each a row of one batched inference where the model batches "
+        '(tx2-convert onnx --batch dynamic), else run one after another; detections merged '
+        "per frame. Empty: the whole frame, once. Costs up to one inference per tile.",
+        reconfigure=True, check=lambda value, labels: check_tiles(value)),
+    ParameterSpec(
+        'tile_overlap', 0.25,
+        'With tiles: the fraction of a tile shared with its neighbour (an object up to this '
+        'much of a tile wide is whole in one tile).', reconfigure=True, floating=(0.0, 0.9)),
+    ParameterSpec(
+        'tile_whole_frame', False,
+        'With tiles: also run the whole frame (one more inference), for objects too big for '
+        'a tile.', reconfigure=True),
+    ParameterSpec(
         'cpu_threads', 0,
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),
@@ -357,6 +383,11 @@ TABLE = (
         'tracking_lost_s', 1.0,
         'Tracking: seconds (of image stamps) a track unseen is kept and can take its ID back; '
         'then it ends. Applies to the next frame.', floating=(0.0, 60.0)),
+    ParameterSpec(
+        'tracking_appearance_gate', DEFAULT_APPEARANCE_GATE,
+        'Tracking: the largest colour distance (Bhattacharyya, 0-1) between a box and the track '
+        'it continues; two people who overlap then keep their own IDs rather than swap them. '
+        '1.0: motion only. Applies to the next frame.', floating=(0.0, 1.0)),
 )
 
 PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)
