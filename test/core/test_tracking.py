@@ -5,6 +5,8 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from tx2_inference.core.tracking import (
+    appearance,
+    appearance_distance,
     ByteTracker,
     iou_matrix,
     linear_assignment,
@@ -134,3 +136,58 @@ def test_time_going_back_and_reset_start_over_with_new_ids():
     tracker.reset()
     assert tracker.tracks == [] and tracker.lost_count == 0
     assert tracker.update(0.0, frames[0][1], [0.9, 0.9], [0, 0]).tolist() == [5, 6]
+
+
+def painted(boxes_and_colours, shape=(480, 640, 3)):
+    """Return a BGR frame with filled, striped rectangles: people of distinct colours."""
+    frame = np.full(shape, 90, np.uint8)
+    for (x1, y1, x2, y2), colour in boxes_and_colours:
+        frame[int(y1):int(y2), int(x1):int(x2)] = colour
+        frame[int(y1):int(y2):6, int(x1):int(x2)] = (20, 20, 20)  # some texture
+    return frame
+
+
+def test_appearance_tells_colours_apart_and_is_zero_for_the_same():
+    frame = painted([((100, 100, 140, 200), (0, 0, 200)), ((300, 100, 340, 200), (200, 0, 0))])
+    features = appearance(frame, 'bgr', np.array([[100, 100, 140, 200], [300, 100, 340, 200],
+                                                  [102, 104, 141, 203], [700, 0, 720, 10.0]]))
+    assert features.shape == (4, 128)
+    assert np.allclose(features[:3].sum(axis=1), 1.0) and not features[3].any()
+    distance = appearance_distance(features[:3], features[:3])
+    assert distance[0, 2] < 0.1 and distance[0, 1] > 0.9
+    mono = appearance(frame[:, :, 0], 'mono', np.array([[100, 100, 140, 200]]))
+    assert mono.shape == (1, 32) and mono.sum() == pytest.approx(1.0)
+
+
+def test_a_person_appearing_where_a_hidden_one_was_gets_a_new_id():
+    """Red walks right and is hidden; blue, never seen, appears where red should be.
+
+    By motion alone blue takes red's ID (IoU with red's predicted box); with colours it gets a
+    new one, and red takes its own back when it comes out.
+    """
+    red, blue = (0, 0, 200), (200, 0, 0)
+
+    def run(config):
+        tracker = ByteTracker(config)
+        seen = []
+        for k in range(16):
+            x = 100.0 + 10 * k
+            box = [x, 100, x + 40, 200]
+            if k < 8:
+                people = [(box, red)]
+            elif k < 11:
+                people = [([x + 8, 100, x + 48, 200], blue)]  # blue in front, red hidden
+            else:
+                people = [(box, red), ([x + 90, 100, x + 130, 200], blue)]
+            boxes = np.array([p[0] for p in people], float)
+            features = appearance(painted(people), 'bgr', boxes)
+            seen.append(tracker.update(k * 0.1, boxes, [0.9] * len(people), [0] * len(people),
+                                       features).tolist())
+        return seen
+
+    motion_only = run(TrackerConfig(appearance_gate=1.0))
+    assert motion_only[8][0] == 1  # blue took red's ID
+    with_colours = run(TrackerConfig())
+    assert all(ids == [1] for ids in with_colours[:8])
+    assert all(ids[0] != 1 for ids in with_colours[8:11])  # blue: a new ID
+    assert with_colours[11][0] == 1  # red is back with its own

@@ -231,6 +231,9 @@ BAD_VALUES = {
     'batch_size': ('4', [0, 17], 2),
     'batch_timeout_ms': (True, [-1.0, 1000.5], 50.0),
     'cpu_threads': ('four', [-1, 65], 2),
+    'tiles': (3, ['3', '9x2', 'two by two'], '2x2'),
+    'tile_overlap': ('wide', [-0.1, 0.95], 0.3),
+    'tile_whole_frame': ('yes', 'a boolean has no range', True),
     'ort_spinning': ('on', 'a boolean has no range', True),
     'score_threshold': ('high', [-0.1, 1.5], 0.6),
     'nms_iou_threshold': ([0.5], [-0.01, 1.01], 0.5),
@@ -239,6 +242,7 @@ BAD_VALUES = {
     'class_agnostic_nms': ('yes', 'a boolean has no range', True),
     'publish_debug_image': ('yes', 'a boolean has no range', False),
     'trt_outputs_from': (1, ['host', 'PINNED'], 'copy'),
+    'trt_inputs_from': (2, ['cached', 'Copy'], 'copy'),
     'triton_url': (8001, 'any address: an unreachable server fails configure (test_triton_node)',
                    'otherhost:8001'),
     'triton_model': (3, 'any name: a wrong one fails configure (test_triton_node)', 'other'),
@@ -265,6 +269,7 @@ BAD_VALUES = {
     'tracking_low_threshold': ('low', [-0.1, 1.1], 0.2),
     'tracking_iou_gate': (True, [-0.01, 1.01], 0.3),
     'tracking_lost_s': ('1 s', [-1.0, 60.5], 2.0),
+    'tracking_appearance_gate': ('red', [-0.5, 1.5], 0.6),
 }
 
 
@@ -316,7 +321,7 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
         for name in ('score_threshold', 'nms_iou_threshold', 'max_detections',
                      'class_agnostic_nms', 'publish_debug_image', 'silence_timeout_s',
                      'max_frame_age_s', 'tracking', 'tracking_low_threshold',
-                     'tracking_iou_gate', 'tracking_lost_s'):
+                     'tracking_iou_gate', 'tracking_lost_s', 'tracking_appearance_gate'):
             good = BAD_VALUES[name][2]
             assert client.set_parameters(**{name: good})[0].successful, name
             assert client.get_parameters(name) == [good]

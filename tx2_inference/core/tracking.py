@@ -17,15 +17,22 @@ What it does, per frame (Zhang et al., "ByteTrack", ECCV 2022):
 Boxes of different classes never match. Every detection of ``high_threshold`` or more gets an
 ID; a low-score one gets one only where it continues a track (else -1).
 
+Motion alone cannot tell two people apart while they overlap: where the detector sees one box
+for both, the track of the one hidden takes the other's box. Given the frame, the tracker also
+keeps a colour histogram of each track's torso (`appearance`) and refuses a high-score match
+whose colours differ from the track's by more than ``appearance_gate`` (Bhattacharyya
+distance): the track is then lost rather than handed to another person. The low-score stage
+(boxes of people partly hidden, their colours mixed with the occluder's) does not use it.
+
 Why our own code rather than a library: the robot runs Python 3.6 (JetPack 4.6), and of the
 trackers people use, ``supervision`` (ByteTrack), ``lap``/``lapx`` (the assignment solver
 ByteTrack calls) and ``motpy`` have no release installable there, ``norfair`` only 0.1.x
 (2020, no two-stage association); scipy's ``linear_sum_assignment`` is on JetPack's apt
 (python3-scipy 0.19) but scipy is not a runtime dependency of this package, and would add one
-for a 40-line function. So this module is numpy only: the Kalman filter (ByteTrack's
-constant-velocity model over centre, aspect ratio and height, made time-continuous) and the
-shortest-augmenting-path assignment (Crouse 2016, the algorithm of scipy's
-``linear_sum_assignment``, which the tests use as the oracle).
+for a 40-line function. So this module is numpy (OpenCV only for the colour histograms): the
+Kalman filter (ByteTrack's constant-velocity model over centre, aspect ratio and height, made
+time-continuous) and the shortest-augmenting-path assignment (Crouse 2016, the algorithm of
+scipy's ``linear_sum_assignment``, which the tests use as the oracle).
 """
 
 from typing import List, Optional, Tuple
@@ -39,6 +46,9 @@ _REFERENCE_RATE_HZ = 30.0
 #: Gates ByteTrack uses for the low-score stage and for tracks born in the previous frame.
 LOW_STAGE_IOU = 0.5
 NEWBORN_IOU = 0.3
+DEFAULT_APPEARANCE_GATE = 0.55
+#: The share of a track's appearance kept at each match (DeepSORT, BoT-SORT: 0.9).
+_APPEARANCE_MEMORY = 0.9
 #: Cost given to a refused pair: above any IoU distance, so the solver avoids refused pairs first.
 _REFUSED = 1e6
 
@@ -106,6 +116,47 @@ def linear_assignment(cost: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return assigned_rows, col4row
 
 
+def appearance(image: np.ndarray, color: str, boxes: np.ndarray) -> np.ndarray:
+    """
+    Return a colour histogram of each box's torso: [N, 128] (HSV 8x4x4), [N, 32] for mono.
+
+    The region is the box's middle 60 % across and 10-60 % down (less background, no legs
+    swinging). Each row sums to 1 (all zero for a box outside the image).
+
+    :param image: HxWx3 uint8 ``'rgb'`` or ``'bgr'``, or HxW uint8 ``'mono'``.
+    :param boxes: float [N, 4] x1 y1 x2 y2 in the image's pixels.
+    """
+    import cv2  # here: the tracker itself needs numpy only (mot_eval runs it without OpenCV)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    mono = color == 'mono' or image.ndim == 2
+    bins = 32 if mono else 128
+    features = np.zeros((len(boxes), bins), dtype=np.float32)
+    height, width = image.shape[:2]
+    for index, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        w, h = x2 - x1, y2 - y1
+        left, right = int(max(x1 + 0.2 * w, 0)), int(min(x2 - 0.2 * w, width))
+        top, bottom = int(max(y1 + 0.1 * h, 0)), int(min(y1 + 0.6 * h, height))
+        if right <= left or bottom <= top:
+            continue
+        crop = np.ascontiguousarray(image[top:bottom, left:right])
+        if mono:
+            hist = cv2.calcHist([crop.reshape(crop.shape[0], crop.shape[1])], [0], None, [32],
+                                [0, 256])
+        else:
+            code = cv2.COLOR_RGB2HSV if color == 'rgb' else cv2.COLOR_BGR2HSV
+            hist = cv2.calcHist([cv2.cvtColor(crop, code)], [0, 1, 2], None, [8, 4, 4],
+                                [0, 180, 0, 256, 0, 256])
+        hist = hist.reshape(-1)
+        features[index] = hist / max(float(hist.sum()), 1e-9)
+    return features
+
+
+def appearance_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the Bhattacharyya distance (0 same, 1 disjoint) of histograms [N, B] and [M, B]."""
+    coefficient = np.sqrt(np.asarray(a, np.float64)).dot(np.sqrt(np.asarray(b, np.float64)).T)
+    return np.sqrt(np.clip(1.0 - coefficient, 0.0, 1.0))
+
+
 def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     """Return the IoU of every box of ``a`` [N, 4] with every box of ``b`` [M, 4] (x1 y1 x2 y2)."""
     a = np.asarray(a_xyxy, dtype=np.float64).reshape(-1, 1, 4)
@@ -119,16 +170,20 @@ def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
 
 
 def match(track_boxes: np.ndarray, track_classes: np.ndarray, det_boxes: np.ndarray,
-          det_classes: np.ndarray, min_iou: float) -> List[Tuple[int, int]]:
+          det_classes: np.ndarray, min_iou: float,
+          refused: Optional[np.ndarray] = None) -> List[Tuple[int, int]]:
     """Return (track, detection) pairs of an optimal IoU assignment, each pair's IoU >= min_iou.
 
-    Pairs of different classes, or below the gate, are refused.
+    Pairs of different classes, below the gate, or True in ``refused`` [tracks, detections]
+    are refused.
     """
     if len(track_boxes) == 0 or len(det_boxes) == 0:
         return []
     iou = iou_matrix(track_boxes, det_boxes)
     allowed = (iou >= min_iou) & (iou > 0.0) & (
         np.asarray(track_classes).reshape(-1, 1) == np.asarray(det_classes).reshape(1, -1))
+    if refused is not None:
+        allowed &= ~refused
     pairs = []  # type: List[Tuple[int, int]]
     cost = 1.0 - iou
     # Solved per group of tracks and detections linked by allowed pairs: the same optimum
@@ -179,10 +234,13 @@ def _xyxy(xyah: np.ndarray) -> np.ndarray:
 class Track(object):
     """One object: its ID, class, Kalman state (x, y, a, h and their rates per second)."""
 
-    __slots__ = ('track_id', 'class_id', 'mean', 'covariance', 'last_seen', 'hits', 'lost')
+    __slots__ = ('track_id', 'class_id', 'mean', 'covariance', 'last_seen', 'hits', 'lost',
+                 'feature')
 
-    def __init__(self, track_id: int, class_id: int, box: np.ndarray, time_s: float) -> None:
-        """Start a track at a detection, velocity unknown."""
+    def __init__(self, track_id: int, class_id: int, box: np.ndarray, time_s: float,
+                 feature: Optional[np.ndarray] = None) -> None:
+        """Start a track at a detection, velocity unknown; ``feature``: its appearance."""
+        self.feature = feature
         self.track_id = track_id
         self.class_id = class_id
         measurement = _xyah(box)
@@ -209,6 +267,14 @@ class Track(object):
         self.last_seen = time_s
         self.hits += 1
         self.lost = False
+
+    def see(self, feature: np.ndarray) -> None:
+        """Blend a matched box's appearance into the track's (a slow running mean)."""
+        if self.feature is None:
+            self.feature = feature
+        else:
+            self.feature = _APPEARANCE_MEMORY * self.feature + \
+                (1.0 - _APPEARANCE_MEMORY) * feature
 
 
 def predict(tracks: List[Track], dt_s: float) -> None:
@@ -247,17 +313,21 @@ class TrackerConfig(object):
     :param low_threshold: detections from this up to ``high_threshold`` may continue a track.
     :param iou_gate: the least IoU of a high-score detection with a track's predicted box.
     :param lost_s: seconds an unmatched track is kept (and can be found again) before it ends.
+    :param appearance_gate: with features, the largest colour distance (0-1) of a high-score
+        match; 1.0 switches the check off.
     """
 
-    __slots__ = ('high_threshold', 'low_threshold', 'iou_gate', 'lost_s')
+    __slots__ = ('high_threshold', 'low_threshold', 'iou_gate', 'lost_s', 'appearance_gate')
 
     def __init__(self, high_threshold: float = 0.5, low_threshold: float = 0.1,
-                 iou_gate: float = 0.2, lost_s: float = 1.0) -> None:
+                 iou_gate: float = 0.2, lost_s: float = 1.0,
+                 appearance_gate: float = DEFAULT_APPEARANCE_GATE) -> None:
         """Store the thresholds."""
         self.high_threshold = float(high_threshold)
         self.low_threshold = float(low_threshold)
         self.iou_gate = float(iou_gate)
         self.lost_s = float(lost_s)
+        self.appearance_gate = float(appearance_gate)
 
     def __repr__(self) -> str:
         """Show the fields."""
@@ -295,18 +365,21 @@ class ByteTracker(object):
         return sum(1 for track in self.tracks if track.lost)
 
     def update(self, time_s: float, boxes: np.ndarray, scores: np.ndarray,
-               class_ids: np.ndarray) -> np.ndarray:
+               class_ids: np.ndarray, features: Optional[np.ndarray] = None) -> np.ndarray:
         """
         Associate one frame's detections with the tracks; return each detection's track ID.
 
         :param time_s: the frame's time (its image stamp) in seconds. A time earlier than the
             last frame's (a camera or recording restarted) starts over without tracks.
         :param boxes: float [N, 4] x1 y1 x2 y2; ``scores`` float [N]; ``class_ids`` int [N].
+        :param features: [N, B] `appearance` of each box, or None (motion only).
         :returns: int64 [N]: the track ID of each detection, -1 for a low-score detection that
             continues no track and for detections below ``low_threshold``.
         """
         config = self.config
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if features is not None:
+            features = np.asarray(features, dtype=np.float64).reshape(len(boxes), -1)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         classes = np.asarray(class_ids, dtype=np.int64).reshape(-1)
         ids = np.full(len(scores), -1, dtype=np.int64)
@@ -324,16 +397,26 @@ class ByteTracker(object):
         pool = [t for t in self.tracks if not (t.hits == 1 and not t.lost)]
         matched = set()  # type: set
 
-        def associate(tracks: List[Track], detections: np.ndarray,
-                      min_iou: float) -> Tuple[List[Track], np.ndarray]:
+        def associate(tracks: List[Track], detections: np.ndarray, min_iou: float,
+                      by_appearance: bool = True) -> Tuple[List[Track], np.ndarray]:
             if not tracks or detections.size == 0:
                 return tracks, detections
             predicted = _xyxy(np.stack([t.mean[:4] for t in tracks]))
+            refused = None
+            if by_appearance and features is not None and config.appearance_gate < 1.0:
+                refused = np.zeros((len(tracks), detections.size), dtype=bool)
+                known = [i for i, t in enumerate(tracks) if t.feature is not None]
+                if known:
+                    refused[known] = appearance_distance(
+                        np.stack([tracks[i].feature for i in known]),
+                        features[detections]) > config.appearance_gate
             pairs = match(predicted, np.array([t.class_id for t in tracks]), boxes[detections],
-                          classes[detections], min_iou)
+                          classes[detections], min_iou, refused)
             for track_index, det_index in pairs:
                 track, detection = tracks[track_index], int(detections[det_index])
                 track.update(boxes[detection], time_s)
+                if by_appearance and features is not None:
+                    track.see(features[detection])
                 ids[detection] = track.track_id
                 matched.add(id(track))
             taken = {t for _, t in pairs}
@@ -343,7 +426,7 @@ class ByteTracker(object):
 
         pool, high = associate(pool, high, config.iou_gate)
         recent = [t for t in pool if not t.lost]
-        associate(recent, low, max(config.iou_gate, LOW_STAGE_IOU))
+        associate(recent, low, max(config.iou_gate, LOW_STAGE_IOU), by_appearance=False)
         newborn_left, high = associate(newborn, high, max(config.iou_gate, NEWBORN_IOU))
         dropped = {id(t) for t in newborn_left}
         survivors = []
@@ -354,7 +437,8 @@ class ByteTracker(object):
                 track.lost = True
             survivors.append(track)
         for detection in high:
-            track = Track(self.next_id, int(classes[detection]), boxes[detection], time_s)
+            track = Track(self.next_id, int(classes[detection]), boxes[detection], time_s,
+                          None if features is None else features[detection])
             self.next_id += 1
             ids[detection] = track.track_id
             survivors.append(track)

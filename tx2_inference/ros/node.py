@@ -38,6 +38,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.core import jetson
+from tx2_inference.core.tiles import TileGrid
 from tx2_inference.core.visualize import draw_detections
 from tx2_inference.errors import ConfigError, FrameError, UserError
 from tx2_inference.ros import silence
@@ -69,12 +70,13 @@ DRAIN_TIMEOUT_S = 5.0
 class _Tag(object):
     """What a frame carries through the detector: where it came from and when."""
 
-    __slots__ = ('camera', 'header', 'received_ns', 'arrived', 'image', 'color')
+    __slots__ = ('camera', 'header', 'received_ns', 'arrived', 'image', 'color', 'debug')
 
     def __init__(self, camera: 'Camera', header: Any, received_ns: int, arrived: float,
-                 image: Optional[np.ndarray], color: str) -> None:
-        """Store the frame's origin; ``image`` only when a debug image will be drawn.
+                 image: Optional[np.ndarray], color: str, debug: bool) -> None:
+        """Store the frame's origin; ``image`` for the debug image or the tracker's colours.
 
+        :param debug: whether a debug image will be drawn.
         :param arrived: ``time.perf_counter()`` when the callback began, for the stage times.
         """
         self.camera = camera
@@ -83,6 +85,7 @@ class _Tag(object):
         self.arrived = arrived
         self.image = image
         self.color = color
+        self.debug = debug
 
 
 class Camera(object):
@@ -198,9 +201,12 @@ class InferenceNode(LifecycleNode):
             return self._fail('configure', '{}: {}'.format(type(error).__name__, error))
         self._configured = True
         self._last_error = ''
-        self.get_logger().info('configured: {} on {} ({}), cameras: {}, {}'.format(
+        tiles = self._detector.tiles
+        self.get_logger().info('configured: {} on {} ({}), cameras: {}, {}{}'.format(
             self._detector.model_path, self._detector.backend_name, self._detector.precision,
-            ', '.join(c.image_topic for c in self._cameras), self._warmup_note))
+            ', '.join(c.image_topic for c in self._cameras), self._warmup_note,
+            '' if tiles is None else ', tiles {} ({} inference(s) per frame, {} per batch)'
+            .format(tiles, len(tiles), self._detector.batch_size)))
         return TransitionCallbackReturn.SUCCESS
 
     def _log_request(self, transition: str) -> None:
@@ -259,7 +265,9 @@ class InferenceNode(LifecycleNode):
             threads=self._params.value('cpu_threads') or None, on_result=self._on_result,
             on_error=self._on_frame_error, batch_size=self._params.value('batch_size'),
             batch_timeout_ms=self._params.live['batch_timeout_ms'], sources=topics,
-            spinning=self._params.value('ort_spinning'))
+            spinning=self._params.value('ort_spinning'), tiles=TileGrid.parse(
+                self._params.value('tiles'), self._params.value('tile_overlap'),
+                self._params.value('tile_whole_frame')))
         reason = self._params.check('class_allowlist',
                                         self._params.live.get('class_allowlist'))
         if reason:
@@ -419,7 +427,9 @@ class InferenceNode(LifecycleNode):
             return
         debug = (self._params.live.get('publish_debug_image') and
                  camera.debug_pub is not None and camera.debug_pub.get_subscription_count() > 0)
-        tag = _Tag(camera, msg.header, received_ns, arrived, array if debug else None, color)
+        keep = debug or self._params.live['tracking']  # the tracker reads the boxes' colours
+        tag = _Tag(camera, msg.header, received_ns, arrived, array if keep else None, color,
+                   bool(debug))
         try:
             detector.submit(array, color, tag, camera.image_topic)  # its pending frame, batch
         except Exception as error:  # the detector refused the frame (closed, bad shape)
@@ -442,7 +452,8 @@ class InferenceNode(LifecycleNode):
             start_ns = stamp_ns if stamp_ns > 0 else tag.received_ns
             # Tracks predict by the frames' stamps: a dropped frame is a longer step.
             detections, ids = camera.tracking.apply(
-                self._params.live['tracking'], self._tracker_config, start_ns / 1e9, detections)
+                self._params.live['tracking'], self._tracker_config, start_ns / 1e9, detections,
+                tag.image, tag.color)
             publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
                                                 detections.labels, ids))
             published = time.perf_counter()
@@ -450,7 +461,7 @@ class InferenceNode(LifecycleNode):
             camera.counters.frame_out((now_ns - start_ns) / 1e6)
             camera.counters.stages(
                 (tag.received_ns - start_ns) / 1e6, tag.arrived, timing, published)
-            if tag.image is not None and camera.debug_pub is not None:
+            if tag.debug and tag.image is not None and camera.debug_pub is not None:
                 canvas, encoding = draw_detections(tag.image, tag.color, detections.boxes,
                                                    detections.scores,
                                                    with_ids(detections.labels, ids))

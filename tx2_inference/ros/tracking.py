@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from tx2_inference.core.decoders import DetectionParams, Detections
-from tx2_inference.core.tracking import ByteTracker, TrackerConfig
+from tx2_inference.core.tracking import appearance, ByteTracker, TrackerConfig
 
 TIMING_SAMPLES = 100
 
@@ -33,7 +33,8 @@ def tracking_config(params: DetectionParams, live: Dict[str, Any]
     config = TrackerConfig(high_threshold=params.score_threshold,
                            low_threshold=min(live['tracking_low_threshold'],
                                              params.score_threshold),
-                           iou_gate=live['tracking_iou_gate'], lost_s=live['tracking_lost_s'])
+                           iou_gate=live['tracking_iou_gate'], lost_s=live['tracking_lost_s'],
+                           appearance_gate=live['tracking_appearance_gate'])
     if live['tracking']:
         params = DetectionParams(config.low_threshold, params.iou_threshold,
                                  params.max_detections, params.class_allowlist,
@@ -58,12 +59,15 @@ class CameraTracking(object):
                 self.tracker.reset()
 
     def apply(self, enabled: bool, config: TrackerConfig, time_s: float,
-              detections: Detections) -> Tuple[Detections, Optional[np.ndarray]]:
+              detections: Detections, image: Optional[np.ndarray] = None,
+              color: str = 'rgb') -> Tuple[Detections, Optional[np.ndarray]]:
         """Track one frame's detections; return those to publish and their IDs.
 
         :param enabled: the ``tracking`` parameter now; off, the detections pass unchanged
             (IDs None) and the tracks are forgotten.
         :param time_s: the frame's image stamp in seconds (its arrival time if unstamped).
+        :param image: the frame (``color``: rgb, bgr or mono), for the boxes' colours; None:
+            motion only.
         """
         with self.lock:
             if not enabled:
@@ -74,8 +78,11 @@ class CameraTracking(object):
                 self.tracker.next_id = self.ids_issued + 1
             self.tracker.config = config
             start = time.perf_counter()
+            features = None
+            if image is not None and config.appearance_gate < 1.0:
+                features = appearance(image, color, detections.boxes)
             ids = self.tracker.update(time_s, detections.boxes, detections.scores,
-                                      detections.class_ids)
+                                      detections.class_ids, features)
             keep = np.where((detections.scores >= config.high_threshold) | (ids >= 0))[0]
             kept = Detections(detections.boxes[keep], detections.scores[keep],
                               detections.class_ids[keep],

@@ -212,7 +212,7 @@ def draw(frame: np.ndarray, results: List[Dict[str, Any]], path: str, title: str
 
 
 def draw_gallery(frames: Sequence[np.ndarray], results: List[Dict[str, Any]], path: str,
-                 tracks: int = 8, crops: int = 8, size: Tuple[int, int] = (48, 96)) -> None:
+                 tracks: int = 10, crops: int = 8, size: Tuple[int, int] = (48, 96)) -> None:
     """Write crops of the longest tracks: one row per ID, its box at evenly spaced frames.
 
     The way to check by eye that an ID stays with one person.
@@ -249,6 +249,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--start', type=int, default=0, help='first frame (0)')
     parser.add_argument('--drop', type=int, default=0,
                         help='leave out every N-th frame (0: none)')
+    parser.add_argument('--appearance-gate', type=float, default=None,
+                        help="the node's tracking_appearance_gate (default: its default; "
+                             '1.0: motion only)')
     parser.add_argument('--model', default=None, help='model (default: the bundled one)')
     parser.add_argument('--output', default=os.path.join('output', 'tracking'))
     args = parser.parse_args(argv)
@@ -257,8 +260,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     video = footage_path()
     frames = read_frames(video, args.frames, args.start)
     os.makedirs(args.output, exist_ok=True)
+    extra = {}  # type: Dict[str, Any]
+    if args.appearance_gate is not None:
+        extra['tracking_appearance_gate'] = args.appearance_gate
     node, driver = start_tracking_node(args.model or default_model_path(),
-                                       tempfile.mkdtemp(prefix='tx2_track_video_'))
+                                       tempfile.mkdtemp(prefix='tx2_track_video_'), extra=extra)
     try:
         print('playing {} frames of {} at 10 FPS{}'.format(
             len(frames), video, ', every {}th left out'.format(args.drop) if args.drop else ''))
@@ -269,8 +275,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         node.stop()
     figures = summary(results)
     figures['tracking_ms_mean'] = status.get('tracking_ms_mean')
-    stem = os.path.join(args.output, 'vtest_tracks{}'.format(
-        '_drop{}'.format(args.drop) if args.drop else ''))
+    stem = os.path.join(args.output, 'vtest_tracks{}{}'.format(
+        '_drop{}'.format(args.drop) if args.drop else '',
+        '' if args.appearance_gate is None else '_gate{}'.format(args.appearance_gate)))
     with open(stem + '.json', 'w') as stream:
         json.dump({'summary': figures, 'frames': results}, stream)
     draw(frames[results[-1]['frame']], results, stem + '.jpg',
