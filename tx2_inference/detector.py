@@ -240,6 +240,11 @@ class Detector(object):
         self._executor.batch_timeout_ms = value
 
     @property
+    def tiler(self) -> Optional[Tiler]:
+        """Return the tiler (``tx2_inference.tiling``) with ``tiles``, else None."""
+        return self._tiler
+
+    @property
     def labels(self) -> List[str]:
         """Return the model's labels (class id -> name)."""
         return list(self.config.labels)
