@@ -115,3 +115,17 @@ def test_a_flood_keeps_frames_whole_newest_wins(default_model, labelled):
     assert all(tiles == 4.0 for _, tiles in results)
     assert source['completed'] == len(results) and source['completed'] >= 2
     assert source['completed'] + source['dropped_reasons']['superseded'] == 40
+
+
+def test_only_the_cameras_named_are_tiled(default_model, labelled):
+    results = []
+    with Detector(default_model, backend='onnxruntime', tiles=TileGrid(2, 2),
+                  tile_sources=['far'],
+                  on_result=lambda tag, d, t: results.append((tag, t.get('tiles')))) as detector:
+        for camera in ('far', 'near'):
+            detector.submit(labelled[3][1], 'bgr', camera, camera)
+            assert detector.drain(30.0)
+        stats = detector.stats()
+    assert results == [('far', 4.0), ('near', None)]  # near: the whole frame, once
+    assert stats['tiling']['frames'] == 1
+    assert stats['sources']['near']['completed'] == stats['sources']['far']['completed'] == 1
