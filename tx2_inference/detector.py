@@ -105,6 +105,8 @@ class Detector(object):
         the rows of one inference (``batch_size`` frames of different sources: ``batch_size``
         x tiles rows), else they run one after another. ``on_result`` is called once per
         frame, merged; ``batch_size`` then returns the rows.
+    :param tile_sources: the sources (cameras) to tile; None: every source. Frames of the
+        others run whole, as without ``tiles`` (each still one row of a batch).
     :raises UserError: a missing or bad model, config or backend, with what to fix.
     """
 
@@ -116,12 +118,14 @@ class Detector(object):
                  backend_options: Optional[Dict[str, Any]] = None,
                  batch_size: int = 1, batch_timeout_ms: float = 10.0,
                  sources: Sequence[Any] = (), spinning: Optional[bool] = None,
-                 tiles: Optional[TileGrid] = None) -> None:
+                 tiles: Optional[TileGrid] = None,
+                 tile_sources: Optional[Sequence[Any]] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
         self.params = DetectionParams()
         self.tiles = tiles
+        self.tile_sources = None if tile_sources is None else frozenset(tile_sources)
         self._tiler = None  # type: Optional[Tiler]
         self._on_error = on_error
         self._detect_lock = threading.Lock()
@@ -172,7 +176,8 @@ class Detector(object):
             if tiles is not None:
                 self._tiler = Tiler(tiles, self._submit_tiles, self._deliver_frame,
                                     self._frame_error, lambda: self.params)
-                sources = [key for source in sources for key in self._tiler.sources(source)]
+                sources = [key for source in sources for key in (
+                    self._tiler.sources(source) if self._tiled(source) else [source])]
             self._executor = DoubleBufferedExecutor(
                 self._backend, self._prepare, self._finish, self._deliver,
                 self._tile_error if tiles is not None else on_error,
@@ -249,6 +254,11 @@ class Detector(object):
     @batch_timeout_ms.setter
     def batch_timeout_ms(self, value: float) -> None:
         self._executor.batch_timeout_ms = value
+
+    @property
+    def tiler(self) -> Optional[Tiler]:
+        """Return the tiler (``tx2_inference.tiling``) with ``tiles``, else None."""
+        return self._tiler
 
     @property
     def labels(self) -> List[str]:
@@ -354,6 +364,10 @@ class Detector(object):
         if callback is not None:
             callback(tag, detections, timing)
 
+    def _tiled(self, source: Any) -> bool:
+        return self._tiler is not None and (self.tile_sources is None or
+                                            source in self.tile_sources)
+
     def _submit_tiles(self, items: List[Tuple[Any, TileTag, Any]]) -> None:
         self._executor.submit_many(items)
 
@@ -411,7 +425,7 @@ class Detector(object):
         :param source: the camera the frame comes from (any hashable, e.g. its topic): each
             source keeps its own pending frame and is served fairly; see ``stats()['sources']``.
         """
-        if self._tiler is not None:
+        if self._tiled(source):
             self._tiler.submit(image, color, tag, source)
             return
         self._executor.submit((image, color), tag, source)

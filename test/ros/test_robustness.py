@@ -232,6 +232,7 @@ BAD_VALUES = {
     'batch_timeout_ms': (True, [-1.0, 1000.5], 50.0),
     'cpu_threads': ('four', [-1, 65], 2),
     'tiles': (3, ['3', '9x2', 'two by two'], '2x2'),
+    'tile_cameras': ('cam0/image_raw', [['cam 0/image'], ['']], ['cam9/image_raw']),
     'tile_overlap': ('wide', [-0.1, 0.95], 0.3),
     'tile_whole_frame': ('yes', 'a boolean has no range', True),
     'ort_spinning': ('on', 'a boolean has no range', True),

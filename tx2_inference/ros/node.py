@@ -267,7 +267,8 @@ class InferenceNode(LifecycleNode):
             batch_timeout_ms=self._params.live['batch_timeout_ms'], sources=topics,
             spinning=self._params.value('ort_spinning'), tiles=TileGrid.parse(
                 self._params.value('tiles'), self._params.value('tile_overlap'),
-                self._params.value('tile_whole_frame')))
+                self._params.value('tile_whole_frame')),
+            tile_sources=self._tile_cameras(topics))
         reason = self._params.check('class_allowlist',
                                         self._params.live.get('class_allowlist'))
         if reason:
@@ -294,6 +295,16 @@ class InferenceNode(LifecycleNode):
                 LabelInfo, camera.label_info_topic, latched)
             camera.debug_pub = self.create_lifecycle_publisher(
                 Image, camera.debug_topic, QoSProfile(depth=1))
+
+    def _tile_cameras(self, topics: List[str]) -> Optional[List[str]]:
+        """Return the cameras to tile (None: all), or raise ConfigError naming unknown ones."""
+        chosen = list(self._params.value('tile_cameras') or ())
+        unknown = [topic for topic in chosen if topic not in topics]
+        if unknown:
+            raise ConfigError('tile_cameras names topics that are not in image_topics: {}; '
+                              'image_topics: {}. Set tile_cameras to some of them (or unset '
+                              'it: every camera).'.format(', '.join(unknown), ', '.join(topics)))
+        return chosen or None
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """

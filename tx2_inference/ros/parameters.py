@@ -113,6 +113,16 @@ def check_tiles(value: str) -> str:
     return ''
 
 
+def check_tile_cameras(topics: Optional[Sequence[str]]) -> str:
+    """Return why a ``tile_cameras`` list is rejected (not topic names), or ''."""
+    for topic in topics or ():
+        try:
+            validate_topic_name(topic)
+        except Exception as error:  # rclpy raises InvalidTopicNameException
+            return 'tile_cameras: {!r} is not a valid topic name ({}).'.format(topic, error)
+    return ''
+
+
 def parse_headers(entries: Optional[Sequence[str]]) -> Dict[str, str]:
     """Return request headers from ``['name=value', ...]`` (``name: value`` works too).
 
@@ -397,6 +407,12 @@ TABLE = (
         "per frame. Empty: the whole frame, once. Costs up to one inference per tile.",
         reconfigure=True, check=lambda value, labels: check_tiles(value),
         kind=TUNING),  # a checked grid, not a path: settable while unconfigured
+    ParameterSpec(  # no default: unset means every camera
+        'tile_cameras', Parameter.Type.STRING_ARRAY,
+        'With tiles: the image topics (of image_topics) to tile, e.g. [cam0/image_raw] for a '
+        "long-range camera; the others' frames run whole. Unset or empty: every camera.",
+        reconfigure=True, check=lambda topics, labels: check_tile_cameras(topics),
+        kind=TUNING),  # a subset of the launch's image_topics: subscribes to nothing new
     ParameterSpec(
         'tile_overlap', 0.25,
         'With tiles: the fraction of a tile shared with its neighbour (an object up to this '
