@@ -8,7 +8,7 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env models demo test lint bench soak constraints clean help gpu-check
+.PHONY: env triton models demo test lint bench soak constraints clean help gpu-check
 
 help:
 	@echo 'make demo   set up, convert the default model, run the node on real photos'
@@ -21,19 +21,24 @@ help:
 env:
 	@tools/setup_env.sh
 
+# NVIDIA's Triton server (the nvidia-pytriton wheel's tritonserver, ~380 MB in build/triton):
+# only the tests and the benchmark start it, so `make demo` does not set it up.
+triton:
+	@tools/setup_triton.sh
+
 models: env
 	@$(PY) tools/get_default_model.py
 
 demo: models
 	@$(PY) -m tx2_inference.tools.demo
 
-test: models
+test: models triton
 	@$(PY) -m pytest
 
 lint: env
 	@$(PY) -m pytest test/test_style.py test/test_python36.py test/test_package_xml.py test/test_import_rules.py
 
-bench: models
+bench: models triton
 	@$(PY) -m tx2_inference.tools.benchmark --output output/benchmark
 
 soak: models

@@ -21,9 +21,6 @@ inputs_hash() {
     tools/ros_interfaces/vision_msgs/CMakeLists.txt tools/ros_interfaces/vision_msgs/package.xml \
     tools/ros_interfaces/vision_msgs/msg/*.msg | sha256sum | cut -d' ' -f1
 }
-# The MLServer stand-in for a Triton server lives in its own venv, with a stamp of its own.
-"$ROOT/tools/setup_mlserver.sh"
-
 WANT=$(inputs_hash)
 if [[ "${1:-}" != --force && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   exit 0
