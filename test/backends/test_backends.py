@@ -136,7 +136,6 @@ def test_a_spinning_pool_stops_spinning_when_the_run_ends(default_model):
                                          providers=['CPUExecutionProvider'])
     feed = {plain.get_inputs()[0].name: np.zeros((1, 300, 300, 3), np.uint8)}
     theirs = idle_cpu_ms(lambda: plain.run(None, feed))
-    del plain
     assert ours < 3.0 < theirs, (ours, theirs)
 
 

@@ -1,4 +1,4 @@
-"""`python -m tx2_inference.tools.client`: the lifecycle and parameters without the ros2 command."""
+"""`python -m tx2_inference.tools.client`: lifecycle and parameters without the ros2 command."""
 
 import os
 import subprocess
