@@ -8,7 +8,8 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env triton models demo test lint bench soak constraints clean help gpu-check
+.PHONY: env triton motmetrics py36 models demo test lint bench soak constraints clean help \
+	gpu-check
 
 help:
 	@echo 'make demo   set up, convert the default model, run the node on real photos'
@@ -26,13 +27,21 @@ env:
 triton:
 	@tools/setup_triton.sh
 
+# py-motmetrics (numpy 1.x, pandas < 2.3, own venv) for the tracking evaluation's tests only.
+motmetrics:
+	@tools/setup_motmetrics.sh
+
+# The robot's Python (CPython 3.6, JetPack-era libraries) for test/test_python36_runtime.py.
+py36:
+	@tools/setup_py36.sh
+
 models: env
 	@$(PY) tools/get_default_model.py
 
 demo: models
 	@$(PY) -m tx2_inference.tools.demo
 
-test: models triton
+test: models triton motmetrics py36
 	@$(PY) -m pytest
 
 lint: env

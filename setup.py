@@ -18,6 +18,8 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
+    # The preflight's support matrix (tools/extract_onnx_trt_support.py writes it).
+    package_data={'tx2_inference.backends.tensorrt': ['onnx_trt_support.json']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

@@ -61,7 +61,9 @@ def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     inits += [numpy_helper.from_array(np.array([1, 2, 3], np.int64), 'axes'),
               numpy_helper.from_array(np.array(2.0, np.float32), 'two'),
               numpy_helper.from_array(np.array(1.0, np.float32), 'one')]
-    nodes += [helper.make_node('ReduceMean', [last, 'axes'], ['heavy'], keepdims=0),
+    # Opset 13 and IR 7: what the robot's onnx 1.11 and ONNX Runtime 1.10 (the last for Python
+    # 3.6) read; ReduceMean takes its axes as an attribute there (an input from opset 18).
+    nodes += [helper.make_node('ReduceMean', [last], ['heavy'], axes=[1, 2, 3], keepdims=0),
               helper.make_node('ReduceSum', ['x', 'axes'], ['total'], keepdims=0),
               helper.make_node('Mul', ['x', 'two'], ['x2']),
               helper.make_node('Add', ['x2', 'one'], ['doubled'])]
@@ -71,8 +73,8 @@ def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:
         [helper.make_tensor_value_info('heavy', TensorProto.FLOAT, ['N']),
          helper.make_tensor_value_info('total', TensorProto.FLOAT, ['N']),
          helper.make_tensor_value_info('doubled', TensorProto.FLOAT, shape)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)])
+    model.ir_version = 7
     onnx.checker.check_model(model)
     path = str(tmp_path_factory.mktemp('onnx') / 'conv.onnx')
     onnx.save(model, path)

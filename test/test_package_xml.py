@@ -9,6 +9,7 @@ maintainers with e-mail, the ament_python build type, and dependency tags from t
 """
 
 import ast
+import json
 import os
 import re
 import sys
@@ -42,10 +43,11 @@ TOOL_LIBRARIES = ('matplotlib', 'psutil', 'skimage')
 TOOLS = os.path.join(PACKAGE, 'tools') + os.sep
 # Imports with no rosdep key on every distribution: JetPack ships TensorRT and pycuda; the CPU
 # runtimes come from pip. The README says which to install where.
-# tritonclient (backend triton, from pip) brings google.protobuf with it.
+# tritonclient (backend triton, from pip) brings google.protobuf with it. motmetrics and its
+# pandas run only in the tracking evaluation's own venv (tools/setup_motmetrics.sh).
 NOT_ROSDEP = {'tensorrt', 'tensorrt_lean', 'pycuda', 'cuda', 'onnxruntime', 'ai_edge_litert',
               'tflite_runtime', 'onnx', 'tensorflow', 'tf2onnx', 'pycocotools', 'tritonclient',
-              'google'}
+              'google', 'motmetrics', 'pandas'}
 
 
 @pytest.fixture(scope='module')
@@ -171,3 +173,61 @@ def test_the_ros_floor_is_declared(root):
         for attribute in ('version_lt', 'version_lte', 'version_eq', 'version_gte', 'version_gt'):
             if dep.get(attribute) is not None:  # REP 149: a version is MAJOR.MINOR.PATCH
                 assert re.fullmatch(r'\d+\.\d+\.\d+', dep.get(attribute)), dep.text
+
+
+# --- every key resolves where a Humble robot runs (issue 20, bug 2) ---
+# test/data/rosdep_keys.json: the rules of ros/rosdistro's rosdep/base.yaml and
+# rosdep/python.yaml and its humble/distribution.yaml, as test/extract_rosdep_keys.py read them.
+UBUNTU = ('bionic', 'focal', 'jammy')  # 18.04 (JetPack 4.6), 20.04 (JetPack 5), 22.04 (6)
+# The runtime libraries no rosdep key installs on Ubuntu, and the pip line the README gives a
+# TX2 for each: the version is the last with a cp36 manylinux2014_aarch64 wheel (checked with
+# `pip download --only-binary=:all: --python-version 3.6 --platform manylinux2014_aarch64`:
+# onnx-1.11.0-cp36-cp36m-manylinux_2_17_aarch64.whl, onnxruntime-1.10.0-cp36-cp36m-manylinux_
+# 2_17_aarch64.whl). TensorRT comes with JetPack; pycuda is built on the robot (no wheel).
+PIP_ON_THE_ROBOT = {'onnx': 'onnx==1.11.0', 'onnxruntime': 'onnxruntime==1.10.0',
+                    'pycuda': 'pycuda==2022.1'}
+
+
+def _rosdep_data():
+    with open(os.path.join(ROOT, 'test', 'data', 'rosdep_keys.json')) as f:
+        return json.load(f)
+
+
+def _resolves(record, release):
+    """Return how rosdep resolves a key on this Ubuntu release: 'ros', 'apt', 'pip' or None."""
+    if record.get('humble_repository'):
+        return 'ros'  # a Humble package: a binary on 22.04, the source-built underlay before
+    rule = record.get('ubuntu')
+    if isinstance(rule, dict) and 'pip' not in rule:  # per release, '*' for the others
+        rule = rule.get(release, rule.get('*'))
+    if isinstance(rule, dict) and 'pip' in rule:
+        return 'pip' if rule['pip'].get('packages') else None
+    return 'apt' if rule else None
+
+
+def test_every_dependency_key_resolves_on_the_ubuntu_releases_of_humble_robots(root):
+    data = _rosdep_data()
+    keys = _depends(root) | _test_depends(root)
+    missing = sorted(keys - set(data['keys']))
+    assert not missing, ('{} not in test/data/rosdep_keys.json: run test/extract_rosdep_keys.py '
+                         'on a ros/rosdistro checkout'.format(missing))
+    for key in sorted(keys):
+        for release in UBUNTU:
+            assert _resolves(data['keys'][key], release), (
+                'rosdep key {!r} does not resolve on Ubuntu {} (ros/rosdistro {})'.format(
+                    key, release, data['commit']))
+
+
+def test_runtime_libraries_without_a_rosdep_key_have_a_pip_line_in_the_readme():
+    data = _rosdep_data()
+    # rosdistro has no key that would install these with apt on Ubuntu: pip it is.
+    for key in ('python3-onnx', 'python3-pycuda', 'python3-tensorrt'):
+        assert not data['keys'][key], key
+    imported = _third_party_imports(runtime_files())
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        readme = f.read()
+    for module, line in sorted(PIP_ON_THE_ROBOT.items()):
+        assert module in imported, '{} is no longer imported by the runtime'.format(module)
+        assert line in readme, (
+            '{} imports {!r} (no rosdep key): the README must give the robot `pip3 install '
+            '{}`'.format(imported[module], module, line))

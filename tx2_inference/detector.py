@@ -316,6 +316,10 @@ class Detector(object):
         health = getattr(self._backend, 'health', None)  # a remote backend's connection
         if health is not None:
             result['backend_health'] = health()
+        memory = getattr(self._backend, 'device_memory', None)  # a CUDA backend's GPU memory
+        info = memory() if memory is not None else None
+        if info is not None:
+            result['device_memory'] = info
         return result
 
     def drain(self, timeout_s: Optional[float] = None) -> bool:

@@ -289,6 +289,16 @@ def test_shape_profiles_and_options_are_checked():
         eb.BuildOptions('int8', calibrator='percentile')
 
 
+def test_an_engine_build_without_the_onnx_package_names_the_pip_line(default_model,
+                                                                       monkeypatch):
+    # Every engine build reads the model with `onnx`, which no rosdep key installs: a robot
+    # without it got a bare ModuleNotFoundError at its first configure (issue 20, bug 2).
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # as if not installed
+    with pytest.raises(eb.BackendUnavailableError) as info:
+        eb._onnx_ops(default_model)
+    assert 'pip3 install onnx==1.11.0' in str(info.value)
+
+
 def test_cli_engine_without_gpu_is_one_clear_error(tmp_path, onnx_file, capsys):
     if probe_gpu(refresh=True)[0]:
         pytest.skip('a GPU is present: the no-GPU message cannot be shown here')

@@ -158,6 +158,24 @@ def test_outputs_are_correct_for_every_frame(library, generation, tmp_path, monk
 
 
 @pytest.mark.parametrize('library', _libraries())
+def test_device_memory_is_read_in_the_backends_context(library, tmp_path, monkeypatch):
+    """The node's /diagnostics figure: the driver's free and total, from another thread."""
+    import threading
+    with _open(tmp_path, monkeypatch, library) as backend:
+        answers = []
+        thread = threading.Thread(target=lambda: answers.append(backend.device_memory()))
+        thread.start()
+        thread.join()
+        memory = answers[0]
+        assert memory is not None, 'cuMemGetInfo failed in the backend context'
+        assert 0 < memory['free_mb'] <= memory['total_mb']
+        assert memory['used_mb'] == pytest.approx(memory['total_mb'] - memory['free_mb'])
+    assert backend.device_memory() is None  # closed
+    report('{}: device memory {:.0f} of {:.0f} MB used'.format(
+        library, memory['used_mb'], memory['total_mb']))
+
+
+@pytest.mark.parametrize('library', _libraries())
 def test_launch_returns_before_the_kernel_ends(library, tmp_path, monkeypatch):
     with _open(tmp_path, monkeypatch, library, base_ms=100.0, item_ms=0.0) as backend:
         slot = backend.create_slot(0, {'x': (1, ITEMS)})

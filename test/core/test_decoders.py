@@ -130,6 +130,8 @@ def _build_keras_model() -> Any:
 @pytest.fixture(scope='session')
 def scene_onnx(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Export the scene model as a SavedModel and convert it to ONNX (once per session)."""
+    pytest.importorskip('keras', reason='building the scene model needs Keras and TensorFlow '
+                        '(a workstation tool, not in the Python 3.6 runtime tier)')
     folder = tmp_path_factory.mktemp('scene_model')
     saved_model = str(folder / 'saved_model')
     _build_keras_model().export(saved_model, format='tf_saved_model', verbose=False)

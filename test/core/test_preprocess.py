@@ -169,6 +169,8 @@ def _reference(rgb: np.ndarray, model_color: str, layout: str, dtype: np.dtype,
 
 def _frames_of_one_photo(rgb: np.ndarray):
     """Yield (name, array, color) of one photo as every encoding the node takes."""
+    pytest.importorskip('sensor_msgs', reason='the ROS image conversion needs ROS 2 messages '
+                        '(not in the Python 3.6 runtime tier)')
     from sensor_msgs.msg import CompressedImage
 
     from tx2_inference.ros.image import (
@@ -224,6 +226,7 @@ def test_mean_std_are_in_the_model_order_for_every_encoding(model_color, layout,
 
 @pytest.mark.parametrize('layout', ['nhwc', 'nchw'])
 def test_mono_source_into_a_colour_model_normalises_each_channel(layout: str) -> None:
+    pytest.importorskip('sensor_msgs', reason='ROS 2 messages (not in the Python 3.6 tier)')
     from tx2_inference.ros.image import array_to_image_msg, image_to_array
     grey = data.camera()[:128, :192]
     shape = (1, 64, 96, 3) if layout == 'nhwc' else (1, 3, 64, 96)

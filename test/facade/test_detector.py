@@ -153,6 +153,7 @@ def test_warmup_runs_every_slot_and_leaves_frames_and_stats_alone(default_model,
 def test_a_bgr_normalised_model_sees_the_same_from_rgb8_and_bgr8(bgr_normalised_model,
                                                                 default_model, astronaut):
     """Per-channel mean/std apply in the model's order, whatever order the camera sends."""
+    pytest.importorskip('sensor_msgs', reason='ROS 2 messages (not in the Python 3.6 tier)')
     from tx2_inference.ros.image import array_to_image_msg, image_to_array
     bgr = np.ascontiguousarray(astronaut[:, :, ::-1])
     with Detector(bgr_normalised_model, backend='onnxruntime') as det:

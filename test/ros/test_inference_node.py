@@ -140,6 +140,20 @@ def latest_status(graph, name_suffix: str, since: int = 0) -> Any:
     return None
 
 
+def test_diagnostics_name_the_machine_and_the_nodes_memory(graph):
+    """Every state: the system status; here (no Jetson, no CUDA) one OK line saying so."""
+    from tx2_inference.core import jetson
+    status = graph.wait_until(lambda: latest_status(graph, ': system'))
+    assert status is not None, 'no system status on /diagnostics'
+    values = {pair.key: pair.value for pair in status.values}
+    assert 20 < float(values['node_rss_mb']) < 4000, values
+    if jetson.read_sysfs()['jetson']:  # pragma: no cover - the same test on a Jetson
+        assert 'power_mode' in values and 'throttling' in values
+        return
+    assert status.level == status.OK and status.message.startswith('not a Jetson'), status
+    assert float(values['ram_total_mb']) > 0 and not any(k.startswith('cuda_') for k in values)
+
+
 def test_configure_fails_on_bad_parameters_and_recovers(graph):
     assert graph.state() == 'unconfigured'
     assert not graph.transition_id(Transition.TRANSITION_CONFIGURE)

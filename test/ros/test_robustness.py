@@ -251,6 +251,11 @@ BAD_VALUES = {
     'warmup': ('yes', 'a boolean has no range', False),
     'silence_timeout_s': ('long', [0.1, 3601.0], 10.0),
     'max_frame_age_s': ('old', [-1.0, 3601.0], 5.0),
+    'tracking': ('on', 'a boolean has no range', True),
+    'tracking_low_threshold': ('low', [-0.1, 1.1], 0.2),
+    'tracking_iou_gate': (True, [-0.01, 1.01], 0.3),
+    'tracking_lost_s': ('1 s', [-1.0, 60.5], 2.0),
+    'tracking_appearance_gate': ('red', [-0.5, 1.5], 0.6),
 }
 
 
@@ -294,7 +299,8 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
             check_rejected(client, 'class_allowlist', value, ['person'], ['dog', 'cat'])
         for name in ('score_threshold', 'nms_iou_threshold', 'max_detections',
                      'class_agnostic_nms', 'publish_debug_image', 'silence_timeout_s',
-                     'max_frame_age_s'):
+                     'max_frame_age_s', 'tracking', 'tracking_low_threshold',
+                     'tracking_iou_gate', 'tracking_lost_s', 'tracking_appearance_gate'):
             good = BAD_VALUES[name][2]
             assert client.set_parameters(**{name: good})[0].successful, name
             assert client.get_parameters(name) == [good]

@@ -54,18 +54,27 @@ def player(*args: str) -> subprocess.Popen:
                             universal_newlines=True)
 
 
-def test_waits_for_its_subscriber_so_no_frame_is_lost(photos_dir, tmp_path):
-    """With --wait-for-subscribers, a replay starts only once a consumer has matched."""
+@pytest.mark.parametrize('transport', ['raw', 'compressed'])
+def test_waits_for_its_subscriber_so_no_frame_is_lost(photos_dir, transport):
+    """With --wait-for-subscribers, a replay starts only once a consumer has matched.
+
+    compressed: a node on ``input_transport: compressed`` subscribes to <topic>/compressed
+    alone, and the player with --compressed counts it.
+    """
     folder, photos = photos_dir
-    proc = player(str(folder), '--rate', '20', '--count', '2', '--encoding', 'rgb8',
-                  '--wait-for-subscribers', '1')
+    topic, extra = IMAGES, ['--encoding', 'rgb8']
+    if transport == 'compressed':
+        topic, extra = COMPRESSED, ['--compressed', '--compressed-format', 'png']
+    proc = player(str(folder), '--rate', '20', '--count', '2', '--wait-for-subscribers', '1',
+                  *extra)
     try:
         time.sleep(2.0)
         assert proc.poll() is None, 'the player published to nobody and ended'
-        with listen('late_listener', IMAGES) as late:
-            late.wait_until(lambda: len(late.messages(IMAGES)) >= 2, timeout=20.0)
-            got = late.messages(IMAGES)
-        assert [image_to_array(m)[0].shape for m in got] == [
+        with listen('late_listener', topic) as late:
+            late.wait_until(lambda: len(late.messages(topic)) >= 2, timeout=20.0)
+            got = late.messages(topic)
+        to_array = compressed_to_array if transport == 'compressed' else image_to_array
+        assert [to_array(m)[0].shape for m in got] == [
             photos['a_astronaut.png'].shape, photos['b_chelsea.png'].shape]
         assert proc.wait(timeout=10) == 0
     finally:

@@ -10,13 +10,15 @@ from typing import Any, Optional
 from tx2_inference.backends.base import Backend, Slot, TensorInfo
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
-__all__ = ['Backend', 'BACKENDS', 'open_backend', 'OUTPUTS_FROM', 'PRECISIONS', 'Slot',
-           'TensorInfo']
+__all__ = ['Backend', 'BACKENDS', 'FIXED_PRECISIONS', 'open_backend', 'OUTPUTS_FROM',
+           'PRECISIONS', 'Slot', 'TensorInfo']
 
 # The one list of each: what open_backend, the node's parameters and the CLIs accept.
 BACKENDS = ('auto', 'onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'tensorrt',
             'tflite', 'triton')
-PRECISIONS = ('fp32', 'fp16', 'int8')
+# auto: the best the GPU has (backends.tensorrt.devices); the others as named.
+FIXED_PRECISIONS = ('fp32', 'fp16', 'int8')
+PRECISIONS = ('auto',) + FIXED_PRECISIONS
 # Where the TensorRT backend's decoder reads outputs: its pinned buffers, or a CPU-cached copy.
 OUTPUTS_FROM = ('pinned', 'copy')
 
@@ -68,6 +70,7 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
         from tx2_inference.backends.tensorrt.runtime import TensorRTBackend
         if suffix == '.onnx':
             model_path = _engine_from_onnx(model_path, precision, engine_cache_dir)
+            precision = _built_precision(model_path, precision)
         elif suffix not in _ENGINE_SUFFIXES:
             raise ConfigError('backend tensorrt needs a .onnx model or a TensorRT engine '
                               '({}), not {!r}'.format(' '.join(_ENGINE_SUFFIXES), model_path))
@@ -104,6 +107,16 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
             'Copy it again and compare its sha256 with the original, or export it again '
             '(tx2-convert onnx).'.format(model_path, os.path.getsize(model_path), error)
         ) from error
+
+
+def _built_precision(engine_path: str, asked: str) -> str:
+    """Return the precision an engine was built with (its metadata), e.g. what auto chose."""
+    import json
+    try:
+        with open(os.path.splitext(engine_path)[0] + '.json') as f:
+            return str(json.load(f)['options']['precision'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return asked
 
 
 def check_model_file(model_path: str, suffix: str) -> None:

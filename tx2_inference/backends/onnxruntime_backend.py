@@ -53,6 +53,18 @@ def _dims(shape: Sequence[Any]) -> tuple:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
 
 
+def _element_type(array: np.ndarray) -> np.dtype:
+    """Return the dtype to bind ``array`` with: int64 as numpy's ``longlong``.
+
+    ONNX Runtime before 1.11 (1.10 is the last for JetPack 4.6's Python 3.6) maps only
+    ``NPY_LONGLONG`` to int64 and refuses numpy's default int64 (``NPY_LONG`` on Linux) with
+    "No corresponding Numpy type for Tensor Type"; both name the same 8-byte layout.
+    """
+    if array.dtype == np.int64:
+        return np.dtype(np.longlong)
+    return array.dtype
+
+
 class OnnxRuntimeBackend(ThreadedBackend):
     """Run an ONNX model with ONNX Runtime.
 
@@ -169,11 +181,11 @@ class OnnxRuntimeBackend(ThreadedBackend):
         for name, array in inputs.items():
             shape = [rows] + list(array.shape[1:]) if array.shape[:1] == (batch,) else \
                 list(array.shape)
-            binding.bind_input(name, 'cpu', 0, array.dtype, shape, array.ctypes.data)
+            binding.bind_input(name, 'cpu', 0, _element_type(array), shape, array.ctypes.data)
         for name, array in outputs.items():
             shape = [rows] + list(array.shape[1:]) if array.shape[:1] == (batch,) else \
                 list(array.shape)
-            binding.bind_output(name, 'cpu', 0, array.dtype, shape, array.ctypes.data)
+            binding.bind_output(name, 'cpu', 0, _element_type(array), shape, array.ctypes.data)
         return binding
 
     def launch(self, slot: Slot) -> None:

@@ -8,6 +8,8 @@ Subcommands::
     tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
     tx2-convert evaluate --images DIR --annotations coco.json --tf MODEL --onnx m.onnx ...
     tx2-convert triton-repo model.onnx|model.engine -o model_repository [--max-batch-size N]
+    tx2-convert check model.onnx --target tx2|nano|xavier|orin|trt8.0|trt8.2|trt8.5|trt8.6|trt10
+    tx2-convert retarget model.onnx --target tx2 -o model_tx2.onnx
 
 Runs on the robot (Python 3.6): TensorFlow, TensorRT and ONNX Runtime are imported only by
 the subcommand that needs them. A problem the user can fix prints one line (what was wrong,
@@ -20,7 +22,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from tx2_inference.backends import PRECISIONS
+from tx2_inference.backends import FIXED_PRECISIONS, PRECISIONS
+from tx2_inference.backends.tensorrt.devices import TARGETS
 from tx2_inference.errors import UserError
 
 LOG = logging.getLogger('tx2_inference.convert')
@@ -28,6 +31,8 @@ LOG = logging.getLogger('tx2_inference.convert')
 EXIT_USER_ERROR = 2
 #: The model and its config were written, but the config's decoder is to be completed.
 EXIT_CONFIG_INCOMPLETE = 3
+#: `check` (or `onnx`/`retarget --target`) found problems for the target's TensorRT.
+EXIT_TARGET_PROBLEMS = 1
 
 
 def _floats(text: str) -> List[float]:
@@ -158,6 +163,8 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         atol=args.atol, rtol=args.rtol, tolerances=parse_tolerances(args.tolerance),
         order_free=[n for n in (args.order_free or '').split(',') if n], batch=args.batch)
     name, shape, onnx_type = result.inputs[0]
+    if args.target:  # e.g. uint8 inputs -> float32 for TensorRT < 8.5 (checked in ORT)
+        onnx_type = _retarget_output(args.output, args.target, onnx_type)
     dtype = {'tensor(uint8)': 'uint8', 'tensor(float)': 'float32',
              'tensor(float16)': 'float16'}.get(onnx_type, onnx_type)
     try:
@@ -183,7 +190,67 @@ def cmd_onnx(args: argparse.Namespace) -> int:
             '  (detections: {} rows in another order, {} at the top-K cut-off)'.format(
                 d['reordered_rows'], d.get('crossed_rows', 0))
             if d.get('reordered_rows') or d.get('crossed_rows') else ''))
-    return report_incomplete(cfg_path, cfg['decoder'])
+    status = report_incomplete(cfg_path, cfg['decoder'])
+    if args.target:
+        status = status or report_check(args.output, args.target)
+    return status
+
+
+def _retarget_output(onnx_path: str, target: str, onnx_type: str) -> str:
+    """Fit the written ONNX to ``target`` in place; return its first input's new type."""
+    import onnx
+
+    from tx2_inference.convert import retarget
+    from tx2_inference.core.fileio import atomic_path
+    model = onnx.load(onnx_path)
+    fitted = retarget.retarget_model(model, target)
+    if fitted is model:
+        return onnx_type
+    with atomic_path(onnx_path) as tmp:
+        onnx.save(fitted, tmp)
+    print('Input(s) made float32 for {} (its TensorRT has no uint8; same outputs in ONNX '
+          'Runtime).'.format(target))
+    return 'tensor(float)'
+
+
+def report_check(onnx_path: str, target: str, sources: bool = False) -> int:
+    """Print the preflight of ``onnx_path`` on ``target``; return 0, or 1 on any problem."""
+    from tx2_inference.backends.tensorrt import devices, preflight
+    releases, device = devices.target_releases(target)
+    lines = preflight.check_target(onnx_path, target)
+    what = '{} (TensorRT {})'.format(target, ' and '.join(releases))
+    for line in lines:
+        print('{}: {}'.format(onnx_path, line))
+    if sources:
+        for line in preflight.sources(releases):
+            print('  checked against ' + line)
+    if lines:
+        print('{}: {} problem(s) for {}; fix them before copying it to the robot.'.format(
+            onnx_path, len(lines), what), file=sys.stderr)
+        return EXIT_TARGET_PROBLEMS
+    print('{}: passes the preflight for {}{}.'.format(
+        onnx_path, what, ' ({})'.format(device.name) if device else ''))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """`check`: will the target's TensorRT take this ONNX? (no TensorRT needed)."""
+    if args.list_targets:
+        from tx2_inference.backends.tensorrt import devices
+        print('\n'.join(devices.table()))
+        return 0
+    if not args.onnx or not args.target:
+        raise UserError('Pass the model and the target: tx2-convert check MODEL.onnx --target '
+                        'tx2.')
+    return report_check(args.onnx, args.target, sources=args.sources)
+
+
+def cmd_retarget(args: argparse.Namespace) -> int:
+    """`retarget`: fit an ONNX model (and its config) to a target, then check it."""
+    from tx2_inference.convert import retarget
+    retarget.retarget_file(args.onnx, args.target, args.output)
+    print('Wrote {}.'.format(args.output or args.onnx))
+    return report_check(args.output or args.onnx, args.target)
 
 
 def batch_profiles(onnx_path: str, batch: int) -> str:
@@ -330,13 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--batch', metavar='N|dynamic',
                    help="frames per inference: the inputs' first dimension becomes N (or free "
                    'with dynamic), for batch_size N on several cameras (default: as the graph)')
+    p.add_argument('--target', choices=TARGETS,
+                   help='fit the model to this device or TensorRT release (e.g. tx2: uint8 '
+                   'inputs become float32, checked in ONNX Runtime) and run the preflight '
+                   '(tx2-convert check) on it')
     _add_config_args(p)
     p.set_defaults(func=cmd_onnx)
 
     p = sub.add_parser('engine', help='ONNX -> TensorRT engine (on the target device)')
     p.add_argument('onnx')
     p.add_argument('-o', '--output', help='copy the engine here (default: the cache only)')
-    p.add_argument('--precision', default='fp16', choices=PRECISIONS)
+    p.add_argument('--precision', default='fp16', choices=PRECISIONS,
+                   help='auto: the best this GPU has (FP16 on a TX2; INT8 where the GPU has it '
+                   'and the model is Q/DQ or calibrated); int8 is refused on a GPU without it')
     p.add_argument('--config', help='model config (default: beside the ONNX)')
     p.add_argument('--cache-dir', help='engine cache folder (default: beside the ONNX)')
     p.add_argument('--workspace-mb', type=int, default=1024)
@@ -379,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('tflite', help='SavedModel or frozen graph -> TFLite')
     p.add_argument('model')
     p.add_argument('-o', '--output', required=True)
-    p.add_argument('--precision', default='fp32', choices=PRECISIONS)
+    p.add_argument('--precision', default='fp32', choices=FIXED_PRECISIONS)
     p.add_argument('--tag', default='serve')
     p.add_argument('--signature', default='serving_default')
     p.add_argument('--inputs', help='frozen graph / cut: name[1,300,300,3]')
@@ -426,6 +499,27 @@ def build_parser() -> argparse.ArgumentParser:
                    'config.pbtxt, e.g. optimization settings; checked by the schema')
     p.add_argument('--force', action='store_true', help='replace an existing model folder')
     p.set_defaults(func=cmd_triton_repo)
+
+    p = sub.add_parser('check', help="preflight: will the target's TensorRT take this ONNX? "
+                       '(any machine, no TensorRT; exit 1 on any problem)')
+    p.add_argument('onnx', nargs='?')
+    p.add_argument('--target', choices=TARGETS,
+                   help="a Jetson (its JetPack's TensorRT: tx2 and nano 8.0 and 8.2, xavier "
+                   '8.5, orin 10) or a TensorRT release')
+    p.add_argument('--sources', action='store_true',
+                   help='also print the support data checked against (repo, branch, commit)')
+    p.add_argument('--list-targets', action='store_true',
+                   help='print the device table (compute capability, FP16, INT8, DLA, JetPack '
+                   '-> TensorRT) and exit')
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser('retarget', help='fit an ONNX model to a target (uint8 inputs -> float32 '
+                       'for TensorRT < 8.5), then check it')
+    p.add_argument('onnx')
+    p.add_argument('--target', required=True, choices=TARGETS)
+    p.add_argument('-o', '--output', help='the fitted model (default: in place); its .yaml '
+                   'config is written beside it')
+    p.set_defaults(func=cmd_retarget)
     return parser
 
 

@@ -77,6 +77,10 @@ def exit_unless_supported(program: str = 'inference_node') -> None:
 def main(args: Optional[List[str]] = None) -> Any:
     """Run ``inference_node`` once the ROS 2 it runs on is known to be supported."""
     exit_unless_supported()
+    # The launch files set both Fast DDS profile variables: keep the one this Fast DDS reads
+    # (Fast DDS 3 warns about the other), before the middleware starts.
+    from tx2_inference.ros.dds import tidy_environment
+    tidy_environment(os.environ)
     from tx2_inference.ros.node import main as node_main
     return node_main(args)
 

@@ -151,13 +151,15 @@ def detector_status(node_name: str, state: str, detector: Any, last_error: str,
 
 def camera_status(node_name: str, image_topic: str, detections_topic: str,
                   counters: CameraCounters, active: bool,
-                  source: Optional[Dict[str, Any]] = None) -> DiagnosticStatus:
+                  source: Optional[Dict[str, Any]] = None,
+                  tracking: Sequence[Tuple[str, str]] = ()) -> DiagnosticStatus:
     """Return a camera's rates since the last call, latency (image stamp to publish), drops.
 
     :param source: the executor's counts of this camera (``Detector.stats()['sources']``):
         ``superseded`` (frames a newer frame of the same camera replaced while they waited;
         not in ``dropped``, which counts the node's own reasons, as the detector's total
         ``dropped_reasons.superseded`` never was), answered, executor latency (submit to result).
+    :param tracking: the camera's tracking values (``ros.tracking.CameraTracking.values``).
     """
     now = time.monotonic()
     with counters.lock:
@@ -192,6 +194,7 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
                    ('inference_latency_p50_ms', format_value(source['latency_ms_p50'])),
                    ('inference_latency_p99_ms', format_value(source['latency_ms_p99']))]
     values += [('dropped.' + reason, str(count)) for reason, count in sorted(dropped.items())]
+    values += list(tracking)
     # Stage means over the frames published since the last status, and the running totals
     # (a tool's means over its own window: differences of totals over differences of frames).
     new_frames = stage_frames - last_stage_frames
@@ -202,3 +205,25 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
         values += [('stage_ms.' + stage, format_value(mean)),
                    ('stage_ms_total.' + stage, '{:.3f}'.format(stage_totals[index]))]
     return _status(level, '{}: {}'.format(node_name, image_topic), message, values)
+
+
+def system_status(node_name: str, board: Dict[str, Any], verdict: Tuple[str, str, list],
+                  resident_mb: Optional[float], device_memory: Optional[Dict[str, Any]]
+                  ) -> DiagnosticStatus:
+    """Return the machine's status: the Jetson's (``core.jetson.assess``) and the memory.
+
+    :param board: ``core.jetson.board_state``'s result (its model is the hardware id).
+    :param verdict: ``core.jetson.assess(board)``: ('ok' or 'warn', message, values).
+    :param resident_mb: the node's resident memory (None: unknown).
+    :param device_memory: the backend's CUDA memory ({'used_mb', 'free_mb', 'total_mb'}), or
+        None without CUDA.
+    """
+    level, message, values = verdict
+    values = list(values)
+    if resident_mb is not None:
+        values.insert(0, ('node_rss_mb', '{:.0f}'.format(resident_mb)))
+    for key, value in sorted((device_memory or {}).items()):
+        values.append(('cuda_' + key, format_value(value)))
+    return _status(DiagnosticStatus.WARN if level == 'warn' else DiagnosticStatus.OK,
+                   '{}: system'.format(node_name), message, values,
+                   hardware_id=str(board.get('model', '')))

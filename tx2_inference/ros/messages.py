@@ -1,6 +1,6 @@
 """Detections and labels as vision_msgs: `Detection2DArray` and the latched `LabelInfo`."""
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from vision_msgs.msg import (
@@ -13,7 +13,8 @@ from vision_msgs.msg import (
 
 
 def detections_to_msg(header: Any, boxes: np.ndarray, scores: np.ndarray,
-                      labels: Sequence[str]) -> Detection2DArray:
+                      labels: Sequence[str], ids: Optional[np.ndarray] = None
+                      ) -> Detection2DArray:
     """
     Build a `Detection2DArray` (empty when there are no boxes).
 
@@ -21,11 +22,17 @@ def detections_to_msg(header: Any, boxes: np.ndarray, scores: np.ndarray,
     :param boxes: float [N, 4] x1, y1, x2, y2 in source-image pixels.
     :param scores: float [N].
     :param labels: N label strings, the hypotheses' ``class_id``.
+    :param ids: N track IDs (tracking on): each ``Detection2D.id`` is its ID as a string, ''
+        where it is negative; None leaves every ``id`` empty.
     :returns: the message, one `Detection2D` per box with one hypothesis.
     """
     msg = Detection2DArray(header=header)
-    for (x1, y1, x2, y2), score, label in zip(boxes.tolist(), scores.tolist(), labels):
+    track_ids = [-1] * len(labels) if ids is None else ids.tolist()
+    for (x1, y1, x2, y2), score, label, track_id in zip(boxes.tolist(), scores.tolist(), labels,
+                                                         track_ids):
         detection = Detection2D(header=header)
+        if track_id >= 0:
+            detection.id = str(track_id)
         detection.bbox.center.position.x = (x1 + x2) / 2.0
         detection.bbox.center.position.y = (y1 + y2) / 2.0
         detection.bbox.size_x = x2 - x1

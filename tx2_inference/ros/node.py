@@ -28,14 +28,16 @@ import textwrap
 import time
 from typing import Any, Dict, List, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from tx2_inference.core import jetson
 from tx2_inference.core.visualize import draw_detections
 from tx2_inference.errors import ConfigError, FrameError, UserError
 from tx2_inference.ros import silence
@@ -44,6 +46,7 @@ from tx2_inference.ros.diagnostics import (
     CameraCounters,
     detector_status,
     DIAGNOSTICS_PERIOD_S,
+    system_status,
 )
 from tx2_inference.ros.image import array_to_image_msg, compressed_to_array, image_to_array
 from tx2_inference.ros.logging_bridge import PackageLogRoute, route_package_logs
@@ -56,6 +59,7 @@ from tx2_inference.ros.parameters import (
     TABLE,
 )
 from tx2_inference.ros.spin import run_node
+from tx2_inference.ros.tracking import CameraTracking, tracking_config, with_ids
 
 NODE_NAME = 'inference_node'
 DRAIN_TIMEOUT_S = 5.0
@@ -64,12 +68,13 @@ DRAIN_TIMEOUT_S = 5.0
 class _Tag(object):
     """What a frame carries through the detector: where it came from and when."""
 
-    __slots__ = ('camera', 'header', 'received_ns', 'arrived', 'image', 'color')
+    __slots__ = ('camera', 'header', 'received_ns', 'arrived', 'image', 'color', 'debug')
 
     def __init__(self, camera: 'Camera', header: Any, received_ns: int, arrived: float,
-                 image: Optional[np.ndarray], color: str) -> None:
-        """Store the frame's origin; ``image`` only when a debug image will be drawn.
+                 image: Optional[np.ndarray], color: str, debug: bool) -> None:
+        """Store the frame's origin; ``image`` for the debug image or the tracker's colours.
 
+        :param debug: whether a debug image will be drawn.
         :param arrived: ``time.perf_counter()`` when the callback began, for the stage times.
         """
         self.camera = camera
@@ -78,6 +83,7 @@ class _Tag(object):
         self.arrived = arrived
         self.image = image
         self.color = color
+        self.debug = debug
 
 
 class Camera(object):
@@ -97,6 +103,7 @@ class Camera(object):
         self.debug_pub = None  # type: Any
         self.counters = CameraCounters()
         self.silence = silence.SilenceWatch(image_topic)
+        self.tracking = CameraTracking()
 
 
 def sensor_data_qos() -> QoSProfile:
@@ -120,7 +127,10 @@ class InferenceNode(LifecycleNode):
         self._diagnostics_pub = None  # type: Optional[Any]
         self._diagnostics_timer = None  # type: Optional[Any]
         self._warmup_note = ''
+        self._tracker_config = None  # type: Optional[Any]
         self._log_route: Optional[PackageLogRoute] = None
+        # A Jetson's tegrastats, started on the first diagnostics there (never elsewhere).
+        self._tegrastats = jetson.TegrastatsReader()
         super().__init__(node_name, **kwargs)
         # The core's Python logs (e.g. the engine build's progress) go to this node's log.
         self._log_route = route_package_logs(self.get_logger())
@@ -146,17 +156,24 @@ class InferenceNode(LifecycleNode):
             '' if held else 'already '))
         if self._log_route is not None:
             self._log_route.close()
+        self._tegrastats.close()
         super().destroy_node()
 
     def _on_live_change(self, names: List[str]) -> None:
         """Hand changed live parameters to the detector, for the next frame."""
         if self._detector is None:
             return
-        self._detector.params = self._params.detection_params(self._detector.config)
+        self._set_detection_params()
         if 'batch_timeout_ms' in names:
             self._detector.batch_timeout_ms = self._params.live['batch_timeout_ms']
         if 'score_threshold' in names and self._active:
             self._publish_label_info()
+
+    def _set_detection_params(self) -> None:
+        """Give the detector its parameters: with tracking, decoded down to the low threshold."""
+        params, self._tracker_config = tracking_config(
+            self._params.detection_params(self._detector.config), self._params.live)
+        self._detector.params = params
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -231,7 +248,12 @@ class InferenceNode(LifecycleNode):
                                         self._params.live.get('class_allowlist'))
         if reason:
             raise ConfigError(reason + ' Set the parameter class_allowlist and configure again.')
-        self._detector.params = self._params.detection_params(self._detector.config)
+        # ros2 param get shows the thresholds in force: the model config's, unless set.
+        sources = self._params.show_model_defaults(self._detector.config)
+        self._set_detection_params()
+        self.get_logger().info('detection parameters in force: {}'.format('; '.join(
+            '{} {} (from the {})'.format(name, self._params.value(name), source)
+            for name, source in sources.items())))
         # The first inference of a new session or engine is the slow one: not the first frame's.
         self._warmup_note = 'no warm-up'
         if self._params.value('warmup'):
@@ -259,13 +281,15 @@ class InferenceNode(LifecycleNode):
         try:
             for camera in self._cameras:
                 topic = camera.image_topic + '/compressed' if compressed else camera.image_topic
-                camera.silence = silence.SilenceWatch(topic)
+                camera.silence = silence.SilenceWatch(
+                    topic, rmw=get_rmw_implementation_identifier())
                 # A new profile each time: the QoS overrides are written into it.
-                camera.subscription = self.create_subscription(
-                    CompressedImage if compressed else Image, topic,
-                    lambda msg, camera=camera: self._on_image(msg, camera), sensor_data_qos(),
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                    event_callbacks=camera.silence.event_callbacks())
+                camera.subscription = camera.silence.subscribe(
+                    lambda callbacks, camera=camera, topic=topic: self.create_subscription(
+                        CompressedImage if compressed else Image, topic,
+                        lambda msg: self._on_image(msg, camera), sensor_data_qos(),
+                        qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                        event_callbacks=callbacks))
         except Exception as error:  # e.g. an invalid QoS override given as a parameter
             self._destroy_subscriptions()
             self._last_error = 'activate failed: {}'.format(error)
@@ -283,6 +307,8 @@ class InferenceNode(LifecycleNode):
             self.get_logger().warning('frames still in flight after {} s; their results are '
                                       'dropped'.format(DRAIN_TIMEOUT_S))
         self._active = False
+        for camera in self._cameras:  # tracks start anew at the next activation
+            camera.tracking.reset()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -353,7 +379,9 @@ class InferenceNode(LifecycleNode):
             return
         debug = (self._params.live.get('publish_debug_image') and
                  camera.debug_pub is not None and camera.debug_pub.get_subscription_count() > 0)
-        tag = _Tag(camera, msg.header, received_ns, arrived, array if debug else None, color)
+        keep = debug or self._params.live['tracking']  # the tracker reads the boxes' colours
+        tag = _Tag(camera, msg.header, received_ns, arrived, array if keep else None, color,
+                   bool(debug))
         try:
             detector.submit(array, color, tag, camera.image_topic)  # its pending frame, batch
         except Exception as error:  # the detector refused the frame (closed, bad shape)
@@ -372,18 +400,23 @@ class InferenceNode(LifecycleNode):
         if publisher is None:  # cleaned up while the frame was in flight
             return
         try:
-            publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
-                                                detections.labels))
-            published = time.perf_counter()
-            now_ns = self.get_clock().now().nanoseconds
             stamp_ns = tag.header.stamp.sec * 10**9 + tag.header.stamp.nanosec
             start_ns = stamp_ns if stamp_ns > 0 else tag.received_ns
+            # Tracks predict by the frames' stamps: a dropped frame is a longer step.
+            detections, ids = camera.tracking.apply(
+                self._params.live['tracking'], self._tracker_config, start_ns / 1e9, detections,
+                tag.image, tag.color)
+            publisher.publish(detections_to_msg(tag.header, detections.boxes, detections.scores,
+                                                detections.labels, ids))
+            published = time.perf_counter()
+            now_ns = self.get_clock().now().nanoseconds
             camera.counters.frame_out((now_ns - start_ns) / 1e6)
             camera.counters.stages(
                 (tag.received_ns - start_ns) / 1e6, tag.arrived, timing, published)
-            if tag.image is not None and camera.debug_pub is not None:
+            if tag.debug and tag.image is not None and camera.debug_pub is not None:
                 canvas, encoding = draw_detections(tag.image, tag.color, detections.boxes,
-                                                   detections.scores, detections.labels)
+                                                   detections.scores,
+                                                   with_ids(detections.labels, ids))
                 camera.debug_pub.publish(array_to_image_msg(canvas, encoding, tag.header))
                 camera.counters.debug_image()
         except Exception as error:  # keep the completion thread alive
@@ -427,14 +460,34 @@ class InferenceNode(LifecycleNode):
                      'unconfigured')
             array.status = [detector_status(name, state, self._detector, self._last_error,
                                             self._params.value('model_path'))]
+            self._params.describe_sources()  # outside the parameter callbacks
+            if self._detector is not None:
+                array.status[0].values += [
+                    KeyValue(key='param.' + key, value='{} (from the {})'.format(
+                        self._params.value(key), source))
+                    for key, source in sorted(self._params.sources.items())]
             sources = self._detector.stats()['sources'] if self._detector is not None else {}
             array.status += [self._silence_status(camera, camera_status(
                 name, camera.image_topic, camera.detections_topic, camera.counters, self._active,
-                sources.get(camera.image_topic))) for camera in list(self._cameras)]
+                sources.get(camera.image_topic), camera.tracking.values()))
+                for camera in list(self._cameras)]
+            array.status.append(self._system_status(name))
             self._diagnostics_pub.publish(array)
         except Exception as error:  # diagnostics must never take the node down
             self.get_logger().error('diagnostics failed: {}'.format(error),
                                     throttle_duration_sec=10.0)
+
+    def _system_status(self, name: str) -> Any:
+        """Return the machine's status: a Jetson's clocks, temperatures and memory."""
+        board = jetson.read_sysfs()
+        if board['jetson']:
+            board = jetson.board_state(tegrastats_line=self._tegrastats.latest(), sysfs=board)
+        detector = self._detector
+        device_memory = None
+        if detector is not None:  # only a backend that holds CUDA memory answers
+            device_memory = detector.stats().get('device_memory')
+        return system_status(name, board, jetson.assess(board), jetson.resident_mb(),
+                             device_memory)
 
     def _silence_status(self, camera: Camera, status: Any) -> Any:
         """Say in a camera's status (and the log, throttled) why it hears nothing, if so."""

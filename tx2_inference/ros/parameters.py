@@ -13,7 +13,7 @@ config/params.yaml, which test/ros/test_launch.py checks), then read it in the n
 
 import collections
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -26,6 +26,7 @@ from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
 from tx2_inference.backends import BACKENDS, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.core.tracking import DEFAULT_APPEARANCE_GATE
 from tx2_inference.errors import ConfigError
 from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
 
@@ -40,6 +41,12 @@ INPUT_TRANSPORTS = ('raw', 'compressed')
 
 # Labels of the loaded model, or None while no model is loaded.
 Labels = Optional[Sequence[str]]
+# The detection parameters whose default is the model config's: parameter -> its key in the
+# config's ``detection`` section (and in DetectionParams).
+MODEL_DEFAULTS = collections.OrderedDict((
+    ('score_threshold', 'score_threshold'), ('nms_iou_threshold', 'iou_threshold'),
+    ('max_detections', 'max_detections'), ('class_agnostic_nms', 'class_agnostic_nms')))
+USER_SET = 'parameter as set (overrides the model config)'
 
 
 def default_model_path() -> str:
@@ -198,9 +205,11 @@ TABLE = (
         'Runtime with that execution provider; triton: a Triton Inference Server runs the '
         'model (triton_* parameters).', reconfigure=True, choices=BACKENDS),
     ParameterSpec(
-        'precision', 'fp16',
+        'precision', 'auto',
         'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '
-        'it is.', reconfigure=True, choices=PRECISIONS),
+        'it is. auto: the best the GPU has (FP16 on a TX2 or Nano; INT8 on Xavier/Orin for a '
+        'Q/DQ model); int8 on a GPU without INT8 fails at configure.', reconfigure=True,
+        choices=PRECISIONS),
     ParameterSpec(
         'engine_cache_dir', '',
         "Folder for TensorRT engines built from ONNX. Empty: the detector's default cache.",
@@ -316,12 +325,39 @@ TABLE = (
     ParameterSpec(
         'silence_timeout_s', DEFAULT_SILENCE_TIMEOUT_S,
         'Seconds with publishers on a camera topic but no frame before the node warns (log '
-        'and /diagnostics) that the DDS set-up is likely dropping large frames.',
+        'and /diagnostics): a quiet camera, or frames the DDS drops (lost samples counted '
+        'within this window name the DDS at once).',
         floating=(0.5, 3600.0)),
     ParameterSpec(
         'max_frame_age_s', DEFAULT_MAX_FRAME_AGE_S,
         'A frame whose header stamp is older than this when it arrives makes the node warn '
         'of clock skew or a stalled camera driver.', floating=(0.0, 3600.0)),
+    # Tracking (core/tracking.py): per camera, over the decoded detections of each frame.
+    ParameterSpec(
+        'tracking', False,
+        'Track objects per camera and put the ID of each track in Detection2D.id (ByteTrack: '
+        'high-score boxes matched first, then boxes from tracking_low_threshold up to '
+        'score_threshold, which continue a track but never start one and are published only '
+        'when they do). Applies to the next frame; switched on, tracks start anew.'),
+    ParameterSpec(
+        'tracking_low_threshold', 0.1,
+        'Tracking: the least score of a detection that may continue a track (partly hidden '
+        'people); at or above score_threshold the second stage is off. Applies to the next '
+        'frame.', floating=(0.0, 1.0)),
+    ParameterSpec(
+        'tracking_iou_gate', 0.2,
+        "Tracking: the least IoU of a detection with a track's predicted box for them to match "
+        '(the low-score stage uses at least 0.5). Applies to the next frame.',
+        floating=(0.0, 1.0)),
+    ParameterSpec(
+        'tracking_lost_s', 1.0,
+        'Tracking: seconds (of image stamps) a track unseen is kept and can take its ID back; '
+        'then it ends. Applies to the next frame.', floating=(0.0, 60.0)),
+    ParameterSpec(
+        'tracking_appearance_gate', DEFAULT_APPEARANCE_GATE,
+        'Tracking: the largest colour distance (Bhattacharyya, 0-1) between a box and the track '
+        'it continues; two people who overlap then keep their own IDs rather than swap them. '
+        '1.0: motion only. Applies to the next frame.', floating=(0.0, 1.0)),
 )
 
 PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)
@@ -357,6 +393,12 @@ class NodeParameters(object):
         self._on_live_change = on_live_change
         self.startup_errors: Dict[str, str] = {}
         self.live: Dict[str, Any] = {}
+        # Detection parameters whose value the node wrote from the model config, and where
+        # each value in force came from (see show_model_defaults).
+        self._from_model: Dict[str, Any] = {}
+        self._writing_defaults = False
+        self._undescribed: Set[str] = set()
+        self.sources: Dict[str, str] = {}
         node.add_on_set_parameters_callback(self._validate)
         if hasattr(node, 'add_post_set_parameters_callback'):
             node.add_post_set_parameters_callback(self._apply)
@@ -433,6 +475,70 @@ class NodeParameters(object):
                                        class_agnostic_nms=self.live['class_agnostic_nms'],
                                        class_allowlist=list(allowlist) if allowlist else None)
 
+    def show_model_defaults(self, config: Any) -> Dict[str, str]:
+        """Write the model config's detection defaults into the parameters nobody set.
+
+        ``ros2 param get`` then shows the value in force, not "Parameter not set". A value set
+        by the user (command line, params file, ``ros2 param set``) stays and wins; a value
+        written here is replaced by the next model's at the next configure, as the model's
+        default it is. ``ros2 param describe`` and /diagnostics say where each came from.
+
+        :param config: the loaded model's ModelConfig (its ``detection`` section and path).
+        :returns: parameter -> where its value in force came from (also in ``sources``).
+        """
+        effective = config.detection_params()
+        where = config.path or 'the model config'
+        updates = []
+        for name, key in MODEL_DEFAULTS.items():
+            current = self.value(name)
+            if current is not None and self._from_model.get(name, object()) != current:
+                self._from_model.pop(name, None)
+                self.sources[name] = USER_SET
+                continue
+            value = getattr(effective, key)
+            value = bool(value) if name == 'class_agnostic_nms' else (
+                int(value) if name == 'max_detections' else float(value))
+            self.sources[name] = ('model config {}: detection.{}'.format(where, key)
+                                  if key in config.detection else
+                                  'built-in default (the model config {} has no detection.{})'
+                                  .format(where, key))
+            self._from_model[name] = value
+            updates.append(Parameter(name, value=value))
+        self._writing_defaults = True
+        try:
+            results = self._node.set_parameters(updates) if updates else []
+        finally:
+            self._writing_defaults = False
+        for parameter, result in zip(updates, results):
+            if not result.successful:  # e.g. a config value outside the parameter's range
+                self._from_model.pop(parameter.name, None)
+                self.sources[parameter.name] = 'model config (not shown: {})'.format(
+                    result.reason)
+        self._undescribed.update(MODEL_DEFAULTS)
+        self.describe_sources()
+        return dict(self.sources)
+
+    def describe_sources(self) -> None:
+        """Say in each changed detection parameter's description where its value came from.
+
+        Called after configure and from the node's timer, never inside a parameter callback
+        (``set_descriptor`` runs the set-parameter callbacks itself).
+        """
+        names, self._undescribed = [n for n in MODEL_DEFAULTS if n in self._undescribed], set()
+        for name in names:
+            if not hasattr(self._node, 'set_descriptor') or name not in self.sources:
+                continue
+            descriptor = PARAMETERS[name].descriptor()
+            descriptor.description += ' In force now: from the {}.'.format(self.sources[name])
+            self._writing_defaults = True
+            try:
+                descriptor.type = self._node.get_parameter(name).type_.value
+                self._node.set_descriptor(name, descriptor)
+            except Exception as error:  # informative only: never stop the node for it
+                self._node.get_logger().warning('describing {} failed: {}'.format(name, error))
+            finally:
+                self._writing_defaults = False
+
     def _validate(self, parameters: List[Parameter]) -> SetParametersResult:
         """On-set callback: accept or reject each value with a reason (no side effects)."""
         for parameter in parameters:
@@ -448,6 +554,10 @@ class NodeParameters(object):
         changed = []
         for parameter in parameters:
             self.startup_errors.pop(parameter.name, None)
+            if not self._writing_defaults and parameter.name in MODEL_DEFAULTS:
+                self._from_model.pop(parameter.name, None)
+                self.sources[parameter.name] = USER_SET
+                self._undescribed.add(parameter.name)
             if parameter.name in LIVE:
                 self.live[parameter.name] = parameter.value
                 changed.append(parameter.name)

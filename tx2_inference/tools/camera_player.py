@@ -142,7 +142,8 @@ class CameraPlayer(Node):
             integer_range=[IntegerRange(from_value=0, to_value=2**31 - 1, step=1)]))
         self.declare_parameter('wait_for_subscribers', wait_for_subscribers,
                                ParameterDescriptor(
-            description='Hold the first frame until this many subscribers have matched, so a '
+            description='Hold the first frame until this many subscribers have matched (on the '
+                        'image topic and, with compressed, <topic>/compressed together), so a '
                         'replay is not lost to discovery; 0: start at once.', read_only=True,
             integer_range=[IntegerRange(from_value=0, to_value=1000, step=1)]))
         self.declare_parameter('encoding', encoding, ParameterDescriptor(
@@ -186,7 +187,7 @@ class CameraPlayer(Node):
         """Publish the next frame; stop at the end (or loop)."""
         if self.wait_for:
             now = time.monotonic()
-            if self.image_pub.get_subscription_count() < self.wait_for:
+            if self.subscribers() < self.wait_for:
                 self.get_logger().info('waiting for {} subscriber(s)'.format(self.wait_for),
                                        once=True)
                 self.matched_at = None
@@ -228,6 +229,14 @@ class CameraPlayer(Node):
             self._wait_for_acks()
         if self.count and self.published >= self.count:
             self._finish('published {} frames'.format(self.published))
+
+    def subscribers(self) -> int:
+        """Return the subscribers matched on the image topic and, with compressed, its twin.
+
+        A node on ``input_transport: compressed`` subscribes only to ``<topic>/compressed``.
+        """
+        return sum(pub.get_subscription_count() for pub in (self.image_pub, self.compressed_pub)
+                   if pub is not None)
 
     def _pixels(self, frame: np.ndarray) -> np.ndarray:
         """Return a BGR frame in the chosen encoding."""
@@ -282,7 +291,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     # 1: the first frames are not lost while the consumer is still being discovered.
     parser.add_argument('--wait-for-subscribers', dest='wait_for_subscribers', type=int,
                         default=1, metavar='N',
-                        help='hold the first frame until N subscribers match (0: start at once)')
+                        help='hold the first frame until N subscribers match, on the image '
+                        'topic and <topic>/compressed together (0: start at once)')
     parser.add_argument('--encoding', choices=PUBLISHED_ENCODINGS, default='bgr8',
                         help='published encoding')
     parser.add_argument('--compressed', action='store_true',

@@ -52,6 +52,7 @@ import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from tx2_inference.backends.tensorrt import preflight
 from tx2_inference.backends.tensorrt.cache import (  # noqa: F401 (the package's build API)
     BuildFn,
     cache_key,
@@ -134,6 +135,8 @@ def build_or_load(onnx_path: str, options: BuildOptions, cache_dir: Optional[str
     if not os.path.isfile(onnx_path):
         raise ModelError('ONNX model {!r} does not exist.'.format(onnx_path))
     identity = identity or device_identity()
+    options = preflight.fit_options(onnx_path, options, identity.gpu_name,
+                                    identity.compute_capability)
     cache = EngineCache(cache_dir or os.path.join(os.path.dirname(os.path.abspath(onnx_path)),
                                                   'engines'))
     path = cache.get_or_build(onnx_path, options, identity, build_fn or build_engine_bytes,
@@ -201,10 +204,29 @@ def _heartbeat(what: str, every_s: float = 15.0) -> Iterator[None]:
 
 
 
+#: The last ``onnx`` release with a Python 3.6 wheel (cp36, manylinux2014 aarch64 too), for
+#: JetPack 4.6. No rosdep key installs ``onnx`` (test/data/rosdep_keys.json): the README says it.
+ONNX_PIP_PY36 = 'onnx==1.11.0'
+
+
+def import_onnx() -> Any:
+    """Return the ``onnx`` module, which every engine build reads the model with.
+
+    :raises BackendUnavailableError: it is not installed; the message gives the pip line.
+    """
+    try:
+        import onnx
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            'Building a TensorRT engine reads the ONNX model with the `onnx` package, which is '
+            'not installed ({}). Install it: `pip3 install {}` on JetPack 4.6 (Python 3.6), '
+            '`pip3 install onnx` elsewhere.'.format(exc, ONNX_PIP_PY36)) from exc
+    return onnx
+
+
 def _onnx_ops(onnx_path: str) -> List[Tuple[str, str]]:
     """Return the (domain, op_type) of every node of the ONNX model's graph."""
-    import onnx
-    model = onnx.load(onnx_path, load_external_data=False)
+    model = import_onnx().load(onnx_path, load_external_data=False)
     return [(n.domain, n.op_type) for n in model.graph.node]
 
 
@@ -240,6 +262,8 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
             'this TensorRT ({} {}) is the runtime-only package (no Builder/OnnxParser): build '
             'the engine where full TensorRT is installed (JetPack: python3-libnvinfer), or pass '
             'a prebuilt engine.'.format(trt.__name__, trt.__version__))
+    for line in preflight.before_build(onnx_path, trt.__version__):  # raises on a hard one
+        LOG.warning('preflight: %s', line)
     logger = tensorrt_logger(trt)
     builder = trt.Builder(logger)
     config = builder.create_builder_config()
@@ -257,10 +281,12 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
     parser = trt.OnnxParser(network, logger)
     with open(onnx_path, 'rb') as f:
         if not parser.parse(f.read()):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise ModelError('TensorRT cannot parse {!r}: {}. Re-export with a fixed input '
-                             'shape and cut unsupported ops (tx2-convert onnx --outputs).'
-                             .format(onnx_path, '; '.join(errors) or 'unknown error'))
+            errors = [parser.get_error(i) for i in range(parser.num_errors)]
+            raise ModelError('TensorRT {} cannot parse {!r}: {}. Check the model for this '
+                             'TensorRT on the desktop: tx2-convert check {} --target trt{}.'
+                             .format(trt.__version__, onnx_path,
+                                     preflight.describe_parser_errors(errors, onnx_path),
+                                     onnx_path, preflight.devices.release_for(trt.__version__)))
     # workspace: max_workspace_size up to 8.3, set_memory_pool_limit from 8.4
     if feats.workspace == 'set_memory_pool_limit':
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)

@@ -105,6 +105,23 @@ def gpu_name_and_capability(index: int = 0) -> Tuple[str, str]:
     return name.value.decode('utf-8', 'replace'), '{}.{}'.format(major.value, minor.value)
 
 
+def memory_info() -> Optional[Tuple[int, int]]:
+    """Return the current context's GPU memory (free, total) in bytes, or None.
+
+    The driver's ``cuMemGetInfo_v2`` (ctypes, as the probe): call it with a context current
+    (``CudaDevice.push``); without one the driver refuses and this returns None, so it never
+    creates a context of its own (one costs hundreds of MB on a Jetson).
+    """
+    try:
+        libcuda = ctypes.CDLL('libcuda.so.1')
+    except OSError:
+        return None
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    if libcuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)) != _CUDA_SUCCESS:
+        return None
+    return free.value, total.value
+
+
 class CudaDevice(object):
     """Streams, events and memory on one GPU; the methods both CUDA libraries provide.
 

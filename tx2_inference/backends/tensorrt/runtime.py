@@ -50,7 +50,7 @@ from tx2_inference.backends import OUTPUTS_FROM
 from tx2_inference.backends.base import Backend, concrete_shape, Slot, TensorInfo
 from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cache import engine_metadata
-from tx2_inference.backends.tensorrt.cuda import CudaError, open_cuda, require_gpu
+from tx2_inference.backends.tensorrt.cuda import CudaError, memory_info, open_cuda, require_gpu
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
 LOG = logging.getLogger(__name__)
@@ -395,6 +395,24 @@ class TensorRTBackend(Backend):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.001)
+
+    def device_memory(self) -> Optional[Dict[str, float]]:
+        """Return the GPU's memory in MB (used_mb, free_mb, total_mb), or None if closed.
+
+        Read in this backend's own context (a Jetson's GPU shares the RAM: total is the
+        board's, free what CUDA can still allocate), for the node's /diagnostics.
+        """
+        if self._engine is None:
+            return None
+        self._cuda.push()
+        try:
+            info = memory_info()
+        finally:
+            self._cuda.pop()
+        if info is None:
+            return None
+        free, total = info[0] / 2.0**20, info[1] / 2.0**20
+        return {'used_mb': total - free, 'free_mb': free, 'total_mb': total}
 
     def _close(self) -> None:
         busy = [s for s in self._slots if not self._settled(s)]

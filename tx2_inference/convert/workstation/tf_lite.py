@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from tx2_inference.backends import PRECISIONS
+from tx2_inference.backends import FIXED_PRECISIONS as PRECISIONS
 from tx2_inference.convert import config as cfgmod
 from tx2_inference.convert.workstation.tf_onnx import compare, parse_tensor_specs
 from tx2_inference.convert.workstation.tf_runner import (
