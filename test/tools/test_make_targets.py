@@ -2,8 +2,9 @@
 
 `make demo` must not set up the Triton server (build/triton, 380 MB that only the tests and
 the benchmark use; MLServer, its former stand-in, is gone) nor the tracking evaluation's
-py-motmetrics environment; `make test` makes both, `make bench` the Triton server. ``make -n -B`` prints every recipe line make
-would run, without running any; the environment scripts it names are read for what they call.
+py-motmetrics environment; `make test` makes both, `make bench` the Triton server.
+``make -n -B`` prints every recipe line make would run, without running any; the environment
+scripts it names are read for what they call.
 """
 
 import os
