@@ -87,8 +87,9 @@ class OnnxRuntimeBackend(ThreadedBackend):
         spinning off answered at 0.1 to 0.5 x the naive node's p50 latency (docs/BENCHMARKS.md).
         On an idle machine spinning saves the pool's wake-ups (about 56 futex waits per
         inference here) and runs faster: turn it on for a robot whose cores are otherwise idle.
-        The pool spins only while a run is in progress (``session.force_spinning_stop``): a
-        plain session's pool spins on after each run, about 25 ms of a core per frame here.
+        The pool spins only while a run is in progress (``session.force_spinning_stop``,
+        ONNX Runtime 1.12 and later; older releases ignore it): a plain session's pool spins on
+        after each run, about 25 ms of a core per frame here.
     """
 
     name = 'onnxruntime'
