@@ -25,7 +25,8 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
-from tx2_inference.backends import BACKENDS, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.backends import BACKENDS, INPUTS_FROM, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.core.tiles import TileGrid
 from tx2_inference.core.tracking import DEFAULT_APPEARANCE_GATE
 from tx2_inference.errors import ConfigError
 from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
@@ -85,6 +86,15 @@ def check_topics(topics: Sequence[str]) -> str:
         return ('image_topics {} share a namespace, so their detections topics would clash: '
                 'put each camera under its own namespace (cam0/image_raw, cam1/image_raw).'
                 .format(', '.join(topics)))
+    return ''
+
+
+def check_tiles(value: str) -> str:
+    """Return why a ``tiles`` value is rejected, or ''."""
+    try:
+        TileGrid.parse(value)
+    except ConfigError as error:
+        return str(error)
     return ''
 
 
@@ -239,6 +249,21 @@ TABLE = (
         'published in the last second, or this long after its first frame; applies to the '
         'next batch.', floating=(0.0, 1000.0)),
     ParameterSpec(
+        'tiles', '',
+        "Tiled inference for small objects: COLUMNSxROWS overlapping tiles of each camera's "
+        "frame (e.g. '3x3'), each a row of one batched inference where the model batches "
+        '(tx2-convert onnx --batch dynamic), else run one after another; detections merged '
+        "per frame. Empty: the whole frame, once. Costs up to one inference per tile.",
+        reconfigure=True, check=lambda value, labels: check_tiles(value)),
+    ParameterSpec(
+        'tile_overlap', 0.25,
+        'With tiles: the fraction of a tile shared with its neighbour (an object up to this '
+        'much of a tile wide is whole in one tile).', reconfigure=True, floating=(0.0, 0.9)),
+    ParameterSpec(
+        'tile_whole_frame', False,
+        'With tiles: also run the whole frame (one more inference), for objects too big for '
+        'a tile.', reconfigure=True),
+    ParameterSpec(
         'cpu_threads', 0,
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",
         reconfigure=True, integer=(0, 64)),
@@ -255,6 +280,12 @@ TABLE = (
         "buffers the GPU copied them into; copy: from a CPU-cached copy (on a TX2 pinned memory "
         "is not cached by the CPU: compare the executor's decode_ms with each).",
         reconfigure=True, choices=OUTPUTS_FROM),
+    ParameterSpec(
+        'trt_inputs_from', 'pinned',
+        'TensorRT: where the pre-processor writes the inputs. pinned: straight into the pinned '
+        'buffers the GPU copies from; copy: into a CPU-cached array, copied into them at '
+        "launch (on a TX2 pinned memory is not cached by the CPU: compare the executor's "
+        'prepare_ms with each).', reconfigure=True, choices=INPUTS_FROM),
     ParameterSpec(
         'triton_url', 'localhost:8001',
         "backend triton: host:port of the server's gRPC endpoint (Triton: 8001); grpcs:// "
@@ -450,7 +481,8 @@ class NodeParameters(object):
     def backend_options(self) -> Dict[str, Any]:
         """Return the backend's keyword arguments: the triton_* parameters for triton."""
         if self.value('backend') != 'triton':
-            return {'outputs_from': self.value('trt_outputs_from')}
+            return {'outputs_from': self.value('trt_outputs_from'),
+                    'inputs_from': self.value('trt_inputs_from')}
 
         def path(name: str) -> Optional[str]:
             value = self.value(name)
