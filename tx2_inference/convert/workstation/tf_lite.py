@@ -133,12 +133,14 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
             calib_limit: int = 64, input_overrides: Optional[Dict[str, Any]] = None,
             labels: Optional[str] = None, decoder_type: Optional[str] = None,
             decoder_options: Optional[Dict[str, Any]] = None,
-            int8_io: bool = False) -> 'TfliteResult':
+            int8_io: bool = False,
+            detection: Optional[Dict[str, Any]] = None) -> 'TfliteResult':
     """Convert ``source`` to a TFLite model at ``output`` and write its config beside it.
 
     :param decoder_type: ``--decoder`` (None: only a type the output names make unambiguous).
     :param decoder_options: decoder keys given on the command line.
     :param int8_io: with ``precision='int8'``: int8 input and outputs (a full-integer model).
+    :param detection: the config's ``detection`` section (the model's detection defaults).
 
     :returns: the summary (str() of it: sizes, TF comparison), the config path and the
         decoder section written (``type: to_be_completed`` where it could not be told).
@@ -251,6 +253,8 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
                    for d in interp.get_output_details()]
     cfg['decoder'] = cfgmod.decoder_section(decoder_type, decoder_options or {}, output_info,
                                             cfg, lambda name: _tflite_name(name, out_names))
+    if detection:
+        cfg['detection'] = dict(detection)
     cfgmod.save(cfgmod.config_path_for(output), cfg,
                 header='Written by tx2-convert tflite ({}) from {}.'.format(precision, source))
     label = precision.upper() + (' with int8 I/O' if int8_io else '')
