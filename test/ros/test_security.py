@@ -16,9 +16,9 @@ import pytest
 
 from tx2_inference.ros.image import array_to_image_msg
 from tx2_inference.tools import soak
-from tx2_inference.tools.kserve_server import free_port
 from tx2_inference.tools.processes import ModuleProcess
 from tx2_inference.tools.soak.graph import _ros_arg
+from tx2_inference.tools.triton_server import free_port
 
 SECRET = 's3cret-token-do-not-leak'
 

@@ -73,6 +73,21 @@ def _dims(shape: Sequence[Any]) -> List[int]:
     return [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else -1 for d in shape]
 
 
+def guess_layout(shape: Sequence[Any]) -> Optional[str]:
+    """Return 'nhwc' or 'nchw' from where the 1 or 3 channels of a 4-D shape are, else None.
+
+    None when both axes 1 and 3 could be the channels (e.g. [1, 3, 8, 3]) or neither could (a
+    free or other size in both): the layout must then be given, not guessed.
+    """
+    dims = _dims(shape)
+    if len(dims) != 4:
+        return None
+    last, second = dims[3] in (1, 3), dims[1] in (1, 3)
+    if last != second:
+        return 'nhwc' if last else 'nchw'
+    return None
+
+
 def _describe(tensors: Sequence[Any]) -> str:
     """List tensors as ``name [shape] dtype`` for error messages."""
     return ', '.join('{} {} {}'.format(t.name, _dims(t.shape), np.dtype(t.dtype).name)
@@ -341,9 +356,9 @@ class ModelConfig(object):
 
     def _guess_layout(self, name: str, shape: List[int]) -> str:
         """Return nhwc or nchw from where the 1 or 3 channels are; ConfigError if unclear."""
-        last, second = shape[3] in (1, 3), shape[1] in (1, 3)
-        if last != second:
-            return 'nhwc' if last else 'nchw'
+        layout = guess_layout(shape)
+        if layout is not None:
+            return layout
         raise self._error('input.layout', 'cannot tell the layout of input {} from its shape {};'
                           ' write input.layout: nhwc or nchw.'.format(name, shape))
 

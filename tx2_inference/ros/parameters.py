@@ -428,9 +428,10 @@ TABLE = (
     ParameterSpec(
         'ort_spinning', False,
         'ONNX Runtime: let the intra-op pool threads spin between the parallel parts of a run '
-        '(session.intra_op.allow_spinning), as a plain InferenceSession does. Faster runs '
-        'when the cores are otherwise idle; more CPU, and slower on a busy machine '
-        '(docs/BENCHMARKS.md). The thread count is cpu_threads.', reconfigure=True),
+        '(session.intra_op.allow_spinning), as a plain InferenceSession does, but only while '
+        'a run is in progress (session.force_spinning_stop). Faster runs when the cores are '
+        'otherwise idle; more CPU, and slower on a busy machine (docs/BENCHMARKS.md). The '
+        'thread count is cpu_threads.', reconfigure=True),
     ParameterSpec(
         'trt_outputs_from', 'pinned',
         'TensorRT: where the decoder reads the outputs. pinned: straight from the pinned '
