@@ -43,10 +43,10 @@ def unknown_names(unknown: Iterable[Any], known: Sequence[str]) -> str:
     return ', '.join(shown)
 
 
-def choice(value: Any, allowed: Sequence[str]) -> str:
+def choice(value: Any, allowed: Sequence[str], cutoff: float = 0.7) -> str:
     """Describe a value that is not one of ``allowed``: a near miss is named, nothing else."""
     if isinstance(value, str):
-        close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.75)
+        close = difflib.get_close_matches(value, allowed, n=1, cutoff=cutoff)
         if close:
             return '{!r} (did you mean {!r}?)'.format(value, close[0])
     return describe(value)
