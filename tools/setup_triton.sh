@@ -24,13 +24,26 @@ WANT=$(cat requirements/triton.txt tools/setup_triton.sh | sha256sum | cut -d' '
 if [[ "${1:-}" != --force && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   exit 0
 fi
+# Where the server cannot run here, say why (the tests that need it skip with this reason).
+unavailable() {
+  mkdir -p "$DIR"
+  echo "$*" >"$DIR/UNAVAILABLE"
+  echo "setup_triton: $* (the tests against the Triton server skip, naming this)" >&2
+  exit 0
+}
+rm -f "$DIR/UNAVAILABLE"
 if [[ "$(uname -m)" != x86_64 ]]; then
-  echo "setup_triton: the nvidia-pytriton wheel with tritonserver is built for x86_64 only" \
-    "(here: $(uname -m)); the triton backend's server tests are skipped" >&2
-  exit 1
+  unavailable "the nvidia-pytriton wheel with tritonserver is built for x86_64 only, not $(uname -m)"
 fi
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# The Python backend's stub embeds libpython: the one of the Python that makes the venv, so
+# that the stub's interpreter and the venv's standard library are the same release.
+LIBDIR=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')
+if [[ ! -e "$LIBDIR/libpython$PYVER.so.1.0" ]]; then
+  unavailable "$PY has no shared libpython$PYVER.so.1.0 (in '$LIBDIR'), which the Python" \
+    "backend's stub embeds: use a Python built with --enable-shared (TX2_PYTHON)"
+fi
 T0=$SECONDS
 mkdir -p "$DIR/download"
 PIP_QUIET=(--disable-pip-version-check --no-input -q)
@@ -49,7 +62,8 @@ fi
 
 log 'extracting tritonserver'
 rm -rf "$DIR/server"
-"$PY" - "$DIR/download/$WHEEL" "$DIR/server" "$PYVER" <<'PYTHON'
+STATUS=0
+"$PY" - "$DIR/download/$WHEEL" "$DIR/server" "$PYVER" <<'PYTHON' || STATUS=$?
 import os
 import shutil
 import sys
@@ -63,14 +77,19 @@ with zipfile.ZipFile(wheel) as archive:
 server = os.path.join(target, 'pytriton', 'tritonserver')
 stub = os.path.join(server, 'python_backend_stubs', version, 'triton_python_backend_stub')
 if not os.path.isfile(stub):
-    sys.exit('setup_triton: the wheel has no Python backend stub for Python {} (it has {})'
-             .format(version, ', '.join(sorted(os.listdir(os.path.dirname(os.path.dirname(
-                 stub)))))))
+    print('the wheel has no Python backend stub for Python {} (it has {})'.format(
+        version, ', '.join(sorted(os.listdir(os.path.dirname(os.path.dirname(stub)))))))
+    sys.exit(3)
 shutil.copy(stub, os.path.join(server, 'backends', 'python', 'triton_python_backend_stub'))
 for path in (os.path.join(server, 'bin', 'tritonserver'),
              os.path.join(server, 'backends', 'python', 'triton_python_backend_stub')):
     os.chmod(path, 0o755)
 PYTHON
+if [[ $STATUS == 3 ]]; then
+  unavailable "nvidia-pytriton 0.7.0 has no Python backend stub for Python $PYVER (TX2_PYTHON)"
+elif [[ $STATUS != 0 ]]; then
+  exit "$STATUS"
+fi
 
 if [[ ! -x "$DIR/venv/bin/python" ]]; then
   log "creating the Python backend's environment $DIR/venv (numpy 1.x, ONNX Runtime)"
@@ -79,8 +98,10 @@ fi
 "$DIR/venv/bin/pip" "${PIP_QUIET[@]}" install -r requirements/triton.txt \
   2>&1 | { grep -v 'is ignored: it is neither' || true; }
 "$DIR/venv/bin/python" -c 'import numpy, onnxruntime'
+echo "$LIBDIR" >"$DIR/python_libdir"
 for binary in bin/tritonserver backends/python/triton_python_backend_stub; do
-  if ldd "$DIR/server/pytriton/tritonserver/$binary" | grep 'not found' >&2; then
+  if LD_LIBRARY_PATH=$LIBDIR ldd "$DIR/server/pytriton/tritonserver/$binary" \
+      | grep 'not found' >&2; then
     echo "setup_triton: $binary misses the libraries above" >&2
     exit 1
   fi

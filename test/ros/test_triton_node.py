@@ -30,7 +30,7 @@ from tx2_inference.ros.image import array_to_image_msg
 from tx2_inference.ros.messages import detections_to_msg
 from tx2_inference.tools.client import detection_xyxy, NodeClient, write_reliable_overrides
 from tx2_inference.tools.processes import ModuleProcess
-from tx2_inference.tools.triton_server import free_port, TritonServer
+from tx2_inference.tools.triton_server import free_port, TritonServer, unavailable
 
 NODE = 'triton_inference_node'
 TOPIC = 'cam0/image_raw'
@@ -81,6 +81,8 @@ def value(status, key):
 
 @pytest.fixture(scope='module')
 def server(default_model, tmp_path_factory):
+    if unavailable():
+        pytest.skip(unavailable())
     with TritonServer(str(tmp_path_factory.mktemp('triton')),
                       {'ssdlite_person': default_model}) as srv:
         yield srv

@@ -5,7 +5,10 @@ The real ``tritonserver`` (2.51.0) comes from the ``nvidia-pytriton`` wheel, ext
 folder with ``TX2_TRITON_DIR``). That build has the Python backend but not the onnxruntime or
 TensorRT backends, so ``TritonServer`` serves each ``.onnx`` through the Python backend with
 ONNX Runtime inside the model's ``execute`` (tools/triton/model.py), in the Python environment
-``build/triton/venv`` (numpy 1.x: the backend's stub predates numpy 2). Everything else is the
+``build/triton/venv`` (numpy 1.x: the backend's stub predates numpy 2; with numpy 2 it answers
+with empty tensors). The stub, one process per model instance, embeds the shared libpython of
+the Python that made that venv (``LD_LIBRARY_PATH``) and takes its prefix from the first
+``python`` on ``PATH``, the venv's, so it imports what the venv holds. Everything else is the
 server users run: its model repository and ``config.pbtxt`` parser, dynamic batcher, gRPC
 endpoint (plain or TLS), model control and statistics.
 
@@ -39,6 +42,23 @@ def triton_dir() -> str:
 def server_dir() -> str:
     """Return the extracted ``tritonserver`` folder (``bin/``, ``backends/``)."""
     return os.path.join(triton_dir(), 'server', 'pytriton', 'tritonserver')
+
+
+def unavailable() -> str:
+    """Return why the Triton server cannot run here ('' when it is set up).
+
+    tools/setup_triton.sh writes the reason (not x86_64, no shared libpython); a server not
+    set up at all names the script to run.
+    """
+    reason_file = os.path.join(triton_dir(), 'UNAVAILABLE')
+    if os.path.isfile(reason_file):
+        with open(reason_file) as f:
+            return f.read().strip()
+    for path in (os.path.join(server_dir(), 'bin', 'tritonserver'),
+                 os.path.join(triton_dir(), 'venv', 'bin', 'python')):
+        if not os.path.isfile(path):
+            return 'the Triton server is not set up ({} is missing): run {}'.format(path, SETUP)
+    return ''
 
 
 def free_port() -> int:
@@ -124,12 +144,10 @@ class TritonServer(object):
         :raises FileNotFoundError: tools/setup_triton.sh has not made the server.
         """
         executable = os.path.join(server_dir(), 'bin', 'tritonserver')
-        python = os.path.join(triton_dir(), 'venv', 'bin', 'python')
-        for path in (executable, python):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    'the Triton server is not set up ({} is missing): run {} (make test and '
-                    'make bench do), or set TX2_TRITON_DIR'.format(path, SETUP))
+        why = unavailable()
+        if why:
+            raise FileNotFoundError('{} (make test and make bench run {}; TX2_TRITON_DIR '
+                                    'names another folder)'.format(why, SETUP))
         command = [executable, '--model-repository', self.repository,
                    '--backend-directory', os.path.join(server_dir(), 'backends'),
                    '--cache-directory', os.path.join(server_dir(), 'caches'),
@@ -154,10 +172,17 @@ class TritonServer(object):
         """
         command = self.command()
         env = dict(os.environ)
-        # The Python backend's stub embeds the first python on PATH: the server's own venv.
+        # The Python backend's stub embeds libpython (that of the Python the venv was made
+        # with, tools/setup_triton.sh) and takes its prefix from the first python on PATH: the
+        # server's own venv, with numpy 1.x and ONNX Runtime.
         env['PATH'] = os.path.join(triton_dir(), 'venv', 'bin') + os.pathsep + env.get('PATH', '')
         for name in ('PYTHONPATH', 'PYTHONHOME', 'LD_LIBRARY_PATH', 'VIRTUAL_ENV'):
             env.pop(name, None)
+        try:
+            with open(os.path.join(triton_dir(), 'python_libdir')) as f:
+                env['LD_LIBRARY_PATH'] = f.read().strip()
+        except OSError:
+            pass
         self._log = open(self.log_path, 'a')
         self.process = subprocess.Popen(command, cwd=self.folder, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
