@@ -192,6 +192,65 @@ def test_tls_with_the_right_ca_works_and_a_bad_certificate_fails(default_model, 
     assert server.url in str(error.value) and 'TLS' in str(error.value)
 
 
+def test_malformed_urls_are_config_errors_not_host_names(default_model):
+    for url in ('grpcs:/gpu:8001', 'grpcs//gpu:8001', 'grpc:gpu:8001', 'gpu :8001',
+                'user@gpu:8001', 'gpu:0', 'gpu:70000', '[::1:8001'):
+        with pytest.raises(ConfigError) as error:
+            Detector(default_model, backend='triton', backend_options={'url': url})
+        assert repr(url) in str(error.value), (url, str(error.value))
+
+
+def test_credentials_go_only_over_tls_or_to_loopback_and_are_never_echoed(default_model,
+                                                                          server):
+    secret = {'authorization': 'Bearer s3cret'}
+    with pytest.raises(ConfigError) as error:
+        Detector(default_model, backend='triton', backend_options={
+            'url': 'gpu.example:8001', 'headers': secret})
+    assert 'authorization would travel in plain text' in str(error.value)
+    assert 's3cret' not in str(error.value)
+    with _triton(default_model, server, headers=secret) as remote:  # 127.0.0.1: allowed
+        assert remote.backend.headers == secret
+    from tx2_inference.ros.parameters import parse_headers, read_secret_headers
+    with pytest.raises(ConfigError) as error:
+        parse_headers(['authorization Bearer s3cret'])
+    assert 's3cret' not in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        read_secret_headers('', 'NO_SUCH_VARIABLE_HERE', environ={})
+    assert 'NO_SUCH_VARIABLE_HERE' in str(error.value)
+
+
+def test_answers_are_capped_near_the_outputs_size_and_their_shapes_checked(default_model,
+                                                                          server, astronaut):
+    """A redirected server may not answer gigabytes, nor shapes the metadata did not give."""
+    from tx2_inference.backends.base import TensorInfo
+    from tx2_inference.backends.triton_backend import MAX_RECEIVE_BYTES, RemoteInferenceError
+    errors = []
+    with _triton(default_model, server) as remote:
+        backend = remote.backend
+        outputs = sum(int(np.prod([max(d, 1) for d in t.shape])) * t.dtype.itemsize
+                      for t in backend.outputs)
+        assert outputs < backend.receive_limit <= max(1 << 20, 4 * outputs + 65536)
+        assert backend.receive_limit < MAX_RECEIVE_BYTES
+        # An answer larger than the channel takes is refused by gRPC, and counted.
+        backend._client.close()
+        backend._client = backend._connect(1024)
+        remote.on_error = None
+        with pytest.raises(Exception) as error:
+            remote.detect(astronaut, 'rgb')
+        assert 'received message larger than max' in str(error.value).lower() or \
+            'resource' in str(error.value).lower(), str(error.value)
+    with _triton(default_model, server) as remote:
+        backend = remote.backend
+        info = backend._outputs[0]
+        backend._outputs[0] = TensorInfo(info.name, (1, 7, 4), info.dtype)  # what it "said"
+        slot = backend._slots[0]
+        backend.launch(slot)
+        with pytest.raises(RemoteInferenceError) as error:
+            backend.wait(slot)
+        assert 'has shape' in str(error.value) and '[1, 7, 4]' in str(error.value)
+    assert not errors
+
+
 def test_the_servers_dynamic_batching_joins_several_cameras_requests(default_model, server):
     """config.pbtxt's dynamic_batching: the server runs 4 cameras' frames in fewer executions."""
     photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(),

@@ -98,7 +98,9 @@ def graph(default_model, server, tmp_path_factory):
                '--params-file', overrides, '-p', 'model_path:=' + default_model,
                '-p', 'image_topics:=[{}]'.format(TOPIC), '-p', 'backend:=triton',
                '-p', 'triton_url:=127.0.0.1:{}'.format(free_port()),
-               '-p', 'triton_timeout_s:=2.0']
+               '-p', 'triton_timeout_s:=2.0',
+               # The operator's opt-in: these tests re-point the node while unconfigured.
+               '-p', 'allow_remote_reconfigure:=true']
     log = str(tmp_path_factory.mktemp('node') / 'node.log')
     env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=PROFILE)
     with ModuleProcess(command, log, env=env) as node, Graph() as graph:

@@ -156,6 +156,8 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         return 0
     if not args.output:
         raise UserError('Pass the output path: -o model.onnx.')
+    from tx2_inference.convert import outputs
+    outputs.check_output(args.output, [args.model], args.force)
     result = tf_onnx.convert(
         args.model, args.output, inputs=args.inputs, outputs=args.outputs, tag=args.tag,
         signature_name=args.signature, opset=args.opset, fold=not args.no_fold,
@@ -179,8 +181,8 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         cfg['detection'] = detection_defaults(args)
     if args.batch:  # the largest batch: N, or -1 for any (a dynamic batch)
         cfg['input']['batch'] = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else -1
-    cfg_path = cfgmod.config_path_for(args.output)
-    cfgmod.save(cfg_path, cfg, header='Written by tx2-convert onnx from {}.'.format(args.model))
+    cfg_path = cfgmod.save(None, cfg, header='Written by tx2-convert onnx from {}.'.format(
+        args.model), model=args.output, force=args.force)
     print('Wrote {} and {} ({:.1f} s).'.format(args.output, cfg_path, result.seconds))
     for out, d in sorted(result.diffs.items()):
         print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}{}{}'.format(
@@ -282,6 +284,13 @@ def cmd_engine(args: argparse.Namespace) -> int:
     path = engine_builder.build_or_load(args.onnx, opts, cache_dir=args.cache_dir,
                                         output=args.output, force=args.force)
     print('Engine: {}'.format(path))
+    if args.prune is not None:
+        from tx2_inference.backends.tensorrt.cache import EngineCache
+        cache = EngineCache(args.cache_dir or os.path.join(
+            os.path.dirname(os.path.abspath(args.onnx)), 'engines'))
+        stem = os.path.splitext(os.path.basename(args.onnx))[0]
+        for removed in cache.prune(args.prune, stem):
+            print('Pruned: {}'.format(removed))
     return 0
 
 
@@ -291,22 +300,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     report = quantize.quantize(args.onnx, args.output, args.calib_images, fmt=args.format,
                                config_path=args.config, limit=args.calib_limit,
                                method=args.method, per_channel=not args.per_tensor,
-                               measure=not args.no_measure)
+                               measure=not args.no_measure, force=args.force)
     print(report.summary())
     return 0
 
 
 def cmd_tflite(args: argparse.Namespace) -> int:
     """`tflite`: SavedModel / frozen graph -> TFLite FP32, FP16 or INT8."""
+    from tx2_inference.convert import outputs
     from tx2_inference.convert.workstation import tf_lite
     _check_config_args(args)
+    outputs.check_output(args.output, [args.model], args.force)
     result = tf_lite.convert(args.model, args.output, precision=args.precision,
                              inputs=args.inputs, outputs=args.outputs, tag=args.tag,
                              signature_name=args.signature, calib_images=args.calib_images,
                              calib_limit=args.calib_limit, input_overrides=_input_overrides(args),
                              labels=args.labels, decoder_type=args.decoder,
                              decoder_options=decoder_options(args),
-                             int8_io=args.int8_io, detection=detection_defaults(args))
+                             int8_io=args.int8_io, detection=detection_defaults(args),
+                             force=args.force)
     print(result)
     return report_incomplete(result.config_path, result.decoder)
 
@@ -382,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                    'exit (no conversion)')
     p.add_argument('--match', metavar='SUBSTRING',
                    help='with --list-tensors: only tensors whose name contains it')
+    p.add_argument('--force', action='store_true', help='replace an existing output and a '
+                   'hand-edited config (.bak copies kept)')
     p.add_argument('--batch', metavar='N|dynamic',
                    help="frames per inference: the inputs' first dimension becomes N (or free "
                    'with dynamic), for batch_size N on several cameras (default: as the graph)')
@@ -421,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='a dynamic-batch ONNX: profiles for batches 1..N (what --shapes '
                    'would say), for batch_size up to N')
     p.add_argument('--force', action='store_true', help='rebuild even if cached')
+    p.add_argument('--prune', type=int, metavar='N', help="then delete all but this model's N "
+                   'newest engines in the cache (older ONNX versions, other options)')
     p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser('quantize', help='ONNX -> INT8 ONNX (ONNX Runtime static, calibrated)')
@@ -435,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--method', default='minmax', choices=['minmax', 'entropy', 'percentile'])
     p.add_argument('--per-tensor', action='store_true', help='per-tensor weight scales')
     p.add_argument('--no-measure', action='store_true', help='skip the speed measurement')
+    p.add_argument('--force', action='store_true', help='replace an existing output and a '
+                   'hand-edited config (.bak copies kept); never the input')
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser('tflite', help='SavedModel or frozen graph -> TFLite')
@@ -447,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--outputs', help='frozen graph / cut: A,B')
     p.add_argument('--calib-images', help='representative dataset for INT8')
     p.add_argument('--calib-limit', type=int, default=64)
+    p.add_argument('--force', action='store_true', help='replace an existing output and a '
+                   'hand-edited config (.bak copies kept)')
     p.add_argument('--int8-io', action='store_true',
                    help='with --precision int8: int8 input and outputs (full-integer model)')
     _add_config_args(p)

@@ -107,17 +107,32 @@ def incomplete_banner(path: str, decoder: Mapping[str, Any]) -> str:
                        incomplete_decoder_message(decoder, path), rule])
 
 
-def save(path: str, cfg: Dict[str, Any], header: Optional[str] = None) -> None:
+def save(path: Optional[str], cfg: Dict[str, Any], header: Optional[str] = None,
+         model: Optional[str] = None, force: bool = False) -> str:
     """Validate ``cfg`` (ModelConfig) and write it as YAML atomically, keeping key order.
 
+    :param path: where to write; None: the config of ``model`` (`outputs.config_target`:
+        beside it, never over another artefact's config).
+    :param model: the model file the config belongs to: the file is stamped with it, and a
+        hand-edited config there is refused without ``force`` (`outputs.check_config`).
+    :returns: the path written.
     :raises ConfigError: if the config is invalid; nothing is written then.
+    :raises UserError: a hand-edited config would be replaced without ``force``.
     """
     import yaml
+
+    from tx2_inference.convert import outputs
+    if path is None:
+        path = outputs.config_target(model)
     ModelConfig.from_dict(cfg, path)
     text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+    if model is not None:
+        outputs.check_config(path, force)
+        text = outputs.stamped(text, model)
     if header:
         text = ''.join('# ' + line + '\n' for line in header.splitlines()) + text
     atomic_write_text(path, text)
+    return path
 
 
 def parse_labels(value: Optional[str]) -> List[str]:
