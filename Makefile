@@ -8,7 +8,7 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env mlserver motmetrics py36 qat-env models demo test lint bench soak constraints clean \
+.PHONY: env triton motmetrics py36 qat-env models demo test lint bench soak constraints clean \
 	help gpu-check
 
 help:
@@ -22,10 +22,10 @@ help:
 env:
 	@tools/setup_env.sh
 
-# The MLServer stand-in for a Triton server (own venv, ~400 MB): only the tests and the
-# benchmark start it, so `make demo` does not set it up.
-mlserver:
-	@tools/setup_mlserver.sh
+# NVIDIA's Triton server (the nvidia-pytriton wheel's tritonserver, ~380 MB in build/triton):
+# only the tests and the benchmark start it, so `make demo` does not set it up.
+triton:
+	@tools/setup_triton.sh
 
 # py-motmetrics (numpy 1.x, pandas < 2.3, own venv) for the tracking evaluation's tests only.
 motmetrics:
@@ -45,13 +45,13 @@ models: env
 demo: models
 	@$(PY) -m tx2_inference.tools.demo
 
-test: models mlserver motmetrics py36 qat-env
+test: models triton motmetrics py36 qat-env
 	@$(PY) -m pytest
 
 lint: env
 	@$(PY) -m pytest test/test_style.py test/test_python36.py test/test_package_xml.py test/test_import_rules.py
 
-bench: models mlserver
+bench: models triton
 	@$(PY) -m tx2_inference.tools.benchmark --output output/benchmark
 
 soak: models
@@ -60,6 +60,8 @@ soak: models
 # The TensorRT backend's CUDA path on a real GPU, with only TensorRT replaced by a stand-in
 # (test/trt_standin.py). Needs no venv and installs nothing: a Python with numpy, cupy and
 # cuda-python (GPU_PYTHON, default python3), as on the lent GPU machines. Under 5 minutes.
+# tools/gpu_check.py prints what it found and fails when any of those is missing or a test
+# is skipped; pycuda runs where installed, else it is reported as unrun.
 GPU_PYTHON ?= python3
 GPU_PROBE := from tx2_inference.backends.tensorrt.cuda import probe_gpu; n, why = probe_gpu(); \
 	print('' if n else why)
@@ -67,8 +69,7 @@ gpu-check:
 	$(eval GPU_MISSING := $(shell PYTHONPATH=. $(GPU_PYTHON) -c "$(GPU_PROBE)" 2>/dev/null \
 	  || echo '$(GPU_PYTHON) cannot run the GPU probe (numpy missing?)'))
 	$(if $(GPU_MISSING),$(error make gpu-check needs an NVIDIA GPU, none here: $(GPU_MISSING)))
-	@PYTHONPATH=. PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m pytest -m gpu -s -q -rs -p no:cacheprovider \
-	  -o addopts= -o timeout=280 test/backends/test_gpu_check.py
+	@PYTHONPATH=. PYTHONUNBUFFERED=1 $(GPU_PYTHON) tools/gpu_check.py
 
 # Re-pin every package after a change to requirements/*.txt.
 constraints: env

@@ -10,7 +10,6 @@ activation rounding is the only difference, so the figures say what INT8 activat
 
 import logging
 import os
-import shutil
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -58,23 +57,27 @@ def compare(qdq_path: str, folded_path: str, feeds: List[Dict[str, np.ndarray]]
 
 def fold_file(src: str, output: str, images: Optional[str] = None,
               config_path: Optional[str] = None, atol: float = 0.05, rtol: float = 0.1,
-              limit: int = 8) -> Dict[str, Any]:
+              limit: int = 8, force: bool = False) -> Dict[str, Any]:
     """Fold ``src`` into ``output`` (its config copied beside it), checked against ``src``.
 
-    :raises UserError: no Q/DQ in ``src``, a Q/DQ arrangement without a float meaning, or
-        outputs that differ beyond the tolerance (nothing is written then).
+    :param force: replace an existing ``output`` (and a hand-edited config there; ``.bak``
+        copies kept).
+    :raises UserError: no Q/DQ in ``src``, a Q/DQ arrangement without a float meaning,
+        outputs that differ beyond the tolerance, or an existing ``output`` without ``force``
+        (nothing is written then).
     """
     from tx2_inference.backends.tensorrt import qdq
-    from tx2_inference.convert import config as cfgmod
+    from tx2_inference.convert import config as cfgmod, outputs
     if not os.path.isfile(src):
         raise UserError('ONNX model {!r} does not exist.'.format(src))
+    cfg_src = config_path or cfgmod.config_path_for(src)
+    outputs.check_output(output, [src, cfg_src], force)
     before = qdq.count_qdq(src)
     if before == (0, 0):
         raise UserError('{!r} has no QuantizeLinear/DequantizeLinear nodes: nothing to fold '
                         '(build it as FP16 directly).'.format(src))
     import onnx
     model = qdq.fold(src)
-    cfg_src = config_path or cfgmod.config_path_for(src)
     with atomic_path(output) as tmp:
         onnx.save(model, tmp)
         if images:
@@ -95,9 +98,8 @@ def fold_file(src: str, output: str, images: Optional[str] = None,
                                 '{} max abs {:.3g} (max |Q/DQ| {:.3g})'.format(
                                     n, s['max_abs'], s['max_ref']) for n, s in bad.items())))
     if os.path.isfile(cfg_src):
-        dst = cfgmod.config_path_for(output)
-        if os.path.abspath(dst) != os.path.abspath(cfg_src):
-            shutil.copyfile(cfg_src, dst)
+        cfgmod.save(None, cfgmod.load(cfg_src), header='Written by tx2-convert fold-qdq from '
+                    '{}.'.format(os.path.basename(src)), model=output, force=force)
     return {'output': output, 'removed': {'quantize': before[0], 'dequantize': before[1]},
             'inputs': len(feeds), 'real_images': bool(images), 'diffs': stats,
             'atol': atol, 'rtol': rtol}
