@@ -67,7 +67,8 @@ def fold_file(src: str, output: str, images: Optional[str] = None,
         (nothing is written then).
     """
     from tx2_inference.backends.tensorrt import qdq
-    from tx2_inference.convert import config as cfgmod, outputs
+    from tx2_inference.convert import config as cfgmod
+    from tx2_inference.convert import outputs
     if not os.path.isfile(src):
         raise UserError('ONNX model {!r} does not exist.'.format(src))
     cfg_src = config_path or cfgmod.config_path_for(src)
