@@ -40,6 +40,25 @@ def default_model() -> str:
     return os.path.join(_ROOT, 'models', 'ssdlite_person.onnx')
 
 
+@pytest.fixture(scope='session')
+def batch_model(default_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Convert the default person detector with ``tx2-convert onnx --batch dynamic`` (once).
+
+    The several-camera tests (test_multi_camera_node) and tiling (test_tiling) batch with it.
+    """
+    saved = os.path.join(_ROOT, 'models', 'ssdlite_person_savedmodel')
+    out = str(tmp_path_factory.mktemp('batch_model') / 'ssdlite_person_dyn.onnx')
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'tx2_inference.convert', 'onnx', saved, '-o', out,
+         '--inputs', 'image_tensor:0[1,300,300,3]', '--batch', 'dynamic', '--outputs',
+         'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0',
+         '--labels', 'person', '--decoder', 'boxes_scores', '--background-class', '0'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+    return out
+
+
 # --- a small real ONNX model for backend and executor mechanics (test_backends/executor) ---
 @pytest.fixture(scope='session')
 def conv_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> str:

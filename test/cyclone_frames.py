@@ -5,7 +5,8 @@ there is no rmw_cyclonedds wheel here), configured only by ``CYCLONEDDS_URI``, a
 on rmw_cyclonedds_cpp would be. Roles, driven line by line on stdin/stdout by the test:
 
 - ``sub DOMAIN``: a best-effort reader; prints ``ready``; on the line ``report`` prints
-  ``received <n>`` (distinct frames taken) and exits.
+  ``received <n> lost <m>`` (distinct frames taken; the reader's SAMPLE_LOST status total,
+  what rmw_cyclonedds turns into ROS's message-lost event) and exits.
 - ``pub DOMAIN COUNT``: a best-effort writer; prints ``matched`` once the reader is there; on the
   line ``go`` writes COUNT samples of 640 x 480 x 3 bytes (a 640x480 rgb8 Image's data) at
   30 FPS, then prints ``sent``.
@@ -50,7 +51,8 @@ def subscribe(participant: DomainParticipant) -> None:
         received.update(sample.index for sample in reader.take(N=32))
         time.sleep(0.005)
     received.update(sample.index for sample in reader.take(N=32))
-    print('received', len(received), flush=True)
+    print('received', len(received), 'lost', reader.get_sample_lost_status().total_count,
+          flush=True)
 
 
 def publish(participant: DomainParticipant, count: int) -> None:

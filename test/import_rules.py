@@ -37,7 +37,8 @@ NO_TOOLS = _rule('only tools/ import the tools', (PACKAGE + '.tools',))
 NO_TOOL_LIBRARIES = _rule('the robot needs no tool library (only tools/ and the workstation '
                           'import them)', TOOL_LIBRARIES)
 NO_CONVERTER = _rule('the runtime never imports the converter', (PACKAGE + '.convert',))
-NO_FACADE = _rule('it is below the facade', (PACKAGE + '.executor', PACKAGE + '.detector'))
+NO_FACADE = _rule('it is below the facade', (PACKAGE + '.executor', PACKAGE + '.detector',
+                                             PACKAGE + '.tiling'))
 RUNTIME = NO_TENSORFLOW + NO_TOOLS + NO_TOOL_LIBRARIES + NO_CONVERTER
 # layer -> what it must not import, and why.
 RULES = {
@@ -56,7 +57,7 @@ RULES = {
 
 # The modules at the package's top level, and their layer; anything else belongs in a folder.
 TOP_LEVEL = {'__init__.py': 'errors', 'errors.py': 'errors', 'executor.py': 'facade',
-             'detector.py': 'facade'}
+             'detector.py': 'facade', 'tiling.py': 'facade'}
 
 
 def layer_of(relative_path: str) -> str:

@@ -13,6 +13,7 @@ preallocated float32 buffer per slot before decoding.
 """
 
 import ctypes
+import logging
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -24,12 +25,15 @@ from tx2_inference.backends.base import SlotRow
 from tx2_inference.core.decoders import create_decoder, DetectionParams, Detections
 from tx2_inference.core.model_config import ModelConfig
 from tx2_inference.core.preprocess import Preprocessor, Transform
+from tx2_inference.core.tiles import cut_edges, edge_margin, offset_boxes, TileGrid
 from tx2_inference.errors import ConfigError
 from tx2_inference.executor import DoubleBufferedExecutor
+from tx2_inference.tiling import tile_of, Tiler, TileResult, TileTag
 
 ResultCallback = Callable[[Any, Detections, Dict[str, float]], None]
 Quantization = Tuple[float, int]
 Outputs = Dict[str, np.ndarray]
+_LOG = logging.getLogger(__name__)
 
 
 def integer_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
@@ -87,6 +91,11 @@ class Detector(object):
         ``FrameError``); default: logged.
     :param backend_options: more keyword arguments for the backend (``triton``: url,
         model_name, timeout_s, TLS files, headers, compression).
+    :param tiles: run each frame as these tiles (``core.tiles.TileGrid``) and merge their
+        detections (``tx2_inference.tiling``). Where the model batches, a frame's tiles are
+        the rows of one inference (``batch_size`` frames of different sources: ``batch_size``
+        x tiles rows), else they run one after another. ``on_result`` is called once per
+        frame, merged; ``batch_size`` then returns the rows.
     :raises UserError: a missing or bad model, config or backend, with what to fix.
     """
 
@@ -97,11 +106,16 @@ class Detector(object):
                  on_error: Optional[Callable[[Any, BaseException], None]] = None,
                  backend_options: Optional[Dict[str, Any]] = None,
                  batch_size: int = 1, batch_timeout_ms: float = 10.0,
-                 sources: Sequence[Any] = (), spinning: Optional[bool] = None) -> None:
+                 sources: Sequence[Any] = (), spinning: Optional[bool] = None,
+                 tiles: Optional[TileGrid] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
         self.params = DetectionParams()
+        self.tiles = tiles
+        self._tiler = None  # type: Optional[Tiler]
+        self._on_error = on_error
+        self._detect_lock = threading.Lock()
         self._closed = False
         self._lock = threading.Lock()
         config = ModelConfig.for_model(model_path, config_path)
@@ -115,7 +129,8 @@ class Detector(object):
             self._input_name = inp['name']
             height, width = inp['size']
             self.input_shape = input_shape(inp)
-            self.slot_batch = self._slot_batch(int(batch_size))
+            batch_size = self._tile_batch(int(batch_size))
+            self.slot_batch = self._slot_batch(batch_size)
             slot_shape = (self.slot_batch,) + self.input_shape[1:]
             dtype = [t.dtype for t in self._backend.inputs if t.name == self._input_name][0]
             self._input_dtype = dtype
@@ -140,13 +155,37 @@ class Detector(object):
                                     for _ in range(self.slot_batch)] for _ in range(int(depth))]
             self._transforms = [[Transform() for _ in range(self.slot_batch)]
                                 for _ in range(int(depth))]
+            if tiles is not None:
+                self._tiler = Tiler(tiles, self._submit_tiles, self._deliver_frame,
+                                    self._frame_error, lambda: self.params)
+                sources = [key for source in sources for key in self._tiler.sources(source)]
             self._executor = DoubleBufferedExecutor(
-                self._backend, self._prepare, self._finish, self._deliver, on_error,
+                self._backend, self._prepare, self._finish, self._deliver,
+                self._tile_error if tiles is not None else on_error,
                 depth=depth, input_shapes={self._input_name: slot_shape},
                 batch_size=int(batch_size), batch_timeout_ms=batch_timeout_ms, sources=sources)
         except BaseException:
             self._backend.close()
             raise
+
+    def _tile_batch(self, batch_size: int) -> int:
+        """Return the rows per inference with tiling: ``batch_size`` frames' tiles, if it batches.
+
+        A model that runs several frames at once (a free batch dimension, or a fixed batch
+        above 1) runs a frame's tiles as the rows of one inference: ``batch_size`` (frames,
+        of different cameras) times the tiles, within the model's largest batch. Otherwise
+        ``batch_size`` stays, and the tiles run one after another.
+        """
+        if self.tiles is None or batch_size < 1 or self._backend.batch_refusal:
+            return batch_size
+        largest = self._backend.max_batch
+        recorded = self.config.input.get('batch')
+        if largest is None and isinstance(recorded, int) and recorded > 0:
+            largest = recorded
+        if largest == 1:
+            return batch_size
+        wanted = batch_size * len(self.tiles)
+        return wanted if largest is None else min(wanted, max(largest, batch_size))
 
     def _slot_batch(self, batch_size: int) -> int:
         """Return the slots' batch for ``batch_size`` frames per inference, or refuse it.
@@ -222,11 +261,13 @@ class Detector(object):
         """Return the precision the backend runs at."""
         return self._backend.precision
 
-    def _prepare(self, frame: Any, row: SlotRow) -> Transform:
-        image, color = frame
+    def _prepare(self, frame: Any, row: SlotRow) -> Any:
+        image, color = frame[0], frame[1]
         index = row.slot.index
-        return self._preprocessors[index][row.row](image, color, row.inputs[self._input_name],
-                                                   self._transforms[index][row.row])
+        transform = self._preprocessors[index][row.row](
+            image, color, row.inputs[self._input_name], self._transforms[index][row.row])
+        tile = tile_of(frame)
+        return transform if tile is None else (transform, tile)
 
     def decode_inputs(self, slot: Any) -> Dict[str, np.ndarray]:
         """Return a slot's (or a slot row's) outputs as the decoder reads them: dequantised.
@@ -249,15 +290,49 @@ class Detector(object):
             dequantize(raw[name], quantization, views[name])
         return views
 
-    def _finish(self, row: SlotRow, transform: Transform) -> Detections:
+    def _finish(self, row: SlotRow, context: Any) -> Any:
+        transform, tile = context if isinstance(context, tuple) else (context, None)
         detections = self._decoder(self.decode_inputs(row), self.params)
         transform.to_source(detections.boxes, out=detections.boxes)
-        return detections
+        if tile is None:
+            return detections
+        # A tile: its boxes into frame pixels, and which sides of them the tile cut.
+        offset_boxes(detections.boxes, tile)
+        height, width = tile[4], tile[5]
+        cut = cut_edges(detections.boxes, tile[:4], height, width,
+                        edge_margin(tile, self.config.input['size']))
+        return TileResult(detections, cut)
 
-    def _deliver(self, tag: Any, detections: Detections, timing: Dict[str, float]) -> None:
+    def _deliver(self, tag: Any, detections: Any, timing: Dict[str, float]) -> None:
+        if isinstance(tag, TileTag):
+            self._tiler.collect(tag, detections, timing)
+            return
+        self._deliver_frame(tag, detections, timing)
+
+    def _deliver_frame(self, tag: Any, detections: Detections, timing: Dict[str, float]) -> None:
+        if isinstance(tag, _Waiter):
+            tag.finish(detections, None)
+            return
         callback = self.on_result
         if callback is not None:
             callback(tag, detections, timing)
+
+    def _submit_tiles(self, items: List[Tuple[Any, TileTag, Any]]) -> None:
+        self._executor.submit_many(items)
+
+    def _tile_error(self, tag: Any, error: BaseException) -> None:
+        if isinstance(tag, TileTag):
+            self._tiler.failed(tag, error)
+        else:
+            self._frame_error(tag, error)
+
+    def _frame_error(self, tag: Any, error: BaseException) -> None:
+        if isinstance(tag, _Waiter):
+            tag.finish(None, error)
+        elif self._on_error is not None:
+            self._on_error(tag, error)
+        else:
+            _LOG.error('frame %r failed: %s', tag, error)
 
     def warmup(self) -> float:
         """Run one inference on a synthetic frame in every slot; return the time it took in ms.
@@ -299,6 +374,9 @@ class Detector(object):
         :param source: the camera the frame comes from (any hashable, e.g. its topic): each
             source keeps its own pending frame and is served fairly; see ``stats()['sources']``.
         """
+        if self._tiler is not None:
+            self._tiler.submit(image, color, tag, source)
+            return
         self._executor.submit((image, color), tag, source)
 
     def detect(self, image: np.ndarray, color: str = 'rgb',
@@ -307,11 +385,19 @@ class Detector(object):
 
         :raises FrameError: the image cannot feed this model.
         """
-        return self._executor.process((image, color), timeout)
+        if self._tiler is None:
+            return self._executor.process((image, color), timeout)
+        with self._detect_lock:  # one tiled frame of this source at a time
+            waiter = _Waiter()
+            self._tiler.submit(image, color, waiter, _DETECT_SOURCE)
+            return waiter.wait(timeout)
 
     def stats(self) -> Dict[str, Any]:
         """Return counts (submitted, completed, dropped, dropped_reasons) and timings."""
         result = self._executor.stats()
+        if self._tiler is not None:  # frames, not tiles, per camera; the tiles' cost
+            result['tiling'], result['sources'] = self._tiler.stats(result['sources'])
+            result['sources'].pop(_DETECT_SOURCE, None)
         result['backend'] = self.backend_name
         health = getattr(self._backend, 'health', None)  # a remote backend's connection
         if health is not None:
@@ -324,7 +410,16 @@ class Detector(object):
 
     def drain(self, timeout_s: Optional[float] = None) -> bool:
         """Wait until every accepted frame has produced its result; False on timeout."""
-        return self._executor.drain(timeout_s)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not self._executor.drain(remaining):
+                return False
+            if self._tiler is None or not self._tiler.busy():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)  # a merged frame's successor is on its way into the executor
 
     def close(self) -> None:
         """Finish the frames in flight, release model, buffers and GPU memory; idempotent."""
@@ -333,6 +428,8 @@ class Detector(object):
                 return
             self._closed = True
         try:
+            if self._tiler is not None:
+                self._tiler.close()
             self._executor.close()
         finally:
             self._backend.close()
@@ -345,6 +442,31 @@ class Detector(object):
     def __exit__(self, *exc_info: Any) -> None:
         """Close the detector."""
         self.close()
+
+
+_DETECT_SOURCE = ('tx2_inference.detect',)  # the tiled synchronous path's camera
+
+
+class _Waiter(object):
+    """A tiled ``detect`` call waiting for its merged frame."""
+
+    __slots__ = ('done', 'result', 'error')
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result = None  # type: Optional[Detections]
+        self.error = None  # type: Optional[BaseException]
+
+    def finish(self, result: Optional[Detections], error: Optional[BaseException]) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+    def wait(self, timeout: Optional[float]) -> Detections:
+        if not self.done.wait(timeout):
+            raise TimeoutError('no result within {} s'.format(timeout))
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 def return_freed_memory() -> None:

@@ -258,6 +258,37 @@ class DoubleBufferedExecutor(object):
         if jobs:
             self._run(jobs)
 
+    def submit_many(self, items: Sequence[Tuple[Any, Any, Hashable]]) -> None:
+        """Submit ``(frame, tag, source)`` items together, each as ``submit`` would.
+
+        Their sources count as active first and they are placed under one lock, so a batch
+        being filled takes them all (up to its size) before it can launch: the tiler
+        (``tx2_inference.tiling``) submits a frame's tiles this way, one source per tile.
+
+        :raises RuntimeError: the executor is closed.
+        """
+        now = time.perf_counter()
+        jobs = []  # type: List[_Job]
+        with self._cv:
+            if self._closing:
+                raise RuntimeError('submit on a closed executor')
+            sources = []
+            for _, _, source in items:
+                src = self._sources.get(source)
+                if src is None:
+                    src = self._sources[source] = _Source(source)
+                src.last_seen = now
+                sources.append(src)
+            for (frame, tag, _), src in zip(items, sources):
+                self._submitted += 1
+                src.received += 1
+                job = self._place(src, frame, tag, now)
+                if job is not None:
+                    jobs.append(job)
+            jobs += self._refill()  # those that waited, where a row is free (as submit does)
+        if jobs:
+            self._run(jobs)
+
     def _place(self, src: _Source, frame: Any, tag: Any, submitted: float) -> Optional[_Job]:
         """Put a submitted frame into a row, or make it its source's pending frame (lock held)."""
         entry = self._filling

@@ -71,8 +71,10 @@ class _Child(object):
         self.proc.wait(10)
 
 
-def _frames_through_a_stalled_receiver(with_xml: bool) -> int:
+def _frames_through_a_stalled_receiver(with_xml: bool) -> tuple:
     """Send FRAMES frames at 30 FPS while the receiving process is stopped; count arrivals.
+
+    :returns: (frames received, the reader's SAMPLE_LOST total count).
 
     SIGSTOP stands for what a loaded CPU does to a receive thread: the frames wait in the
     receiving socket's kernel buffer until the process runs again.
@@ -94,7 +96,8 @@ def _frames_through_a_stalled_receiver(with_xml: bool) -> int:
             sub.proc.send_signal(signal.SIGCONT)
         time.sleep(1.0)  # the receive thread reads what the kernel kept
         sub.say('report')
-        return int(sub.expect('received').split()[1])
+        words = sub.expect('received').split()
+        return int(words[1]), int(words[3])
     finally:
         sub.close()
         if pub is not None:
@@ -153,5 +156,10 @@ def test_a_late_receiver_loses_frames_with_the_defaults_and_none_with_the_file()
         pytest.skip('net.core.rmem_max is {} here, below the {} the file needs'.format(
             _rmem_max(), RMEM_MAX_NEEDED))
     # Defaults: Cyclone asks for a 1 MiB buffer (reported as 2 MiB): two 921 KB frames at most.
-    assert _frames_through_a_stalled_receiver(with_xml=False) <= 2
-    assert _frames_through_a_stalled_receiver(with_xml=True) == FRAMES
+    received, lost_count = _frames_through_a_stalled_receiver(with_xml=False)
+    assert received <= 2
+    # Cyclone does not count frames lost in the network as lost samples (SAMPLE_LOST is raised
+    # only for samples its reader history rejects): the node's silence watch cannot blame the
+    # DDS on Cyclone's count, and says so (ros/silence.py).
+    assert lost_count == 0, lost_count
+    assert _frames_through_a_stalled_receiver(with_xml=True)[0] == FRAMES

@@ -13,8 +13,6 @@ boxes in its own pixels; a camera that stops publishing holds the others back by
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 from boxes import iou, labelled_persons
@@ -43,8 +41,6 @@ CAMERAS = ('cam0', 'cam1', 'cam2', 'cam3')
 RESOLUTIONS = ((512, 512), (640, 480), (320, 240), (400, 600))
 ASTRONAUT_PERSON = labelled_persons('astronaut.jpg')[0]  # in the 512 x 512 photo
 TIMEOUT_S = 20.0
-SAVED_MODEL = os.path.join(ROOT, 'models', 'ssdlite_person_savedmodel')
-CUT = 'Postprocessor/ExpandDims_1:0,Postprocessor/convert_scores:0'
 
 
 class Cameras(NodeClient):
@@ -125,19 +121,6 @@ class Cameras(NodeClient):
                         if pair.key == key:
                             return pair.value
         return ''
-
-
-@pytest.fixture(scope='module')
-def batch_model(tmp_path_factory) -> str:
-    """Convert the default person detector with ``tx2-convert onnx --batch dynamic``."""
-    out = str(tmp_path_factory.mktemp('batch_model') / 'ssdlite_person_dyn.onnx')
-    proc = subprocess.run(
-        [sys.executable, '-m', 'tx2_inference.convert', 'onnx', SAVED_MODEL, '-o', out,
-         '--inputs', 'image_tensor:0[1,300,300,3]', '--batch', 'dynamic', '--outputs', CUT,
-         '--labels', 'person', '--decoder', 'boxes_scores', '--background-class', '0'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    return out
 
 
 @pytest.fixture(scope='module')

@@ -36,7 +36,8 @@ def results(default_model, tmp_path_factory):
                # Issue 15's row set, one short round: the node against the naive node.
                '--camera-rates', '15,flood', '--camera-rounds', '1', '--camera-seconds', '2',
                '--output', output,
-               '--cameras', '']  # the batched camera rows convert a model: make bench only
+               '--cameras', '',  # the batched camera rows convert a model: make bench only
+               '--tiles', '']  # so do the tiling rows (test_tiles_bench runs them short)
     proc = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-6000:]

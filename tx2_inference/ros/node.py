@@ -38,6 +38,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from tx2_inference.core import jetson
+from tx2_inference.core.tiles import TileGrid
 from tx2_inference.core.visualize import draw_detections
 from tx2_inference.errors import ConfigError, FrameError, UserError
 from tx2_inference.ros import silence
@@ -197,9 +198,12 @@ class InferenceNode(LifecycleNode):
             return self._fail('configure', '{}: {}'.format(type(error).__name__, error))
         self._configured = True
         self._last_error = ''
-        self.get_logger().info('configured: {} on {} ({}), cameras: {}, {}'.format(
+        tiles = self._detector.tiles
+        self.get_logger().info('configured: {} on {} ({}), cameras: {}, {}{}'.format(
             self._detector.model_path, self._detector.backend_name, self._detector.precision,
-            ', '.join(c.image_topic for c in self._cameras), self._warmup_note))
+            ', '.join(c.image_topic for c in self._cameras), self._warmup_note,
+            '' if tiles is None else ', tiles {} ({} inference(s) per frame, {} per batch)'
+            .format(tiles, len(tiles), self._detector.batch_size)))
         return TransitionCallbackReturn.SUCCESS
 
     def _fail(self, transition: str, message: str) -> TransitionCallbackReturn:
@@ -244,7 +248,9 @@ class InferenceNode(LifecycleNode):
             threads=self._params.value('cpu_threads') or None, on_result=self._on_result,
             on_error=self._on_frame_error, batch_size=self._params.value('batch_size'),
             batch_timeout_ms=self._params.live['batch_timeout_ms'], sources=topics,
-            spinning=self._params.value('ort_spinning'))
+            spinning=self._params.value('ort_spinning'), tiles=TileGrid.parse(
+                self._params.value('tiles'), self._params.value('tile_overlap'),
+                self._params.value('tile_whole_frame')))
         reason = self._params.check('class_allowlist',
                                         self._params.live.get('class_allowlist'))
         if reason:

@@ -26,6 +26,7 @@ from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
 from tx2_inference.backends import BACKENDS, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.core.tiles import TileGrid
 from tx2_inference.core.tracking import DEFAULT_APPEARANCE_GATE
 from tx2_inference.errors import ConfigError
 from tx2_inference.ros.silence import DEFAULT_MAX_FRAME_AGE_S, DEFAULT_SILENCE_TIMEOUT_S
@@ -85,6 +86,15 @@ def check_topics(topics: Sequence[str]) -> str:
         return ('image_topics {} share a namespace, so their detections topics would clash: '
                 'put each camera under its own namespace (cam0/image_raw, cam1/image_raw).'
                 .format(', '.join(topics)))
+    return ''
+
+
+def check_tiles(value: str) -> str:
+    """Return why a ``tiles`` value is rejected, or ''."""
+    try:
+        TileGrid.parse(value)
+    except ConfigError as error:
+        return str(error)
     return ''
 
 
@@ -238,6 +248,21 @@ TABLE = (
         'With batch_size > 1: a batch runs when it holds a frame from every camera that '
         'published in the last second, or this long after its first frame; applies to the '
         'next batch.', floating=(0.0, 1000.0)),
+    ParameterSpec(
+        'tiles', '',
+        "Tiled inference for small objects: COLUMNSxROWS overlapping tiles of each camera's "
+        "frame (e.g. '3x3'), each a row of one batched inference where the model batches "
+        '(tx2-convert onnx --batch dynamic), else run one after another; detections merged '
+        "per frame. Empty: the whole frame, once. Costs up to one inference per tile.",
+        reconfigure=True, check=lambda value, labels: check_tiles(value)),
+    ParameterSpec(
+        'tile_overlap', 0.25,
+        'With tiles: the fraction of a tile shared with its neighbour (an object up to this '
+        'much of a tile wide is whole in one tile).', reconfigure=True, floating=(0.0, 0.9)),
+    ParameterSpec(
+        'tile_whole_frame', False,
+        'With tiles: also run the whole frame (one more inference), for objects too big for '
+        'a tile.', reconfigure=True),
     ParameterSpec(
         'cpu_threads', 0,
         "Threads per CPU inference (ONNX Runtime, TFLite); 0: the runtime's default.",

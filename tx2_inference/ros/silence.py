@@ -25,7 +25,9 @@ ros2/rclpy humble, rclpy/rclpy/qos_event.py) and implemented by Humble's rmw_fas
 (``RMW_EVENT_MESSAGE_LOST`` from Fast DDS's SampleLostStatus, rmw_fastrtps_shared_cpp/src/
 custom_subscriber_info.cpp) and rmw_cyclonedds (from DDS_SAMPLE_LOST_STATUS,
 rmw_cyclonedds_cpp/src/rmw_node.cpp); Cyclone DDS 0.10 raises that status only when its reader
-history rejects a sample (src/core/ddsc/src/dds_rhc_default.c). An RMW without it makes rclpy
+history rejects a sample (src/core/ddsc/src/dds_rhc_default.c), and Cyclone DDS 11 here counted
+none of the frames a stalled receiver lost (test/ros/test_cyclonedds_config.py), while Fast
+DDS 3.2 here counted each lost frame (test/ros/test_silence.py). An RMW without it makes rclpy
 raise ``UnsupportedEventTypeError``: the node then subscribes without it (`subscribe`).
 
 The node creates one watch per camera, feeds it from the subscription's callbacks and asks it,

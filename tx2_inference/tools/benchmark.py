@@ -380,6 +380,20 @@ def camera_rows(args: argparse.Namespace, log: Any) -> Dict[str, Any]:
     return rows
 
 
+def tiles_rows(args: argparse.Namespace, log: Any) -> Dict[str, Any]:
+    """Measure tiled inference, tiles batched against sequential, per grid (issue 24)."""
+    import cv2
+
+    from tx2_inference.tools.bench.tiles import format_cost, measure_cost, parse_grids
+    frame = cv2.imread(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), 'test', 'data', 'small_people', 'vtest_340.jpg'))
+    rows = measure_cost(args.model, batch_model(args, log), frame, parse_grids(args.tiles),
+                        args.tiles_frames, args.tiles_rounds, args.backend, args.threads,
+                        log=log)
+    print(format_cost(rows))
+    return rows
+
+
 def run_graph(results: Dict[str, Any], model: str, config: Optional[str], backend: str,
               depth: int, threads: Optional[int], image: Optional[str], rates: List[float],
               over_rate: Optional[float], seconds: float, memory_frames: int,
@@ -461,6 +475,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     cams.add_argument('--batch-model', default=os.path.join('models',
                                                             'ssdlite_person_batch.onnx'),
                       help='a model converted with --batch dynamic (made if absent)')
+    tiles = parser.add_argument_group('tiled inference, batched against sequential (issue 24)')
+    tiles.add_argument('--tiles', default='3x3,2x2+whole',
+                       help="grids, COLUMNSxROWS[+whole] ('' skips; %(default)s)")
+    tiles.add_argument('--tiles-frames', type=int, default=20,
+                       help='frames per detector per round (%(default)s)')
+    tiles.add_argument('--tiles-rounds', type=int, default=3,
+                       help='rounds, the three detectors alternating (%(default)s)')
     ros = parser.add_argument_group('ROS graph (issue 7)')
     ros.add_argument('--no-ros', action='store_true', help='in-process measurements only')
     ros.add_argument('--rates', default='15,30,60',
@@ -552,6 +573,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                           **results['triton']))
         if args.cameras:
             results['cameras'] = camera_rows(args, log)
+        if args.tiles:
+            results['tiles'] = tiles_rows(args, log)
         if not args.no_ros:
             run_graph(results, args.model, args.config, args.backend, args.depth, args.threads,
                       args.image, [float(r) for r in args.rates.split(',') if r],
