@@ -11,6 +11,15 @@ address and writing the bound output address: ``y = 2 x + 1``, after spinning th
 fills the GPU. It is not TensorRT: what it measures is the backend around TensorRT. The
 engine counts its launches by batch size (``launches``), so a test sees the batch the backend
 set: a partial batch runs at its real size, as TensorRT would run it.
+
+``static=True`` makes a static-batch engine instead: ``x`` and ``y`` of shape
+``(max_batch, N)``, one profile that no context selects, every context at that batch.
+
+The stand-in's methods take the real TensorRT argument names (11.4 lean bindings; release/8.2
+``pyCore.cpp`` for the bindings API) and raise where the real bindings raise:
+``set_optimization_profile_async`` raises ``RuntimeError("Error in set optimization profile
+async.")`` on failure, as every TensorRT from 8.0 to 11 does (a CPU test checks both against
+the real signatures: test_trt_api.py).
 """
 
 import collections
@@ -63,11 +72,12 @@ def launch(x_address, y_address, count, spin_ms, stream_handle):
 
 
 def engine_file(path, items, max_batch=4, profiles=4, base_ms=1.0, item_ms=1.0,
-                generation='tensors'):
+                generation='tensors', static=False):
     """Write the 'engine' the stand-in runtime deserialises."""
     with open(path, 'w') as f:
-        json.dump({'items': items, 'max_batch': max_batch, 'profiles': profiles,
-                   'base_ms': base_ms, 'item_ms': item_ms, 'generation': generation}, f)
+        json.dump({'items': items, 'max_batch': max_batch, 'profiles': 1 if static else profiles,
+                   'base_ms': base_ms, 'item_ms': item_ms, 'generation': generation,
+                   'static': bool(static)}, f)
     return path
 
 
@@ -107,6 +117,8 @@ class _Engine(object):
         self.names = ['x', 'y']
         self.range = ((1, spec['items']), (1, spec['items']), (spec['max_batch'], spec['items']))
         self.contexts = 0
+        self.static = bool(spec.get('static'))
+        self.has_implicit_batch_dimension = False  # 8.x and 10.x have the property
         self.launches = collections.Counter()  # batch size -> launches
         self._lock = threading.Lock()
 
@@ -117,14 +129,8 @@ class _Engine(object):
     def spin_ms(self, batch):
         return self.spec['base_ms'] + self.spec['item_ms'] * batch
 
-    def declared_shape(self, key):
-        return (-1, self.spec['items'])
-
-    def float_type(self, key):
-        return DataType.FLOAT
-
-    def on_device(self, key):
-        return TensorLocation.DEVICE
+    def declared_shape(self):
+        return (self.spec['max_batch'] if self.static else -1, self.spec['items'])
 
     def create_execution_context(self):
         self.contexts += 1
@@ -142,12 +148,17 @@ class _TensorsEngine(_Engine):
     def get_tensor_mode(self, name):
         return TensorIOMode.INPUT if name == 'x' else TensorIOMode.OUTPUT
 
-    get_tensor_shape = _Engine.declared_shape
-    get_tensor_dtype = _Engine.float_type
-    get_tensor_location = _Engine.on_device
+    def get_tensor_shape(self, name):
+        return self.declared_shape()
 
-    def get_tensor_profile_shape(self, name, profile):
-        assert 0 <= profile < self.num_optimization_profiles
+    def get_tensor_dtype(self, name):
+        return DataType.FLOAT
+
+    def get_tensor_location(self, name):
+        return TensorLocation.DEVICE
+
+    def get_tensor_profile_shape(self, name, profile_index):
+        assert 0 <= profile_index < self.num_optimization_profiles
         return self.range
 
 
@@ -158,20 +169,25 @@ class _BindingsEngine(_Engine):
         super(_BindingsEngine, self).__init__(spec)
         self.num_bindings = 2 * self.num_optimization_profiles
 
-    def get_binding_name(self, binding):
-        profile, index = divmod(binding, 2)
+    def get_binding_name(self, index):
+        profile, index = divmod(index, 2)
         name = self.names[index]
         return name if profile == 0 else '{} [profile {}]'.format(name, profile)
 
-    def binding_is_input(self, binding):
-        return binding % 2 == 0
+    def binding_is_input(self, index):
+        return index % 2 == 0
 
-    get_binding_shape = _Engine.declared_shape
-    get_binding_dtype = _Engine.float_type
-    get_location = _Engine.on_device
+    def get_binding_shape(self, index):
+        return self.declared_shape()
 
-    def get_profile_shape(self, profile, binding):
-        assert binding // 2 == profile
+    def get_binding_dtype(self, index):
+        return DataType.FLOAT
+
+    def get_location(self, index):
+        return TensorLocation.DEVICE
+
+    def get_profile_shape(self, profile_index, binding):
+        assert binding // 2 == profile_index
         return self.range
 
 
@@ -179,13 +195,18 @@ class _Context(object):
     def __init__(self, engine):
         self.engine = engine
         self.profile = 0
-        self.batch = None
+        self.batch = engine.spec['max_batch'] if engine.static else None
 
-    def set_optimization_profile_async(self, profile, stream_handle):
-        self.profile = profile
-        return 0 <= profile < self.engine.num_optimization_profiles
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        if self.engine.static or not (
+                0 <= profile_index < self.engine.num_optimization_profiles):
+            raise RuntimeError('Error in set optimization profile async.')  # as pyCore.cpp
+        self.profile = profile_index
+        return True
 
     def _set(self, shape):
+        if self.engine.static:  # a static engine takes its own shape only
+            return tuple(shape) == self.engine.declared_shape()
         (low, _), _, (high, _) = self.engine.range
         if not low <= shape[0] <= high or shape[1] != self.engine.spec['items']:
             return False
@@ -217,9 +238,9 @@ class TensorsContext(_Context):
         """Return the concrete shape."""
         return (self.batch, self.engine.spec['items'])
 
-    def set_tensor_address(self, name, address):
+    def set_tensor_address(self, name, memory):
         """Bind a device address."""
-        self.addresses[name] = int(address)
+        self.addresses[name] = int(memory)
         return True
 
     def execute_async_v3(self, stream_handle):

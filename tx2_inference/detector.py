@@ -121,6 +121,9 @@ class Detector(object):
         config = ModelConfig.for_model(model_path, config_path)
         self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
                                      engine_cache_dir=engine_cache_dir, spinning=spinning,
+                                     # a TensorRT engine built here runs every tile's row
+                                     batch_size=int(batch_size) * (len(tiles) if tiles else 1),
+                                     depth=int(depth),
                                      **(backend_options or {}))
         try:
             self.config = config.resolve(self._backend.inputs, self._backend.outputs)

@@ -176,9 +176,12 @@ def test_outputs_from_reaches_the_tensorrt_backend_only(conv_onnx_model, tmp_pat
     engine.write_bytes(b'not inspected: no metadata beside it')
     open_backend(str(engine), 'tensorrt', outputs_from='copy')
     assert seen == [(str(engine), {'outputs_from': 'copy'})]
+    open_backend(str(engine), 'tensorrt', inputs_from='copy')  # its mirror, trt_inputs_from
+    assert seen[-1] == (str(engine), {'inputs_from': 'copy'})
     open_backend(str(engine), 'tensorrt')
     assert seen[-1] == (str(engine), {})  # unset: the backend's own default
-    with open_backend(conv_onnx_model, 'onnxruntime', outputs_from='copy') as backend:
+    with open_backend(conv_onnx_model, 'onnxruntime', outputs_from='copy',
+                      inputs_from='copy') as backend:
         assert isinstance(backend, OnnxRuntimeBackend)
 
 

@@ -17,6 +17,7 @@ import time
 import numpy as np
 from project_files import ROOT
 import pytest
+import tensorrt_lean_bindings as lean
 
 from tx2_inference.backends.tensorrt import builder as eb
 from tx2_inference.backends.tensorrt.cuda import probe_gpu
@@ -52,11 +53,41 @@ def test_cache_key_depends_on_every_part(onnx_file):
                      eb.BuildOptions('fp16')),                                      # capability
         eb.cache_key(sha, TX2, eb.BuildOptions('fp32')),                            # precision
         eb.cache_key(sha, TX2, eb.BuildOptions('fp16', dla_core=0)),                # DLA
+        eb.cache_key(sha, TX2, eb.BuildOptions('fp16', workspace_mb=64)),           # workspace
     ]
     assert len(set(others + [base])) == len(others) + 1
-    # paths of caches and the workspace size do not change the engine's identity
-    assert base == eb.cache_key(sha, TX2, eb.BuildOptions('fp16', workspace_mb=64,
-                                                          timing_cache='/tmp/x'))
+    # the timing cache's path does not change the engine's identity
+    assert base == eb.cache_key(sha, TX2, eb.BuildOptions('fp16', timing_cache='/tmp/x'))
+
+
+def test_cache_key_follows_the_int8_calibration_data(tmp_path, onnx_file):
+    """Bug 6: a new calibration image set or cache is a new engine, not the old one."""
+    sha = eb.file_sha256(onnx_file)
+    images = _calibration_images(tmp_path / 'calib', 3)
+    key = lambda **kw: eb.cache_key(sha, TX2, eb.BuildOptions('int8', **kw))  # noqa: E731
+    first = key(calib_images=images)
+    assert first == key(calib_images=images)  # stable, and the folder's path is not in it
+    moved = str(tmp_path / 'moved')
+    os.rename(images, moved)
+    assert key(calib_images=moved) == first
+    with open(os.path.join(moved, '0.png'), 'r+b') as f:  # one image retaken
+        f.seek(60)
+        f.write(b'\x01\x02')
+    assert key(calib_images=moved) != first
+    assert key(calib_images=moved, calib_limit=2) != key(calib_images=moved)
+    # From a calibration cache alone: its content.
+    cache = tmp_path / 'calib.cache'
+    cache.write_bytes(b'TRT-8201-EntropyCalibration2\ninput: 3c010a14')
+    from_cache = key(calib_cache=str(cache))
+    cache.write_bytes(b'TRT-8201-EntropyCalibration2\ninput: 3c0a0a14')
+    assert key(calib_cache=str(cache)) != from_cache
+    # Images and a cache: the images decide (the cache is written from them, key unchanged).
+    both = key(calib_images=moved, calib_cache=str(cache))
+    cache.write_bytes(b'rewritten after calibration')
+    assert key(calib_images=moved, calib_cache=str(cache)) == both
+    # Not INT8: calibration data is not part of the engine.
+    assert (eb.cache_key(sha, TX2, eb.BuildOptions('fp16', calib_images=moved))
+            == eb.cache_key(sha, TX2, eb.BuildOptions('fp16')))
 
 
 def test_build_store_and_hit_with_metadata(tmp_path, onnx_file):
@@ -336,11 +367,73 @@ class _Rec(object):
         object.__setattr__(self, key, value)
 
 
+# ``DataType`` per TensorRT release, from NVIDIA/TensorRT's headers (``enum class DataType`` of
+# include/NvInferRuntimeCommon.h on release/8.0 08db8ef, release/8.2 f5f4e6f, release/8.5; of
+# NvInferRuntimeBase.h on release/8.6 a0215c1 and release/10.3 5b990f0); 11.4: the real lean
+# bindings. No UINT8 before 8.5 (i20-target's uint8 conversion is what makes such models build).
+DATA_TYPES = {
+    '8.0': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL'],
+    '8.2': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL'],
+    '8.5': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL', 'UINT8'],
+    '8.6': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL', 'UINT8', 'FP8'],
+    '10.3': ['FLOAT', 'HALF', 'INT8', 'INT32', 'BOOL', 'UINT8', 'FP8', 'BF16', 'INT64', 'INT4'],
+    '11.4': sorted(lean.DataType.__members__, key=lambda n: int(lean.DataType.__members__[n])),
+}
+# ONNX TensorProto type -> the TensorRT type the ONNX parser gives it (onnx-tensorrt 8.2-GA
+# f42daee, onnx2trt_utils.cpp convertDtype: DOUBLE -> FLOAT, INT64 -> INT32 where there is no
+# INT64; anything else is "Unsupported ONNX data type: NAME (n)").
+_ONNX_TO_TRT = {1: 'FLOAT', 11: 'FLOAT', 10: 'HALF', 3: 'INT8', 6: 'INT32', 9: 'BOOL',
+                2: 'UINT8', 7: 'INT64', 16: 'BF16'}
+_NUMPY = {'FLOAT': np.float32, 'HALF': np.float16, 'INT8': np.int8, 'INT32': np.int32,
+          'BOOL': np.bool_, 'UINT8': np.uint8, 'INT64': np.int64}
+
+
+def _fake_onnx_parser(trt, log):
+    """``trt.OnnxParser``: the real ONNX is read; input types the release lacks are refused."""
+    import onnx
+
+    class Parser(object):
+        def __init__(self, network, logger):
+            self.network, self.errors = network, []
+            self.num_errors = 0
+
+        def parse(self, data):
+            model = onnx.load_from_string(bytes(data))
+            weights = {i.name for i in model.graph.initializer}
+            for tensor in model.graph.input:
+                if tensor.name in weights:
+                    continue
+                code = tensor.type.tensor_type.elem_type
+                name = _ONNX_TO_TRT.get(code, '?')
+                if name == 'INT64' and name not in trt.DataType.__members__:
+                    name = 'INT32'
+                if name not in trt.DataType.__members__:
+                    self.errors.append('In node -1 (importInput): UNSUPPORTED_NODE: Assertion '
+                                       'failed: convertDtype(...) && "Failed to convert ONNX '
+                                       'date type to TensorRT data type." ({}: Unsupported ONNX '
+                                       'data type: {} ({}))'.format(
+                                           tensor.name, onnx.TensorProto.DataType.Name(code),
+                                           code))
+                    continue
+                self.network.input.dtype = getattr(trt.DataType, name)
+            self.num_errors = len(self.errors)
+            log.append(('parsed', self.num_errors))
+            return not self.errors
+
+        def get_error(self, index):
+            return self.errors[index]
+
+    return Parser
+
+
 def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     import types
     major = int(version.split('.')[0])
     trt = types.ModuleType('tensorrt')
     trt.__version__ = version
+    types_here = DATA_TYPES[version.rsplit('.', 1)[0]]
+    trt.DataType = type('DataType', (), dict({n: i for i, n in enumerate(types_here)},
+                                             __members__={n: i for i, n in enumerate(types_here)}))
     enum = lambda *names: type('Enum', (), dict({n: i for i, n in enumerate(names)},  # noqa
                                                 __members__={n: i for i, n in enumerate(names)}))
     flags = ['FP16', 'INT8', 'GPU_FALLBACK'] if major < 11 else ['GPU_FALLBACK']
@@ -352,7 +445,7 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     trt.MemoryPoolType = enum('WORKSPACE')
     trt.DeviceType = enum('GPU', 'DLA')
     trt.Logger = type('Logger', (), {'WARNING': 2, '__init__': lambda self, s: None})
-    trt.nptype = lambda dtype: np.uint8
+    trt.nptype = lambda dtype: _NUMPY[types_here[dtype]]
     if major < 11:
         for name in ('IInt8EntropyCalibrator2', 'IInt8MinMaxCalibrator'):
             setattr(trt, name, type(name, (), {'__init__': lambda self: None}))
@@ -387,8 +480,9 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
             attrs['max_workspace_size'] = 0
         return _Rec(log, 'config', **attrs)
 
-    tensor = _Rec(log, 'input', name='image_tensor:0', shape=input_shape, dtype='uint8')
-    network = _Rec(log, 'network', num_inputs=1, get_input=lambda i: tensor)
+    tensor = _Rec(log, 'input', name='image_tensor:0', shape=input_shape,
+                  dtype=trt.DataType.FLOAT)
+    network = _Rec(log, 'network', num_inputs=1, get_input=lambda i: tensor, input=tensor)
 
     def create_network(flags):
         log.append(('network_flags', flags))
@@ -418,8 +512,7 @@ def _fake_trt(version, log, input_shape=(1, 300, 300, 3), refuse_profile=False):
     if major < 11:
         builder_attrs.update(platform_has_fast_fp16=True, platform_has_fast_int8=False)
     trt.Builder = lambda logger: _Rec(log, 'builder', **builder_attrs)
-    trt.OnnxParser = lambda network, logger: _Rec(log, 'parser', parse=lambda b: True,
-                                                  num_errors=0)
+    trt.OnnxParser = _fake_onnx_parser(trt, log)
     return trt
 
 
@@ -443,9 +536,9 @@ def _tiny_onnx(path, qdq):
 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_tensorrt_call_sequence_per_version(version, tmp_path, monkeypatch, caplog):
-    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
+    from tx2_inference.backends.tensorrt import loader
     log = []
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(version, log))
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     qdq = _tiny_onnx(str(tmp_path / 'qdq.onnx'), qdq=True)
     timing = str(tmp_path / 'timing.cache')
@@ -495,10 +588,10 @@ _SHAPES = {'image_tensor:0': ((1, 300, 300, 3), (2, 300, 300, 3), (4, 300, 300, 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, monkeypatch):
     # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
-    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt',
+    monkeypatch.setattr(loader, 'import_tensorrt',
                         lambda: _fake_trt(version, log, input_shape=_DYNAMIC))
     assert eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=_SHAPES,
                                                         profiles=3)) == b'SERIALIZED'
@@ -514,7 +607,7 @@ def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, 
     # Dynamic without --shapes: say what to pass. A profile TensorRT refuses: a clear error.
     with pytest.raises(UserError, match='--shapes image_tensor:0:MIN:OPT:MAX'):
         eb.build_engine_bytes(plain, eb.BuildOptions('fp32', profiles=3))
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(
         version, log, input_shape=_DYNAMIC, refuse_profile=True))
     with pytest.raises(ModelError, match='refused optimisation profile 0'):
         eb.build_engine_bytes(plain, eb.BuildOptions('fp32', shapes=_SHAPES))
@@ -523,10 +616,10 @@ def test_dynamic_network_gets_one_identical_profile_per_slot(version, tmp_path, 
 @pytest.mark.parametrize('version', ['8.2.1', '11.4.0'])
 def test_static_network_gets_no_extra_profiles(version, tmp_path, monkeypatch):
     # TensorRT is replaced by the recording fake above (its builder, config, profiles only).
-    from tx2_inference.backends.tensorrt import runtime as tensorrt_backend
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
-    monkeypatch.setattr(tensorrt_backend, 'import_tensorrt', lambda: _fake_trt(version, log))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(version, log))
     eb.build_engine_bytes(plain, eb.BuildOptions('fp32', profiles=4))
     assert [e for e in log if e[0] in ('create_profile', 'profile')] == []
     # Fixed shapes given with --shapes: the one profile they describe, as before.
@@ -678,10 +771,10 @@ def host_cuda(monkeypatch):
 ])
 def test_int8_calibrates_every_image_in_batches_the_network_accepts(
         input_shape, calib_batch, batches, batch, tmp_path, monkeypatch, host_cuda):
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
-    monkeypatch.setattr(runtime, 'import_tensorrt',
+    monkeypatch.setattr(loader, 'import_tensorrt',
                         lambda: _fake_trt('8.2.1', log, input_shape=input_shape))
     shapes = _SHAPES if -1 in input_shape else {}
     options = eb.BuildOptions('int8', calib_images=_calibration_images(tmp_path / 'c', 7),
@@ -691,7 +784,7 @@ def test_int8_calibrates_every_image_in_batches_the_network_accepts(
     fed = [e[1] for e in log if e[0] == 'calibrated'][0]
     assert len(fed) == batches and {size for size, _ in fed} == {batch}
     device = host_cuda[0]
-    assert device.nbytes == batch * 300 * 300 * 3  # the buffer holds exactly one batch
+    assert device.nbytes == batch * 300 * 300 * 3 * 4  # exactly one float32 batch
     assert all(c.shape == (batch, 300, 300, 3) for c in device.copied)
     profiles = [e[1] for e in log if e[0] == 'calibration_profile']
     if -1 in input_shape:  # NvInfer.h: must be set for runtime dimensions
@@ -705,9 +798,9 @@ def test_int8_calibrates_every_image_in_batches_the_network_accepts(
 
 def test_calibrator_cuda_state_is_released_when_the_build_fails_early(
         tmp_path, monkeypatch, host_cuda):
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
-    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: _fake_trt('8.2.1', []))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt('8.2.1', []))
     options = eb.BuildOptions('int8', calib_images=_calibration_images(tmp_path / 'c', 2),
                               dla_core=0,  # this device has no DLA: refused after precision
                               config_path=os.path.join(ROOT, 'models', 'ssdlite_person.yaml'))
@@ -719,11 +812,11 @@ def test_calibrator_cuda_state_is_released_when_the_build_fails_early(
 
 @pytest.mark.parametrize('version', ['8.2.1', '10.3.0', '11.4.0'])
 def test_version_compatible_builds_for_the_lean_runtime(version, tmp_path, monkeypatch):
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     plain = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
     log = []
     trt = _fake_trt(version, log)
-    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: trt)
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: trt)
     options = eb.BuildOptions('fp32', version_compatible=True)
     if version.startswith('8.2'):
         with pytest.raises(UserError, match='8.6 and later'):
@@ -762,3 +855,170 @@ def test_cli_engine_version_compatible_option(tmp_path, onnx_file, monkeypatch):
     assert cli.main(['engine', onnx_file, '--version-compatible']) == 0
     assert cli.main(['engine', onnx_file]) == 0
     assert [o.version_compatible for o in got] == [True, False]
+
+
+# A Xavier NX (sm_72: fast INT8; a TX2 refuses INT8, devices.py) after JetPack 4.6 -> 4.6.1.
+XAVIER_JP461 = eb.DeviceIdentity('8.2.1', 'Xavier', '7.2')
+
+
+def test_a_stale_int8_engine_is_rebuilt_with_what_its_build_had(tmp_path):
+    """Bug 5: TensorRT 8.0.1 -> 8.2.1 rebuilds with the calibration, workspace, timing cache."""
+    onnx_path = _tiny_onnx(str(tmp_path / 'plain.onnx'), qdq=False)
+    images = _calibration_images(tmp_path / 'calib', 3)
+    options = eb.BuildOptions('int8', calib_images=images, calib_cache=str(tmp_path / 'c.cache'),
+                              workspace_mb=512, timing_cache=str(tmp_path / 'timing.cache'),
+                              calib_batch=2, calibrator='minmax',
+                              config_path=os.path.join(ROOT, 'models', 'ssdlite_person.yaml'))
+    jp46 = eb.DeviceIdentity('8.0.1', 'Xavier', '7.2')
+    path = eb.build_or_load(onnx_path, options, cache_dir=str(tmp_path / 'engines'),
+                            identity=jp46, build_fn=fake_build)
+    seen = []
+    rebuilt = eb.check_engine_file(path, XAVIER_JP461,
+                                   build_fn=lambda p, o: seen.append(o) or fake_build(p, o))
+    assert rebuilt != path and len(seen) == 1
+    again = seen[0]
+    for name in ('precision', 'calib_images', 'calib_cache', 'workspace_mb', 'timing_cache',
+                 'calib_batch', 'calibrator', 'config_path'):
+        assert getattr(again, name) == getattr(options, name), name
+    assert eb.engine_metadata(rebuilt)['trt_version'] == '8.2.1'
+    # The calibration data is gone from the robot: refused with the exact command to run.
+    import shutil
+    shutil.rmtree(images)
+    with pytest.raises(ModelError) as err:
+        eb.check_engine_file(path, XAVIER_JP461, build_fn=fake_build)
+    message = str(err.value)
+    assert 'trt_version 8.0.1 (this device: 8.2.1)' in message
+    assert 'the calibration images {!r}'.format(images) in message
+    assert ('tx2-convert engine {} --precision int8 --workspace-mb 512 --calib-images {} '
+            '--calib-cache {} --calibrator minmax --timing-cache {}'.format(
+                onnx_path, images, options.calib_cache, options.timing_cache)) in message
+    assert message.endswith('-o {}'.format(path))
+
+
+def test_a_stale_int8_engine_from_a_qdq_model_needs_no_calibration(tmp_path):
+    onnx_path = _tiny_onnx(str(tmp_path / 'qdq.onnx'), qdq=True)
+    jp46 = eb.DeviceIdentity('8.0.1', 'Xavier', '7.2')
+    path = eb.build_or_load(onnx_path, eb.BuildOptions('int8'), cache_dir=str(tmp_path / 'e'),
+                            identity=jp46, build_fn=fake_build)
+    assert eb.check_engine_file(path, XAVIER_JP461, build_fn=fake_build) != path
+
+
+def test_a_calibration_cache_from_other_images_is_recalibrated(tmp_path, caplog):
+    import types
+
+    from tx2_inference.backends.tensorrt.calibrator import make_calibrator
+    trt = types.SimpleNamespace(IInt8EntropyCalibrator2=type(
+        'IInt8EntropyCalibrator2', (), {'__init__': lambda self: None}))
+    cache = str(tmp_path / 'calib.cache')
+    batches = []  # images are given (their batches are not read here)
+    first = make_calibrator(trt, 'entropy', batches, cache, source='images:aaa')
+    assert first.read_calibration_cache() is None
+    first.write_calibration_cache(b'scales from images aaa')
+    assert first.read_calibration_cache() == b'scales from images aaa'
+    other = make_calibrator(trt, 'entropy', batches, cache, source='images:bbb')
+    assert other.read_calibration_cache() is None  # TensorRT then calibrates from the images
+    assert 'not written from these calibration images' in caplog.text
+    # No images: the cache alone is the calibration, whatever wrote it.
+    assert make_calibrator(trt, 'entropy', None, cache).read_calibration_cache() == (
+        b'scales from images aaa')
+
+
+def _batch_onnx(path, batch):
+    """Write a one-Relu ONNX with the fake network's input, of batch ``batch`` ('N': free)."""
+    import onnx
+    from onnx import helper, TensorProto
+    shape = [batch, 300, 300, 3]
+    x = helper.make_tensor_value_info('image_tensor:0', TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, shape)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node('Relu', ['image_tensor:0'], ['y'])], 'g', [x], [y]),
+        opset_imports=[helper.make_opsetid('', 13)])
+    onnx.save(model, path)
+    return path
+
+
+def test_the_nodes_onnx_build_takes_batch_size_and_finds_the_cli_engine(
+        tmp_path, monkeypatch, capsys):
+    """Bug 4: batch_size reaches the build; `tx2-convert engine --batch N` has the same key."""
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import loader, runtime
+    from tx2_inference.convert import cli
+    log = []
+    monkeypatch.setattr(loader, 'import_tensorrt',
+                        lambda: _fake_trt('8.2.1', log, input_shape=_DYNAMIC))
+    monkeypatch.setattr(eb, 'device_identity', lambda: TX2)
+    built = []
+    real_build = eb.build_engine_bytes
+    monkeypatch.setattr(eb, 'build_engine_bytes',
+                        lambda path, opts: built.append(opts) or real_build(path, opts))
+    opened = []
+    monkeypatch.setattr(runtime, 'TensorRTBackend',
+                        lambda path, device=0, **kw: opened.append(path) or
+                        type('Opened', (), {'precision': None})())
+    onnx_path = _batch_onnx(str(tmp_path / 'cams.onnx'), 'N')
+    cache = str(tmp_path / 'engines')
+    # Built by hand first, as the README says, then the node starts with batch_size 4.
+    assert cli.main(['engine', onnx_path, '--batch', '4', '--cache-dir', cache]) == 0
+    by_hand = capsys.readouterr().out.split('Engine: ')[1].strip()
+    backends.open_backend(onnx_path, 'tensorrt', engine_cache_dir=cache, batch_size=4, depth=2)
+    assert opened == [by_hand] and len(built) == 1  # found, not built again
+    assert built[0].shapes == {'image_tensor:0': ((1, 300, 300, 3), (4, 300, 300, 3),
+                                                  (4, 300, 300, 3))}
+    # Another batch_size or depth is another engine, built with its profiles at configure.
+    backends.open_backend(onnx_path, 'tensorrt', engine_cache_dir=cache, batch_size=2, depth=3)
+    assert len(built) == 2 and opened[-1] != by_hand
+    assert built[1].shapes['image_tensor:0'][2] == (2, 300, 300, 3) and built[1].profiles == 3
+    assert len([e for e in log if e[0] == 'profile']) == 2 + 3
+    # A fixed-batch model gets no profiles: it runs its own batch (the detector says the rest).
+    fixed = _batch_onnx(str(tmp_path / 'one.onnx'), 1)
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt('8.2.1', log))
+    backends.open_backend(fixed, 'tensorrt', engine_cache_dir=cache, batch_size=4)
+    assert built[-1].shapes == {}
+
+
+def test_the_detector_hands_batch_size_and_depth_to_the_backend(monkeypatch, default_model):
+    from tx2_inference import detector
+    seen = {}
+
+    class StopError(Exception):
+        pass
+
+    def open_backend(model_path, backend, **kwargs):
+        seen.update(kwargs)
+        raise StopError()
+
+    monkeypatch.setattr(detector, 'open_backend', open_backend)
+    with pytest.raises(StopError):
+        detector.Detector(default_model, backend='tensorrt', batch_size=4, depth=3)
+    assert seen['batch_size'] == 4 and seen['depth'] == 3
+
+
+@pytest.mark.parametrize('version, takes_uint8', [
+    ('8.0.1', False), ('8.2.1', False), ('8.5.2', True), ('10.3.0', True), ('11.4.0', True)])
+def test_the_builder_fake_refuses_types_its_tensorrt_lacks(version, takes_uint8, tmp_path,
+                                                           monkeypatch):
+    """A uint8 input (every TF OD API export) does not parse before TensorRT 8.5."""
+    import onnx
+    from onnx import helper, TensorProto
+
+    from tx2_inference.backends.tensorrt import loader
+    log = []
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _fake_trt(version, log))
+    x = helper.make_tensor_value_info('image_tensor:0', TensorProto.UINT8, [1, 300, 300, 3])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 300, 300, 3])
+    path = str(tmp_path / 'uint8.onnx')
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node('Cast', ['image_tensor:0'], ['y'], to=TensorProto.FLOAT)], 'g',
+        [x], [y]), opset_imports=[helper.make_opsetid('', 13)]), path)
+    import types
+    network = types.SimpleNamespace(input=types.SimpleNamespace(dtype=None))
+    parser = _fake_trt(version, log).OnnxParser(network, None)
+    with open(path, 'rb') as f:
+        assert parser.parse(f.read()) == takes_uint8
+    if takes_uint8:
+        assert network.input.dtype == _fake_trt(version, log).DataType.UINT8
+        assert eb.build_engine_bytes(path, eb.BuildOptions('fp32')) == b'SERIALIZED'
+        return
+    assert 'Unsupported ONNX data type: UINT8 (2)' in parser.get_error(0)
+    with pytest.raises(ModelError, match="'image_tensor:0'"):  # the preflight says it first
+        eb.build_engine_bytes(path, eb.BuildOptions('fp32'))

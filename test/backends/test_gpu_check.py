@@ -9,7 +9,9 @@ backend's slots, streams, pinned and device buffers, events and context handling
 executor on top, with batches (issue 16): a slot of batch B holds one frame per source
 (camera) in its rows, each prepared and checked per row, a partial batch run at its real size.
 Each test prints what it measured; the figures are the backend's, not TensorRT's. Skipped
-(marker ``gpu``) without a GPU; ``make gpu-check`` says so in one line.
+(marker ``gpu``) without a GPU; ``make gpu-check`` says so in one line. On a GPU machine a
+missing CuPy or cuda-python fails the tests instead of skipping them, and
+``tools/gpu_check.py`` (what ``make gpu-check`` runs) fails on any skipped test.
 """
 
 import importlib.util
@@ -31,12 +33,11 @@ ITEMS = 1 << 20  # floats per batch item (4 MB)
 
 
 def _libraries():
-    found = []
-    if importlib.util.find_spec('cuda') is not None:
-        found.append('cuda-python')
+    """Return the CUDA libraries installed here (cuda-python is required: its absence fails)."""
+    found = ['cuda-python']
     if importlib.util.find_spec('pycuda') is not None:
         found.append('pycuda')
-    return found or ['cuda-python']
+    return found
 
 
 def report(line):
@@ -46,19 +47,25 @@ def report(line):
 
 @pytest.fixture(scope='module', autouse=True)
 def _needs_cupy():
-    pytest.importorskip('cupy', reason='the TensorRT stand-in launches its kernel with CuPy')
+    from tx2_inference.backends.tensorrt.cuda import probe_gpu
+    if not probe_gpu()[0]:
+        pytest.skip('no GPU here')
+    # On a GPU machine a missing library fails the check: it is not a reason to skip.
+    for module, why in (('cupy', 'the TensorRT stand-in launches its kernel with CuPy'),
+                        ('cuda.bindings', "cuda-python, the backend's CUDA library off the "
+                                          'Jetson')):
+        if importlib.util.find_spec(module.split('.')[0]) is None:
+            pytest.fail('{} is missing on this GPU machine: {}'.format(module, why))
     report(STANDIN)
 
 
 def _open(tmp_path, monkeypatch, library, generation='tensors', items=ITEMS, base_ms=1.0,
-          item_ms=1.0, profiles=4, **options):
+          item_ms=1.0, profiles=4, static=False, **options):
     from tx2_inference.backends.tensorrt import runtime
-    if importlib.util.find_spec('pycuda' if library == 'pycuda' else 'cuda') is None:
-        pytest.skip('{} is not installed here'.format(library))
     monkeypatch.setattr(runtime, 'import_tensorrt', lambda: trt_standin.module(generation))
     path = trt_standin.engine_file(str(tmp_path / 'standin.engine'), items, max_batch=4,
                                    profiles=profiles, base_ms=base_ms, item_ms=item_ms,
-                                   generation=generation)
+                                   generation=generation, static=static)
     return runtime.TensorRTBackend(path, cuda_library=library, **options)
 
 
@@ -155,6 +162,33 @@ def test_outputs_are_correct_for_every_frame(library, generation, tmp_path, monk
     report('{} / {} API (execute_async_{}): 46 of 46 frames of 2 sources correct, in order per '
            'source, in rows 0 and 1 of 22 full batches of 2 and 2 partial batches run at batch '
            '1'.format(library, generation, 'v3' if generation == 'tensors' else 'v2'))
+
+
+@pytest.mark.parametrize('generation', ['tensors', 'bindings'])
+@pytest.mark.parametrize('library', _libraries())
+def test_a_static_batch_engine_with_inputs_and_outputs_copied(library, generation, tmp_path,
+                                                              monkeypatch):
+    # A static batch-4 engine (no profile selected: the stand-in raises if one is), the inputs
+    # prepared in CPU-cached arrays and the outputs read from a copy (the TX2's switches).
+    with _open(tmp_path, monkeypatch, library, generation, static=True, outputs_from='copy',
+               inputs_from='copy') as backend:
+        assert [i.shape for i in backend.inputs] == [(4, ITEMS)]
+        slot = backend.create_slot(0)
+        h = slot.handle
+        assert not np.shares_memory(slot.inputs['x'], h.pinned['x'])
+        assert not np.shares_memory(slot.outputs['y'], h.pinned['y'])
+        data = _Frames(count=4)
+        np.copyto(slot.inputs['x'], np.concatenate(data.inputs))
+        backend.run(slot)
+        np.testing.assert_array_equal(slot.outputs['y'], np.concatenate(data.expected))
+        backend.release_slot(slot)
+        run = _run_executor(backend, depth=2, batch=4, frames=24, warmup=1)
+    wrong = [(f, r) for _, f, ok, r in run.results if not ok]
+    assert not wrong, wrong
+    assert run.stats['completed'] == 25 and dict(run.launches) == {4: 6}, run.launches
+    report('{} / {} API, static batch-4 engine, inputs_from and outputs_from copy: 25 of 25 '
+           'frames correct (6 full batches, the warm-up frame alone in a padded one)'.format(
+               library, generation))
 
 
 @pytest.mark.parametrize('library', _libraries())
@@ -317,8 +351,14 @@ def test_device_memory_returns_after_50_create_close_cycles(library, tmp_path, m
 
 def test_report_names_the_machine():
     import cupy
+
+    from tx2_inference.backends.tensorrt.cuda import cuda_python_version
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props['name'].decode() if isinstance(props['name'], bytes) else props['name']
-    report('GPU {} (sm_{}{}), CUDA runtime {}, CuPy {}, Python {}; pid {}'.format(
-        name, props['major'], props['minor'], cupy.cuda.runtime.runtimeGetVersion(),
-        cupy.__version__, '.'.join(map(str, sys.version_info[:3])), os.getpid()))
+    report('GPU {} (sm_{}{}), CUDA runtime {}, CuPy {}, cuda-python {}, pycuda {}, Python {}; '
+           'pid {}'.format(name, props['major'], props['minor'],
+                           cupy.cuda.runtime.runtimeGetVersion(), cupy.__version__,
+                           '.'.join(map(str, cuda_python_version())) or 'MISSING',
+                           'installed' if importlib.util.find_spec('pycuda') else
+                           'not installed (its path stays unrun)',
+                           '.'.join(map(str, sys.version_info[:3])), os.getpid()))

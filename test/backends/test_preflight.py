@@ -310,9 +310,9 @@ def test_engine_build_on_tensorrt_8_2_refuses_uint8_before_parsing(tmp_path, mon
 
     Today's build hands it to the parser and says 're-export with a fixed input shape'.
     """
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     parsed = []
-    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: _trt82(parsed))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _trt82(parsed))
     path = str(tmp_path / 'detector.onnx')
     _uint8_detector_like(path)
     with pytest.raises(ModelError) as err:
@@ -327,9 +327,9 @@ def test_parser_failure_names_the_node_and_op(tmp_path, monkeypatch):
     from onnx import helper
     from onnx import TensorProto as T
 
-    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.backends.tensorrt import loader
     parsed = []
-    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: _trt82(parsed))
+    monkeypatch.setattr(loader, 'import_tensorrt', lambda: _trt82(parsed))
     path = str(tmp_path / 'two.onnx')
     _model([helper.make_node('Relu', ['x'], ['h'], name='first'),
             helper.make_node('Unsqueeze', ['h', 'axes'], ['y'], name='expand')],

@@ -27,10 +27,13 @@ import sys
 import threading
 import types
 
+import cuda.bindings as cuda_bindings
+import deviceless_cudart
 import numpy as np
 from project_files import ROOT
 import pytest
 import tensorrt_lean_bindings as lean
+from trt_signatures import follows
 
 from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cuda import probe_gpu
@@ -364,6 +367,7 @@ class _Engine(object):
         self.dynamic = any(-1 in shape for _, _, shape in tensors)
         self.contexts = weakref.WeakSet()
         self.host = set()  # names of tensors in host memory (shape tensors)
+        self.has_implicit_batch_dimension = False  # 8.0 to 10.x have the property
         self.probe = lambda: None  # what to note when destroyed
 
     def __del__(self):
@@ -374,49 +378,62 @@ class _Engine(object):
         profile, index = divmod(binding, self.per)
         return profile, self.tensors[index]
 
-    def get_binding_name(self, binding):
-        profile, (name, _, _) = self._split(binding)
+    @follows('ICudaEngine')
+    def get_binding_name(self, index):
+        profile, (name, _, _) = self._split(index)
         return trt_api.profile_binding_name(name, profile)
 
-    def binding_is_input(self, binding):
-        return self._split(binding)[1][1]
+    @follows('ICudaEngine')
+    def binding_is_input(self, index):
+        return self._split(index)[1][1]
 
-    def get_binding_shape(self, binding):
-        return self._split(binding)[1][2]
+    @follows('ICudaEngine')
+    def get_binding_shape(self, index):
+        return self._split(index)[1][2]
 
-    def get_binding_dtype(self, binding):
+    @follows('ICudaEngine')
+    def get_binding_dtype(self, index):
         return lean.DataType.FLOAT
 
-    def get_profile_shape(self, profile, binding):
-        assert self._split(binding)[0] == profile, 'binding of another profile'
+    @follows('ICudaEngine')
+    def get_profile_shape(self, profile_index, binding):
+        assert self._split(binding)[0] == profile_index, 'binding of another profile'
         return _RANGE
 
     # tensors API (8.5+)
     def _tensor(self, name):
         return [t for t in self.tensors if t[0] == name][0]
 
+    @follows('ICudaEngine')
     def get_tensor_name(self, index):
         return self.tensors[index][0]
 
+    @follows('ICudaEngine')
     def get_tensor_mode(self, name):
         return lean.TensorIOMode.INPUT if self._tensor(name)[1] else lean.TensorIOMode.OUTPUT
 
+    @follows('ICudaEngine')
     def get_tensor_location(self, name):
         return lean.TensorLocation.HOST if name in self.host else lean.TensorLocation.DEVICE
 
-    def get_location(self, binding):  # bindings API
-        return self.get_tensor_location(self._split(binding)[1][0])
+    @follows('ICudaEngine')
+    def get_location(self, index):  # bindings API
+        return self.get_tensor_location(self._split(index)[1][0])
 
+    @follows('ICudaEngine')
     def get_tensor_shape(self, name):
         return self._tensor(name)[2]
 
+    @follows('ICudaEngine')
     def get_tensor_dtype(self, name):
         return lean.DataType.FLOAT
 
-    def get_tensor_profile_shape(self, name, profile):
-        assert 0 <= profile < self.num_optimization_profiles
+    @follows('ICudaEngine')
+    def get_tensor_profile_shape(self, name, profile_index):
+        assert 0 <= profile_index < self.num_optimization_profiles
         return _RANGE
 
+    @follows('ICudaEngine')
     def create_execution_context(self):
         # Profile 0 for the first context, or for all of a static engine; else none yet.
         context = _Context(self, 0 if not (self.contexts and self.dynamic) else None)
@@ -438,12 +455,15 @@ class _Context(object):
     def _record(self, *call):
         self.engine.log.append((self.number,) + call)
 
-    def set_optimization_profile_async(self, profile, stream_handle):
-        self._record('set_optimization_profile_async', profile, stream_handle)
+    @follows('IExecutionContext')
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        self._record('set_optimization_profile_async', profile_index, stream_handle)
         taken = {c.profile for c in self.engine.contexts if c is not self}
-        if not 0 <= profile < self.engine.num_optimization_profiles or profile in taken:
-            return False
-        self.profile, self.shape = profile, None
+        if not 0 <= profile_index < self.engine.num_optimization_profiles or (
+                profile_index in taken):
+            # What every TensorRT 8.0 to 11 does on failure (pyCore.cpp): raise, not False.
+            raise RuntimeError('Error in set optimization profile async.')
+        self.profile, self.shape = profile_index, None
         return True
 
     @property
@@ -453,6 +473,8 @@ class _Context(object):
     @active_optimization_profile.setter
     def active_optimization_profile(self, profile):
         self._record('active_optimization_profile =', profile)
+        if not 0 <= profile < self.engine.num_optimization_profiles:
+            raise RuntimeError('Error in set optimization profile.')  # pyCore.cpp 8.0, 8.2
         self.profile, self.shape = profile, None
 
     def _set_shape(self, name, shape, profile):
@@ -463,16 +485,19 @@ class _Context(object):
         self.shape = tuple(shape)
         return True
 
+    @follows('IExecutionContext')
     def set_binding_shape(self, binding, shape):
         self._record('set_binding_shape', binding, tuple(shape))
         profile, (name, _, _) = self.engine._split(binding)
         return self._set_shape(name, shape, profile)
 
+    @follows('IExecutionContext')
     def get_binding_shape(self, binding):
         profile, (name, _, declared) = self.engine._split(binding)
         assert profile == self.profile
         return (self.shape[0],) + declared[1:]
 
+    @follows('IExecutionContext')
     def execute_async_v2(self, bindings, stream_handle):
         self._record('execute_async_v2', list(bindings), stream_handle)
         per = self.engine.per
@@ -480,18 +505,22 @@ class _Context(object):
         return (len(bindings) == self.engine.num_bindings and self.shape is not None
                 and all(bool(b) == (i in mine) for i, b in enumerate(bindings)))
 
+    @follows('IExecutionContext')
     def set_input_shape(self, name, shape):
         self._record('set_input_shape', name, tuple(shape))
         return self._set_shape(name, shape, self.profile)
 
+    @follows('IExecutionContext')
     def get_tensor_shape(self, name):
         return (self.shape[0],) + self.engine._tensor(name)[2][1:]
 
-    def set_tensor_address(self, name, address):
-        self._record('set_tensor_address', name, address)
-        self.addresses[name] = address
+    @follows('IExecutionContext')
+    def set_tensor_address(self, name, memory):
+        self._record('set_tensor_address', name, memory)
+        self.addresses[name] = memory
         return True
 
+    @follows('IExecutionContext')
     def execute_async_v3(self, stream_handle):
         self._record('execute_async_v3', stream_handle)
         return (self.profile is not None and self.shape is not None
@@ -729,6 +758,95 @@ def test_a_static_engine_shares_profile_zero_and_selects_nothing(version, monkey
     backend.close()
 
 
+def test_a_profile_tensorrt_refuses_is_the_explanatory_error_not_a_bare_runtimeerror(
+        monkeypatch, tmp_path):
+    """Bug 8: set_optimization_profile_async raises RuntimeError on failure (8.0 to 11)."""
+    for version in ('8.2', '10.x', '11.x'):
+        backend, log = _fake_backend(monkeypatch, tmp_path, version, profiles=2)
+        backend.create_slot(0, {'images': (1, 3, 8, 8)})
+        other = backend._engine.create_execution_context()  # e.g. another process's context
+        other.set_optimization_profile_async(1, 0)  # takes profile 1
+        with pytest.raises(RuntimeError, match='^Error in set optimization profile async.$'):
+            other.set_optimization_profile_async(7, 0)  # the fake raises as pyCore.cpp does
+        with pytest.raises(ModelError) as err:
+            backend.create_slot(1, {'images': (1, 3, 8, 8)})
+        message = str(err.value)
+        assert 'could not select optimisation profile 1' in message, version
+        assert 'Error in set optimization profile async.' in message
+        assert '--profiles N' in message and 'executor_depth' in message
+        assert len(backend._slots) == 1  # nothing of the failed slot is left
+        del other
+        backend.close()
+
+
+def test_the_legacy_profile_attribute_raising_is_explained_too():
+    log = []
+    engine = _Engine('8.2', log, _TENSORS, 2)
+    api = trt_api.BindingsApi(None, _Surface(engine, SURFACES['8.2']['ICudaEngine']))
+    legacy = SURFACES['8.2']['IExecutionContext'] - {'set_optimization_profile_async'}
+    with pytest.raises(ModelError, match='Error in set optimization profile[.]'):
+        api.select_profile(_Surface(_Context(engine, None), legacy), 3, 0)
+
+
+@pytest.mark.parametrize('version', ['8.2', '8.6', '10.x'])
+def test_an_implicit_batch_engine_is_refused_at_load_with_what_to_do(
+        version, monkeypatch, tmp_path):
+    """Bug 7: a UFF/Caffe-era engine is refused when loaded, not failed on every frame."""
+    log = []
+    trt = _fake_runtime_trt(version, log, _STATIC, 1)
+    trt.engine._impl.has_implicit_batch_dimension = True
+    with pytest.raises(ModelError) as err:
+        _fake_backend(monkeypatch, tmp_path, version, trt=trt)
+    message = str(err.value)
+    assert 'implicit batch dimension' in message and 'tx2-convert onnx' in message
+    assert 'model.engine' in message
+    assert _calls(log, 'create_execution_context') == []
+
+
+def test_the_fakes_take_the_real_tensorrt_signatures():
+    """Each fake method is called as pybind11 calls the real one (trt_signatures.follows)."""
+    checked = {name for cls in (_Engine, _Context) for name, fn in vars(cls).items()
+               if hasattr(fn, 'real_overloads')}
+    used = (_names_called_on(trt_api.TensorsApi, {'self.engine', 'engine', 'context'})
+            | _names_called_on(trt_api.BindingsApi, {'self.engine', 'engine', 'context'})
+            | _names_called_on(trt_api.RuntimeApi, {'context'}))
+    methods = {n for n in used if n not in ('num_io_tensors', 'num_bindings',
+                                            'num_optimization_profiles',
+                                            'active_optimization_profile')}
+    assert methods <= checked | {'set_optimization_profile_async'}, methods - checked
+    context = _Context(_Engine('10.x', [], _TENSORS, 2), None)
+    with pytest.raises(TypeError, match='incompatible function arguments'):
+        context.execute_async_v3('0x5000')  # not an integer: pybind11 refuses it
+    with pytest.raises(TypeError, match='incompatible function arguments'):
+        context.set_tensor_address('images', memory=None)
+    assert context.set_optimization_profile_async(profile_index=0, stream_handle=0x5000)
+
+
+@pytest.mark.parametrize('version', ['8.2', '10.x', '11.x'])
+def test_the_cuda_python_stream_reaches_tensorrt_as_its_handle(version, monkeypatch,
+                                                                  tmp_path):
+    """The backend on cuda.py's cuda-python device over the real cuda-bindings (bug 3)."""
+    device, cudart = _cuda_python_device(monkeypatch)
+    backend, log = _fake_backend(monkeypatch, tmp_path, version, profiles=2, cuda=device)
+    assert backend.cuda_library == 'cuda-python'
+    slots = [backend.create_slot(i, {'images': (2, 3, 8, 8)}) for i in range(2)]
+    streams = [int(s) for s in cudart.streams]
+    assert len(streams) == 2 and [s.handle.stream_handle for s in slots] == streams
+    for slot in slots:
+        slot.inputs['images'][:] = 1.5
+        backend.run(slot)
+    selected = [e[3] for e in _calls(log, 'set_optimization_profile_async')]
+    executed = [e[-1] for e in _calls(log, 'execute_async_v2' if version == '8.2'
+                                      else 'execute_async_v3')]
+    assert selected == streams and executed == streams
+    assert not {s.getPtr() for s in cudart.streams} & set(selected + executed)
+    # The copies and events went on the same cudaStream_t objects.
+    copies = cudart.made('cudaMemcpyAsync')
+    assert {int(c[-1]) for c in copies} == set(streams) and len(copies) == 4
+    backend.close()
+    assert cudart.buffers == {}
+
+
 # --- The runtime's lifetimes and CUDA use (issue 11), on the fakes above: TensorRT's engine and
 # contexts and the CUDA device are stand-ins (no GPU here); what a GPU alone can show is
 # measured by `make gpu-check` (test/backends/test_gpu_check.py).
@@ -843,6 +961,30 @@ def test_outputs_from_pinned_or_a_copy(outputs_from, monkeypatch, tmp_path):
         _fake_backend(monkeypatch, tmp_path, '10.x', outputs_from='uncached')
 
 
+@pytest.mark.parametrize('inputs_from', ['pinned', 'copy'])
+def test_inputs_from_pinned_or_a_cached_array_copied_at_launch(inputs_from, monkeypatch,
+                                                               tmp_path):
+    """The TX2's switch for the inputs; the H2D copy really moves bytes (real cuda-bindings)."""
+    import ctypes
+    device, cudart = _cuda_python_device(monkeypatch)
+    backend, log = _fake_backend(monkeypatch, tmp_path, '10.x', tensors=_STATIC, profiles=1,
+                                 cuda=device, inputs_from=inputs_from)
+    slot = backend.create_slot(0)
+    pinned = slot.handle.pinned['images']
+    assert (slot.inputs['images'] is pinned) == (inputs_from == 'pinned')
+    assert np.shares_memory(slot.rows[0].inputs['images'], slot.inputs['images'])
+    slot.inputs['images'][:] = 4.25  # what the pre-processor writes
+    backend.launch(slot)
+    assert backend.wait(slot)
+    np.testing.assert_array_equal(pinned, np.full((1, 3, 8, 8), 4.25, np.float32))
+    address = int(slot.handle.device['images'])
+    on_device = np.frombuffer(ctypes.string_at(address, pinned.nbytes), np.float32)
+    assert (on_device == 4.25).all()
+    backend.close()
+    with pytest.raises(ConfigError, match='inputs_from'):
+        _fake_backend(monkeypatch, tmp_path, '10.x', inputs_from='cached')
+
+
 @pytest.mark.parametrize('version', ['8.2', '11.x'])
 def test_a_host_shape_tensor_is_refused_by_name(version, monkeypatch, tmp_path):
     log = []
@@ -855,8 +997,8 @@ def test_a_host_shape_tensor_is_refused_by_name(version, monkeypatch, tmp_path):
 # --- The lean runtime (bug 5) and `auto` with a runtime-only TensorRT (bug 6) ---
 
 def _no_full_tensorrt(monkeypatch):
-    from tx2_inference.backends.tensorrt import runtime
-    monkeypatch.setattr(runtime, 'require_gpu', lambda: 1)
+    from tx2_inference.backends.tensorrt import loader, runtime
+    monkeypatch.setattr(loader, 'require_gpu', lambda: 1)
     for name in ('tensorrt', 'tensorrt_lean'):
         monkeypatch.setitem(sys.modules, name, None)  # import fails: not installed
     return runtime
@@ -909,105 +1051,99 @@ def test_auto_on_onnx_with_only_the_lean_runtime_picks_onnxruntime(monkeypatch, 
         assert backend.name == 'onnxruntime'
 
 
-# --- cuda.py without a GPU: what its CUDA libraries return, stood in for ---
+# --- cuda.py's cuda-python path against the real cuda-bindings (no GPU: only the calls that
+# need one are stood in, after the real call has checked their arguments; deviceless_cudart) ---
 
-class _FakeCudart(object):
-    """The parts of cuda-python's runtime module ``_CudaPythonDevice`` uses, on host memory."""
-
-    class cudaError_t(object):  # noqa: N801 (cuda-python's name)
-        cudaSuccess, cudaErrorNotReady, cudaErrorMemoryAllocation = 0, 600, 2  # noqa: N815
-
-    class cudaStream_t(object):  # noqa: N801
-        def __init__(self, address):
-            self.address = address
-
-        def getPtr(self):  # noqa: N802
-            return self.address
-
-        def __int__(self):
-            raise AssertionError('int(cudaStream_t) is deprecated: use getPtr()')
-
-    class cudaEvent_t(object):  # noqa: N801
-        pass
-
-    cudaEventDefault, cudaEventBlockingSync, cudaEventDisableTiming = 0, 1, 2  # noqa: N815
-
-    def __init__(self):
-        self.calls = []
-        self.buffers = {}
-
-    def cudaGetErrorName(self, status):  # noqa: N802
-        return (0, b'cudaErrorMemoryAllocation')
-
-    def cudaMalloc(self, nbytes):  # noqa: N802
-        return (self.cudaError_t.cudaErrorMemoryAllocation, 0)
-
-    def cudaMallocHost(self, nbytes):  # noqa: N802
-        import ctypes
-        buffer = ctypes.create_string_buffer(nbytes)
-        self.buffers[ctypes.addressof(buffer)] = buffer
-        return (0, ctypes.addressof(buffer))
-
-    def cudaFreeHost(self, pointer):  # noqa: N802
-        self.calls.append(('cudaFreeHost', pointer))
-        return (0,)
-
-    def cudaEventCreateWithFlags(self, flags):  # noqa: N802
-        self.calls.append(('cudaEventCreateWithFlags', flags))
-        return (0, self.cudaEvent_t())
-
-    def cudaEventQuery(self, event):  # noqa: N802
-        self.calls.append(('cudaEventQuery',))
-        done = len([c for c in self.calls if c == ('cudaEventQuery',)]) >= 3
-        return (0 if done else self.cudaError_t.cudaErrorNotReady,)
-
-    def cudaEventSynchronize(self, event):  # noqa: N802
-        self.calls.append(('cudaEventSynchronize',))
-        return (0,)
-
-
-def _cuda_python_device(version):
+def _cuda_python_device(monkeypatch, version='13.0.3'):
     from tx2_inference.backends.tensorrt import cuda
-    device = cuda._CudaPythonDevice.__new__(cuda._CudaPythonDevice)
-    device._rt, device._pinned, device._lock = _FakeCudart(), {}, threading.Lock()
+    cudart = deviceless_cudart.install(monkeypatch)
+    monkeypatch.setattr(cuda, 'require_gpu', lambda: 1)
+    device = cuda.open_cuda(0, 'cuda-python')  # the real _CudaPythonDevice over it
     device.releases_gil = cuda.version_tuple(version) >= device.GIL_RELEASED_FROM
-    return device
+    return device, cudart
 
 
-def test_cuda_python_error_names_are_text_and_streams_give_their_pointer():
+def test_cuda_python_stream_handle_is_the_streams_value_not_its_wrappers_address(monkeypatch):
+    """Bug 3, on the real cuda-bindings: ``int(stream)``, never ``getPtr()``."""
+    from cuda.bindings import runtime as real
+
+    from tx2_inference.backends.tensorrt import cuda
+    assert cuda_bindings.__version__ == '13.0.3'
+    given = real.cudaStream_t(init_value=0x1234)
+    device = cuda._CudaPythonDevice.__new__(cuda._CudaPythonDevice)
+    assert device.stream_handle(given) == 0x1234
+    assert given.getPtr() != 0x1234  # the wrapper's storage: what the old code handed TensorRT
+    # And a stream the device made (cudaStreamCreate's real cudaStream_t type).
+    device, cudart = _cuda_python_device(monkeypatch)
+    stream = device.stream()
+    assert isinstance(stream, real.cudaStream_t)
+    assert device.stream_handle(stream) == int(stream) == int(cudart.streams[0])
+
+
+def test_cuda_python_errors_are_named_with_the_real_error_enum(monkeypatch):
+    from cuda.bindings import runtime as real
+
+    from tx2_inference.backends.tensorrt import cuda
     from tx2_inference.backends.tensorrt.cuda import CudaError
-    device = _cuda_python_device('13.0.0')
+    device, cudart = _cuda_python_device(monkeypatch)
+    cudart.fail['cudaMalloc'] = real.cudaError_t.cudaErrorMemoryAllocation
     with pytest.raises(CudaError) as err:
         device.mem_alloc(64)
     assert str(err.value) == 'CUDA cudaMalloc (64 bytes) failed: cudaErrorMemoryAllocation (2)'
-    assert device.stream_handle(_FakeCudart.cudaStream_t(0x7f00)) == 0x7f00
+    # The unwrapped bindings on this machine (no driver): their real error, named.
+    monkeypatch.undo()
+    with pytest.raises(CudaError) as err:
+        cuda._CudaPythonDevice(0)
+    assert str(err.value) == ('CUDA cudaSetDevice failed: cudaErrorInsufficientDriver (35)')
 
 
-def test_cuda_python_done_event_flags_and_waiting_without_the_gil():
-    device = _cuda_python_device('12.8.0')  # holds the GIL in its calls: poll instead
-    device.event(blocking=True)
-    device.event()
-    assert device._rt.calls == [('cudaEventCreateWithFlags', 1 | 2),
-                                ('cudaEventCreateWithFlags', 0)]
-    device.synchronize(object())
-    assert ('cudaEventSynchronize',) not in device._rt.calls
-    assert device._rt.calls.count(('cudaEventQuery',)) == 3
-    device = _cuda_python_device('12.9.1')  # releases it: the blocking call
-    device.synchronize(object())
-    assert device._rt.calls == [('cudaEventSynchronize',)]
+def test_cuda_python_done_event_flags_and_waiting_without_the_gil(monkeypatch):
+    from cuda.bindings import runtime as real
+    device, cudart = _cuda_python_device(monkeypatch, '12.8.0')  # holds the GIL: poll
+    done = device.event(blocking=True)
+    device.event()  # a timing event
+    assert isinstance(done, real.cudaEvent_t)
+    flags = [c[1] for c in cudart.made('cudaEventCreateWithFlags')]
+    assert flags == [real.cudaEventBlockingSync | real.cudaEventDisableTiming,
+                     real.cudaEventDefault]
+    cudart.not_ready = 2
+    device.synchronize(done)
+    assert cudart.made('cudaEventSynchronize') == []
+    assert len(cudart.made('cudaEventQuery')) == 3
+    device, cudart = _cuda_python_device(monkeypatch, '12.9.1')  # releases it: blocking call
+    device.synchronize(done)
+    assert [c[0] for c in cudart.calls[-1:]] == ['cudaEventSynchronize']
 
 
-def test_cuda_python_pinned_arrays_are_freed_once_and_never_through_a_copy():
-    device = _cuda_python_device('13.0.0')
+def test_cuda_python_pinned_arrays_are_freed_once_and_never_through_a_copy(monkeypatch):
+    device, cudart = _cuda_python_device(monkeypatch)
     array = device.pagelocked_empty((4, 8), np.float32)
     array[:] = 3
     view, copy = array[1:], array + 1  # neither is an allocation of its own
-    assert type(copy) is np.ndarray and not hasattr(copy, 'pointer')
     device.free(copy)
-    assert device._rt.calls == []
+    assert cudart.made('cudaFreeHost') == []
     device.free(view)  # a view frees the allocation it views, once
     device.free(array)
-    assert [c[0] for c in device._rt.calls] == ['cudaFreeHost']
+    assert len(cudart.made('cudaFreeHost')) == 1 and cudart.buffers == {}
+
+
+def test_cuda_python_round_trip_through_the_real_argument_checks(monkeypatch):
+    """H2D and D2H on one stream: every argument passes the real bindings' conversion."""
+    device, cudart = _cuda_python_device(monkeypatch)
+    host_in = device.pagelocked_empty((2, 16), np.float32)
+    host_out = device.pagelocked_empty((2, 16), np.float32)
+    host_in[:] = np.arange(32, dtype=np.float32).reshape(2, 16)
+    memory = device.mem_alloc(host_in.nbytes)
+    stream, done = device.stream(), device.event(blocking=True)
+    device.memcpy_htod_async(memory, host_in, stream)
+    device.memcpy_dtoh_async(host_out, memory, stream)
+    device.record(done, stream)
+    device.synchronize(done)
+    np.testing.assert_array_equal(host_out, host_in)
+    assert all(c[-1] is stream for c in cudart.made('cudaMemcpyAsync'))
+    device.free(memory, host_in, host_out, done, stream)
+    assert cudart.buffers == {}
+    assert [c[0] for c in cudart.calls[-2:]] == ['cudaEventDestroy', 'cudaStreamDestroy']
 
 
 def test_pycuda_without_retain_primary_context_says_what_to_install(monkeypatch):
@@ -1065,3 +1201,104 @@ def test_make_gpu_check_without_a_gpu_is_one_line_and_fails():
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1, proc.stdout
     assert 'needs an NVIDIA GPU' in lines[0]
+
+
+def test_the_tensorrt_backend_modules_import_no_circle():
+    """Every import between backends/tensorrt modules (lazy ones too) points one way."""
+    folder = os.path.join(ROOT, 'tx2_inference', 'backends', 'tensorrt')
+    package = 'tx2_inference.backends.tensorrt'
+    graph = {}
+    for name in os.listdir(folder):
+        if not name.endswith('.py') or name == '__init__.py':
+            continue
+        module = name[:-3]
+        with open(os.path.join(folder, name)) as f:
+            tree = ast.parse(f.read())
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == package:
+                    targets.update(a.name for a in node.names)
+                elif node.module.startswith(package + '.'):
+                    targets.add(node.module[len(package) + 1:].split('.')[0])
+        graph[module] = targets & {n[:-3] for n in os.listdir(folder)} - {module}
+    assert 'runtime' not in graph['cache'] and 'cache' in graph['runtime']
+
+    def reaches(start, goal, seen=()):
+        return any(t == goal or (t not in seen and reaches(t, goal, seen + (t,)))
+                   for t in graph.get(start, ()))
+
+    assert [m for m in sorted(graph) if reaches(m, m)] == []
+
+
+def test_the_gpu_check_standin_takes_the_real_signatures_and_raises_like_tensorrt():
+    """test/trt_standin.py runs where no TensorRT is (make gpu-check): held to it here."""
+    import trt_signatures
+    import trt_standin
+    classes = [(trt_standin._TensorsEngine, 'ICudaEngine'),
+               (trt_standin._BindingsEngine, 'ICudaEngine'),
+               (trt_standin.TensorsContext, 'IExecutionContext'),
+               (trt_standin.BindingsContext, 'IExecutionContext')]
+    compared = set()
+    for cls, real in classes:
+        for name in dir(cls):
+            fn = getattr(cls, name)
+            if name.startswith('_') or not callable(fn):
+                continue
+            overloads = trt_signatures.overloads(real, name)
+            if not overloads:
+                continue
+            own = list(inspect.signature(fn).parameters)[1:]
+            assert any([n for n, _ in p[:len(own)]] == own for p, _ in overloads), (
+                cls.__name__, name, own, overloads)
+            compared.add(name)
+    assert {'set_optimization_profile_async', 'execute_async_v3', 'execute_async_v2',
+            'set_tensor_address', 'get_tensor_profile_shape', 'get_profile_shape'} <= compared
+    engine = trt_standin._TensorsEngine({'items': 4, 'max_batch': 2, 'profiles': 2,
+                                         'base_ms': 0, 'item_ms': 0, 'static': False})
+    context = engine.create_execution_context()
+    assert context.set_optimization_profile_async(1, 0) is True
+    with pytest.raises(RuntimeError, match='^Error in set optimization profile async.$'):
+        context.set_optimization_profile_async(2, 0)
+    static = trt_standin._TensorsEngine({'items': 4, 'max_batch': 2, 'profiles': 1,
+                                         'base_ms': 0, 'item_ms': 0, 'static': True})
+    assert static.get_tensor_shape('x') == (2, 4)
+    assert static.create_execution_context().get_tensor_shape('y') == (2, 4)
+
+
+@pytest.mark.parametrize('generation', ['tensors', 'bindings'])
+@pytest.mark.parametrize('static', [False, True])
+def test_the_gpu_check_path_dry_run_on_the_host(generation, static, monkeypatch, tmp_path):
+    """Dry-run make gpu-check's stand-in engine through the backend, on the host.
+
+    The real cuda-bindings with the device calls stood in (host memory at real addresses), the
+    stand-in's CuPy kernel replaced by the same y = 2x + 1 on those addresses. What stays for
+    the GPU: the kernel, real streams and timing (test_gpu_check.py).
+    """
+    import ctypes
+
+    import trt_standin
+
+    from tx2_inference.backends.tensorrt import runtime
+
+    def host_kernel(x, y, count, spin_ms, stream_handle):
+        assert stream_handle in handles, 'not a stream the device made'
+        source = np.frombuffer((ctypes.c_float * count).from_address(int(x)), np.float32)
+        target = np.frombuffer((ctypes.c_float * count).from_address(int(y)), np.float32)
+        target[:] = 2 * source + 1
+
+    device, cudart = _cuda_python_device(monkeypatch)
+    handles = set()
+    monkeypatch.setattr(trt_standin, 'launch', host_kernel)
+    monkeypatch.setattr(runtime, 'import_tensorrt', lambda: trt_standin.module(generation))
+    monkeypatch.setattr(runtime, 'open_cuda', lambda device_index, library: device)
+    path = trt_standin.engine_file(str(tmp_path / 'standin.engine'), 16, max_batch=4,
+                                   profiles=2, generation=generation, static=static)
+    with runtime.TensorRTBackend(path, outputs_from='copy', inputs_from='copy') as backend:
+        slots = [backend.create_slot(i, {'x': (4 if static else 3, 16)}) for i in range(2)]
+        handles.update(int(s) for s in cudart.streams)
+        for number, slot in enumerate(slots):
+            slot.inputs['x'][:] = np.arange(slot.inputs['x'].size).reshape(-1, 16) + number
+            backend.run(slot)
+            np.testing.assert_array_equal(slot.outputs['y'], 2 * slot.inputs['x'] + 1)
+        assert backend._engine.launches == {4 if static else 3: 2}

@@ -240,6 +240,7 @@ BAD_VALUES = {
     'class_agnostic_nms': ('yes', 'a boolean has no range', True),
     'publish_debug_image': ('yes', 'a boolean has no range', False),
     'trt_outputs_from': (1, ['host', 'PINNED'], 'copy'),
+    'trt_inputs_from': (2, ['cached', 'Copy'], 'copy'),
     'triton_url': (8001, 'any address: an unreachable server fails configure (test_triton_node)',
                    'otherhost:8001'),
     'triton_model': (3, 'any name: a wrong one fails configure (test_triton_node)', 'other'),

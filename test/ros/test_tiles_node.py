@@ -1,9 +1,10 @@
-"""The node with ``tiles``: two cameras, a frame's tiles as one batch, the cost in /diagnostics.
+"""The node with ``tiles``: two cameras, tiles as one batch, tracking, the cost in /diagnostics.
 
 A real node process (ONNX Runtime, the default model's ``--batch dynamic`` twin), two camera
 topics fed hand-labelled frames of vtest.avi (test/data/small_people) over DDS with the
-large-frame profile; the people each camera's detections match are counted against what the
-same model finds untiled in this process.
+large-frame profile, with tracking on (it runs on each frame's merged detections); the people
+each camera's detections match are counted against what the same model finds untiled in this
+process.
 """
 
 import os
@@ -31,7 +32,7 @@ TIMEOUT_S = 30.0
 
 @pytest.fixture(scope='module')
 def graph(batch_model, tmp_path_factory):
-    """Start the node with tiles 3x3 on two cameras; yield a client with the publishers."""
+    """Start the node with tiles 3x3 and tracking on two cameras; yield a client."""
     overrides = write_reliable_overrides(
         str(tmp_path_factory.mktemp('qos') / 'overrides.yaml'),
         ['/{}/image_raw'.format(cam) for cam in CAMERAS])
@@ -42,7 +43,7 @@ def graph(batch_model, tmp_path_factory):
          '-p', 'image_topics:=[{}]'.format(','.join(c + '/image_raw' for c in CAMERAS)),
          '-p', 'model_path:=' + batch_model, '-p', 'backend:=onnxruntime',
          '-p', 'tiles:=3x3', '-p', 'tile_overlap:=0.25', '-p', 'batch_size:=2',
-         '-p', 'batch_timeout_ms:=100.0'],
+         '-p', 'batch_timeout_ms:=100.0', '-p', 'tracking:=true'],
         str(tmp_path_factory.mktemp('node') / 'node.log'), env)
     client = NodeClient('/' + NODE, name='tiles_tester')
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -94,6 +95,8 @@ def test_two_tiled_cameras_find_more_people_and_report_the_cost(graph, default_m
             assert len(answers) == len(FRAMES)  # one merged answer per frame, none lost
             for name, frame, labels in feed:
                 msg = answers['{}:{}'.format(cam, name)]
+                # Tracking runs on the merged detections: every published one has an ID.
+                assert msg.detections and all(d.id for d in msg.detections)
                 boxes = [detection_xyxy(d) for d in msg.detections]
                 found['tiled'] += sum(hit >= 0 for hit in match(boxes, labels))
                 plain = untiled.detect(frame, 'bgr').boxes.tolist()

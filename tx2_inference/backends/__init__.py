@@ -10,8 +10,8 @@ from typing import Any, Optional
 from tx2_inference.backends.base import Backend, Slot, TensorInfo
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
 
-__all__ = ['Backend', 'BACKENDS', 'FIXED_PRECISIONS', 'open_backend', 'OUTPUTS_FROM',
-           'PRECISIONS', 'Slot', 'TensorInfo']
+__all__ = ['Backend', 'BACKENDS', 'FIXED_PRECISIONS', 'INPUTS_FROM', 'open_backend',
+           'OUTPUTS_FROM', 'PRECISIONS', 'Slot', 'TensorInfo']
 
 # The one list of each: what open_backend, the node's parameters and the CLIs accept.
 BACKENDS = ('auto', 'onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'tensorrt',
@@ -21,6 +21,9 @@ FIXED_PRECISIONS = ('fp32', 'fp16', 'int8')
 PRECISIONS = ('auto',) + FIXED_PRECISIONS
 # Where the TensorRT backend's decoder reads outputs: its pinned buffers, or a CPU-cached copy.
 OUTPUTS_FROM = ('pinned', 'copy')
+# Where the pre-processor writes the TensorRT backend's inputs: its pinned buffers, or a CPU-cached
+# array copied into them at launch.
+INPUTS_FROM = ('pinned', 'copy')
 
 _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 
@@ -28,7 +31,9 @@ _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16',
                  threads: Optional[int] = None, device: int = 0,
                  engine_cache_dir: Optional[str] = None, spinning: Optional[bool] = None,
-                 outputs_from: Optional[str] = None, **options: Any) -> Backend:
+                 outputs_from: Optional[str] = None, inputs_from: Optional[str] = None,
+                 batch_size: int = 1,
+                 depth: Optional[int] = None, **options: Any) -> Backend:
     """Open ``model_path`` with the named backend, or the best one here for ``'auto'``.
 
     ``auto``: a TensorRT engine file -> ``tensorrt``; ``.tflite`` -> ``tflite``; ``.onnx`` ->
@@ -46,6 +51,13 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
         other backends ignore it.
     :param outputs_from: TensorRT: ``pinned`` or ``copy`` (``TensorRTBackend``); None: its
         default (pinned). The other backends ignore it.
+    :param inputs_from: TensorRT: ``pinned`` or ``copy`` (``TensorRTBackend``); None: its
+        default (pinned). The other backends ignore it.
+    :param batch_size: TensorRT from ``.onnx``: the most frames one inference runs; a model
+        with a free batch dimension is built for batches 1..``batch_size``, the engine
+        ``tx2-convert engine MODEL.onnx --batch N`` builds (same cache key).
+    :param depth: TensorRT from ``.onnx``: the executor's slots, one optimisation profile
+        each for a dynamic model (``--profiles``); None: 2, the node's default.
     :param options: passed on to the backend's constructor.
     :raises ConfigError: unknown backend name, or a model file the backend cannot run.
     :raises BackendUnavailableError: the backend's runtime or GPU is missing here.
@@ -69,7 +81,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     if backend == 'tensorrt':
         from tx2_inference.backends.tensorrt.runtime import TensorRTBackend
         if suffix == '.onnx':
-            model_path = _engine_from_onnx(model_path, precision, engine_cache_dir)
+            model_path = _engine_from_onnx(model_path, precision, engine_cache_dir,
+                                           batch_size, depth)
             precision = _built_precision(model_path, precision)
         elif suffix not in _ENGINE_SUFFIXES:
             raise ConfigError('backend tensorrt needs a .onnx model or a TensorRT engine '
@@ -82,6 +95,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
                                               'here: {}'.format(model_path, error)) from error
         if outputs_from is not None:
             options['outputs_from'] = outputs_from
+        if inputs_from is not None:
+            options['inputs_from'] = inputs_from
         try:
             result = TensorRTBackend(model_path, device=device, **options)
         except BackendUnavailableError as error:
@@ -185,12 +200,20 @@ def _tensorrt_usable() -> bool:
     return hasattr(trt, 'Builder') and hasattr(trt, 'OnnxParser')
 
 
-def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Optional[str]) -> str:
-    """Return a cached engine for ``onnx_path``, building it on this device if needed."""
+def _engine_from_onnx(onnx_path: str, precision: str, cache_dir: Optional[str],
+                      batch_size: int = 1, depth: Optional[int] = None) -> str:
+    """Return a cached engine for ``onnx_path``, building it on this device if needed.
+
+    Inputs with a free batch dimension get the profiles ``tx2-convert engine --batch
+    batch_size --profiles depth`` gives them, so an engine built by hand is found here.
+    """
     try:
-        from tx2_inference.backends.tensorrt.builder import build_or_load, BuildOptions
+        from tx2_inference.backends.tensorrt import builder
+        from tx2_inference.backends.tensorrt.options import batch_shapes
     except ImportError as error:
         raise BackendUnavailableError(
             'cannot build a TensorRT engine from {!r} here ({}): pass a prebuilt .engine '
             'file'.format(onnx_path, error)) from error
-    return build_or_load(onnx_path, BuildOptions(precision=precision), cache_dir=cache_dir)
+    shapes = batch_shapes(builder.onnx_inputs(onnx_path), max(int(batch_size), 1))
+    options = builder.BuildOptions(precision=precision, shapes=shapes, profiles=depth or 2)
+    return builder.build_or_load(onnx_path, options, cache_dir=cache_dir)

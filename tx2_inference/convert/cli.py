@@ -222,27 +222,15 @@ def cmd_retarget(args: argparse.Namespace) -> int:
 def batch_profiles(onnx_path: str, batch: int) -> str:
     """Return ``--shapes`` for batches 1..``batch`` of every input with a free first dimension.
 
+    The same profiles the node builds for ``batch_size`` (``options.batch_shapes``).
+
     :raises UserError: the model has no free batch dimension and a fixed one other than batch.
     """
-    import onnx
-    model = onnx.load(onnx_path, load_external_data=False)
-    weights = {i.name for i in model.graph.initializer}
-    items = []
-    for tensor in model.graph.input:
-        if tensor.name in weights:
-            continue
-        dims = [d.dim_value if d.HasField('dim_value') else -1
-                for d in tensor.type.tensor_type.shape.dim]
-        if not dims or dims[0] == batch:
-            continue
-        if dims[0] > 0 or any(d < 0 for d in dims[1:]):
-            raise UserError('--batch {}: input {!r} has shape {}; a batch needs a free first '
-                            'dimension and fixed others: convert it with tx2-convert onnx '
-                            '--batch dynamic (or --batch {}), or give --shapes.'.format(
-                                batch, tensor.name, dims, batch))
-        rest = 'x'.join(str(d) for d in dims[1:])
-        items.append('{}:1x{}:{}x{}:{}x{}'.format(tensor.name, rest, batch, rest, batch, rest))
-    return ','.join(items)
+    from tx2_inference.backends.tensorrt.builder import onnx_inputs
+    from tx2_inference.backends.tensorrt.options import batch_shapes
+    profiles = batch_shapes(onnx_inputs(onnx_path), batch, strict=True)
+    return ','.join('{}:{}'.format(name, ':'.join('x'.join(str(d) for d in s) for s in shapes))
+                    for name, shapes in profiles.items())
 
 
 def cmd_engine(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
-from tx2_inference.backends import BACKENDS, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.backends import BACKENDS, INPUTS_FROM, OUTPUTS_FROM, PRECISIONS
 from tx2_inference.core.tiles import TileGrid
 from tx2_inference.core.tracking import DEFAULT_APPEARANCE_GATE
 from tx2_inference.errors import ConfigError
@@ -280,6 +280,12 @@ TABLE = (
         "is not cached by the CPU: compare the executor's decode_ms with each).",
         reconfigure=True, choices=OUTPUTS_FROM),
     ParameterSpec(
+        'trt_inputs_from', 'pinned',
+        'TensorRT: where the pre-processor writes the inputs. pinned: straight into the pinned '
+        'buffers the GPU copies from; copy: into a CPU-cached array, copied into them at '
+        "launch (on a TX2 pinned memory is not cached by the CPU: compare the executor's "
+        'prepare_ms with each).', reconfigure=True, choices=INPUTS_FROM),
+    ParameterSpec(
         'triton_url', 'localhost:8001',
         "backend triton: host:port of the server's gRPC endpoint (Triton: 8001); grpcs:// "
         'for TLS.', reconfigure=True),
@@ -474,7 +480,8 @@ class NodeParameters(object):
     def backend_options(self) -> Dict[str, Any]:
         """Return the backend's keyword arguments: the triton_* parameters for triton."""
         if self.value('backend') != 'triton':
-            return {'outputs_from': self.value('trt_outputs_from')}
+            return {'outputs_from': self.value('trt_outputs_from'),
+                    'inputs_from': self.value('trt_inputs_from')}
 
         def path(name: str) -> Optional[str]:
             value = self.value(name)

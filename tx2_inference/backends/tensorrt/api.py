@@ -120,6 +120,26 @@ def profile_binding_name(name: str, profile: int) -> str:
     return name if profile == 0 else '{} [profile {}]'.format(name, profile)
 
 
+def refuse_implicit_batch(engine: Any, engine_path: str) -> None:
+    """Refuse an engine built with an implicit batch dimension, saying what to do.
+
+    Such engines (UFF and Caffe parsers, or a network made without ``EXPLICIT_BATCH``; common
+    on TX2-era recipes) run only with the implicit-batch ``execute_async(batch_size, ...)``,
+    which this backend does not use: ``execute_async_v2`` / ``v3`` fail on every frame. The
+    property ``ICudaEngine.has_implicit_batch_dimension`` exists from 8.0 to 10.x (pyCore.cpp
+    release/8.2 line 650); 10.x always answers False, 11 has no such engines nor property.
+
+    :raises ModelError: the engine has an implicit batch dimension.
+    """
+    if getattr(engine, 'has_implicit_batch_dimension', False):
+        raise ModelError(
+            'TensorRT engine {!r} was built with an implicit batch dimension (a UFF or Caffe '
+            'model, or a network without EXPLICIT_BATCH): this backend runs explicit-batch '
+            'engines only (execute_async_v2/v3). Export the model to ONNX (tx2-convert onnx) '
+            'and point model_path at the .onnx (the engine is then built here), or build it '
+            'with tx2-convert engine MODEL.onnx -o MODEL.engine.'.format(engine_path))
+
+
 def select_profile_call(context_names: Iterable[str]) -> str:
     """Return how a context selects its optimisation profile, from ``dir(context)``.
 
@@ -220,12 +240,26 @@ class RuntimeApi(object):
         """Make ``context`` use optimisation ``profile``, before its input shapes are set.
 
         ``set_optimization_profile_async(profile, stream_handle)``, checked: its copies go on
-        the slot's stream, the stream its inference is enqueued on later.
+        the slot's stream, the stream its inference is enqueued on later. On failure every
+        TensorRT from 8.0 to 11 *raises* ``RuntimeError("Error in set optimization profile
+        async.")`` instead of returning False (``python/src/infer/pyCore.cpp``,
+        ``context_set_optimization_profile_async``: ``throw std::runtime_error`` in
+        release/8.0 and 8.2, ``PY_ASSERT_RUNTIME_ERROR`` in 8.6, 10.3, 11.0 and 11.1); both
+        become the explanatory ``ModelError``.
         """
-        if not context.set_optimization_profile_async(profile, stream_handle):
-            raise ModelError('TensorRT set_optimization_profile_async({}) failed: the engine '
-                             'has {} optimisation profile(s), or another context uses this '
-                             'one'.format(profile, self.engine.num_optimization_profiles))
+        try:
+            selected = context.set_optimization_profile_async(profile, stream_handle)
+        except RuntimeError as error:
+            raise ModelError(self._profile_refused(profile, error)) from error
+        if not selected:
+            raise ModelError(self._profile_refused(profile, 'it returned False'))
+
+    def _profile_refused(self, profile: int, why: Any) -> str:
+        return ('TensorRT could not select optimisation profile {} ({}): the engine has {} '
+                'optimisation profile(s), or another execution context uses this one (see the '
+                'TensorRT log above). Rebuild the engine with one profile per executor slot '
+                '(tx2-convert engine MODEL.onnx --profiles N, N = executor_depth) or lower '
+                'executor_depth.'.format(profile, why, self.engine.num_optimization_profiles))
 
     def set_input_shape(self, context: Any, name: str, shape: Sequence[int],
                         profile: int) -> None:
@@ -323,8 +357,11 @@ class BindingsApi(RuntimeApi):
         """``set_optimization_profile_async`` (8.0+), else ``active_optimization_profile =``."""
         if select_profile_call(dir(context)) == 'set_optimization_profile_async':
             super(BindingsApi, self).select_profile(context, profile, stream_handle)
-        else:  # TensorRT 7.x
-            context.active_optimization_profile = profile
+        else:  # TensorRT 7.x; 8.x's setter raises RuntimeError too (pyCore.cpp release/8.2)
+            try:
+                context.active_optimization_profile = profile
+            except RuntimeError as error:
+                raise ModelError(self._profile_refused(profile, error)) from error
 
     def io_tensors(self) -> List[IoTensor]:
         """Enumerate with ``get_binding_name`` / ``binding_is_input``."""

@@ -52,7 +52,7 @@ import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from tx2_inference.backends.tensorrt import preflight
+from tx2_inference.backends.tensorrt import loader, preflight
 from tx2_inference.backends.tensorrt.cache import (  # noqa: F401 (the package's build API)
     BuildFn,
     cache_key,
@@ -69,6 +69,7 @@ from tx2_inference.backends.tensorrt.calibrator import (
     CalibrationBatches,
     make_calibrator,
 )
+from tx2_inference.backends.tensorrt.loader import import_onnx, ONNX_PIP_PY36  # noqa: F401
 from tx2_inference.backends.tensorrt.options import (  # noqa: F401
     BuildOptions,
     CALIBRATORS,
@@ -115,9 +116,15 @@ def check_engine_file(engine_path: str, identity: DeviceIdentity,
                          'from. Copy the .onnx file (and its .yaml) to the robot and point the '
                          'node at it; the engine is then built here.'.format(engine_path,
                                                                             problem))
+    if options is None:  # as it was built: key fields, calibration, workspace, timing cache
+        options = BuildOptions.from_metadata(meta or {})
+    missing = options.calibration_missing()
+    if missing and not _is_qdq(_onnx_ops(onnx_path)):
+        raise ModelError('Engine {!r} {}; rebuilding this INT8 engine needs {}, not found here. '
+                         'Copy them to the robot and build it again: {}'.format(
+                             engine_path, problem, ' and '.join(missing),
+                             options.engine_command(onnx_path, engine_path)))
     LOG.warning('engine %s %s: rebuilding from %s', engine_path, problem, onnx_path)
-    if options is None:
-        options = BuildOptions.from_key_fields((meta or {}).get('options') or {})
     cache = EngineCache(os.path.dirname(os.path.abspath(engine_path)))
     return cache.get_or_build(onnx_path, options, identity, build_fn or build_engine_bytes,
                               force=True)
@@ -204,30 +211,19 @@ def _heartbeat(what: str, every_s: float = 15.0) -> Iterator[None]:
 
 
 
-#: The last ``onnx`` release with a Python 3.6 wheel (cp36, manylinux2014 aarch64 too), for
-#: JetPack 4.6. No rosdep key installs ``onnx`` (test/data/rosdep_keys.json): the README says it.
-ONNX_PIP_PY36 = 'onnx==1.11.0'
-
-
-def import_onnx() -> Any:
-    """Return the ``onnx`` module, which every engine build reads the model with.
-
-    :raises BackendUnavailableError: it is not installed; the message gives the pip line.
-    """
-    try:
-        import onnx
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            'Building a TensorRT engine reads the ONNX model with the `onnx` package, which is '
-            'not installed ({}). Install it: `pip3 install {}` on JetPack 4.6 (Python 3.6), '
-            '`pip3 install onnx` elsewhere.'.format(exc, ONNX_PIP_PY36)) from exc
-    return onnx
-
-
 def _onnx_ops(onnx_path: str) -> List[Tuple[str, str]]:
     """Return the (domain, op_type) of every node of the ONNX model's graph."""
     model = import_onnx().load(onnx_path, load_external_data=False)
     return [(n.domain, n.op_type) for n in model.graph.node]
+
+
+def onnx_inputs(onnx_path: str) -> List[Tuple[str, List[int]]]:
+    """Return (name, dims) of the ONNX model's inputs (weights excluded), -1 where free."""
+    model = import_onnx().load(onnx_path, load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    return [(t.name, [d.dim_value if d.HasField('dim_value') else -1
+                      for d in t.type.tensor_type.shape.dim])
+            for t in model.graph.input if t.name not in weights]
 
 
 def _is_qdq(ops: List[Tuple[str, str]]) -> bool:
@@ -255,8 +251,7 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
     :raises UserError: options this TensorRT or model cannot build.
     """
     from tx2_inference.backends.tensorrt.api import builder_features, network_flags
-    from tx2_inference.backends.tensorrt.runtime import import_tensorrt, tensorrt_logger
-    trt = import_tensorrt()  # probes the GPU first: TensorRT segfaults without one
+    trt = loader.import_tensorrt()  # probes the GPU first: TensorRT segfaults without one
     if not (hasattr(trt, 'Builder') and hasattr(trt, 'OnnxParser')):
         raise BackendUnavailableError(
             'this TensorRT ({} {}) is the runtime-only package (no Builder/OnnxParser): build '
@@ -264,7 +259,7 @@ def build_engine_bytes(onnx_path: str, options: BuildOptions) -> bytes:
             'a prebuilt engine.'.format(trt.__name__, trt.__version__))
     for line in preflight.before_build(onnx_path, trt.__version__):  # raises on a hard one
         LOG.warning('preflight: %s', line)
-    logger = tensorrt_logger(trt)
+    logger = loader.tensorrt_logger(trt)
     builder = trt.Builder(logger)
     config = builder.create_builder_config()
     feats = builder_features(dir(config), trt.BuilderFlag.__members__, dir(trt), dir(builder))
@@ -419,7 +414,8 @@ def _calibrator(trt: Any, builder: Any, config: Any, network: Any, onnx_path: st
                                                         options.calib_limit),
                                      _input_cfg(options, onnx_path), shape,
                                      trt.nptype(inp.dtype))
-    calibrator = make_calibrator(trt, options.calibrator, batches, options.calib_cache)
+    calibrator = make_calibrator(trt, options.calibrator, batches, options.calib_cache,
+                                 source=options.calibration_digest() if batches else None)
     config.int8_calibrator = calibrator
     return calibrator
 

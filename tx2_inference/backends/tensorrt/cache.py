@@ -1,12 +1,13 @@
 """The engine cache: device identity, keys, the lock, atomic entries with metadata and checksum.
 
-An engine is specific to the ONNX file, the TensorRT version, the GPU and the build options, so
-its key is the sha256 of all of them (:func:`cache_key`). Beside each
-``<name>.<precision>.<key>.engine`` is a ``.json`` metadata file holding the key's parts and the
-engine's own sha256. Writes are atomic (temp file, fsync, ``os.replace``; metadata last), so a
-build killed at any point leaves either no entry or a complete one. A lock file serialises
-builders of the same key: two processes asking for one engine build it once. An entry whose
-checksum does not match (a corrupted file) is rebuilt.
+An engine is specific to the ONNX file, the TensorRT version, the GPU and the build options
+(workspace and INT8 calibration data included), so its key is the sha256 of all of them
+(:func:`cache_key`). Beside each ``<name>.<precision>.<key>.engine`` is a ``.json`` metadata file
+holding the key's parts, what a rebuild needs besides them (``build``: calibration images and
+cache, timing cache, model config) and the engine's own sha256. Writes are atomic (temp file,
+fsync, ``os.replace``; metadata last), so a build killed at any point leaves either no entry or
+a complete one. A lock file serialises builders of the same key: two processes asking for one
+engine build it once. An entry whose checksum does not match (a corrupted file) is rebuilt.
 
 No TensorRT import here except in :func:`device_identity` (after the GPU probe); the build
 itself is handed in as a function (``builder.build_engine_bytes``; tests replace only that).
@@ -20,6 +21,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Iterator, Optional
 
+from tx2_inference.backends.tensorrt import loader
 from tx2_inference.backends.tensorrt.cuda import gpu_name_and_capability
 from tx2_inference.backends.tensorrt.options import BuildOptions
 from tx2_inference.core.fileio import atomic_write_bytes, atomic_write_text, file_sha256
@@ -47,9 +49,8 @@ class DeviceIdentity(object):
 
 def device_identity() -> DeviceIdentity:
     """Return this machine's TensorRT version and GPU (probes the GPU before TensorRT)."""
-    from tx2_inference.backends.tensorrt.runtime import import_tensorrt
     gpu, cc = gpu_name_and_capability()
-    trt = import_tensorrt()
+    trt = loader.import_tensorrt()
     return DeviceIdentity(str(trt.__version__), gpu, cc)
 
 
@@ -174,7 +175,8 @@ class EngineCache(object):
             engine = build_fn(onnx_path, options)
             seconds = time.time() - started
             meta = {'onnx_sha256': onnx_sha, 'onnx_path': os.path.abspath(onnx_path),
-                    'options': options.key_fields(), 'build_seconds': round(seconds, 3),
+                    'options': options.key_fields(), 'build': options.build_fields(),
+                    'build_seconds': round(seconds, 3),
                     'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}
             meta.update(identity.as_dict())
             self.store(entry, engine, meta)

@@ -113,13 +113,18 @@ class CalibrationBatches(object):
 
 
 def make_calibrator(trt: Any, kind: str, batches: Optional[CalibrationBatches],
-                    cache_path: Optional[str], open_cuda: Any = None) -> Any:
+                    cache_path: Optional[str], open_cuda: Any = None,
+                    source: Optional[str] = None) -> Any:
     """Return an ``IInt8EntropyCalibrator2`` or ``IInt8MinMaxCalibrator`` (TensorRT <= 10).
 
-    With a cache file and no images, TensorRT calibrates from the cache alone. Nothing is
+    With a cache file and no images, TensorRT calibrates from the cache alone. With images, a
+    cache is used only if it was written from the same images: ``source`` (their digest,
+    ``BuildOptions.calibration_digest``) is written beside it as ``<cache>.source``, and a
+    cache without it or from other images is recalibrated and overwritten. Nothing is
     allocated until ``open()``; ``release()`` frees it and is safe to call on any path.
 
     :param open_cuda: ``cuda.open_cuda`` (tests pass a host stand-in).
+    :param source: the digest of the images ``batches`` come from.
     """
     base = trt.IInt8MinMaxCalibrator if kind == 'minmax' else trt.IInt8EntropyCalibrator2
     if open_cuda is None:
@@ -176,15 +181,21 @@ def make_calibrator(trt: Any, kind: str, batches: Optional[CalibrationBatches],
             return [int(self.buffer)]
 
         def read_calibration_cache(self) -> Optional[bytes]:
-            if self.cache_path and os.path.isfile(self.cache_path):
-                LOG.info('using calibration cache %s', self.cache_path)
-                with open(self.cache_path, 'rb') as f:
-                    return f.read()
-            return None
+            if not (self.cache_path and os.path.isfile(self.cache_path)):
+                return None
+            if self.batches is not None and source and _cache_source(self.cache_path) != source:
+                LOG.warning('calibration cache %s was not written from these calibration '
+                            'images: calibrating again (it is overwritten)', self.cache_path)
+                return None
+            LOG.info('using calibration cache %s', self.cache_path)
+            with open(self.cache_path, 'rb') as f:
+                return f.read()
 
         def write_calibration_cache(self, cache: Any) -> None:
             if self.cache_path:
                 atomic_write_bytes(self.cache_path, bytes(cache))
+                if self.batches is not None and source:
+                    atomic_write_bytes(self.cache_path + '.source', source.encode('utf-8'))
                 LOG.info('wrote calibration cache %s', self.cache_path)
 
         def release(self) -> None:
@@ -203,3 +214,12 @@ def make_calibrator(trt: Any, kind: str, batches: Optional[CalibrationBatches],
                 device.close()
 
     return Calibrator()
+
+
+def _cache_source(cache_path: str) -> Optional[str]:
+    """Return the digest of the images a calibration cache was written from, if recorded."""
+    try:
+        with open(cache_path + '.source', 'rb') as f:
+            return f.read().decode('utf-8', 'replace').strip()
+    except (IOError, OSError):
+        return None

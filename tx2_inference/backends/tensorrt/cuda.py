@@ -397,8 +397,15 @@ class _CudaPythonDevice(CudaDevice):
         return self._check('cudaStreamCreate', self._rt.cudaStreamCreate())
 
     def stream_handle(self, stream: Any) -> int:
-        """Return the ``cudaStream_t``'s address (``getPtr()``; ``int()`` is deprecated)."""
-        return int(stream.getPtr()) if hasattr(stream, 'getPtr') else int(stream)
+        """Return the stream's handle: ``int(stream)``, the ``cudaStream_t`` value itself.
+
+        Never ``stream.getPtr()``: that is the address of the Python wrapper's storage of the
+        handle (cuda-bindings 13.0.3 ``driver.pyx``, ``CUstream``: ``__int__`` returns
+        ``_pvt_ptr[0]``, ``getPtr`` returns ``_pvt_ptr``), which TensorRT would take for a
+        stream. NVIDIA's ``samples/python/common_runtime.py`` hands TensorRT the stream object,
+        which pybind11 turns into this same integer through ``__index__``.
+        """
+        return int(stream)
 
     def event(self, blocking: bool = False) -> Any:
         """Create an event (``cudaEventBlockingSync | cudaEventDisableTiming`` if blocking)."""

@@ -278,7 +278,7 @@ def _types(model: Any) -> Dict[str, int]:
 
 def _onnx() -> Any:
     """Return the ``onnx`` module, or raise ``BackendUnavailableError`` with its pip line."""
-    from tx2_inference.backends.tensorrt.builder import import_onnx  # builder imports us
+    from tx2_inference.backends.tensorrt.loader import import_onnx
     return import_onnx()
 
 

@@ -35,6 +35,12 @@ memory is not cached by the CPU, so a decoder that reads outputs many times may 
 copy; on the robot compare the executor's ``decode_ms`` (its ``stats()``, the node's
 diagnostics) with each before choosing.
 
+``inputs_from``, its mirror for the inputs: ``'pinned'`` (default) lets the pre-processor write
+each frame straight into the pinned buffers the H2D copies read; ``'copy'`` gives it ordinary
+(CPU-cached) arrays, copied into the pinned buffers in one ``np.copyto`` per input at
+``launch``. On a TX2 the pre-processor's many small writes to uncached pinned memory may cost
+more than that one copy: compare the executor's ``prepare_ms`` with each on the robot.
+
 Which TensorRT call is used for each step is decided in ``api`` only.
 """
 
@@ -46,50 +52,20 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tx2_inference.backends import OUTPUTS_FROM
+from tx2_inference.backends import INPUTS_FROM, OUTPUTS_FROM
 from tx2_inference.backends.base import Backend, concrete_shape, Slot, TensorInfo
 from tx2_inference.backends.tensorrt import api as trt_api
 from tx2_inference.backends.tensorrt.cache import engine_metadata
-from tx2_inference.backends.tensorrt.cuda import CudaError, memory_info, open_cuda, require_gpu
-from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
+from tx2_inference.backends.tensorrt.cuda import CudaError, memory_info, open_cuda
+from tx2_inference.backends.tensorrt.loader import (  # noqa: F401 (where callers find them)
+    import_tensorrt,
+    is_lean,
+    tensorrt_logger,
+    TENSORRT_MODULES,
+)
+from tx2_inference.errors import ConfigError, ModelError
 
 LOG = logging.getLogger(__name__)
-
-
-# Full TensorRT, then the runtime-only lean runtime: its frontend package (``tensorrt_lean``)
-# or, in 11.x, the module its bindings wheel installs (``tensorrt_lean_bindings``).
-TENSORRT_MODULES = ('tensorrt', 'tensorrt_lean', 'tensorrt_lean_bindings')
-
-
-def import_tensorrt() -> Any:
-    """Import TensorRT (full, else the runtime-only lean runtime), after the GPU probe."""
-    require_gpu()
-    errors = []
-    for name in TENSORRT_MODULES:
-        try:
-            return __import__(name)
-        except ImportError as error:
-            errors.append(str(error))
-    raise BackendUnavailableError(
-        'TensorRT is not installed ({}): on a Jetson it comes with JetPack '
-        '(python3-libnvinfer); elsewhere use backend onnxruntime'.format(errors[0]))
-
-
-def is_lean(trt: Any) -> bool:
-    """Return True for the runtime-only lean runtime (no builder; version-compatible only)."""
-    return str(getattr(trt, '__name__', '')).startswith('tensorrt_lean')
-
-
-def tensorrt_logger(trt: Any) -> Any:
-    """Return a WARNING ``trt.Logger``, with TensorRT's plugins (EfficientNMS, ...) registered.
-
-    The plugins are registered where the module has ``init_libnvinfer_plugins`` (not the lean
-    runtime, which runs no plugins).
-    """
-    logger = trt.Logger(trt.Logger.WARNING)
-    if hasattr(trt, 'init_libnvinfer_plugins'):
-        trt.init_libnvinfer_plugins(logger, '')
-    return logger
 
 
 def _lean_refusal(engine_path: str, trt: Any) -> str:
@@ -106,7 +82,7 @@ class _SlotHandle(object):
 
     __slots__ = ('context', 'profile', 'stream', 'stream_handle', 'device', 'bound',
                  'copies_in', 'copies_out', 'start', 'end', 'done', 'pinned', 'copied',
-                 'launched', 'waiting', 'rows', 'batch_inputs')
+                 'launched', 'waiting', 'rows', 'batch_inputs', 'staged')
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -116,6 +92,7 @@ class _SlotHandle(object):
         self.launched = False
         self.copied = True
         self.waiting = 0
+        self.staged = []  # type: List[Any]  # (pinned, prepared) pairs, inputs_from copy
 
 
 class TensorRTBackend(Backend):
@@ -125,6 +102,7 @@ class TensorRTBackend(Backend):
     :param device: CUDA device number.
     :param cuda_library: ``pycuda`` or ``cuda-python`` to force one.
     :param outputs_from: ``pinned`` or ``copy`` (see the module docstring).
+    :param inputs_from: ``pinned`` or ``copy`` (see the module docstring).
     :param close_timeout: seconds ``close`` waits for a slot's unfinished work.
     """
 
@@ -132,12 +110,16 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine_path: str, device: int = 0,
                  cuda_library: Optional[str] = None, outputs_from: str = 'pinned',
+                 inputs_from: str = 'pinned',
                  close_timeout: float = 2.0) -> None:
         """Probe the GPU, then deserialise the engine."""
         super(TensorRTBackend, self).__init__(engine_path)
         if outputs_from not in OUTPUTS_FROM:
             raise ConfigError('outputs_from {!r} is not one of {}'.format(
                 outputs_from, ', '.join(OUTPUTS_FROM)))
+        if inputs_from not in INPUTS_FROM:
+            raise ConfigError('inputs_from {!r} is not one of {}'.format(
+                inputs_from, ', '.join(INPUTS_FROM)))
         if not os.path.isfile(engine_path):
             raise ModelError('TensorRT engine {!r} does not exist: build it from the ONNX '
                              'model first'.format(engine_path))
@@ -147,6 +129,7 @@ class TensorRTBackend(Backend):
             if meta is not None and not (meta.get('options') or {}).get('version_compatible'):
                 raise ModelError(_lean_refusal(engine_path, trt))
         self.outputs_from = outputs_from
+        self.inputs_from = inputs_from
         self.close_timeout = float(close_timeout)
         self._trt = trt
         self._lock = threading.Lock()
@@ -165,6 +148,7 @@ class TensorRTBackend(Backend):
                     'TensorRT {} cannot deserialise {!r}: it was built by another TensorRT '
                     'version or for another GPU (see the TensorRT log above); rebuild it '
                     'on this machine'.format(getattr(trt, '__version__', '?'), engine_path))
+            trt_api.refuse_implicit_batch(self._engine, engine_path)
             self._api = trt_api.runtime_api(trt, self._engine)  # type: Any
             self._io = self._api.io_tensors()
             self._infos = [self._info(t.name) for t in self._io]
@@ -260,6 +244,9 @@ class TensorRTBackend(Backend):
             outputs = {i.name: h.pinned[i.name] for i in self.outputs}
             h.copies_in = [(h.device[n], a) for n, a in inputs.items()]
             h.copies_out = [(a, h.device[n]) for n, a in outputs.items()]
+            if self.inputs_from == 'copy':  # ordinary (CPU-cached) arrays to prepare into
+                inputs = {n: np.empty_like(a) for n, a in inputs.items()}
+                h.staged = [(h.pinned[n], a) for n, a in inputs.items()]
             if self.outputs_from == 'copy':  # ordinary (CPU-cached) arrays for the decoder
                 outputs = {n: np.empty_like(a) for n, a in outputs.items()}
             h.start = cuda.event()
@@ -290,6 +277,8 @@ class TensorRTBackend(Backend):
                 for name, rest in h.batch_inputs:
                     self._api.set_input_shape(h.context, name, (slot.count,) + rest, h.profile)
                 h.rows = slot.count
+            for pinned, prepared in h.staged:  # inputs_from copy: into the pinned buffers
+                np.copyto(pinned, prepared)
             for device, array in h.copies_in:
                 cuda.memcpy_htod_async(device, array, h.stream)
             cuda.record(h.start, h.stream)
@@ -352,7 +341,7 @@ class TensorRTBackend(Backend):
         cuda = self._cuda
         made = list(h.device.values()) + list(h.pinned.values())
         made += [e for e in (h.start, h.end, h.done, h.stream) if e is not None]
-        h.device, h.pinned, h.copies_in, h.copies_out = {}, {}, [], []
+        h.device, h.pinned, h.copies_in, h.copies_out, h.staged = {}, {}, [], [], []
         h.start = h.end = h.done = h.bound = None
         h.context = None  # the execution context is destroyed here, with the context pushed
         try:
