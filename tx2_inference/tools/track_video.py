@@ -99,6 +99,23 @@ def start_tracking_node(model: str, folder: str, name: str = NODE_NAME,
     return node, driver
 
 
+def reactivate(driver: Any) -> None:
+    """Deactivate and activate the node (its tracks reset); wait until it hears the camera again.
+
+    A frame published before the new subscription is matched would be lost.
+    """
+    client, topic = driver.client, driver.image_topic
+    for transition, subscribed in (('deactivate', False), ('activate', True)):
+        if not client.transition(transition):
+            raise RuntimeError('{} failed'.format(transition))
+        if not client.wait_until(
+                lambda want=subscribed: (client.node.count_subscribers(topic) > 0) == want,
+                timeout=10.0):
+            raise TimeoutError('after {}, the node is {}subscribed to {}'.format(
+                transition, '' if not subscribed else 'not ', topic))
+    time.sleep(0.3)  # let the reliable writer match the new reader (as soak.graph.activate)
+
+
 def play(driver: Any, frames: Sequence[np.ndarray], drop: int = 0,
          period_s: float = FRAME_PERIOD_S, timeout: float = 30.0) -> List[Dict[str, Any]]:
     """Publish the frames at their rate (every ``drop``-th left out); return the answers.
