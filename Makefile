@@ -8,7 +8,7 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env mlserver motmetrics py36 models demo test lint bench soak constraints clean help \
+.PHONY: env triton motmetrics py36 models demo test lint bench soak constraints clean help \
 	gpu-check
 
 help:
@@ -22,10 +22,10 @@ help:
 env:
 	@tools/setup_env.sh
 
-# The MLServer stand-in for a Triton server (own venv, ~400 MB): only the tests and the
-# benchmark start it, so `make demo` does not set it up.
-mlserver:
-	@tools/setup_mlserver.sh
+# NVIDIA's Triton server (the nvidia-pytriton wheel's tritonserver, ~380 MB in build/triton):
+# only the tests and the benchmark start it, so `make demo` does not set it up.
+triton:
+	@tools/setup_triton.sh
 
 # py-motmetrics (numpy 1.x, pandas < 2.3, own venv) for the tracking evaluation's tests only.
 motmetrics:
@@ -41,13 +41,13 @@ models: env
 demo: models
 	@$(PY) -m tx2_inference.tools.demo
 
-test: models mlserver motmetrics py36
+test: models triton motmetrics py36
 	@$(PY) -m pytest
 
 lint: env
 	@$(PY) -m pytest test/test_style.py test/test_python36.py test/test_package_xml.py test/test_import_rules.py
 
-bench: models mlserver
+bench: models triton
 	@$(PY) -m tx2_inference.tools.benchmark --output output/benchmark
 
 soak: models

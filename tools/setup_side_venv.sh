@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh a side environment: a venv of its own for a tool whose pins clash with the
-# node's (MLServer's protobuf < 7, motmetrics' numpy 1.x). Idempotent: a stamp of its inputs
+# node's (motmetrics' numpy 1.x and pandas). Idempotent: a stamp of its inputs
 # (the requirements file and the calling script) in the venv; a second run exits at once.
 #
 # Usage: tools/setup_side_venv.sh NAME VENV REQUIREMENTS CHECK [--force]

@@ -12,11 +12,12 @@ pre-processor writes the quantised input, and each quantised output is dequantis
 preallocated float32 buffer per slot before decoding.
 """
 
+import collections
 import ctypes
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from tx2_inference.core.decoders import create_decoder, DetectionParams, Detecti
 from tx2_inference.core.model_config import ModelConfig
 from tx2_inference.core.preprocess import Preprocessor, Transform
 from tx2_inference.core.tiles import cut_edges, edge_margin, offset_boxes, TileGrid
-from tx2_inference.errors import ConfigError
+from tx2_inference.errors import ConfigError, FrameError
 from tx2_inference.executor import DoubleBufferedExecutor
 from tx2_inference.tiling import tile_of, Tiler, TileResult, TileTag
 
@@ -34,6 +35,14 @@ ResultCallback = Callable[[Any, Detections, Dict[str, float]], None]
 Quantization = Tuple[float, int]
 Outputs = Dict[str, np.ndarray]
 _LOG = logging.getLogger(__name__)
+# The window of ``stats()['nonfinite_recent']``: of the last this many frames decoded.
+RECENT_FRAMES = 50
+
+
+class NonFiniteOutputError(FrameError):
+    """A frame's model outputs held NaN or Inf; it was dropped (``reason`` for counting)."""
+
+    reason = 'nonfinite_output_error'
 
 
 def integer_quantization(backend: Any, name: str, dtype: Any) -> Optional[Quantization]:
@@ -96,6 +105,8 @@ class Detector(object):
         the rows of one inference (``batch_size`` frames of different sources: ``batch_size``
         x tiles rows), else they run one after another. ``on_result`` is called once per
         frame, merged; ``batch_size`` then returns the rows.
+    :param tile_sources: the sources (cameras) to tile; None: every source. Frames of the
+        others run whole, as without ``tiles`` (each still one row of a batch).
     :raises UserError: a missing or bad model, config or backend, with what to fix.
     """
 
@@ -107,17 +118,21 @@ class Detector(object):
                  backend_options: Optional[Dict[str, Any]] = None,
                  batch_size: int = 1, batch_timeout_ms: float = 10.0,
                  sources: Sequence[Any] = (), spinning: Optional[bool] = None,
-                 tiles: Optional[TileGrid] = None) -> None:
+                 tiles: Optional[TileGrid] = None,
+                 tile_sources: Optional[Sequence[Any]] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
         self.model_path = model_path
         self.on_result = on_result
         self.params = DetectionParams()
         self.tiles = tiles
+        self.tile_sources = None if tile_sources is None else frozenset(tile_sources)
         self._tiler = None  # type: Optional[Tiler]
         self._on_error = on_error
         self._detect_lock = threading.Lock()
         self._closed = False
         self._lock = threading.Lock()
+        self._nonfinite = 0  # frames whose outputs held NaN or Inf
+        self._recent_finite: Deque[bool] = collections.deque(maxlen=RECENT_FRAMES)
         config = ModelConfig.for_model(model_path, config_path)
         self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
                                      engine_cache_dir=engine_cache_dir, spinning=spinning,
@@ -161,7 +176,8 @@ class Detector(object):
             if tiles is not None:
                 self._tiler = Tiler(tiles, self._submit_tiles, self._deliver_frame,
                                     self._frame_error, lambda: self.params)
-                sources = [key for source in sources for key in self._tiler.sources(source)]
+                sources = [key for source in sources for key in (
+                    self._tiler.sources(source) if self._tiled(source) else [source])]
             self._executor = DoubleBufferedExecutor(
                 self._backend, self._prepare, self._finish, self._deliver,
                 self._tile_error if tiles is not None else on_error,
@@ -240,6 +256,11 @@ class Detector(object):
         self._executor.batch_timeout_ms = value
 
     @property
+    def tiler(self) -> Optional[Tiler]:
+        """Return the tiler (``tx2_inference.tiling``) with ``tiles``, else None."""
+        return self._tiler
+
+    @property
     def labels(self) -> List[str]:
         """Return the model's labels (class id -> name)."""
         return list(self.config.labels)
@@ -293,9 +314,12 @@ class Detector(object):
             dequantize(raw[name], quantization, views[name])
         return views
 
-    def _finish(self, row: SlotRow, context: Any) -> Any:
+    def _finish(self, row: SlotRow, context: Any, check: bool = True) -> Any:
         transform, tile = context if isinstance(context, tuple) else (context, None)
-        detections = self._decoder(self.decode_inputs(row), self.params)
+        outputs = self.decode_inputs(row)
+        if check:
+            self._check_finite(outputs)
+        detections = self._decoder(outputs, self.params)
         transform.to_source(detections.boxes, out=detections.boxes)
         if tile is None:
             return detections
@@ -305,6 +329,26 @@ class Detector(object):
         cut = cut_edges(detections.boxes, tile[:4], height, width,
                         edge_margin(tile, self.config.input['size']))
         return TileResult(detections, cut)
+
+    def _check_finite(self, outputs: Dict[str, np.ndarray]) -> None:
+        """Count the frame; raise NonFiniteOutputError when a float output holds NaN or Inf.
+
+        Such a frame (an FP16 engine's overflow, a broken model) would decode to zero
+        detections, an all-clear nobody asked for: it is dropped and counted instead. One
+        float64 sum per output finds any NaN or Inf without a temporary array.
+        """
+        bad = [name for name, array in outputs.items()
+               if array.dtype.kind == 'f' and not np.isfinite(np.sum(array, dtype=np.float64))]
+        with self._lock:
+            self._recent_finite.append(not bad)
+            if bad:
+                self._nonfinite += 1
+        if bad:
+            raise NonFiniteOutputError(
+                'the model output {} holds NaN or Inf values: the frame is dropped. An FP16 '
+                'engine that overflows does this: rebuild it with precision fp32 (or fix the '
+                "model's weights); nonfinite_frames on /diagnostics counts them".format(
+                    ', '.join(sorted(bad))))
 
     def _deliver(self, tag: Any, detections: Any, timing: Dict[str, float]) -> None:
         if isinstance(tag, TileTag):
@@ -319,6 +363,10 @@ class Detector(object):
         callback = self.on_result
         if callback is not None:
             callback(tag, detections, timing)
+
+    def _tiled(self, source: Any) -> bool:
+        return self._tiler is not None and (self.tile_sources is None or
+                                            source in self.tile_sources)
 
     def _submit_tiles(self, items: List[Tuple[Any, TileTag, Any]]) -> None:
         self._executor.submit_many(items)
@@ -364,7 +412,7 @@ class Detector(object):
             self._backend.launch(slot)
             self._backend.wait(slot)
             for row, transform in zip(slot.rows, transforms):
-                self._finish(row, transform)
+                self._finish(row, transform, check=False)  # noise: not counted
         return (time.perf_counter() - start) * 1e3
 
     def submit(self, image: np.ndarray, color: str, tag: Any = None,
@@ -377,7 +425,7 @@ class Detector(object):
         :param source: the camera the frame comes from (any hashable, e.g. its topic): each
             source keeps its own pending frame and is served fairly; see ``stats()['sources']``.
         """
-        if self._tiler is not None:
+        if self._tiled(source):
             self._tiler.submit(image, color, tag, source)
             return
         self._executor.submit((image, color), tag, source)
@@ -402,6 +450,10 @@ class Detector(object):
             result['tiling'], result['sources'] = self._tiler.stats(result['sources'])
             result['sources'].pop(_DETECT_SOURCE, None)
         result['backend'] = self.backend_name
+        with self._lock:
+            result['nonfinite_frames'] = self._nonfinite
+            result['nonfinite_recent'] = self._recent_finite.count(False)
+            result['recent_frames'] = len(self._recent_finite)
         health = getattr(self._backend, 'health', None)  # a remote backend's connection
         if health is not None:
             result['backend_health'] = health()

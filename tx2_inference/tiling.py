@@ -113,15 +113,19 @@ class Tiler(object):
     :param on_error: ``on_error(tag, error)``: a frame one of whose tiles failed (once).
     :param params: returns the live ``DetectionParams`` (NMS threshold, max detections).
     :param ios_threshold: how much of a cut box another box must cover to be the same object.
+
+    ``cut_aware`` (True): merge with the tile cuts; False: a plain NMS over every tile's boxes
+    (the recall tool's comparison).
     """
 
     def __init__(self, grid: TileGrid, submit_tiles: SubmitTiles,
                  deliver: Callable[[Any, Detections, Dict[str, float]], None],
                  on_error: Callable[[Any, BaseException], None], params: Callable[[], Any],
-                 ios_threshold: float = 0.6) -> None:
+                 ios_threshold: float = 0.7) -> None:
         """Start with no camera."""
         self.grid = grid
         self.ios_threshold = ios_threshold
+        self.cut_aware = True
         self._submit_tiles = submit_tiles
         self._deliver = deliver
         self._on_error = on_error
@@ -242,6 +246,8 @@ class Tiler(object):
         class_ids = np.concatenate([r.detections.class_ids for r in results])
         labels = [label for r in results for label in r.detections.labels]
         cut = np.concatenate([r.cut for r in results])
+        if not self.cut_aware:
+            cut[:] = False
         params = self._params()
         keep, merged = merge_tiles(boxes, scores, class_ids, cut, params.iou_threshold,
                                    self.ios_threshold, params.max_detections,

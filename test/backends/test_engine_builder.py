@@ -857,6 +857,58 @@ def test_cli_engine_version_compatible_option(tmp_path, onnx_file, monkeypatch):
     assert [o.version_compatible for o in got] == [True, False]
 
 
+def test_a_cache_others_can_write_is_refused_and_its_lock_never_follows_a_link(tmp_path,
+                                                                                onnx_file):
+    """Issue 22, item 9: an engine planted in a shared folder is never loaded."""
+    opts = eb.BuildOptions('fp16')
+    shared = tmp_path / 'shared'
+    cache = eb.EngineCache(str(shared))
+    planted = cache.get_or_build(onnx_file, opts, TX2, fake_build)  # a valid-looking entry
+    assert oct(os.stat(str(shared)).st_mode & 0o777) == oct(0o700)  # made private
+    os.chmod(str(shared), 0o777)
+    with pytest.raises(ModelError) as error:
+        cache.get_or_build(onnx_file, opts, TX2, fake_build)
+    assert 'writable by group or others (mode 777)' in str(error.value)
+    assert 'chmod go-w' in str(error.value)
+    os.chmod(str(shared), 0o755)
+    os.chown(str(shared), 65534, -1)  # another user's folder (the tests run as root here)
+    try:
+        with pytest.raises(ModelError) as error:
+            cache.get_or_build(onnx_file, opts, TX2, fake_build)
+        assert 'belongs to another user (uid 65534)' in str(error.value)
+    finally:
+        os.chown(str(shared), os.getuid(), -1)
+    # A lock file that is a link (to a file the process may write) is refused, not followed.
+    victim = tmp_path / 'victim.txt'
+    victim.write_text('keep')
+    lock = os.path.splitext(planted)[0] + '.lock'
+    if os.path.lexists(lock):
+        os.unlink(lock)
+    os.symlink(str(victim), lock)
+    with pytest.raises(ModelError) as error:
+        cache.get_or_build(onnx_file, opts, TX2, fake_build, force=True)
+    assert 'a link there is refused' in str(error.value) and victim.read_text() == 'keep'
+
+
+def test_prune_keeps_the_newest_engines_of_each_model(tmp_path, onnx_file):
+    cache = eb.EngineCache(str(tmp_path / 'engines'))
+    built = []
+    for round_ in range(3):  # the model re-converted three times: three keys
+        with open(onnx_file, 'ab') as f:
+            f.write(b'retrained %d' % round_)
+        built.append(cache.get_or_build(onnx_file, eb.BuildOptions('fp16'), TX2, fake_build))
+        meta = os.path.splitext(built[-1])[0] + '.json'
+        os.utime(meta, (1000 + round_, 1000 + round_))
+    other = tmp_path / 'other.onnx'
+    other.write_bytes(b'another model')
+    kept_other = cache.get_or_build(str(other), eb.BuildOptions('fp16'), TX2, fake_build)
+    assert cache.prune(1, 'model') == sorted(built[:2])
+    left = sorted(os.listdir(str(tmp_path / 'engines')))
+    assert os.path.basename(built[2]) in left and os.path.basename(kept_other) in left
+    assert not any(os.path.basename(p)[:-len('.engine')] in n for p in built[:2] for n in left)
+    assert cache.prune(0) == sorted([built[2], kept_other])
+
+
 # A Xavier NX (sm_72: fast INT8; a TX2 refuses INT8, devices.py) after JetPack 4.6 -> 4.6.1.
 XAVIER_JP461 = eb.DeviceIdentity('8.2.1', 'Xavier', '7.2')
 

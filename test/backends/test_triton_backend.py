@@ -1,27 +1,41 @@
-"""backend: triton against a real KServe V2 server process (MLServer, started here).
+"""backend: triton against NVIDIA's real Triton Inference Server process, started here.
 
-NVIDIA's Triton server does not install here; MLServer speaks the same KServe V2 gRPC protocol
-and serves the default person model through ONNX Runtime (tools/mlserver/onnx_runtime.py), in
-its own virtual environment (tools/setup_mlserver.sh). Everything on the client side is the
-real thing: tritonclient, gRPC over localhost, the Detector, its executor and decoders.
+``tritonserver`` 2.51.0 comes from the nvidia-pytriton wheel (tools/setup_triton.sh, run by
+``make test``). Its build has no onnxruntime backend, so the server runs the default person model
+through its Python backend with ONNX Runtime inside the model's ``execute``
+(tools/triton/model.py); the repository, ``config.pbtxt`` parsing, dynamic batcher, gRPC (and
+TLS) endpoint, model control and statistics are the server's own. Everything on the client side
+is the real thing: tritonclient, gRPC over localhost, the Detector, its executor and decoders.
+Not covered here (not in the wheel): Triton's onnxruntime and TensorRT backends themselves, that
+is, how they run a ``tx2-convert triton-repo`` model (the repository and its config.pbtxt are
+loaded by the real server, which names the missing backend), and ``KIND_GPU`` instances.
 """
 
 import os
+import shutil
 import threading
 import time
 
+from certificates import make_ca, make_server_cert
 import numpy as np
+from project_files import ROOT
 import pytest
 import skimage.data
-from tls_front import make_ca, make_server_cert, TlsFront
 import yaml
 
 from tx2_inference.backends.triton_backend import TIMEOUT, UNAVAILABLE
 from tx2_inference.detector import Detector
 from tx2_inference.errors import BackendUnavailableError, ConfigError, ModelError
-from tx2_inference.tools.kserve_server import free_port, KServeServer
+from tx2_inference.tools.triton_server import free_port, TritonServer, unavailable
 
 MODEL = 'ssdlite_person'
+
+
+def _require_triton():
+    """Skip, naming why, where tools/setup_triton.sh could not set the server up here."""
+    why = unavailable()
+    if why:
+        pytest.skip(why)
 
 
 @pytest.fixture(scope='module')
@@ -31,12 +45,20 @@ def astronaut():
 
 @pytest.fixture(scope='module')
 def server(default_model, tmp_path_factory):
-    """One MLServer for the module: the person model, and a twin that is slow on demand."""
-    folder = tmp_path_factory.mktemp('kserve')
+    """One Triton server for the module: the person model and two twins.
+
+    'slow_person' is slow on demand; 'batched_person' has dynamic batching in its config.pbtxt
+    (up to 4 requests, 50 ms queue).
+    """
+    _require_triton()
+    folder = tmp_path_factory.mktemp('triton')
     delay = str(folder / 'delay_s')
-    srv = KServeServer(str(folder), {MODEL: default_model,
+    srv = TritonServer(str(folder), {MODEL: default_model,
                                      'slow_person': {'path': default_model,
-                                                     'delay_file': delay}})
+                                                     'delay_file': delay},
+                                     'batched_person': {'path': default_model,
+                                                        'max_batch_size': 4,
+                                                        'queue_delay_us': 50000}})
     srv.delay_file = delay
     with srv:
         yield srv
@@ -151,24 +173,161 @@ def test_http_url_and_bad_options_are_config_errors(default_model, tmp_path):
 
 def test_tls_with_the_right_ca_works_and_a_bad_certificate_fails(default_model, server,
                                                                   astronaut, tmp_path):
-    # A real TLS handshake: a TLS front (test/tls_front.py) before the plain-text server.
+    # A real TLS handshake: the server itself speaks TLS (--grpc-use-ssl) with a certificate
+    # signed by a test CA.
     ca = make_ca(str(tmp_path), 'robot-ca')
     other = make_ca(str(tmp_path), 'other-ca')
-    front = TlsFront(server.grpc_port, *make_server_cert(str(tmp_path), ca))
-    try:
-        with _triton(default_model, server, url=front.url, root_cert=ca[0]) as remote:
+    cert = make_server_cert(str(tmp_path), ca)
+    with TritonServer(str(tmp_path / 'tls'), {MODEL: default_model}, tls=cert) as secure:
+        with _triton(default_model, secure, root_cert=ca[0]) as remote:
             assert remote.backend.tls
             assert remote.detect(astronaut, 'rgb').labels[:1] == ['person']
         with pytest.raises(BackendUnavailableError) as error:
-            _triton(default_model, server, url=front.url, root_cert=other[0], timeout_s=2.0)
+            _triton(default_model, secure, root_cert=other[0], timeout_s=2.0)
         message = str(error.value)
-        assert front.url in message and 'TLS' in message and 'triton_root_cert' in message
-    finally:
-        front.close()
+        assert secure.url in message and 'TLS' in message and 'triton_root_cert' in message
     # TLS to a plain-text port fails the handshake, naming TLS as well.
     with pytest.raises(BackendUnavailableError) as error:
         _triton(default_model, server, root_cert=ca[0], timeout_s=2.0)
     assert server.url in str(error.value) and 'TLS' in str(error.value)
+
+
+def test_malformed_urls_are_config_errors_not_host_names(default_model):
+    for url in ('grpcs:/gpu:8001', 'grpcs//gpu:8001', 'grpc:gpu:8001', 'gpu :8001',
+                'user@gpu:8001', 'gpu:0', 'gpu:70000', '[::1:8001'):
+        with pytest.raises(ConfigError) as error:
+            Detector(default_model, backend='triton', backend_options={'url': url})
+        assert repr(url) in str(error.value), (url, str(error.value))
+
+
+def test_credentials_go_only_over_tls_or_to_loopback_and_are_never_echoed(default_model,
+                                                                          server):
+    secret = {'authorization': 'Bearer s3cret'}
+    with pytest.raises(ConfigError) as error:
+        Detector(default_model, backend='triton', backend_options={
+            'url': 'gpu.example:8001', 'headers': secret})
+    assert 'authorization would travel in plain text' in str(error.value)
+    assert 's3cret' not in str(error.value)
+    with _triton(default_model, server, headers=secret) as remote:  # 127.0.0.1: allowed
+        assert remote.backend.headers == secret
+    from tx2_inference.ros.parameters import parse_headers, read_secret_headers
+    with pytest.raises(ConfigError) as error:
+        parse_headers(['authorization Bearer s3cret'])
+    assert 's3cret' not in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        read_secret_headers('', 'NO_SUCH_VARIABLE_HERE', environ={})
+    assert 'NO_SUCH_VARIABLE_HERE' in str(error.value)
+
+
+def test_answers_are_capped_near_the_outputs_size_and_their_shapes_checked(default_model,
+                                                                          server, astronaut):
+    """A redirected server may not answer gigabytes, nor shapes the metadata did not give."""
+    from tx2_inference.backends.base import TensorInfo
+    from tx2_inference.backends.triton_backend import MAX_RECEIVE_BYTES, RemoteInferenceError
+    errors = []
+    with _triton(default_model, server) as remote:
+        backend = remote.backend
+        outputs = sum(int(np.prod([max(d, 1) for d in t.shape])) * t.dtype.itemsize
+                      for t in backend.outputs)
+        assert outputs < backend.receive_limit <= max(1 << 20, 4 * outputs + 65536)
+        assert backend.receive_limit < MAX_RECEIVE_BYTES
+        # An answer larger than the channel takes is refused by gRPC, and counted.
+        backend._client.close()
+        backend._client = backend._connect(1024)
+        remote.on_error = None
+        with pytest.raises(Exception) as error:
+            remote.detect(astronaut, 'rgb')
+        assert 'received message larger than max' in str(error.value).lower() or \
+            'resource' in str(error.value).lower(), str(error.value)
+    with _triton(default_model, server) as remote:
+        backend = remote.backend
+        info = backend._outputs[0]
+        backend._outputs[0] = TensorInfo(info.name, (1, 7, 4), info.dtype)  # what it "said"
+        slot = backend._slots[0]
+        backend.launch(slot)
+        with pytest.raises(RemoteInferenceError) as error:
+            backend.wait(slot)
+        assert 'has shape' in str(error.value) and '[1, 7, 4]' in str(error.value)
+    assert not errors
+
+
+def test_the_servers_dynamic_batching_joins_several_cameras_requests(default_model, server):
+    """config.pbtxt's dynamic_batching: the server runs 4 cameras' frames in fewer executions."""
+    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(),
+              skimage.data.astronaut()[::-1].copy()]
+    with Detector(default_model, backend='onnxruntime') as local:
+        expected = [local.detect(p, 'rgb') for p in photos]
+    cameras = [_triton(default_model, server, model_name='batched_person') for _ in photos]
+    before = server.statistics('batched_person')  # after each camera's probe requests
+    got = [None] * len(photos)
+    try:
+        start = threading.Barrier(len(photos))
+
+        def camera(i):
+            start.wait()
+            for _ in range(3):
+                got[i] = cameras[i].detect(photos[i], 'rgb')
+        threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(photos))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for det in cameras:
+            det.close()
+    after = server.statistics('batched_person')
+    inferences = after.inference_count - before.inference_count
+    executions = after.execution_count - before.execution_count
+    assert inferences == 4 * 3
+    assert executions < inferences, 'the server did not batch any requests'
+    assert any(b.batch_size > 1 for b in after.batch_stats)
+    for want, have in zip(expected, got):
+        assert have.labels == want.labels
+        np.testing.assert_allclose(have.boxes, want.boxes, atol=1e-4)
+        np.testing.assert_allclose(have.scores, want.scores, atol=1e-4)
+
+
+def test_the_real_server_loads_a_triton_repo_repository(default_model, astronaut, tmp_path):
+    """tx2-convert triton-repo's output in the real server: its config.pbtxt is parsed there.
+
+    The wheel's server has no onnxruntime backend: loading the repository as written fails
+    naming that backend (not the config). The same folder with the platform line swapped for
+    the Python backend (ONNX Runtime in tools/triton/model.py, reading the written
+    1/model.onnx) loads and serves with the written inputs, outputs and instance group.
+    """
+    from tx2_inference.convert.triton_repo import write_repository
+    _require_triton()
+    repository = str(tmp_path / 'model_repository')
+    paths = write_repository(default_model, repository, kind='cpu')
+    with TritonServer(str(tmp_path / 'server'), {}, repositories=[repository]) as srv:
+        with pytest.raises(Exception) as error:
+            srv.load(MODEL)
+        message = str(error.value)
+        assert 'onnxruntime' in message and 'backend' in message, message
+        with open(paths['config']) as f:
+            text = f.read()
+        assert 'platform: "onnxruntime_onnx"' in text
+        with open(paths['config'], 'w') as f:
+            f.write(text.replace('platform: "onnxruntime_onnx"', 'backend: "python"'))
+        shutil.copyfile(os.path.join(ROOT, 'tools', 'triton', 'model.py'),
+                        os.path.join(os.path.dirname(paths['model']), 'model.py'))
+        srv.load(MODEL)
+        client = srv.client()
+        try:
+            config = client.get_model_config(MODEL).config
+        finally:
+            client.close()
+        assert [(i.name, list(i.dims)) for i in config.input] == \
+            [('image_tensor:0', [1, 300, 300, 3])]
+        assert config.max_batch_size == 0 and len(config.output) == 2
+        with Detector(default_model, backend='onnxruntime') as local:
+            want = local.detect(astronaut, 'rgb')
+        # On the robot: model_path names the written model config; the name is its stem.
+        with Detector(paths['model_config'], backend='triton',
+                      backend_options={'url': srv.url}) as remote:
+            have = remote.detect(astronaut, 'rgb')
+    assert have.labels == want.labels and len(want) >= 1
+    np.testing.assert_allclose(have.boxes, want.boxes, atol=1e-4)
 
 
 def test_a_request_past_its_timeout_is_dropped_and_counted(default_model, server, astronaut):
@@ -196,7 +355,8 @@ def test_a_request_past_its_timeout_is_dropped_and_counted(default_model, server
 
 def test_server_killed_mid_stream_then_back(default_model, astronaut, tmp_path):
     """Frames fail by reason while the server is away; it resumes by itself when back."""
-    server = KServeServer(str(tmp_path), {MODEL: default_model}).start()
+    _require_triton()
+    server = TritonServer(str(tmp_path), {MODEL: default_model}).start()
     results, errors = [], []
     stop = threading.Event()
     try:

@@ -149,3 +149,30 @@ def test_a_model_config_that_does_not_fit_the_model_is_refused(default_model, tm
     bad.write_text('input: {name: images}\ndecoder: {type: boxes_scores}\nlabels: [person]\n')
     code, out = _convert(default_model, '-o', tmp_path / 'r', '--config', bad)
     assert code == 2 and "'images'" in out and 'image_tensor:0' in out
+
+
+def test_names_that_are_paths_never_remove_or_write_outside_the_repository(default_model,
+                                                                           tmp_path):
+    """``--name . --force`` deleted every model; ``..`` its parent; ``../x`` wrote outside."""
+    repo = tmp_path / 'model_repository'
+    code, out = _convert(default_model, '-o', repo, '--name', 'keep')
+    assert code == 0, out
+    (tmp_path / 'precious.txt').write_text('the user keeps this')
+    for name in ('.', '..', '../x', 'a/b', '.hidden', 'x y'):
+        code, out = _convert(default_model, '-o', repo, '--name', name, '--force')
+        assert code == 2 and 'is not a model name' in out, (name, out)
+    assert sorted(os.listdir(str(repo))) == ['keep']
+    assert (tmp_path / 'precious.txt').exists() and not (tmp_path / 'x').exists()
+    # A model folder that is a link out of the repository: the link goes, its target stays.
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'data.txt').write_text("not the repository's")
+    os.symlink(str(outside), str(repo / 'linked'))
+    code, out = _convert(default_model, '-o', repo, '--name', 'linked', '--force')
+    assert code == 0, out
+    assert (outside / 'data.txt').exists() and not (repo / 'linked').is_symlink()
+    # --force replaces one model by rename: the others stay, nothing left aside.
+    code, out = _convert(default_model, '-o', repo, '--name', 'keep', '--force')
+    assert code == 0, out
+    assert sorted(os.listdir(str(repo))) == ['keep', 'linked']
+    assert filecmp.cmp(str(repo / 'keep' / '1' / 'model.onnx'), default_model, shallow=False)

@@ -120,3 +120,32 @@ def test_what_the_model_leaves_open_fails_naming_the_field(
     with pytest.raises(ConfigError) as info:
         config.resolve(inputs, outputs)
     assert field in str(info.value) and hint in str(info.value), str(info.value)
+
+
+def test_a_foreign_file_is_never_echoed_only_its_fields_named(tmp_path):
+    """Issue 22, item 10: model_config at any readable file was a file oracle in the log."""
+    from tx2_inference.core.model_config import ModelConfig
+    from tx2_inference.errors import ConfigError
+    secret = 'hunter2-secret'
+    cases = {
+        'keys.yaml': 'db_password: {0}\napi_{0}: 1\n',
+        'size.yaml': 'input: {{size: {0}}}\n',
+        'labels.yaml': 'labels: {0}\n',
+        'decoder.yaml': 'decoder: {{type: {0}}}\n',
+        'score.yaml': 'detection: {{score_threshold: {0}}}\n',
+        'layout.yaml': 'input: {{layout: {0}}}\n',
+        'section.yaml': 'input: {0}\n',
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_text(text.format(secret))
+        with pytest.raises(ConfigError) as error:
+            ModelConfig.load(str(path))
+        message = str(error.value)
+        assert secret not in message and 'db_password' not in message, (name, message)
+        assert str(path) in message
+    # A typo is still named, with the fix.
+    (tmp_path / 'typo.yaml').write_text('lables: [person]\ninput: {layuot: nhwc}\n')
+    with pytest.raises(ConfigError) as error:
+        ModelConfig.load(str(tmp_path / 'typo.yaml'))
+    assert "'lables' (did you mean 'labels'?)" in str(error.value)

@@ -79,13 +79,19 @@ def test_a_person_cut_by_a_tile_edge_is_one_box_covering_both_parts():
     keep, boxes = _merge(parts, [0.8, 0.7], cut)
     assert keep.tolist() == [0]
     assert boxes.tolist() == [[360, 100, 440, 260]]
-    # A child half in front of an adult (IoU 0.26, 3/4 of the child covered): merged only
-    # where one of them is cut by a tile edge.
-    pair = [[100, 100, 140, 260], [110, 200, 150, 260]]
-    keep, _ = _merge(pair, [0.8, 0.7], np.zeros((2, 4), bool), iou=0.45)
+    # A person cut across a horizontal seam (IoU 0.33, all of the top part covered): merged
+    # only because it is cut there, and only where the sides not cut agree.
+    whole, top = [100, 100, 140, 260], [102, 100, 141, 153]
+    keep, _ = _merge([whole, top], [0.8, 0.7], np.zeros((2, 4), bool))
     assert keep.tolist() == [0, 1]
-    keep, _ = _merge(pair, [0.8, 0.7], [[False] * 4, [False, False, True, False]], iou=0.45)
+    cut_bottom = [[False] * 4, [False, False, False, True]]
+    keep, _ = _merge([whole, top], [0.8, 0.7], cut_bottom)
     assert keep.tolist() == [0]
+    # A child cut by the seam, half in front of an adult: 3/4 of it inside the adult's box,
+    # but its left side 10 pixels (a quarter of its width) off: two people.
+    keep, _ = _merge([whole, [110, 200, 150, 260]], [0.8, 0.7],
+                     [[False] * 4, [False, False, True, False]])
+    assert keep.tolist() == [0, 1]
 
 
 def test_a_cut_part_is_absorbed_by_the_whole_box_of_the_same_person():

@@ -93,9 +93,10 @@ def test_the_converter_writes_the_plugins_config(gfl_model):
     assert config['labels'] == LABELS
 
 
-def test_a_missing_or_broken_plugin_names_the_module_and_why(on_path, tmp_path):
+def test_a_missing_or_broken_plugin_names_the_module_and_why(on_path, tmp_path, monkeypatch):
     from tx2_inference.core.decoders import create_decoder
     from tx2_inference.errors import ConfigError
+    monkeypatch.setenv('TX2_INFERENCE_DECODER_MODULES', 'no_such_pkg,broken_heads')
     with pytest.raises(ConfigError) as missing:
         create_decoder({'type': 'dfl_head', 'module': 'no_such_pkg.heads'}, [], (64, 64))
     assert "cannot import 'no_such_pkg.heads'" in str(missing.value)
@@ -112,6 +113,36 @@ def test_a_missing_or_broken_plugin_names_the_module_and_why(on_path, tmp_path):
     with pytest.raises(ConfigError) as unknown:
         create_decoder({'type': 'dfl_head'}, [], (64, 64))
     assert 'gfl' in str(unknown.value)  # the installed plugin is listed among the choices
+
+
+def test_a_config_imports_only_allowed_modules_and_never_ends_the_process(on_path, tmp_path,
+                                                                          monkeypatch):
+    """Issue 22, item 4: a module in the working directory runs nothing; sys.exit is caught."""
+    from tx2_inference.core import decoder_plugins
+    from tx2_inference.core.decoders import create_decoder
+    from tx2_inference.errors import ConfigError
+    ran = tmp_path / 'ran'
+    (tmp_path / 'evil_heads.py').write_text(
+        'import sys\nopen({!r}, "w").write("code ran")\nsys.exit(3)\n'.format(str(ran)))
+    monkeypatch.chdir(str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv('TX2_INFERENCE_DECODER_MODULES', raising=False)
+    with pytest.raises(ConfigError) as refused:
+        create_decoder({'type': 'evil', 'module': 'evil_heads'}, [], (64, 64))
+    assert 'not an allowed module' in str(refused.value) and 'decoder_modules' in str(
+        refused.value)
+    assert 'gfl_decoder' in str(refused.value)  # the installed entry point's module is
+    assert not ran.exists()
+    decoder_plugins.allow_modules(['evil_heads'])  # the node's decoder_modules parameter
+    try:
+        with pytest.raises(ConfigError) as ended:
+            create_decoder({'type': 'evil', 'module': 'evil_heads'}, [], (64, 64))
+    finally:
+        decoder_plugins.allow_modules([])
+    assert 'SystemExit: 3' in str(ended.value) and ran.exists()
+    # The converter's __main__ runs nothing when imported (a config naming it).
+    import importlib
+    importlib.import_module('tx2_inference.convert.__main__')
 
 
 @pytest.mark.parametrize('library', ['importlib.metadata', 'pkg_resources'])

@@ -44,7 +44,9 @@ def test_param_get_shows_the_model_default_in_force_and_a_set_value_wins(tmp_pat
     second = config_copy(default_model, folder, 'second', {'score_threshold': 0.25})
     names = ('score_threshold', 'nms_iou_threshold', 'max_detections', 'class_agnostic_nms')
     node, driver = soak.start_node('effective_params_node', model, folder,
-                                   extra={'model_config': first})
+                                   extra={'model_config': first,
+                                          # the test changes model_config while unconfigured
+                                          'allow_remote_reconfigure': True})
     client = driver.client
     try:
         assert client.get_parameters(*names) == [None] * 4, 'no model yet: nothing in force'

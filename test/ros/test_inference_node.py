@@ -110,7 +110,9 @@ def graph(default_model, tmp_path_factory):
                '-p', 'model_path:=/nonexistent/ssdlite_person.onnx',
                '-p', 'score_threshold:=1.5',  # out of range: the node must survive it
                '-p', 'image_topics:=[{}]'.format(topics),
-               '-p', 'backend:=onnxruntime', '-p', 'precision:=fp32']
+               '-p', 'backend:=onnxruntime', '-p', 'precision:=fp32',
+               # The operator's opt-in: this node's model_path is fixed through set_parameters.
+               '-p', 'allow_remote_reconfigure:=true']
     server = ModuleProcess(command, str(tmp_path_factory.mktemp('inference_node') / 'node.log'))
     graph = Graph()
     graph.wait_for_node(timeout=TIMEOUT_S)
@@ -529,6 +531,7 @@ def test_help_prints_the_usage_and_the_parameters_instead_of_starting():
     assert proc.returncode == 0 and proc.stdout.startswith('usage: inference_node'), proc
     for line in ('  score_threshold (default unset; live)',
                  '  class_agnostic_nms (default unset; live)',
-                 "  backend (default 'auto'; reconfigure)"):
+                 "  backend (default 'auto'; launch only)",
+                 '  executor_depth (default 2; reconfigure)'):
         assert line in proc.stdout.splitlines(), line
     assert 'model_path' in proc.stdout and not proc.stderr  # no node started, nothing logged

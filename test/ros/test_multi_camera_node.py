@@ -136,7 +136,7 @@ def cameras(default_model, tmp_path_factory):
          '--params-file', os.path.join(ROOT, 'config', 'params.yaml'),
          '--params-file', overrides, '-p', 'image_topics:=[{}]'.format(topics),
          '-p', 'model_path:=' + default_model, '-p', 'backend:=onnxruntime',
-         '-p', 'cpu_threads:=2'],
+         '-p', 'cpu_threads:=2', '-p', 'allow_remote_reconfigure:=true'],
         str(tmp_path_factory.mktemp('node') / 'node.log'), env)
     graph = Cameras()
     try:

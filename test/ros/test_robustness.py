@@ -26,7 +26,7 @@ from tx2_inference.core.fileio import file_sha256
 from tx2_inference.core.stats import percentile
 from tx2_inference.errors import ModelError
 from tx2_inference.ros.image import array_to_image_msg
-from tx2_inference.ros.parameters import PARAMETERS, RECONFIGURE
+from tx2_inference.ros.parameters import PARAMETERS, POLICY, RECONFIGURE
 from tx2_inference.tools import soak
 
 CHURN_CYCLES = 20
@@ -112,7 +112,9 @@ def broken_models(folder: str, model: str, tflite: str):
 
 def test_broken_models_fail_configure_naming_the_file_and_fix_then_the_same_node_recovers(
         folder, default_model, tflite_file):
-    node, driver = soak.start_node('broken_models_node', default_model, folder)
+    # The operator's opt-in: launch-only parameters are settable while unconfigured.
+    node, driver = soak.start_node('broken_models_node', default_model, folder,
+                                   extra={'allow_remote_reconfigure': True})
     client = driver.client
     try:
         tried = []
@@ -230,6 +232,7 @@ BAD_VALUES = {
     'batch_timeout_ms': (True, [-1.0, 1000.5], 50.0),
     'cpu_threads': ('four', [-1, 65], 2),
     'tiles': (3, ['3', '9x2', 'two by two'], '2x2'),
+    'tile_cameras': ('cam0/image_raw', [['cam 0/image'], ['']], ['cam9/image_raw']),
     'tile_overlap': ('wide', [-0.1, 0.95], 0.3),
     'tile_whole_frame': ('yes', 'a boolean has no range', True),
     'ort_spinning': ('on', 'a boolean has no range', True),
@@ -250,7 +253,15 @@ BAD_VALUES = {
                          '/tmp/ca.pem'),
     'triton_client_cert': (False, 'any file: read at configure', '/tmp/client.pem'),
     'triton_client_key': (False, 'any file: read at configure', '/tmp/client.key'),
-    'triton_headers': ('authorization=x', [['no-value'], ['=x']], ['x-token=1']),
+    'triton_headers': ('x-a=1', [['no-value'], ['=x'], ['authorization=Bearer x']],
+                       ['x-source=1']),
+    'triton_auth_file': (1, 'any file: read at configure (test_security)', '/tmp/token'),
+    'triton_auth_env': (2, ['NOT A NAME', 'A=B'], 'TOKEN'),
+    'triton_allow_plaintext_auth': ('yes', 'launch only (policy): read-only', True),
+    'allow_remote_reconfigure': ('yes', 'launch only (policy): read-only', False),
+    'max_frame_pixels': (1.5, [0, -1], 1000),
+    'decoder_modules': (3, 'any module: checked at configure (test_decoder_plugin)',
+                        ['my_decoders']),
     'triton_compression': (1, ['zip', 'GZIP'], 'gzip'),
     'warmup': ('yes', 'a boolean has no range', False),
     'silence_timeout_s': ('long', [0.1, 3601.0], 10.0),
@@ -261,6 +272,9 @@ BAD_VALUES = {
     'tracking_lost_s': ('1 s', [-1.0, 60.5], 2.0),
     'tracking_appearance_gate': ('red', [-0.5, 1.5], 0.6),
 }
+
+
+POLICIES = tuple(name for name, spec in PARAMETERS.items() if spec.kind == POLICY)
 
 
 def test_every_parameter_has_bad_values_here():
@@ -279,7 +293,10 @@ def check_rejected(client, name, value, old, words):
 
 def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folder,
                                                                            default_model):
-    node, driver = soak.start_node('params_node', default_model, folder)
+    # allow_remote_reconfigure: the launch-only parameters' own checks are reached too
+    # (without it rclpy refuses them as read-only first: test_security.py).
+    node, driver = soak.start_node('params_node', default_model, folder,
+                                   extra={'allow_remote_reconfigure': True})
     client = driver.client
     try:
         # Unconfigured: wrong types and out-of-range values.
@@ -295,9 +312,10 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
         # Configured: reconfigure parameters are read-only; labels are checked against the
         # model; live ones still take a good value.
         assert client.transition('configure')
-        for name in RECONFIGURE:
+        for name in RECONFIGURE:  # policies: read-only always (rclpy's reason)
             check_rejected(client, name, BAD_VALUES[name][2], olds[name],
-                           ['read-only while the node is configured'])
+                           ['read-only while the node is configured'] if name not in POLICIES
+                           else ['read-only parameter'])
         assert client.set_parameters(class_allowlist=['person'])[0].successful
         for value in BAD_VALUES['class_allowlist'][1]:
             check_rejected(client, 'class_allowlist', value, ['person'], ['dog', 'cat'])

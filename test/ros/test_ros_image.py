@@ -9,6 +9,7 @@ from sensor_msgs.msg import CompressedImage, Image
 import skimage.data
 
 from tx2_inference.errors import FrameError
+from tx2_inference.ros import image
 from tx2_inference.ros.image import (
     array_to_compressed_msg,
     array_to_image_msg,
@@ -205,3 +206,43 @@ def test_any_message_is_a_frame_or_a_frame_error(encoding, height, width, step, 
     assert array.shape[:2] == (height, width) and array.dtype == np.uint8
     assert color in ('rgb', 'bgr', 'mono')
     assert array.ndim == (2 if color == 'mono' else 3)
+
+
+def test_16_bit_frames_become_8_bit_without_a_float_copy():
+    """cv_bridge's rounding, and no temporary beyond the 8-bit result (issue 22, item 3)."""
+    import tracemalloc
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = np.rint(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    assert np.array_equal(image._to_8bit(values), expected)
+    assert np.array_equal(image._to_8bit(values.astype('>u2')), expected)  # big-endian data
+    frame = np.full((1000, 1000, 3), 40000, np.uint16)
+    tracemalloc.start()
+    try:
+        out = image._to_8bit(frame)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.uint8 and out[0, 0, 0] == 156
+    assert peak < out.nbytes * 1.5, peak  # a float32 copy alone would be 4x the result
+
+
+def test_frames_above_max_pixels_are_refused_from_the_header_before_decoding():
+    big = np.zeros((3000, 4000), np.uint8)
+    for fmt in ('png', 'jpeg'):
+        msg = image.array_to_compressed_msg(big, 'mono', fmt)
+        assert image.compressed_size(msg.data) == (4000, 3000)
+        with pytest.raises(FrameError) as error:
+            image.compressed_to_array(msg, max_pixels=4000 * 3000 - 1)
+        assert error.value.reason == 'too_large' and '4000x3000' in str(error.value)
+        assert image.compressed_to_array(msg, max_pixels=4000 * 3000)[0].shape == (3000, 4000)
+    raw = image.array_to_image_msg(big, 'mono8')
+    with pytest.raises(FrameError) as error:
+        image.image_to_array(raw, max_pixels=1000)
+    assert error.value.reason == 'too_large'
+    # A JPEG whose frame header is missing cannot say its size: refused as corrupt.
+    msg = image.array_to_compressed_msg(big[:8, :8], 'mono', 'jpeg')
+    sof = bytes(msg.data).index(b'\xff\xc0')
+    msg.data = bytes(msg.data)[:sof] + b'\xff\xd9'
+    with pytest.raises(FrameError) as error:
+        image.compressed_to_array(msg)
+    assert error.value.reason == 'corrupt_data'

@@ -109,3 +109,25 @@ def test_two_tiled_cameras_find_more_people_and_report_the_cost(graph, default_m
     assert float(values['tiling.frame_ms_p50']) > 0
     # batch_size 2: both cameras' tiles in batches of 18 rows, under one inference a frame.
     assert float(values['tiling.inferences_per_frame_mean']) <= 1.0
+
+
+def test_tile_cameras_picks_the_tiled_camera_and_names_unknown_ones(graph):
+    assert graph.transition('deactivate') and graph.transition('cleanup')
+    assert graph.set_parameters(tile_cameras=['cam7/image_raw'])[0].successful
+    assert not graph.transition('configure')
+    assert graph.wait_until(lambda: 'tile_cameras names topics that are not in '
+                            'image_topics: cam7/image_raw' in graph.server.log(), TIMEOUT_S)
+    assert graph.set_parameters(tile_cameras=['cam0/image_raw'])[0].successful
+    assert graph.transition('configure') and graph.transition('activate')
+    assert graph.wait_until(lambda: all(p.get_subscription_count() for p in graph.pubs),
+                            TIMEOUT_S)
+    time.sleep(0.5)
+    frame = load_labelled()[3][1]
+    before = [len(graph.messages(cam + '/detections')) for cam in CAMERAS]
+    for pub in graph.pubs:
+        pub.publish(array_to_image_msg(frame, 'bgr8'))
+    assert graph.wait_until(lambda: all(
+        len(graph.messages(cam + '/detections')) > count
+        for cam, count in zip(CAMERAS, before)), TIMEOUT_S)
+    # A new detector: one tiled frame (cam0's); cam1's ran whole.
+    assert graph.wait_until(lambda: _detector_values(graph, 1), TIMEOUT_S)

@@ -1,6 +1,7 @@
-"""The node on ``backend: triton`` in a real ROS graph, against a real KServe V2 server process.
+"""The node on ``backend: triton`` in a real ROS graph, against NVIDIA's real Triton server.
 
-Three processes: MLServer (the stand-in for Triton's server, tools/mlserver/) serving the
+Three processes: ``tritonserver`` (from the nvidia-pytriton wheel, tools/setup_triton.sh; the
+model runs in its Python backend with ONNX Runtime, tools/triton/model.py) serving the
 default person model, the inference node configured for it, and this test publishing photos
 and reading /detections and /diagnostics. The node must fail configure clearly on a wrong
 setting, detect exactly what the local ONNX Runtime backend detects, and ride out the server
@@ -12,6 +13,7 @@ import signal
 import threading
 import time
 
+from certificates import make_ca, make_server_cert
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from project_files import ROOT
@@ -20,7 +22,6 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 import skimage.data
 from std_msgs.msg import Header
-from tls_front import make_ca, make_server_cert, TlsFront
 from vision_msgs.msg import Detection2DArray
 import yaml
 
@@ -28,8 +29,8 @@ from tx2_inference.detector import Detector
 from tx2_inference.ros.image import array_to_image_msg
 from tx2_inference.ros.messages import detections_to_msg
 from tx2_inference.tools.client import detection_xyxy, NodeClient, write_reliable_overrides
-from tx2_inference.tools.kserve_server import free_port, KServeServer
 from tx2_inference.tools.processes import ModuleProcess
+from tx2_inference.tools.triton_server import free_port, TritonServer, unavailable
 
 NODE = 'triton_inference_node'
 TOPIC = 'cam0/image_raw'
@@ -80,7 +81,9 @@ def value(status, key):
 
 @pytest.fixture(scope='module')
 def server(default_model, tmp_path_factory):
-    with KServeServer(str(tmp_path_factory.mktemp('kserve')),
+    if unavailable():
+        pytest.skip(unavailable())
+    with TritonServer(str(tmp_path_factory.mktemp('triton')),
                       {'ssdlite_person': default_model}) as srv:
         yield srv
 
@@ -95,7 +98,9 @@ def graph(default_model, server, tmp_path_factory):
                '--params-file', overrides, '-p', 'model_path:=' + default_model,
                '-p', 'image_topics:=[{}]'.format(TOPIC), '-p', 'backend:=triton',
                '-p', 'triton_url:=127.0.0.1:{}'.format(free_port()),
-               '-p', 'triton_timeout_s:=2.0']
+               '-p', 'triton_timeout_s:=2.0',
+               # The operator's opt-in: these tests re-point the node while unconfigured.
+               '-p', 'allow_remote_reconfigure:=true']
     log = str(tmp_path_factory.mktemp('node') / 'node.log')
     env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=PROFILE)
     with ModuleProcess(command, log, env=env) as node, Graph() as graph:
@@ -124,15 +129,13 @@ def test_each_wrong_setting_is_a_clear_configure_failure(graph, server, default_
     message = graph.failure()
     assert "'images'" in message and 'image_tensor:0' in message
 
-    # A server whose certificate another CA signed (a TLS front before the plain server).
+    # A server (speaking TLS itself) whose certificate another CA signed.
     signer, other = make_ca(str(tmp_path), 'server-ca'), make_ca(str(tmp_path), 'other-ca')
-    front = TlsFront(server.grpc_port, *make_server_cert(str(tmp_path), signer))
-    try:
-        _set(graph, model_config='', triton_url=front.url, triton_root_cert=other[0])
+    with TritonServer(str(tmp_path / 'tls'), {'ssdlite_person': default_model},
+                      tls=make_server_cert(str(tmp_path), signer)) as secure:
+        _set(graph, model_config='', triton_url=secure.url, triton_root_cert=other[0])
         message = graph.failure()
-        assert front.url in message and 'TLS' in message and 'triton_root_cert' in message
-    finally:
-        front.close()
+        assert secure.url in message and 'TLS' in message and 'triton_root_cert' in message
 
     _set(graph, triton_url=server.url, triton_root_cert='')
     assert graph.configure(), graph.process.log()[-3000:]

@@ -159,3 +159,16 @@ def test_camera_rates_pairs_each_round_and_takes_the_median_ratio():
     assert goals['flood: answered/s node / naive >= 1.5']['met']
     assert '| 15 FPS | 10.0 / 20.0 / 30.0 | 20.0 / 40.0 / 60.0 | 0.50 |' in \
         camera_rates.table(result)
+
+
+def test_ort_threads_row_measures_every_configuration(default_model):
+    """The pool comparison prints a row per configuration with the figures it names."""
+    from tx2_inference.tools.bench import ort_threads
+    result = ort_threads.measure(default_model, runs=2, gap_s=0.005, spin_us=[50])
+    assert list(result) == ['sleeping', 'spin_in_run', 'ort_default', 'one_thread', 'spin_50us']
+    for row in result.values():
+        assert row['p50_ms'] > 0 and row['cpu_ms_per_run'] >= 0
+    # A single-thread session has no pool to park and wake.
+    assert result['one_thread']['voluntary_switches_per_run'] <= 2
+    text = ort_threads.table(result)
+    assert text.count('\n') == 6 and '| spin_in_run |' in text

@@ -64,3 +64,28 @@ def test_every_photo_answered_with_pictures_and_a_plot(demo):
     with open(os.path.join(out, 'summary.md')) as f:
         table = f.read()
     assert all('| %s |' % name in table for name in summary['photos'])
+
+
+def test_output_is_emptied_only_when_the_demo_made_it(default_model, tmp_path):
+    """``--output ~`` deleted a home (issue 22, item 8): a foreign folder is refused."""
+    home = tmp_path / 'home'
+    home.mkdir()
+    (home / 'thesis.tex').write_text('years of work')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'tx2_inference.tools.demo', '--model', default_model,
+         '--output', str(home)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        universal_newlines=True, timeout=60)
+    assert proc.returncode == 2 and 'nothing was deleted' in proc.stdout, proc.stdout
+    assert (home / 'thesis.tex').read_text() == 'years of work'
+    link = tmp_path / 'link'
+    os.symlink(str(home), str(link))
+    from tx2_inference.errors import UserError
+    from tx2_inference.tools.demo import MARKER, prepare_output
+    with pytest.raises(UserError):
+        prepare_output(str(link))
+    # Its own folder (the marker): emptied for the next run; a new folder is made and marked.
+    out = tmp_path / 'out'
+    prepare_output(str(out))
+    (out / 'old.png').write_text('last run')
+    prepare_output(str(out))
+    assert sorted(os.listdir(str(out))) == [MARKER]

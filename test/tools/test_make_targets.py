@@ -1,9 +1,10 @@
 """What each of the newcomer's make targets sets up, read from make's own dry run.
 
-`make demo` must not create the MLServer environment (400 MB that only the tests and the
-benchmark use) nor the tracking evaluation's py-motmetrics one; `make test` makes both, `make
-bench` MLServer's. ``make -n -B`` prints every recipe line make
-would run, without running any; the environment scripts it names are read for what they call.
+`make demo` must not set up the Triton server (build/triton, 380 MB that only the tests and
+the benchmark use; MLServer, its former stand-in, is gone) nor the tracking evaluation's
+py-motmetrics environment; `make test` makes both, `make bench` the Triton server.
+``make -n -B`` prints every recipe line make would run, without running any; the environment
+scripts it names are read for what they call.
 """
 
 import os
@@ -31,13 +32,14 @@ def dry_run(target: str) -> str:
 
 def test_demo_creates_no_mlserver_environment():
     assert 'setup_env.sh' in dry_run('demo')
-    assert 'setup_mlserver' not in dry_run('demo')
     assert 'mlserver' not in dry_run('demo').lower()
+    assert 'triton' not in dry_run('demo').lower()
     assert 'motmetrics' not in dry_run('demo').lower()
 
 
 @pytest.mark.parametrize('target', ['test', 'bench'])
-def test_tests_and_benchmark_set_up_mlserver(target):
-    assert 'tools/setup_mlserver.sh' in dry_run(target)
+def test_tests_and_benchmark_set_up_the_triton_server(target):
+    assert 'tools/setup_triton.sh' in dry_run(target)
+    assert 'mlserver' not in dry_run(target).lower()
     if target == 'test':
         assert 'tools/setup_motmetrics.sh' in dry_run(target)

@@ -15,8 +15,10 @@ backend (``health()`` says which state it is in, for ``/diagnostics``). A reques
 ``timeout_s`` is cancelled by its gRPC deadline, never left to pile up.
 """
 
+import ipaddress
 import logging
 import os
+import string
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -47,6 +49,10 @@ UNAVAILABLE = 'triton_unavailable_error'
 TIMEOUT = 'triton_timeout_error'
 FAILED = 'triton_error'
 
+# The largest answer received while opening (metadata); after it, `receive_limit` of the
+# model's outputs. gRPC's own default is 4 MiB; tritonclient's is 2 GiB.
+MAX_RECEIVE_BYTES = 64 << 20
+
 # How often, at most, the backend logs that the server is still unreachable.
 WARN_PERIOD_S = 10.0
 
@@ -74,7 +80,10 @@ def import_tritonclient() -> Any:
 def parse_url(url: str) -> tuple:
     """Return ``(host:port, tls)`` from ``host:port``, ``grpc://host:port`` or ``grpcs://...``.
 
-    :raises ConfigError: an HTTP URL, or no port.
+    The host is a DNS name, an IPv4 address or a bracketed IPv6 address; the port 1 to 65535.
+    A typo such as ``grpcs:/host:1`` or ``grpcs//host:1`` is refused, not taken as a host name.
+
+    :raises ConfigError: an HTTP URL, no port, or a malformed address.
     """
     text = (url or '').strip()
     tls = False
@@ -91,7 +100,69 @@ def parse_url(url: str) -> tuple:
     if not host or not port.isdigit():
         raise ConfigError("triton url {!r} has no port: write host:port, e.g. 'gpu-server:"
                           "8001' (Triton's gRPC port)".format(url))
+    if not _valid_host(host) or not 0 < int(port) < 65536:
+        raise ConfigError("triton url {!r} is malformed: write host:port, grpc://host:port or "
+                          "grpcs://host:port (TLS), e.g. 'grpcs://gpu-server:8001'; the host is "
+                          'a name, an IPv4 address or [an IPv6 address]'.format(url))
     return text, tls
+
+
+_HOST_CHARACTERS = frozenset(string.ascii_letters + string.digits + '-_')
+# Header names whose values are credentials: never from a parameter value, never in plain text
+# to another host, never in a message.
+SECRET_HEADERS = ('authorization', 'proxy-authorization', 'cookie', 'x-api-key', 'api-key')
+
+
+def is_secret_header(name: str) -> bool:
+    """Return whether a header's value is a credential (authorization, cookie, token, key)."""
+    name = name.strip().lower()
+    return name in SECRET_HEADERS or any(w in name for w in ('token', 'secret', 'key', 'auth'))
+
+
+def _valid_host(host: str) -> bool:
+    """Return whether ``host`` is a DNS name, an IPv4 address or a bracketed IPv6 address."""
+    if host.startswith('[') and host.endswith(']'):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    labels = host.split('.')
+    return len(host) <= 253 and all(
+        label and len(label) <= 63 and not label.startswith('-') and not label.endswith('-') and
+        all(c in _HOST_CHARACTERS for c in label) for label in labels)
+
+
+def is_loopback(address: str) -> bool:
+    """Return whether ``host:port`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = address.rpartition(':')[0].strip('[]').lower()
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def receive_limit(outputs: Sequence[TensorInfo]) -> int:
+    """Return the gRPC receive limit for answers of ``outputs``: 4x their size, 1 MiB at least.
+
+    A dynamic dimension (-1) counts as 1 for the batch (one frame a request) and 4096 elsewhere.
+    """
+    total = 0
+    for info in outputs:
+        dims = list(info.shape)
+        count = 1
+        for index, dim in enumerate(dims):
+            count *= int(dim) if int(dim) > 0 else (1 if index == 0 else 4096)
+        total += count * np.dtype(info.dtype).itemsize
+    return int(min(MAX_RECEIVE_BYTES, max(1 << 20, 4 * total + 65536)))
+
+
+def _shape_fits(shape: Sequence[int], declared: Sequence[int]) -> bool:
+    """Return whether an answer's shape is the metadata's (its -1 dimensions match any size)."""
+    return len(shape) == len(declared) and all(
+        int(d) < 0 or int(d) == int(s) for s, d in zip(shape, declared))
 
 
 def _status(error: BaseException) -> str:
@@ -162,7 +233,9 @@ class TritonBackend(Backend):
     :param client_cert: PEM certificate chain for mutual TLS (with ``client_key``).
     :param client_key: PEM private key of ``client_cert``.
     :param headers: extra request metadata, e.g. ``{'authorization': 'Bearer <token>'}``.
+        A credential header (``is_secret_header``) goes only over TLS or to a loopback host.
     :param compression: ``none``, ``gzip`` or ``deflate`` (of the requests).
+    :param allow_plaintext_auth: send credential headers over plain text to another host.
     :param reconnect_max_s: the longest back-off between two reconnection attempts of the
         gRPC channel while the server is away.
     """
@@ -174,7 +247,7 @@ class TritonBackend(Backend):
                  timeout_s: float = 1.0, root_cert: Optional[str] = None,
                  client_cert: Optional[str] = None, client_key: Optional[str] = None,
                  headers: Optional[Dict[str, str]] = None, compression: Optional[str] = None,
-                 reconnect_max_s: float = 2.0) -> None:
+                 reconnect_max_s: float = 2.0, allow_plaintext_auth: bool = False) -> None:
         """Connect, check the model is ready and read its inputs and outputs."""
         super(TritonBackend, self).__init__(model_path)
         self.precision = 'server'
@@ -203,6 +276,14 @@ class TritonBackend(Backend):
             raise ConfigError('triton TLS: a client certificate and its key go together; set '
                               'both, or neither')
         self.tls = bool(tls or root_cert or client_cert)
+        secret = sorted(name for name in self.headers or () if is_secret_header(name))
+        if secret and not self.tls and not is_loopback(self.url) and not allow_plaintext_auth:
+            # Name the header, never its value.
+            raise ConfigError(
+                'triton: the credential header {} would travel in plain text to {}: use TLS '
+                '(grpcs://{} or triton_root_cert), or, on a network you trust, set '
+                'triton_allow_plaintext_auth:=true at launch'.format(
+                    ', '.join(secret), self.url, self.url))
         grpcclient = import_tritonclient()
         self._grpcclient = grpcclient
         self._send_lock = threading.Lock()  # tritonclient's async_infer is not thread-safe
@@ -217,9 +298,9 @@ class TritonBackend(Backend):
         millis = int(max(reconnect_max_s, 0.1) * 1e3)
         # Every channel argument tritonclient would set, plus a bounded reconnect back-off
         # (gRPC's default grows to 120 s: a server back after a minute would wait that long).
-        channel_args = [
+        self._channel_args = [
             ('grpc.max_send_message_length', 2 ** 31 - 1),
-            ('grpc.max_receive_message_length', 2 ** 31 - 1),
+            ('grpc.max_receive_message_length', MAX_RECEIVE_BYTES),
             ('grpc.keepalive_time_ms', 2 ** 31 - 1),
             ('grpc.keepalive_timeout_ms', 20000),
             ('grpc.keepalive_permit_without_calls', 0),
@@ -228,19 +309,32 @@ class TritonBackend(Backend):
             ('grpc.min_reconnect_backoff_ms', min(200, millis)),
             ('grpc.max_reconnect_backoff_ms', millis),
         ]
-        try:
-            self._client = grpcclient.InferenceServerClient(
-                self.url, ssl=self.tls, root_certificates=root_cert or None,
-                private_key=client_key or None, certificate_chain=client_cert or None,
-                channel_args=channel_args)
-        except Exception as error:
-            raise ConfigError('cannot create a gRPC client for {!r}: {}'.format(
-                self.url, _message(error))) from error
+        self._tls_files = (root_cert, client_key, client_cert)
+        self._client = self._connect(MAX_RECEIVE_BYTES)
         try:
             self._inputs, self._outputs = self._open()
+            # A server (or one the URL was redirected to) answers no more than the outputs.
+            self.receive_limit = receive_limit(self._outputs)
+            if self.receive_limit < MAX_RECEIVE_BYTES:
+                self._client.close()
+                self._client = self._connect(self.receive_limit)
         except BaseException:
             self._client.close()
             raise
+
+    def _connect(self, max_receive: int) -> Any:
+        """Return a client whose channel takes answers of up to ``max_receive`` bytes."""
+        root_cert, client_key, client_cert = self._tls_files
+        args = [(k, max_receive if k == 'grpc.max_receive_message_length' else v)
+                for k, v in self._channel_args]
+        try:
+            return self._grpcclient.InferenceServerClient(
+                self.url, ssl=self.tls, root_certificates=root_cert or None,
+                private_key=client_key or None, certificate_chain=client_cert or None,
+                channel_args=args)
+        except Exception as error:
+            raise ConfigError('cannot create a gRPC client for {!r}: {}'.format(
+                self.url, _message(error))) from error
 
     # ------------------------------------------------------------------ open
 
@@ -431,6 +525,10 @@ class TritonBackend(Backend):
             if array is None:
                 raise self._failed(RemoteInferenceError(
                     FAILED, 'the answer has no output {!r}'.format(info.name)))
+            if not _shape_fits(array.shape, info.shape):
+                raise self._failed(RemoteInferenceError(
+                    FAILED, "the answer's output {!r} has shape {}, the model metadata says "
+                    '{}: refused'.format(info.name, list(array.shape), list(info.shape))))
             buffer = slot.outputs.get(info.name)
             if buffer is not None and buffer.shape == array.shape:
                 np.copyto(buffer, array, casting='unsafe')

@@ -4,4 +4,5 @@ import sys
 
 from tx2_inference.convert.cli import main
 
-sys.exit(main())
+if __name__ == '__main__':  # importing this module (a model config naming it) runs nothing
+    sys.exit(main())

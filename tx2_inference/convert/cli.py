@@ -48,7 +48,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     """Options that describe the model for its config YAML (docs/DESIGN.md)."""
     g = p.add_argument_group('model config (written beside the model)')
     g.add_argument('--labels', help='comma list or a file with one label a line')
-    g.add_argument('--layout', choices=['nhwc', 'nchw'])
+    g.add_argument('--layout', choices=['nhwc', 'nchw'],
+                   help='where the image input has its channels: nhwc ([1, H, W, C], '
+                   "TensorFlow's default) or nchw ([1, C, H, W]); default: the axis, 3 or 1, "
+                   'that has the 1 or 3 channels; when both or neither could, the conversion '
+                   'stops and asks for it')
     g.add_argument('--color', choices=['rgb', 'bgr', 'mono'])
     g.add_argument('--resize', choices=['stretch', 'letterbox'])
     g.add_argument('--scale', type=float, help='value = (pixel * scale - mean) / std')
@@ -69,6 +73,17 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="default: the decoder type's")
     g.add_argument('--background-class', type=int, default=None,
                    help='index of a background score column to drop')
+    d = p.add_argument_group("the model's detection defaults (its config's detection section; "
+                             'a node parameter set at launch still wins)')
+    d.add_argument('--score-threshold', type=float,
+                   help='lowest score kept (default when unset: 0.5)')
+    d.add_argument('--iou-threshold', type=float,
+                   help='NMS: boxes overlapping more than this are one (default: 0.45)')
+    d.add_argument('--max-detections', type=int,
+                   help='most detections per frame (default: 100)')
+    d.add_argument('--class-agnostic-nms', choices=['true', 'false'],
+                   help='true: NMS across classes, one box per object whatever its class '
+                   '(default: false, per class)')
     g.add_argument('--decoder-option', action='append', default=[], type=_option,
                    metavar='KEY=VALUE', help='any decoder key, VALUE in YAML (repeatable), '
                    'e.g. output=detections, box_columns=[0,1,2,3], class_scores=[5,null], '
@@ -93,6 +108,15 @@ def _input_overrides(args: argparse.Namespace) -> Dict[str, Any]:
             'scale': args.scale, 'mean': args.mean, 'std': args.std}
 
 
+def detection_defaults(args: argparse.Namespace) -> Dict[str, Any]:
+    """Return the detection section's keys given on the command line."""
+    given = {'score_threshold': args.score_threshold, 'iou_threshold': args.iou_threshold,
+             'max_detections': args.max_detections,
+             'class_agnostic_nms': None if args.class_agnostic_nms is None
+             else args.class_agnostic_nms == 'true'}  # type: Dict[str, Any]
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def decoder_options(args: argparse.Namespace) -> Dict[str, Any]:
     """Return the decoder keys given on the command line (the type apart)."""
     given = {'boxes': args.boxes, 'scores': args.scores, 'box_format': args.box_format,
@@ -106,7 +130,8 @@ def _check_config_args(args: argparse.Namespace) -> None:
     """Validate the config options before any conversion, so a bad one writes nothing."""
     from tx2_inference.core.model_config import ModelConfig
     decoder = dict(decoder_options(args), type=args.decoder) if args.decoder else {}
-    ModelConfig.from_dict({'input': _input_overrides(args), 'decoder': decoder})
+    ModelConfig.from_dict({'input': _input_overrides(args), 'decoder': decoder,
+                           'detection': detection_defaults(args)})
 
 
 def report_incomplete(cfg_path: str, decoder: Dict[str, Any]) -> int:
@@ -131,6 +156,8 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         return 0
     if not args.output:
         raise UserError('Pass the output path: -o model.onnx.')
+    from tx2_inference.convert import outputs
+    outputs.check_output(args.output, [args.model], args.force)
     result = tf_onnx.convert(
         args.model, args.output, inputs=args.inputs, outputs=args.outputs, tag=args.tag,
         signature_name=args.signature, opset=args.opset, fold=not args.no_fold,
@@ -142,19 +169,28 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         onnx_type = _retarget_output(args.output, args.target, onnx_type)
     dtype = {'tensor(uint8)': 'uint8', 'tensor(float)': 'float32',
              'tensor(float16)': 'float16'}.get(onnx_type, onnx_type)
-    cfg = cfgmod.build(name, shape, dtype, _input_overrides(args), {},
-                       cfgmod.parse_labels(args.labels))
+    try:
+        cfg = cfgmod.build(name, shape, dtype, _input_overrides(args), {},
+                           cfgmod.parse_labels(args.labels))
+    except UserError as error:  # nothing partial: the model goes with its config
+        os.remove(args.output)
+        raise UserError('{} Nothing was written.'.format(error)) from None
     cfg['decoder'] = cfgmod.decoder_section(args.decoder, decoder_options(args),
                                             result.output_info, cfg, result.onnx_name)
+    if detection_defaults(args):
+        cfg['detection'] = detection_defaults(args)
     if args.batch:  # the largest batch: N, or -1 for any (a dynamic batch)
         cfg['input']['batch'] = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else -1
-    cfg_path = cfgmod.config_path_for(args.output)
-    cfgmod.save(cfg_path, cfg, header='Written by tx2-convert onnx from {}.'.format(args.model))
+    cfg_path = cfgmod.save(None, cfg, header='Written by tx2-convert onnx from {}.'.format(
+        args.model), model=args.output, force=args.force)
     print('Wrote {} and {} ({:.1f} s).'.format(args.output, cfg_path, result.seconds))
     for out, d in sorted(result.diffs.items()):
-        print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}{}'.format(
-            out, d['max_abs'], d['max_rel'], '  (detections: {} rows in another order, {} at '
-            'the top-K cut-off)'.format(d['reordered_rows'], d.get('crossed_rows', 0))
+        print('  vs TensorFlow  {:<40s} max abs {:.3g}  max rel {:.3g}{}{}'.format(
+            out, d['max_abs'], d['max_rel'], '  (per column {})'.format(
+                ', '.join('{:.3g}'.format(v) for v in d['column_max_abs']))
+            if d.get('column_max_abs') else '',
+            '  (detections: {} rows in another order, {} at the top-K cut-off)'.format(
+                d['reordered_rows'], d.get('crossed_rows', 0))
             if d.get('reordered_rows') or d.get('crossed_rows') else ''))
     status = report_incomplete(cfg_path, cfg['decoder'])
     if args.target:
@@ -248,6 +284,13 @@ def cmd_engine(args: argparse.Namespace) -> int:
     path = engine_builder.build_or_load(args.onnx, opts, cache_dir=args.cache_dir,
                                         output=args.output, force=args.force)
     print('Engine: {}'.format(path))
+    if args.prune is not None:
+        from tx2_inference.backends.tensorrt.cache import EngineCache
+        cache = EngineCache(args.cache_dir or os.path.join(
+            os.path.dirname(os.path.abspath(args.onnx)), 'engines'))
+        stem = os.path.splitext(os.path.basename(args.onnx))[0]
+        for removed in cache.prune(args.prune, stem):
+            print('Pruned: {}'.format(removed))
     return 0
 
 
@@ -257,22 +300,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     report = quantize.quantize(args.onnx, args.output, args.calib_images, fmt=args.format,
                                config_path=args.config, limit=args.calib_limit,
                                method=args.method, per_channel=not args.per_tensor,
-                               measure=not args.no_measure)
+                               measure=not args.no_measure, force=args.force)
     print(report.summary())
     return 0
 
 
 def cmd_tflite(args: argparse.Namespace) -> int:
     """`tflite`: SavedModel / frozen graph -> TFLite FP32, FP16 or INT8."""
+    from tx2_inference.convert import outputs
     from tx2_inference.convert.workstation import tf_lite
     _check_config_args(args)
+    outputs.check_output(args.output, [args.model], args.force)
     result = tf_lite.convert(args.model, args.output, precision=args.precision,
                              inputs=args.inputs, outputs=args.outputs, tag=args.tag,
                              signature_name=args.signature, calib_images=args.calib_images,
                              calib_limit=args.calib_limit, input_overrides=_input_overrides(args),
                              labels=args.labels, decoder_type=args.decoder,
                              decoder_options=decoder_options(args),
-                             int8_io=args.int8_io)
+                             int8_io=args.int8_io, detection=detection_defaults(args),
+                             force=args.force)
     print(result)
     return report_incomplete(result.config_path, result.decoder)
 
@@ -335,9 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='TF check: absolute tolerance of every output without its own')
     p.add_argument('--rtol', type=float, default=1e-3,
                    help='TF check: relative tolerance of every output without its own')
-    p.add_argument('--tolerance', action='append', default=[], metavar='NAME=ATOL[:RTOL]',
-                   help="TF check: one output's own tolerance, by the name the check prints "
-                   '(repeatable)')
+    p.add_argument('--tolerance', action='append', default=[],
+                   metavar='NAME[COLUMNS]=ATOL[:RTOL]',
+                   help="TF check: one output's own tolerance, by the name the check prints, "
+                   'or of columns of its last axis: NAME[0:4]=0.5 (columns 0-3), NAME[4]=0.01 '
+                   '(a packed top-K: pixels, score and class differ); repeatable')
     p.add_argument('--order-free', metavar='A,B', help='TF check: compare these outputs as '
                    'detections (rows matched by value, not position); outputs computed from '
                    'a TopK or NMS always are')
@@ -346,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                    'exit (no conversion)')
     p.add_argument('--match', metavar='SUBSTRING',
                    help='with --list-tensors: only tensors whose name contains it')
+    p.add_argument('--force', action='store_true', help='replace an existing output and a '
+                   'hand-edited config (.bak copies kept)')
     p.add_argument('--batch', metavar='N|dynamic',
                    help="frames per inference: the inputs' first dimension becomes N (or free "
                    'with dynamic), for batch_size N on several cameras (default: as the graph)')
@@ -385,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='a dynamic-batch ONNX: profiles for batches 1..N (what --shapes '
                    'would say), for batch_size up to N')
     p.add_argument('--force', action='store_true', help='rebuild even if cached')
+    p.add_argument('--prune', type=int, metavar='N', help="then delete all but this model's N "
+                   'newest engines in the cache (older ONNX versions, other options)')
     p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser('quantize', help='ONNX -> INT8 ONNX (ONNX Runtime static, calibrated)')
@@ -399,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--method', default='minmax', choices=['minmax', 'entropy', 'percentile'])
     p.add_argument('--per-tensor', action='store_true', help='per-tensor weight scales')
     p.add_argument('--no-measure', action='store_true', help='skip the speed measurement')
+    p.add_argument('--force', action='store_true', help='replace an existing output and a '
+                   'hand-edited config (.bak copies kept); never the input')
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser('tflite', help='SavedModel or frozen graph -> TFLite')
@@ -411,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--outputs', help='frozen graph / cut: A,B')
     p.add_argument('--calib-images', help='representative dataset for INT8')
     p.add_argument('--calib-limit', type=int, default=64)
+    p.add_argument('--force', action='store_true', help='replace an existing output and a '
+                   'hand-edited config (.bak copies kept)')
     p.add_argument('--int8-io', action='store_true',
                    help='with --precision int8: int8 input and outputs (full-integer model)')
     _add_config_args(p)
@@ -487,6 +543,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, 'func', None):
         parser.print_help()
         return EXIT_USER_ERROR
+    if args.command in ('onnx', 'tflite', 'evaluate'):
+        # TensorFlow, the reference, runs its deterministic kernels (before it is imported).
+        from tx2_inference.convert.workstation.tf_runner import use_reference_kernels
+        use_reference_kernels()
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -14,6 +14,7 @@ from tx2_inference.core.model_config import (
     candidate_decoders,
     config_path_for,
     describe_outputs,
+    guess_layout,
     ModelConfig,
 )
 from tx2_inference.errors import ConfigError
@@ -35,10 +36,22 @@ def load(path: str) -> Dict[str, Any]:
 
 def build(input_name: str, shape: List[int], dtype: str, input_overrides: Dict[str, Any],
           decoder: Dict[str, Any], labels: List[str]) -> Dict[str, Any]:
-    """Assemble a config dict: input section (size from ``shape``), decoder and labels."""
-    inp = {'layout': 'nhwc', 'color': 'rgb', 'resize': 'stretch', 'pad_value': 114,
+    """Assemble a config dict: input section (size from ``shape``), decoder and labels.
+
+    The layout is ``input_overrides['layout']``, else where the 1 or 3 channels of ``shape``
+    are (axis 3: nhwc, axis 1: nchw).
+
+    :raises ConfigError: the layout is not given and the shape does not tell it.
+    """
+    inp = {'color': 'rgb', 'resize': 'stretch', 'pad_value': 114,
            'scale': 1.0, 'mean': [0.0, 0.0, 0.0], 'std': [1.0, 1.0, 1.0]}  # type: Dict[str, Any]
     inp.update({k: v for k, v in input_overrides.items() if v is not None})
+    if not inp.get('layout'):
+        inp['layout'] = guess_layout(shape)
+        if inp['layout'] is None:
+            raise ConfigError('cannot tell the layout of input {} from its shape {}: the 1 or '
+                              '3 channels could be on axis 1 (nchw) or 3 (nhwc). Pass --layout '
+                              'nhwc or --layout nchw.'.format(input_name, list(shape)))
     if len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:]):
         h, w = (shape[2], shape[3]) if inp['layout'] == 'nchw' else (shape[1], shape[2])
         inp['size'] = [int(h), int(w)]
@@ -94,17 +107,32 @@ def incomplete_banner(path: str, decoder: Mapping[str, Any]) -> str:
                        incomplete_decoder_message(decoder, path), rule])
 
 
-def save(path: str, cfg: Dict[str, Any], header: Optional[str] = None) -> None:
+def save(path: Optional[str], cfg: Dict[str, Any], header: Optional[str] = None,
+         model: Optional[str] = None, force: bool = False) -> str:
     """Validate ``cfg`` (ModelConfig) and write it as YAML atomically, keeping key order.
 
+    :param path: where to write; None: the config of ``model`` (`outputs.config_target`:
+        beside it, never over another artefact's config).
+    :param model: the model file the config belongs to: the file is stamped with it, and a
+        hand-edited config there is refused without ``force`` (`outputs.check_config`).
+    :returns: the path written.
     :raises ConfigError: if the config is invalid; nothing is written then.
+    :raises UserError: a hand-edited config would be replaced without ``force``.
     """
     import yaml
+
+    from tx2_inference.convert import outputs
+    if path is None:
+        path = outputs.config_target(model)
     ModelConfig.from_dict(cfg, path)
     text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+    if model is not None:
+        outputs.check_config(path, force)
+        text = outputs.stamped(text, model)
     if header:
         text = ''.join('# ' + line + '\n' for line in header.splitlines()) + text
     atomic_write_text(path, text)
+    return path
 
 
 def parse_labels(value: Optional[str]) -> List[str]:

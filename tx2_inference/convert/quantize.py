@@ -154,8 +154,11 @@ def ort_latency_ms(onnx_paths: List[str], feed: Dict[str, np.ndarray], runs: int
 def quantize(onnx_path: str, output: str, calib_dir: str, fmt: str = 'qdq',
              config_path: Optional[str] = None, limit: int = 64, method: str = 'minmax',
              per_channel: bool = True, measure: bool = True,
-             latency_runs: int = 20) -> QuantizeReport:
+             latency_runs: int = 20, force: bool = False) -> QuantizeReport:
     """Quantize ``onnx_path`` to INT8 at ``output`` (its .yaml config copied beside it).
+
+    :param force: replace an existing ``output`` and a hand-edited config there (``.bak``
+        copies kept); ``output`` equal to ``onnx_path`` is refused even so.
 
     :param fmt: ``qdq`` (symmetric S8S8, for TensorRT) or ``qoperator`` (U8S8, for ORT CPU).
     :param method: calibration: minmax, entropy or percentile.
@@ -168,6 +171,8 @@ def quantize(onnx_path: str, output: str, calib_dir: str, fmt: str = 'qdq',
         raise UserError('ONNX model {!r} does not exist.'.format(onnx_path))
     if fmt not in ('qdq', 'qoperator'):
         raise UserError('--format {!r}: choose qdq or qoperator.'.format(fmt))
+    from tx2_inference.convert import outputs
+    outputs.check_output(output, [onnx_path, config_path], force)
     cfg = cfgmod.load(config_path or cfgmod.config_path_for(onnx_path))
     feeds = calibration_feeds(onnx_path, calib_dir, cfg, limit)
     report = QuantizeReport(output, fmt)
@@ -202,8 +207,8 @@ def quantize(onnx_path: str, output: str, calib_dir: str, fmt: str = 'qdq',
                                                             latency_runs)
         report.fp32_mb = os.path.getsize(onnx_path) / 1e6
         report.int8_mb = os.path.getsize(tmp) / 1e6
-    cfgmod.save(cfgmod.config_path_for(output), cfg, header='Written by tx2-convert quantize '
-                '({} INT8) from {}.'.format(fmt.upper(), os.path.basename(onnx_path)))
+    cfgmod.save(None, cfg, header='Written by tx2-convert quantize ({} INT8) from {}.'.format(
+        fmt.upper(), os.path.basename(onnx_path)), model=output, force=force)
     atomic_write_text(os.path.splitext(output)[0] + '.quantize.json',
                       json.dumps(report.as_dict(), indent=1) + '\n')
     return report

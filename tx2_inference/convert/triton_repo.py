@@ -9,6 +9,7 @@ before anything is written, so a typo in ``--extra`` fails here, not on the serv
 """
 
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -140,6 +141,37 @@ def _batch_size(requested: Optional[int], tensors: List[RepoTensor], model_path:
     return requested
 
 
+# Triton model names: a folder of the repository, so one path component; letters, digits,
+# '_', '-' and '.', starting with a letter, digit or '_' ('.' and '..' are not names).
+_MODEL_NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is a model name Triton takes and a single folder; else raise.
+
+    :raises ConfigError: ``.``, ``..``, a path (``../x``, ``a/b``) or other characters.
+    """
+    if not _MODEL_NAME.match(name or '') or name in ('.', '..'):
+        raise ConfigError('--name {!r} is not a model name: use letters, digits, _, - and . '
+                          "(starting with a letter, digit or _), one folder of the "
+                          "repository, e.g. 'ssdlite_person'".format(name))
+    return name
+
+
+def model_folder(repository: str, name: str) -> str:
+    """Return ``repository/name``, checked to be a direct child of the repository.
+
+    :raises ConfigError: the folder resolves elsewhere (a link out of the repository).
+    """
+    folder = os.path.join(repository, name)
+    root = os.path.realpath(repository)
+    parent = os.path.realpath(os.path.dirname(os.path.abspath(folder)))
+    if parent != root or os.path.basename(folder) != name:
+        raise ConfigError('model folder {!r} is not inside the repository {!r}'.format(
+            folder, repository))
+    return folder
+
+
 def write_repository(model_path: str, repository: str, name: Optional[str] = None,
                      version: int = 1, max_batch_size: Optional[int] = None,
                      dynamic_batching: bool = True, queue_delay_us: int = 100,
@@ -169,7 +201,7 @@ def write_repository(model_path: str, repository: str, name: Optional[str] = Non
         raise ConfigError('--kind {!r} is not one of {}'.format(kind, ', '.join(KINDS)))
     if int(version) < 1 or int(instances) < 1:
         raise ConfigError('--version and --instances must be 1 or more')
-    name = name or os.path.splitext(os.path.basename(model_path))[0]
+    name = check_model_name(name or os.path.splitext(os.path.basename(model_path))[0])
     batch = _batch_size(max_batch_size, inputs + outputs, model_path)
     text = config_text(name, platform, inputs, outputs, batch, dynamic_batching,
                        queue_delay_us, instances, kind)
@@ -182,11 +214,12 @@ def write_repository(model_path: str, repository: str, name: Optional[str] = Non
         text = text_format.MessageToString(merged)
     model_config = _model_config(model_path, config_path, inputs, outputs)
 
-    folder = os.path.join(repository, name)
-    if os.path.exists(folder) and not force:
+    folder = model_folder(repository, name)
+    if os.path.lexists(folder) and not force:
         raise UserError('{!r} exists: pass --force to replace it'.format(folder))
     os.makedirs(repository, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='.' + name + '.', dir=repository)
+    aside = None
     try:
         os.makedirs(os.path.join(staging, str(int(version))))
         shutil.copyfile(model_path, os.path.join(staging, str(int(version)), file_name))
@@ -197,12 +230,27 @@ def write_repository(model_path: str, repository: str, name: Optional[str] = Non
             shutil.copyfile(source, os.path.join(staging, name + '.yaml'))
         else:
             model_config.save(os.path.join(staging, name + '.yaml'))
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.rename(staging, folder)
+        # Replace: the old folder renamed aside, the new one renamed in, then the old deleted;
+        # a failure in between leaves the old model in place (or aside, named in the error).
+        if os.path.lexists(folder):
+            aside = tempfile.mkdtemp(prefix='.' + name + '.old.', dir=repository)
+            os.rename(folder, os.path.join(aside, name))
+        try:
+            os.rename(staging, folder)
+        except BaseException:
+            if aside is not None:
+                os.rename(os.path.join(aside, name), folder)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None and not os.listdir(aside):
+            os.rmdir(aside)
         raise
+    if aside is not None:
+        old = os.path.join(aside, name)
+        if os.path.islink(old):
+            os.unlink(old)  # a link is removed, never what it points to
+        shutil.rmtree(aside)
     return {'folder': folder, 'config': os.path.join(folder, 'config.pbtxt'),
             'model': os.path.join(folder, str(int(version)), file_name),
             'model_config': os.path.join(folder, name + '.yaml'), 'platform': platform}

@@ -14,15 +14,46 @@ Entry points are read lazily (only for a type the registry lacks) with ``importl
 (Python 3.8+), else the ``importlib_metadata`` backport, else ``pkg_resources`` (Python 3.6 on
 the robot). Every failure is a :class:`~tx2_inference.errors.ConfigError` naming the module or
 entry point and why it failed.
+
+A model config is data, and importing a module runs its code: ``decoder.module`` may name only
+a module (or a submodule of a package) that is an installed entry point's, named in
+``TX2_INFERENCE_DECODER_MODULES`` (comma-separated) or given to `allow_modules` (the node's
+read-only ``decoder_modules`` parameter). A module on ``sys.path`` by chance (the working
+directory) is refused. Whatever the import raises, ``SystemExit`` included, becomes a
+ConfigError; only ``KeyboardInterrupt`` passes.
 """
 
 import importlib
+import os
 import traceback
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional, Set
 
 from tx2_inference.errors import ConfigError
 
 GROUP = 'tx2_inference.decoders'
+ENV_MODULES = 'TX2_INFERENCE_DECODER_MODULES'
+_ALLOWED: Set[str] = set()  # modules allowed by the application (allow_modules)
+
+
+def allow_modules(names: Iterable[str]) -> None:
+    """Set the modules (and their submodules) a model config's ``decoder.module`` may name."""
+    _ALLOWED.clear()
+    _ALLOWED.update(n.strip() for n in names if n and n.strip())
+
+
+def allowed_modules() -> List[str]:
+    """Return the allowed module roots: `allow_modules`, the variable, the entry points'."""
+    names = set(_ALLOWED)
+    names.update(n.strip() for n in os.environ.get(ENV_MODULES, '').split(',') if n.strip())
+    try:
+        names.update(ep.target.split(':')[0].strip() for ep in entry_points())
+    except Exception:  # noqa: B902 - broken metadata: the other sources still count
+        pass
+    return sorted(names)
+
+
+def _allowed(module: str) -> bool:
+    return any(module == root or module.startswith(root + '.') for root in allowed_modules())
 
 
 class _EntryPoint(object):
@@ -85,13 +116,24 @@ def import_module(module: str, decoder_type: str) -> None:
 
     :raises ConfigError: naming the module and why it failed to import.
     """
+    if not _allowed(module):
+        raise ConfigError(
+            'decoder.module: {!r} (for decoder type {!r}) is not an allowed module: importing '
+            'runs its code, so a model config may name only the module of an installed {} '
+            'entry point, one listed in the node parameter decoder_modules (launch only) or in '
+            'the environment variable {}. Allowed now: {}. Add it there if you trust it, or '
+            'install the decoder as an entry point (docs/BRING_YOUR_OWN_DETECTOR.md).'.format(
+                module, decoder_type, GROUP, ENV_MODULES,
+                ', '.join(allowed_modules()) or 'none'))
     try:
         importlib.import_module(module)
+    except KeyboardInterrupt:
+        raise
     except ImportError as exc:
         raise ConfigError('decoder.module: cannot import {!r} for decoder type {!r}: {}. Install '
                           'the package that provides it, or put its folder on PYTHONPATH.'
                           .format(module, decoder_type, _why(exc))) from exc
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B902 - SystemExit too: a config cannot end the process
         raise ConfigError('decoder.module: importing {!r} for decoder type {!r} failed: {}.'
                           .format(module, decoder_type, _why(exc))) from exc
 
@@ -117,7 +159,9 @@ def load_entry_point(decoder_type: str) -> Optional[Any]:
     ep = matches[0]
     try:
         return ep.load()
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: B902 - SystemExit too
         raise ConfigError('decoder.type: the entry point {} = {} of {} (group {}) failed to '
                           'load: {}. Fix or reinstall that package.'.format(
                               ep.name, ep.target, ep.distribution, GROUP, _why(exc))) from exc

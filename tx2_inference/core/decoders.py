@@ -298,12 +298,13 @@ def decoder_class(name: str, module: Optional[str] = None) -> Type[Decoder]:
                               'which is not a Decoder subclass and registered no decoder {!r}.'
                               .format(name, decoder_plugins.GROUP, loaded, name))
     if name not in _REGISTRY:
-        raise ConfigError('decoder.type: {!r} is not a known decoder; choose one of {}, or '
+        from tx2_inference.core.redact import choice
+        known = available_decoder_names()
+        raise ConfigError('decoder.type: {} is not a known decoder; choose one of {}, or '
                           'bring your own: decoder.module naming a module that registers it, '
                           'or a package declaring it in the entry-point group {} '
                           '(docs/BRING_YOUR_OWN_DETECTOR.md).'.format(
-                              name, ', '.join(available_decoder_names()),
-                              decoder_plugins.GROUP))
+                              choice(name, known), ', '.join(known), decoder_plugins.GROUP))
     return _REGISTRY[name]
 
 

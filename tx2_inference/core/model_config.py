@@ -7,8 +7,9 @@ unambiguous may be left out: :meth:`ModelConfig.resolve` fills it in, and otherw
 """
 
 import copy
+import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -22,6 +23,7 @@ from tx2_inference.core.decoders import (
     TO_BE_COMPLETED,
 )
 from tx2_inference.core.preprocess import COLORS, LAYOUTS, RESIZE_MODES
+from tx2_inference.core.redact import choice, describe, unknown_names
 from tx2_inference.errors import ConfigError
 
 INPUT_DEFAULTS: Dict[str, Any] = {
@@ -37,10 +39,23 @@ DETECTION_DEFAULTS: Dict[str, Any] = {
     'score_threshold': 0.5, 'iou_threshold': 0.45, 'max_detections': 100,
     'class_agnostic_nms': False,
 }
+#: The accepted range of each numeric ``detection`` value, as the node's parameters have it:
+#: a threshold above 1 or NaN would silently drop every detection.
+DETECTION_RANGES: Dict[str, Tuple[float, float]] = {
+    'score_threshold': (0.0, 1.0), 'iou_threshold': (0.0, 1.0), 'max_detections': (1, 10000),
+}
 
 
 def config_path_for(model_path: str) -> str:
-    """Return the config path beside a model: ``model.onnx`` -> ``model.yaml``."""
+    """Return the config path beside a model: ``model.onnx`` -> ``model.yaml``.
+
+    An artefact's own config, ``model.onnx.yaml``, comes first where it exists: the converter
+    writes one when ``model.yaml`` belongs to another artefact of the same stem (a
+    ``model.tflite`` beside ``model.onnx``), so neither replaces the other's.
+    """
+    own = model_path + '.yaml'
+    if os.path.isfile(own):
+        return own
     return os.path.splitext(model_path)[0] + '.yaml'
 
 
@@ -56,6 +71,21 @@ def _plain(value: Any) -> Any:
 def _dims(shape: Sequence[Any]) -> List[int]:
     """Return a shape with every dynamic dimension (None, -1, a symbol) as -1."""
     return [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else -1 for d in shape]
+
+
+def guess_layout(shape: Sequence[Any]) -> Optional[str]:
+    """Return 'nhwc' or 'nchw' from where the 1 or 3 channels of a 4-D shape are, else None.
+
+    None when both axes 1 and 3 could be the channels (e.g. [1, 3, 8, 3]) or neither could (a
+    free or other size in both): the layout must then be given, not guessed.
+    """
+    dims = _dims(shape)
+    if len(dims) != 4:
+        return None
+    last, second = dims[3] in (1, 3), dims[1] in (1, 3)
+    if last != second:
+        return 'nhwc' if last else 'nchw'
+    return None
 
 
 def _describe(tensors: Sequence[Any]) -> str:
@@ -125,12 +155,13 @@ class ModelConfig(object):
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
             raise ConfigError('{}: unknown section(s) {}; the sections are {}.'.format(
-                where, ', '.join(map(str, unknown)), ', '.join(SECTIONS)))
+                where, unknown_names(unknown, SECTIONS), ', '.join(SECTIONS)))
         for section, kind in (('input', dict), ('decoder', dict), ('labels', list),
                               ('detection', dict)):
             if data.get(section) is not None and not isinstance(data[section], kind):
-                raise ConfigError('{}: {} must be a {}, got {!r}.'.format(
-                    where, section, 'mapping' if kind is dict else 'list', data[section]))
+                raise ConfigError('{}: {} must be a {}, got {}.'.format(
+                    where, section, 'mapping' if kind is dict else 'list',
+                    describe(data[section])))
         return cls(data.get('input'), data.get('decoder'), data.get('labels'), path,
                    data.get('detection'))
 
@@ -183,27 +214,29 @@ class ModelConfig(object):
         inp = self.input
         if self._unknown_input:
             raise self._error('input', 'unknown key(s) {}; the keys are {}.'.format(
-                ', '.join(map(str, self._unknown_input)), ', '.join(INPUT_DEFAULTS)))
+                unknown_names(self._unknown_input, list(INPUT_DEFAULTS)),
+                ', '.join(INPUT_DEFAULTS)))
         for field, allowed in (('layout', LAYOUTS), ('color', COLORS),
                                ('resize', RESIZE_MODES), ('dtype', INPUT_DTYPES)):
             if inp[field] is not None and inp[field] not in allowed:
-                raise self._error('input.' + field, '{!r} is not one of {}.'.format(
-                    inp[field], ', '.join(allowed)))
+                raise self._error('input.' + field, '{} is not one of {}.'.format(
+                    choice(inp[field], allowed), ', '.join(allowed)))
         batch = inp['batch']
         if batch is not None and not (isinstance(batch, int) and not isinstance(batch, bool) and
                                       (batch >= 1 or batch == -1)):
-            raise self._error('input.batch', '{!r} is not the largest batch (a number of frames, '
-                              'or -1 for any).'.format(batch))
+            raise self._error('input.batch', '{} is not the largest batch (a number of frames, '
+                              'or -1 for any).'.format(describe(batch)))
         size = inp['size']
         if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2 and
                                      all(isinstance(v, int) and v > 0 for v in size)):
-            raise self._error('input.size', '{!r} is not [height, width] in pixels.'.format(size))
+            raise self._error('input.size', '{} is not [height, width] in pixels.'.format(
+                describe(size)))
         for field in ('pad_value', 'scale', 'mean', 'std'):
             values = inp[field] if isinstance(inp[field], (list, tuple)) else [inp[field]]
             if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                      for v in values):
-                raise self._error('input.' + field, '{!r} is not a number or a list of numbers.'
-                                  .format(inp[field]))
+                raise self._error('input.' + field, '{} is not a number or a list of numbers.'
+                                  .format(describe(inp[field])))
         if any(v == 0 for v in (inp['std'] if isinstance(inp['std'], list) else [inp['std']])):
             raise self._error('input.std', '{!r} contains 0.'.format(inp['std']))
         self._validate_detection()
@@ -218,12 +251,21 @@ class ModelConfig(object):
         unknown = sorted(set(self.detection) - set(DETECTION_DEFAULTS))
         if unknown:
             raise self._error('detection', 'unknown key(s) {}; the keys are {}.'.format(
-                ', '.join(map(str, unknown)), ', '.join(DETECTION_DEFAULTS)))
+                unknown_names(unknown, list(DETECTION_DEFAULTS)), ', '.join(DETECTION_DEFAULTS)))
         for key, value in self.detection.items():
             kind = type(DETECTION_DEFAULTS[key])
             if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float)):
-                raise self._error('detection.' + key, '{!r} is not a {}.'.format(
-                    value, {bool: 'true/false', int: 'whole number', float: 'number'}[kind]))
+                raise self._error('detection.' + key, '{} is not a {}.'.format(
+                    describe(value),
+                    {bool: 'true/false', int: 'whole number', float: 'number'}[kind]))
+            if kind is int and math.isfinite(value) and value != int(value):
+                raise self._error('detection.' + key, '{!r} is not a whole number.'.format(
+                    value))
+            low, high = DETECTION_RANGES.get(key, (None, None))
+            if low is not None and not (math.isfinite(value) and low <= value <= high):
+                raise self._error('detection.' + key, '{!r} is not between {} and {} (the range '
+                                  "of the node's parameter): the node would publish nothing "
+                                  'useful. Write a value in range.'.format(value, low, high))
         try:
             self.detection_params()
         except ConfigError as exc:
@@ -314,9 +356,9 @@ class ModelConfig(object):
 
     def _guess_layout(self, name: str, shape: List[int]) -> str:
         """Return nhwc or nchw from where the 1 or 3 channels are; ConfigError if unclear."""
-        last, second = shape[3] in (1, 3), shape[1] in (1, 3)
-        if last != second:
-            return 'nhwc' if last else 'nchw'
+        layout = guess_layout(shape)
+        if layout is not None:
+            return layout
         raise self._error('input.layout', 'cannot tell the layout of input {} from its shape {};'
                           ' write input.layout: nhwc or nchw.'.format(name, shape))
 

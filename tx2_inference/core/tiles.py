@@ -8,9 +8,10 @@ overlap, optionally plus the whole frame), maps each crop's boxes back into fram
 The merge is a greedy NMS that knows where the tiles were cut. A box that touches an edge of
 its tile which lies *inside* the frame (``cut_edges``) may be a part of an object that
 continues in the next tile; such a box and a box that largely contains it (intersection over
-the smaller box's area >= ``ios_threshold``) are one object: the better-scoring box is kept,
-grown to cover both when it is the cut one. Boxes that are not cut are suppressed by IoU as a
-plain NMS would, so two people standing close together stay two boxes.
+the smaller box's area >= ``ios_threshold``), and whose sides agree where neither is cut, are
+one object: the better-scoring box is kept, grown to cover both when it is the cut one. Boxes
+that are not cut are suppressed by IoU as a plain NMS would, so two people standing close
+together stay two boxes.
 
 Everything here is numpy only (no ROS, no backend); the facade (``tx2_inference.tiling``)
 runs the tiles through the executor.
@@ -161,19 +162,21 @@ def cut_edges(boxes_xyxy: np.ndarray, tile: Tile, height: int, width: int,
 
 
 def merge_tiles(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
-                cut: np.ndarray, iou_threshold: float, ios_threshold: float = 0.6,
-                max_detections: int = 0, class_agnostic: bool = False
-                ) -> Tuple[np.ndarray, np.ndarray]:
+                cut: np.ndarray, iou_threshold: float, ios_threshold: float = 0.7,
+                max_detections: int = 0, class_agnostic: bool = False,
+                side_tolerance: float = 0.2) -> Tuple[np.ndarray, np.ndarray]:
     """
     Merge the boxes of every tile of a frame into one set: greedy NMS that knows tile cuts.
 
     In score order, a box joins an earlier kept box of its class (any class with
     ``class_agnostic``) when their IoU is above ``iou_threshold`` (a plain NMS), or when one
-    of the two is cut by a tile edge (``cut_edges``) and their intersection covers at least
-    ``ios_threshold`` of the smaller box: the two are one object, seen whole in one tile and
-    cut in the other (or cut in both, across the overlap). A kept box that is cut grows to
-    cover the box it absorbs (and stays cut only if that one was cut too); a whole kept box
-    stays as it is.
+    of the two is cut by a tile edge (``cut_edges``), their intersection covers at least
+    ``ios_threshold`` of the smaller box, and the sides that neither has cut agree (within
+    ``side_tolerance`` of the smaller box's width or height): the two are one object, seen
+    whole in one tile and cut in the other (or cut in both, across the overlap). The side
+    check keeps apart two people walking side by side when a tile cuts one of them. A kept box
+    that is cut grows to cover the box it absorbs (a grown side is cut only if the absorbed
+    box's was); a whole kept box stays as it is.
 
     :param boxes_xyxy: [N, 4] boxes in frame pixels, from every tile.
     :param scores: [N] scores.
@@ -186,19 +189,19 @@ def merge_tiles(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarra
     boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     classes = np.asarray(class_ids).reshape(-1)
-    cut_any = np.asarray(cut, dtype=bool).reshape(-1, 4).any(axis=1)
+    cuts = np.asarray(cut, dtype=bool).reshape(-1, 4)
     order = np.argsort(-scores, kind='mergesort')
     areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
     kept = []  # type: List[int]
     merged = []  # type: List[np.ndarray]
-    kept_cut = []  # type: List[bool]
+    kept_cuts = []  # type: List[np.ndarray]
     for index in order:
-        box = boxes[index]
+        box, box_cut = boxes[index], cuts[index]
         joined = False
         for slot, other in enumerate(kept):
             if not class_agnostic and classes[other] != classes[index]:
                 continue
-            target = merged[slot]
+            target, target_cut = merged[slot], kept_cuts[slot]
             inter = _intersection(box, target)
             if inter <= 0.0:
                 continue
@@ -206,23 +209,40 @@ def merge_tiles(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarra
             union = areas[index] + area_t - inter
             if union > 0 and inter / union > iou_threshold:
                 joined = True
-            elif (cut_any[index] or kept_cut[slot]) and \
-                    inter / max(min(areas[index], area_t), 1e-6) >= ios_threshold:
+            elif (box_cut.any() or target_cut.any()) and \
+                    inter / max(min(areas[index], area_t), 1e-6) >= ios_threshold and \
+                    _sides_agree(box, box_cut, target, target_cut, side_tolerance):
                 joined = True
             if joined:
-                if kept_cut[slot]:  # a cut box grows to cover what it is part of
-                    merged[slot] = np.concatenate([np.minimum(target[:2], box[:2]),
-                                                   np.maximum(target[2:], box[2:])])
-                kept_cut[slot] = kept_cut[slot] and bool(cut_any[index])
+                if target_cut.any():  # a cut box grows to cover what it is part of
+                    grown = np.concatenate([np.minimum(target[:2], box[:2]),
+                                            np.maximum(target[2:], box[2:])])
+                    moved = grown != target
+                    kept_cuts[slot] = np.where(moved, box_cut, target_cut)
+                    merged[slot] = grown
                 break
         if not joined:
             kept.append(int(index))
             merged.append(box.copy())
-            kept_cut.append(bool(cut_any[index]))
+            kept_cuts.append(box_cut.copy())
     if max_detections > 0:
         kept, merged = kept[:max_detections], merged[:max_detections]
     return (np.asarray(kept, dtype=np.int64),
             np.asarray(merged, dtype=np.float32).reshape(-1, 4))
+
+
+def _sides_agree(a: np.ndarray, a_cut: np.ndarray, b: np.ndarray, b_cut: np.ndarray,
+                 tolerance: float) -> bool:
+    """Return whether the sides that neither box has cut lie within ``tolerance`` of a size."""
+    width = min(a[2] - a[0], b[2] - b[0])
+    height = min(a[3] - a[1], b[3] - b[1])
+    for side in (LEFT, TOP, RIGHT, BOTTOM):
+        if a_cut[side] or b_cut[side]:
+            continue
+        size = width if side in (LEFT, RIGHT) else height
+        if abs(float(a[side]) - float(b[side])) > tolerance * size:
+            return False
+    return True
 
 
 def _intersection(a: np.ndarray, b: np.ndarray) -> float:

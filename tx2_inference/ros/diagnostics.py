@@ -23,6 +23,9 @@ LATENCY_SAMPLES = 500
 # to the slot's worker, or waiting as the pending frame) -> end (infer) -> the completion thread
 # takes it (collect) -> decoded (decode) -> published (publish).
 STAGES = ('transport_in', 'convert', 'queue', 'infer', 'collect', 'decode', 'publish')
+# Drop reasons that turn a camera's status to WARN while they happen: a frame above
+# max_frame_pixels, and a frame whose conversion raised (MemoryError, ...).
+ALARM_DROPS = ('bad_frame_too_large', 'frame_exception')
 _STAMPS = ('submitted', 'infer_end', 'infer_ms', 'collected', 'decoded')
 
 
@@ -43,6 +46,7 @@ class CameraCounters(object):
         self.stage_frames = 0
         self.stage_ms_total = [0.0] * len(STAGES)
         self.last_stages = (0, [0.0] * len(STAGES))  # at the last camera_status
+        self.last_alarms = {}  # type: Dict[str, int]
 
     def frame_in(self) -> None:
         """Count a frame that arrived."""
@@ -146,6 +150,11 @@ def detector_status(node_name: str, state: str, detector: Any, last_error: str,
                     else DiagnosticStatus.WARN)
         message = '{}; backend {} at {}: {}'.format(state, health.get('state'),
                                                    health.get('url'), health.get('last_error'))
+    recent, bad = int(stats.get('recent_frames', 0)), int(stats.get('nonfinite_recent', 0))
+    if bad:  # the model gives NaN/Inf: those frames are dropped, not published as empty
+        level = max(level, DiagnosticStatus.ERROR if bad == recent else DiagnosticStatus.WARN)
+        message = ('{}; {} of the last {} frames had NaN/Inf model outputs and were dropped '
+                   '(an FP16 overflow? rebuild the engine in fp32)'.format(message, bad, recent))
     return _status(level, name, message, values, hardware_id=str(detector.backend_name))
 
 
@@ -180,6 +189,15 @@ def camera_status(node_name: str, image_topic: str, detections_topic: str,
         level, message = DiagnosticStatus.WARN, 'no images'
     else:
         level, message = DiagnosticStatus.OK, 'ok'
+    # Frames refused for their size, or that raised while converting: WARN while they come.
+    alarms = {reason: dropped.get(reason, 0) for reason in ALARM_DROPS}
+    with counters.lock:
+        last_alarms, counters.last_alarms = counters.last_alarms, alarms
+    new = ['{} {}'.format(r, n - last_alarms.get(r, 0)) for r, n in sorted(alarms.items())
+           if n > last_alarms.get(r, 0)]
+    if new:
+        level = max(level, DiagnosticStatus.WARN)
+        message = '{}; frames refused since the last status: {}'.format(message, ', '.join(new))
     values = [
         ('image_topic', image_topic), ('detections_topic', detections_topic),
         ('input_rate_hz', format_value(rate_in)), ('output_rate_hz', format_value(rate_out)),

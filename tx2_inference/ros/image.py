@@ -8,7 +8,10 @@ and bgra8 are views on the message's buffer (``np.frombuffer`` + ``as_strided``)
 (``255 / 65535``), honouring ``is_bigendian``; the packed yuv422 encodings (``yuv422`` =
 ``uyvy``, ``yuv422_yuy2`` = ``yuyv``) are converted to RGB with OpenCV.
 
-`compressed_to_array` decodes a `sensor_msgs/CompressedImage` (jpeg, png).
+`compressed_to_array` decodes a `sensor_msgs/CompressedImage` (jpeg, png). It reads the width
+and height from the PNG or JPEG header first and refuses a frame above ``max_pixels``
+(``too_large``) before decoding: a 200 KB PNG can decode to gigabytes. 16-bit pixels are
+scaled to 8 bits by OpenCV in one pass, with no float copy of the frame.
 
 Every message that cannot become a frame raises `FrameError`; its ``reason`` attribute is a
 short category (``unknown_encoding``, ``empty``, ``step_too_small``, ``data_too_short``,
@@ -31,6 +34,10 @@ __all__ = [
     'ENCODING_LAYOUTS', 'array_to_compressed_msg', 'array_to_image_msg', 'compressed_to_array',
     'frame_error', 'image_to_array',
 ]
+
+DEFAULT_MAX_PIXELS = 25000000  # the node's max_frame_pixels default
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start of frame: the size
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD9)) | {0x01, 0xFF}  # markers without a length
 
 # The encodings read: encoding -> (dtype, channels, color of the returned array, channels
 # kept (None: all)).
@@ -76,8 +83,60 @@ def frame_error(reason: str, message: str) -> FrameError:
 
 
 def _to_8bit(array: np.ndarray) -> np.ndarray:
-    """Scale 16-bit pixels to 8 bits as cv_bridge does: convertTo(CV_8U, 255 / 65535), rounded."""
-    return np.rint(array.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    """Scale 16-bit pixels to 8 bits as cv_bridge does: convertTo(CV_8U, 255 / 65535), rounded.
+
+    OpenCV scales row by row into the 8-bit result: no float (or 32-bit) copy of the frame.
+    ``v * 255 / 65535`` is never halfway between two integers, so rounding is unambiguous.
+    """
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder('='))  # big-endian message: one swap
+    array = np.ascontiguousarray(array)
+    return cv2.convertScaleAbs(array, alpha=255.0 / 65535.0)
+
+
+def too_large(width: int, height: int, max_pixels: int, what: str) -> Optional[FrameError]:
+    """Return the `FrameError` (reason ``too_large``) for a frame above ``max_pixels``, or None."""
+    if max_pixels and width * height > max_pixels:
+        return frame_error('too_large', '{} is {}x{} = {} pixels, above max_frame_pixels {}: '
+                           'publish smaller frames, or raise max_frame_pixels at launch if the '
+                           'robot has the memory for them.'.format(
+                               what, width, height, width * height, max_pixels))
+    return None
+
+
+def compressed_size(data: Any) -> Optional[Tuple[int, int]]:
+    """Return (width, height) from a PNG's IHDR or a JPEG's start-of-frame, or None.
+
+    :param data: the file's bytes (any bytes-like object; a memoryview reads without a copy).
+    """
+    head = memoryview(data).cast('B')
+    start = bytes(head[:8])
+    if start.startswith(_SIGNATURES[1]):
+        if len(head) < 24 or bytes(head[12:16]) != b'IHDR':
+            return None
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    if not start.startswith(b'\xff\xd8'):
+        return None
+    index, size = 2, len(head)
+    while index + 4 <= size:
+        if head[index] != 0xFF:
+            return None  # not at a marker: corrupt
+        marker = head[index + 1]
+        if marker in _JPEG_STANDALONE:
+            index += 1 if marker == 0xFF else 2  # fill byte, or a marker without a segment
+            continue
+        if marker == 0xD9 or marker == 0xDA:
+            return None  # end of image or scan data before any frame header
+        length = int.from_bytes(head[index + 2:index + 4], 'big')
+        if marker in _JPEG_SOF:
+            if index + 9 > size or length < 7:
+                return None
+            height = int.from_bytes(head[index + 5:index + 7], 'big')
+            return int.from_bytes(head[index + 7:index + 9], 'big'), height
+        if length < 2:
+            return None
+        index += 2 + length
+    return None
 
 
 def _buffer(data: Any) -> np.ndarray:
@@ -94,11 +153,13 @@ def _buffer(data: Any) -> np.ndarray:
                               ) from error
 
 
-def image_to_array(msg: Any) -> Tuple[np.ndarray, str]:
+def image_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
     """
     Convert a `sensor_msgs/Image` to an array for the detector.
 
     :param msg: a `sensor_msgs/Image` (or any object with its fields).
+    :param max_pixels: the largest width x height converted (0: no limit); above it the
+        frame is refused (``too_large``).
     :returns: ``(array, color)``: an HxWx3 uint8 array with ``color`` ``'rgb'`` or ``'bgr'``,
         or an HxW uint8 array with ``color`` ``'mono'``. For rgb8, bgr8, rgba8, bgra8 and mono8
         the array is a read-only view on ``msg.data`` (no copy).
@@ -127,6 +188,9 @@ def image_to_array(msg: Any) -> Tuple[np.ndarray, str]:
     if flat.size > expected:
         raise frame_error('data_too_long', 'Image data has {} bytes, height * step is {}: set '
                           'height and step to match the data.'.format(flat.size, expected))
+    error = too_large(width, height, max_pixels, 'Image')
+    if error is not None:
+        raise error
     if encoding in _YUV_TO_RGB and width % 2:
         raise frame_error('odd_width', 'Packed {} needs an even width, got {}: crop the image '
                           'to an even width.'.format(encoding, width))
@@ -169,7 +233,8 @@ def _fallback_cv_bridge(msg: Any, encoding: str) -> Tuple[np.ndarray, str]:
                       '{}.'.format(encoding, _SUPPORTED))
 
 
-def compressed_to_array(msg: Any) -> Tuple[np.ndarray, str]:
+def compressed_to_array(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS
+                        ) -> Tuple[np.ndarray, str]:
     """
     Decode a `sensor_msgs/CompressedImage` (jpeg or png) for the detector.
 
@@ -177,6 +242,8 @@ def compressed_to_array(msg: Any) -> Tuple[np.ndarray, str]:
     bgr8"``; an empty format is decoded by content.
 
     :param msg: a `sensor_msgs/CompressedImage` (or any object with its fields).
+    :param max_pixels: the largest width x height decoded (0: no limit), read from the
+        header before decoding; above it the frame is refused (``too_large``).
     :returns: ``(array, color)``: HxWx3 uint8 ``'bgr'`` or HxW uint8 ``'mono'``.
     :raises FrameError: unsupported format, empty or corrupt data; ``error.reason`` says why.
     """
@@ -196,6 +263,14 @@ def compressed_to_array(msg: Any) -> Tuple[np.ndarray, str]:
         raise frame_error('corrupt_data', 'CompressedImage data ({} bytes, format {!r}) is '
                           'neither jpeg nor png (it starts with {!r}): publish jpeg or png '
                           'bytes.'.format(data.size, msg.format, head[:4]))
+    size = compressed_size(data)
+    if size is None:
+        raise frame_error('corrupt_data', 'CompressedImage data ({} bytes, format {!r}) has no '
+                          'readable PNG/JPEG header with the image size: the data is corrupt.'
+                          .format(data.size, msg.format))
+    error = too_large(size[0], size[1], max_pixels, 'CompressedImage')
+    if error is not None:
+        raise error
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:

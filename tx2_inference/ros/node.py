@@ -53,6 +53,7 @@ from tx2_inference.ros.image import array_to_image_msg, compressed_to_array, ima
 from tx2_inference.ros.logging_bridge import PackageLogRoute, route_package_logs
 from tx2_inference.ros.messages import detections_to_msg, label_info_msg
 from tx2_inference.ros.parameters import (
+    callers,
     camera_namespace,
     check_topics,
     default_model_path,
@@ -130,6 +131,7 @@ class InferenceNode(LifecycleNode):
         self._warmup_note = ''
         self._tracker_config = None  # type: Optional[Any]
         self._log_route: Optional[PackageLogRoute] = None
+        self._max_pixels = 0
         # A Jetson's tegrastats, started on the first diagnostics there (never elsewhere).
         self._tegrastats = jetson.TegrastatsReader()
         super().__init__(node_name, **kwargs)
@@ -139,6 +141,7 @@ class InferenceNode(LifecycleNode):
             self, is_configured=lambda: self._configured,
             labels=lambda: self._detector.labels if self._detector is not None else None,
             on_live_change=self._on_live_change)
+        self._max_pixels = int(self._params.value('max_frame_pixels'))
         # /diagnostics is published in every state, so an operator sees why a configure failed.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S,
@@ -186,6 +189,7 @@ class InferenceNode(LifecycleNode):
         :returns: SUCCESS when configured; FAILURE (back to unconfigured, nothing held) when a
             parameter or file must be fixed, with a log message saying which and how.
         """
+        self._log_request('configure')
         try:
             self._configure()
         except UserError as error:
@@ -206,6 +210,18 @@ class InferenceNode(LifecycleNode):
             .format(tiles, len(tiles), self._detector.batch_size)))
         return TransitionCallbackReturn.SUCCESS
 
+    def _log_request(self, transition: str) -> None:
+        """Log a transition and who may have asked (the node never triggers its own)."""
+        self.get_logger().info('{} requested through {}/change_state (its clients: {})'.format(
+            transition, self.get_fully_qualified_name(), callers(self, 'change_state')))
+
+    def _set_hint(self, name: str, example: str) -> str:
+        """Return how to set a parameter now: ros2 param set, or at launch when read-only."""
+        if self.describe_parameter(name).read_only:
+            return ('it is read-only (launch only): restart the node with -p {}:={} or set it '
+                    'in the params file'.format(name, example))
+        return 'ros2 param set {} {} {}'.format(self.get_fully_qualified_name(), name, example)
+
     def _fail(self, transition: str, message: str) -> TransitionCallbackReturn:
         """Log why a transition failed, release everything, and return FAILURE."""
         self._last_error = '{} failed: {}'.format(transition, message)
@@ -222,8 +238,8 @@ class InferenceNode(LifecycleNode):
         if not os.path.isfile(model_path) and backend != 'triton':  # triton: a name here
             raise ConfigError(
                 'model_path {!r} does not exist: set the parameter model_path to an .onnx, '
-                '.engine or .tflite file (ros2 param set {} model_path /path/to/model.onnx) '
-                'and configure again.'.format(model_path, self.get_fully_qualified_name()))
+                '.engine or .tflite file ({}) and configure again.'.format(
+                    model_path, self._set_hint('model_path', '/path/to/model.onnx')))
         config_path = self._params.value('model_config') or None
         if config_path is not None:
             config_path = os.path.expanduser(config_path)
@@ -238,7 +254,9 @@ class InferenceNode(LifecycleNode):
             raise ConfigError(reason)
         self._cameras = [Camera(topic) for topic in topics]
 
+        from tx2_inference.core import decoder_plugins
         from tx2_inference.detector import Detector
+        decoder_plugins.allow_modules(self._params.value('decoder_modules') or ())
         self._detector = Detector(
             model_path, config_path=config_path, backend=backend,
             backend_options=self._params.backend_options(),
@@ -250,7 +268,8 @@ class InferenceNode(LifecycleNode):
             batch_timeout_ms=self._params.live['batch_timeout_ms'], sources=topics,
             spinning=self._params.value('ort_spinning'), tiles=TileGrid.parse(
                 self._params.value('tiles'), self._params.value('tile_overlap'),
-                self._params.value('tile_whole_frame')))
+                self._params.value('tile_whole_frame')),
+            tile_sources=self._tile_cameras(topics))
         reason = self._params.check('class_allowlist',
                                         self._params.live.get('class_allowlist'))
         if reason:
@@ -278,12 +297,23 @@ class InferenceNode(LifecycleNode):
             camera.debug_pub = self.create_lifecycle_publisher(
                 Image, camera.debug_topic, QoSProfile(depth=1))
 
+    def _tile_cameras(self, topics: List[str]) -> Optional[List[str]]:
+        """Return the cameras to tile (None: all), or raise ConfigError naming unknown ones."""
+        chosen = list(self._params.value('tile_cameras') or ())
+        unknown = [topic for topic in chosen if topic not in topics]
+        if unknown:
+            raise ConfigError('tile_cameras names topics that are not in image_topics: {}; '
+                              'image_topics: {}. Set tile_cameras to some of them (or unset '
+                              'it: every camera).'.format(', '.join(unknown), ', '.join(topics)))
+        return chosen or None
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """
         Subscribe to the cameras and switch the publishers on.
 
         :returns: SUCCESS, or FAILURE (still inactive) if a subscription cannot be created.
         """
+        self._log_request('activate')
         compressed = self._params.value('input_transport') == 'compressed'
         try:
             for camera in self._cameras:
@@ -309,6 +339,7 @@ class InferenceNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop taking frames, publish the results of the frames in flight, switch off."""
+        self._log_request('deactivate')
         self._destroy_subscriptions()
         if self._detector is not None and not self._detector.drain(DRAIN_TIMEOUT_S):
             self.get_logger().warning('frames still in flight after {} s; their results are '
@@ -320,11 +351,13 @@ class InferenceNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release the model, its buffers and GPU memory, and the publishers."""
+        self._log_request('cleanup')
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything, from any state; `main` then exits."""
+        self._log_request('shutdown')
         self._destroy_subscriptions()
         self._release()
         self._finalized = True
@@ -364,7 +397,20 @@ class InferenceNode(LifecycleNode):
     # ---------------------------------------------------------------- frames
 
     def _on_image(self, msg: Any, camera: Camera) -> None:
-        """Convert a frame and hand it to the detector; never blocks, never raises."""
+        """Convert a frame and hand it to the detector; never blocks, never raises.
+
+        An exception escaping a subscription callback would end rclpy's spin and the process:
+        whatever one frame raises is counted (frame_exception, WARN on /diagnostics) instead.
+        """
+        try:
+            self._take_image(msg, camera)
+        except Exception as error:  # noqa: B902
+            camera.counters.drop('frame_exception')
+            self.get_logger().error('dropped a frame from {} ({}: {})'.format(
+                camera.image_topic, type(error).__name__, error), throttle_duration_sec=5.0)
+
+    def _take_image(self, msg: Any, camera: Camera) -> None:
+        """Count, convert and submit one frame (`_on_image`'s body)."""
         arrived = time.perf_counter()
         received_ns = self.get_clock().now().nanoseconds
         camera.counters.frame_in()
@@ -376,13 +422,20 @@ class InferenceNode(LifecycleNode):
             return
         try:
             if isinstance(msg, CompressedImage):
-                array, color = compressed_to_array(msg)
+                array, color = compressed_to_array(msg, self._max_pixels)
             else:
-                array, color = image_to_array(msg)
+                array, color = image_to_array(msg, self._max_pixels)
         except FrameError as error:
             camera.counters.drop('bad_frame_' + getattr(error, 'reason', 'unknown'))
             self.get_logger().warning('dropped a frame from {}: {}'.format(
                 camera.image_topic, error), throttle_duration_sec=5.0)
+            return
+        except Exception as error:  # noqa: B902 - MemoryError, cv2.error: no frame ends the node
+            camera.counters.drop('frame_exception')
+            self.get_logger().error('dropped a frame from {} that failed to convert ({}: {}); '
+                                    'counted as frame_exception on /diagnostics'.format(
+                                        camera.image_topic, type(error).__name__, error),
+                                    throttle_duration_sec=5.0)
             return
         debug = (self._params.live.get('publish_debug_image') and
                  camera.debug_pub is not None and camera.debug_pub.get_subscription_count() > 0)
@@ -522,7 +575,8 @@ def usage() -> str:
         default = spec.default_value()
         shown = 'unset' if isinstance(default, Parameter.Type) else repr(default)
         lines.append('  {} (default {}; {})'.format(
-            spec.name, shown, 'reconfigure' if spec.reconfigure else 'live'))
+            spec.name, shown, 'launch only' if spec.launch_only else
+            'reconfigure' if spec.reconfigure else 'live'))
         lines += textwrap.wrap(spec.description, 95, initial_indent='      ',
                                subsequent_indent='      ')
     return '\n'.join(lines)

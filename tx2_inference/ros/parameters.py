@@ -6,6 +6,13 @@ needs a reconfigure (read-only while configured) and what a value must be (choic
 a check). rclpy rejects out-of-range values itself through the descriptors; the checks here
 reject the rest with a reason the caller of ``ros2 param set`` sees.
 
+Anyone on the DDS domain can call ``set_parameters``, so a parameter's *kind* decides who may
+set it: what chooses a model, a file, a server, code or a topic (`LAUNCH_KINDS`), and the
+limits that protect the node (``policy``), are read-only descriptors, set at launch only; the
+read-only ``allow_remote_reconfigure`` makes the first group settable while unconfigured
+again. A free-text reconfigure parameter declared without a kind counts as a ``file``: read-only
+by default (docs/ROBUSTNESS.md, README "Security").
+
 To add a parameter: append a `ParameterSpec` to `TABLE` (and a line with a comment to
 config/params.yaml, which test/ros/test_launch.py checks), then read it in the node with
 ``self._params.value(name)`` (reconfigure) or ``self._params.live[name]`` (live).
@@ -26,6 +33,7 @@ from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
 from tx2_inference.backends import BACKENDS, INPUTS_FROM, OUTPUTS_FROM, PRECISIONS
+from tx2_inference.backends.triton_backend import is_secret_header
 from tx2_inference.core.tiles import TileGrid
 from tx2_inference.core.tracking import DEFAULT_APPEARANCE_GATE
 from tx2_inference.errors import ConfigError
@@ -38,6 +46,13 @@ except ImportError:  # depends on the ROS distribution
 
 DEFAULT_MODEL = 'ssdlite_person.onnx'
 TRITON_COMPRESSIONS = ('none', 'gzip', 'deflate')
+DEFAULT_MAX_FRAME_PIXELS = 25000000  # above a 24 MP photo, 8K is 33 MP: raise it at launch
+# Parameter kinds. These choose what the node loads, reads, runs or talks to: launch only
+# (unless allow_remote_reconfigure). 'policy': a limit or permission, always launch only.
+LAUNCH_KINDS = ('model', 'file', 'server', 'code', 'topic')
+POLICY = 'policy'
+TUNING = 'tuning'
+ALLOW_REMOTE = 'allow_remote_reconfigure'
 INPUT_TRANSPORTS = ('raw', 'compressed')
 
 # Labels of the loaded model, or None while no model is loaded.
@@ -98,6 +113,16 @@ def check_tiles(value: str) -> str:
     return ''
 
 
+def check_tile_cameras(topics: Optional[Sequence[str]]) -> str:
+    """Return why a ``tile_cameras`` list is rejected (not topic names), or ''."""
+    for topic in topics or ():
+        try:
+            validate_topic_name(topic)
+        except Exception as error:  # rclpy raises InvalidTopicNameException
+            return 'tile_cameras: {!r} is not a valid topic name ({}).'.format(topic, error)
+    return ''
+
+
 def parse_headers(entries: Optional[Sequence[str]]) -> Dict[str, str]:
     """Return request headers from ``['name=value', ...]`` (``name: value`` works too).
 
@@ -109,17 +134,73 @@ def parse_headers(entries: Optional[Sequence[str]]) -> Dict[str, str]:
             continue
         name, sep, value = entry.partition('=') if '=' in entry else entry.partition(':')
         if not sep or not name.strip() or not value.strip():
-            raise ConfigError('triton_headers entry {!r} is not name=value, e.g. '
-                              "'authorization=Bearer <token>'.".format(entry))
+            # Never echo the entry: it may hold a credential.
+            shown = name.strip() if sep and name.strip() else '<{} characters>'.format(
+                len(entry))
+            raise ConfigError('a triton_headers entry ({}) is not name=value, e.g. '
+                              "'x-request-source=robot1'.".format(shown))
         headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def read_secret_headers(path: str, env: str,
+                        environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Return the credential headers of ``triton_auth_file`` and ``triton_auth_env``.
+
+    The file holds ``name: value`` lines (``#`` comments, blank lines); it must be a regular
+    file readable by its owner only when it holds a credential. ``env`` names a variable whose
+    value is the ``authorization`` header's. Errors name the file, the line or the variable,
+    never a value.
+
+    :raises ConfigError: a missing, unreadable, group- or world-readable file, a bad line, or
+        an unset variable.
+    """
+    headers = {}
+    if path:
+        path = os.path.expanduser(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
+        except OSError as error:
+            raise ConfigError('triton_auth_file {!r} cannot be read ({}): give a file of '
+                              "'name: value' lines, readable by the node's user.".format(
+                                  path, error.strerror)) from error
+        with os.fdopen(fd) as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & 0o077:
+                raise ConfigError('triton_auth_file {!r} is readable by others (mode {:o}): '
+                                  'chmod 600 it.'.format(path, mode & 0o777))
+            lines = f.read().splitlines()
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith('#'):
+                continue
+            name, sep, value = text.partition(':')
+            if not sep or not name.strip() or not value.strip():
+                raise ConfigError("triton_auth_file {!r} line {} is not 'name: value' (e.g. "
+                                  "'authorization: Bearer <token>').".format(path, number))
+            headers[name.strip().lower()] = value.strip()
+    if env:
+        value = (os.environ if environ is None else environ).get(env, '').strip()
+        if not value:
+            raise ConfigError('triton_auth_env names the environment variable {}, which is '
+                              'unset or empty in the node process: export it before launch '
+                              "(e.g. {}='Bearer <token>').".format(env, env))
+        headers['authorization'] = value
     return headers
 
 
 def _check_headers(entries: Optional[Sequence[str]], labels: Labels) -> str:
     try:
-        parse_headers(entries)
+        headers = parse_headers(entries)
     except ConfigError as error:
         return str(error)
+    secret = sorted(name for name in headers if is_secret_header(name))
+    if secret:
+        return ('triton_headers holds the credential header {}: any peer on the DDS domain '
+                'reads parameter values (ros2 param get), so credentials are refused here. Put '
+                "'{}: <value>' in a file only the node's user can read and name it in "
+                'triton_auth_file, or put the value in an environment variable named by '
+                'triton_auth_env.'.format(', '.join(secret), secret[0]))
     return ''
 
 
@@ -132,6 +213,24 @@ def check_class_allowlist(allowlist: Optional[Sequence[str]], labels: Labels) ->
         return 'class_allowlist names labels the model does not have: {}; its labels ' \
                'are: {}.'.format(', '.join(unknown), ', '.join(labels))
     return ''
+
+
+def callers(node: Any, service: str) -> str:
+    """Return the nodes holding a client of one of ``node``'s services, e.g. change_state.
+
+    rclpy hands a service callback the request only, not who sent it; the graph names the
+    nodes that could have (``ros2 node info`` shows the same). '?' when the graph cannot say.
+    """
+    target = node.get_fully_qualified_name().rstrip('/') + '/' + service
+    found = []
+    try:
+        for name, namespace in node.get_node_names_and_namespaces():
+            clients = node.get_client_names_and_types_by_node(name, namespace)
+            if any(client == target for client, _types in clients):
+                found.append(namespace.rstrip('/') + '/' + name)
+    except Exception:  # noqa: B902 - the graph is best effort, the log line must not fail
+        return '?'
+    return ', '.join(sorted(found)) or 'none seen (a client that left, or a CLI call)'
 
 
 class ParameterSpec(object):
@@ -147,39 +246,69 @@ class ParameterSpec(object):
     :param integer: (from, to) of an integer parameter, enforced by rclpy.
     :param check: ``check(value, labels) -> reason or ''`` for anything else (labels: the
         loaded model's, or None).
+    :param kind: what the parameter chooses: one of `LAUNCH_KINDS` (a model, file, server,
+        code or topic: launch only unless allow_remote_reconfigure), ``'policy'`` (a limit or
+        permission: launch only) or ``'tuning'``. Omitted: a reconfigure parameter holding
+        free text (a string or string list without choices) is a ``'file'``, anything else
+        ``'tuning'``, so a new path, address or name parameter is launch only by default.
     """
 
     __slots__ = ('name', 'default', 'description', 'reconfigure', 'choices', 'floating',
-                 'integer', 'check')
+                 'integer', 'check', 'kind')
 
     def __init__(self, name: str, default: Any, description: str, reconfigure: bool = False,
                  choices: Sequence[str] = (), floating: Optional[Tuple[float, float]] = None,
                  integer: Optional[Tuple[int, int]] = None,
-                 check: Optional[Callable[[Any, Labels], str]] = None) -> None:
+                 check: Optional[Callable[[Any, Labels], str]] = None,
+                 kind: Optional[str] = None) -> None:
         """Store the declaration."""
         self.name = name
         self.default = default
         self.description = description
-        self.reconfigure = reconfigure
         self.choices = tuple(choices)
         self.floating = floating
         self.integer = integer
         self.check = check
+        if kind is None:
+            kind = 'file' if reconfigure and _free_text(default) and not self.choices else TUNING
+        if kind not in LAUNCH_KINDS + (POLICY, TUNING):
+            raise ValueError('parameter {}: unknown kind {!r}'.format(name, kind))
+        self.kind = kind
+        # What only launch may set is read when configuring, like any reconfigure parameter.
+        self.reconfigure = reconfigure or kind != TUNING
+
+    @property
+    def launch_only(self) -> bool:
+        """Return whether only launch sets it (unless allow_remote_reconfigure, for non-policy)."""
+        return self.kind != TUNING
 
     def default_value(self) -> Any:
         """Return the default to declare (a function's result, computed now)."""
         return self.default() if callable(self.default) else self.default
 
-    def descriptor(self) -> ParameterDescriptor:
-        """Return the ParameterDescriptor; its ranges make rclpy reject out-of-range values."""
+    def read_only(self, remote: bool = False) -> bool:
+        """Return whether the descriptor is read-only (``remote``: allow_remote_reconfigure)."""
+        return self.kind == POLICY or (self.launch_only and not remote)
+
+    def descriptor(self, remote: bool = False) -> ParameterDescriptor:
+        """Return the ParameterDescriptor; its ranges make rclpy reject out-of-range values.
+
+        :param remote: the node's allow_remote_reconfigure (launch-only parameters of a kind
+            other than policy are then settable while unconfigured).
+        """
         constraints = []
         if self.choices:
             constraints.append('one of: ' + ', '.join(self.choices))
+        if self.read_only(remote):
+            constraints.append('read-only: set at launch (-p {}:=..., a params file){}'.format(
+                self.name, '' if self.kind == POLICY else
+                '; allow_remote_reconfigure:=true at launch makes it settable while unconfigured'))
         if self.reconfigure:
             constraints.append('read-only while configured: deactivate and clean up the node, '
                                'set it, then configure again')
         descriptor = ParameterDescriptor(description=self.description,
-                                         additional_constraints='; '.join(constraints))
+                                         additional_constraints='; '.join(constraints),
+                                         read_only=self.read_only(remote))
         if self.floating is not None:
             descriptor.floating_point_range = [FloatingPointRange(
                 from_value=self.floating[0], to_value=self.floating[1], step=0.0)]
@@ -197,23 +326,45 @@ class ParameterSpec(object):
         return ''
 
 
+def _free_text(default: Any) -> bool:
+    """Return whether a default (or declared type) is a string or a list of strings."""
+    if isinstance(default, Parameter.Type):
+        return default in (Parameter.Type.STRING, Parameter.Type.STRING_ARRAY)
+    if callable(default):
+        return True  # a computed default: a path (model_path)
+    return isinstance(default, str) or (
+        isinstance(default, (list, tuple)) and all(isinstance(v, str) for v in default))
+
+
+def _check_env_name(value: str, labels: Labels) -> str:
+    if value and not value.replace('_', 'A').isalnum():
+        return 'triton_auth_env {!r} is not an environment variable name.'.format(value)
+    return ''
+
+
 TABLE = (
+    ParameterSpec(
+        ALLOW_REMOTE, False,
+        'Launch only. false (default): the parameters that choose the model, config, backend, '
+        'engine cache, topics and Triton server are read-only, set at launch, so no peer on the '
+        'DDS domain can re-point the node. true: they are settable while the node is '
+        'unconfigured (ros2 param set), for a trusted or SROS2-secured domain.', kind=POLICY),
     ParameterSpec(
         'model_path', default_model_path,
         'Model file: a TensorRT .engine, an .onnx (TensorRT engine built and cached on a GPU, '
         "else ONNX Runtime) or a .tflite. Default and empty: the package share's models/" +
         DEFAULT_MODEL + '. backend triton: names the model (its .yaml beside it), the file '
-        'need not exist here.', reconfigure=True),
+        'need not exist here.', reconfigure=True, kind='model'),
     ParameterSpec(
         'model_config', '',
         'Model config YAML (input layout, decoder, labels). Empty: <model_path without '
-        'extension>.yaml beside the model, else auto-detected.', reconfigure=True),
+        'extension>.yaml beside the model, else auto-detected.', reconfigure=True, kind='file'),
     ParameterSpec(
         'backend', 'auto',
         'Inference runtime. auto: TensorRT where a GPU and TensorRT are present, else ONNX '
         'Runtime (or TFLite for a .tflite); onnxruntime-cuda and onnxruntime-tensorrt: ONNX '
         'Runtime with that execution provider; triton: a Triton Inference Server runs the '
-        'model (triton_* parameters).', reconfigure=True, choices=BACKENDS),
+        'model (triton_* parameters).', reconfigure=True, choices=BACKENDS, kind='code'),
     ParameterSpec(
         'precision', 'auto',
         'TensorRT precision of an engine built from ONNX; CPU runtimes run the model as '
@@ -223,13 +374,13 @@ TABLE = (
     ParameterSpec(
         'engine_cache_dir', '',
         "Folder for TensorRT engines built from ONNX. Empty: the detector's default cache.",
-        reconfigure=True),
+        reconfigure=True, kind='file'),
     ParameterSpec(
         'image_topics', ['image_raw'],
         'Camera image topics, one model for all. Each camera publishes <its namespace>/'
         'detections, <its namespace>/label_info and <its namespace>/debug_image, so put each '
         'under its own namespace (cam0/image_raw, cam1/image_raw).', reconfigure=True,
-        check=lambda topics, labels: check_topics(topics)),
+        check=lambda topics, labels: check_topics(topics), kind='topic'),
     ParameterSpec(
         'input_transport', 'raw',
         'raw: sensor_msgs/Image on each topic; compressed: sensor_msgs/CompressedImage (jpeg, '
@@ -254,7 +405,14 @@ TABLE = (
         "frame (e.g. '3x3'), each a row of one batched inference where the model batches "
         '(tx2-convert onnx --batch dynamic), else run one after another; detections merged '
         "per frame. Empty: the whole frame, once. Costs up to one inference per tile.",
-        reconfigure=True, check=lambda value, labels: check_tiles(value)),
+        reconfigure=True, check=lambda value, labels: check_tiles(value),
+        kind=TUNING),  # a checked grid, not a path: settable while unconfigured
+    ParameterSpec(  # no default: unset means every camera
+        'tile_cameras', Parameter.Type.STRING_ARRAY,
+        'With tiles: the image topics (of image_topics) to tile, e.g. [cam0/image_raw] for a '
+        "long-range camera; the others' frames run whole. Unset or empty: every camera.",
+        reconfigure=True, check=lambda topics, labels: check_tile_cameras(topics),
+        kind=TUNING),  # a subset of the launch's image_topics: subscribes to nothing new
     ParameterSpec(
         'tile_overlap', 0.25,
         'With tiles: the fraction of a tile shared with its neighbour (an object up to this '
@@ -270,9 +428,10 @@ TABLE = (
     ParameterSpec(
         'ort_spinning', False,
         'ONNX Runtime: let the intra-op pool threads spin between the parallel parts of a run '
-        '(session.intra_op.allow_spinning), as a plain InferenceSession does. Faster runs '
-        'when the cores are otherwise idle; more CPU, and slower on a busy machine '
-        '(docs/BENCHMARKS.md). The thread count is cpu_threads.', reconfigure=True),
+        '(session.intra_op.allow_spinning), as a plain InferenceSession does, but only while '
+        'a run is in progress (session.force_spinning_stop). Faster runs when the cores are '
+        'otherwise idle; more CPU, and slower on a busy machine (docs/BENCHMARKS.md). The '
+        'thread count is cpu_threads.', reconfigure=True),
     ParameterSpec(
         'trt_outputs_from', 'pinned',
         'TensorRT: where the decoder reads the outputs. pinned: straight from the pinned '
@@ -288,38 +447,69 @@ TABLE = (
     ParameterSpec(
         'triton_url', 'localhost:8001',
         "backend triton: host:port of the server's gRPC endpoint (Triton: 8001); grpcs:// "
-        'for TLS.', reconfigure=True),
+        'for TLS.', reconfigure=True, kind='server'),
     ParameterSpec(
         'triton_model', '',
         "backend triton: the model's name on the server. Empty: model_path's file name "
-        'without its extension.', reconfigure=True),
+        'without its extension.', reconfigure=True, kind='server'),
     ParameterSpec(
         'triton_model_version', '',
         'backend triton: the model version to run. Empty: the server chooses.',
-        reconfigure=True),
+        reconfigure=True, kind='server'),
     ParameterSpec(
         'triton_timeout_s', 1.0,
         'backend triton: the most one request may take; a later answer is dropped and the '
-        'frame counted (triton_timeout_error).', reconfigure=True, floating=(0.01, 600.0)),
+        'frame counted (triton_timeout_error).', reconfigure=True, floating=(0.01, 600.0),
+        kind='server'),
     ParameterSpec(
         'triton_root_cert', '',
         "backend triton: PEM file of the CA that signed the server's certificate; set it for "
-        'TLS. Empty: plain text (or the system CAs with grpcs://).', reconfigure=True),
+        'TLS. Empty: plain text (or the system CAs with grpcs://).', reconfigure=True,
+        kind='file'),
     ParameterSpec(
         'triton_client_cert', '',
         'backend triton: PEM client certificate for mutual TLS (with triton_client_key).',
-        reconfigure=True),
+        reconfigure=True, kind='file'),
     ParameterSpec(
         'triton_client_key', '',
-        'backend triton: PEM private key of triton_client_cert.', reconfigure=True),
+        'backend triton: PEM private key of triton_client_cert.', reconfigure=True,
+        kind='file'),
     ParameterSpec(
         'triton_headers', Parameter.Type.STRING_ARRAY,
-        "backend triton: extra request headers as name=value, e.g. ['authorization=Bearer "
-        "<token>'].", reconfigure=True, check=_check_headers),
+        "backend triton: extra request headers as name=value, e.g. ['x-request-source=robot1']. "
+        'No credentials: any peer reads parameters (authorization, cookies, tokens and keys '
+        'are refused here; use triton_auth_file or triton_auth_env).', reconfigure=True,
+        check=_check_headers, kind='server'),
+    ParameterSpec(
+        'triton_auth_file', '',
+        "backend triton: a file of credential headers, one 'name: value' a line (e.g. "
+        "'authorization: Bearer <token>'), readable by the node's user only (mode 600). Read "
+        'at configure; the values never appear in a parameter, log or error.', kind='file'),
+    ParameterSpec(
+        'triton_auth_env', '',
+        'backend triton: the name of an environment variable of the node process holding the '
+        "authorization header's value (e.g. TRITON_AUTH='Bearer <token>'). Read at configure.",
+        check=_check_env_name, kind='file'),
+    ParameterSpec(
+        'triton_allow_plaintext_auth', False,
+        'Launch only. backend triton: send credentials (triton_auth_*) over a plain-text '
+        'channel to a host other than loopback. false: refused at configure, use grpcs:// or '
+        'triton_root_cert.', kind=POLICY),
     ParameterSpec(
         'triton_compression', 'none',
         'backend triton: compression of the requests.', reconfigure=True,
-        choices=TRITON_COMPRESSIONS),
+        choices=TRITON_COMPRESSIONS, kind='server'),
+    ParameterSpec(
+        'max_frame_pixels', DEFAULT_MAX_FRAME_PIXELS,
+        'Launch only. Largest frame (width x height) the node converts: a larger one, raw or '
+        'compressed (read from its PNG/JPEG header before decoding), is dropped and counted '
+        '(bad_frame_too_large). Keeps a small compressed frame from taking the memory of a '
+        'huge one.', integer=(1, 2**31 - 1), kind=POLICY),
+    ParameterSpec(
+        'decoder_modules', Parameter.Type.STRING_ARRAY,
+        'Launch only. Python modules a model config may name as decoder.module, besides the '
+        'installed tx2_inference.decoders entry points (and TX2_INFERENCE_DECODER_MODULES, '
+        'comma-separated). Unset: entry points only.', kind='code'),
     ParameterSpec(
         'warmup', True,
         'Run one inference on a synthetic frame in every executor slot at configure, so the '
@@ -391,6 +581,10 @@ TABLE = (
 )
 
 PARAMETERS = collections.OrderedDict((spec.name, spec) for spec in TABLE)
+# Parameters whose rejected values are never quoted (they may hold a credential).
+REDACTED = ('triton_headers',)
+# Parameters only launch sets (read-only descriptors unless allow_remote_reconfigure).
+LAUNCH_ONLY = tuple(spec.name for spec in TABLE if spec.launch_only)
 # Parameters that need a reconfigure: settable only while unconfigured.
 RECONFIGURE = tuple(spec.name for spec in TABLE if spec.reconfigure)
 # Parameters applied to the next frame.
@@ -403,7 +597,10 @@ class NodeParameters(object):
 
     A value given at startup (command line, params file) that is rejected does not stop the
     node: the default is declared instead and the rejection kept, so configure fails naming
-    it until the parameter is set again.
+    it until the parameter is set again (or, launch only, the node is restarted with a valid
+    value). Launch-only parameters are declared read-only unless ``allow_remote_reconfigure``
+    was given at launch; every value set from outside after startup is logged with the nodes
+    that hold a set_parameters client for this node (rclpy does not name a service's caller).
 
     :param node: the node to declare the parameters on (its callbacks are registered first,
         so startup values are checked too).
@@ -421,6 +618,7 @@ class NodeParameters(object):
         self._is_configured = is_configured
         self._labels = labels
         self._on_live_change = on_live_change
+        self._declaring = True
         self.startup_errors: Dict[str, str] = {}
         self.live: Dict[str, Any] = {}
         # Detection parameters whose value the node wrote from the model config, and where
@@ -432,24 +630,41 @@ class NodeParameters(object):
         node.add_on_set_parameters_callback(self._validate)
         if hasattr(node, 'add_post_set_parameters_callback'):
             node.add_post_set_parameters_callback(self._apply)
+        # The policy first: it decides whether the launch-only parameters are read-only.
+        self._declare(PARAMETERS[ALLOW_REMOTE], False)
+        self.remote = bool(self.value(ALLOW_REMOTE))
         for spec in TABLE:
-            self._declare(spec)
+            if spec.name != ALLOW_REMOTE:
+                self._declare(spec, self.remote)
         for name in LIVE:
             self.live[name] = self.value(name)
+        self._declaring = False
+        if self.remote:
+            node.get_logger().warning(
+                'allow_remote_reconfigure is true: any peer on the DDS domain may change the '
+                'model, config, backend, topics and server while the node is unconfigured. '
+                'Use it only on a trusted or SROS2-secured domain (README "Security").')
 
-    def _declare(self, spec: ParameterSpec) -> None:
+    def _declare(self, spec: ParameterSpec, remote: bool) -> None:
         """Declare a parameter; a bad startup value falls back to the default, and is kept."""
-        default, descriptor = spec.default_value(), spec.descriptor()
+        default, descriptor = spec.default_value(), spec.descriptor(remote)
         try:
             self._node.declare_parameter(spec.name, default, descriptor)
         except (InvalidParameterTypeException, InvalidParameterValueException) as error:
             # Never die on a bad parameter: configure fails, naming it, until it is set again.
             self._node.declare_parameter(spec.name, default, descriptor, ignore_override=True)
-            self.startup_errors[spec.name] = str(error)
+            text = str(error)
+            if spec.name in REDACTED:  # rclpy's message quotes the value: it may be a secret
+                text = text.split('Reason: ', 1)[1] if 'Reason: ' in text else \
+                    'a value of the wrong type (value not shown)'
+            self.startup_errors[spec.name] = text
+            fix = ('restart the node with a valid value (-p {}:=<value> or the params '
+                   'file)'.format(spec.name) if spec.read_only(remote) else
+                   'set it to a valid value (ros2 param set {} {} <value>)'.format(
+                       self._node.get_fully_qualified_name(), spec.name))
             self._node.get_logger().error(
-                'parameter {} was rejected at startup ({}); configure will fail until it is '
-                'set to a valid value (ros2 param set {} {} <value>)'.format(
-                    spec.name, error, self._node.get_fully_qualified_name(), spec.name))
+                'parameter {} was rejected at startup ({}); configure will fail until you '
+                '{}'.format(spec.name, text, fix))
 
     def value(self, name: str) -> Any:
         """Return a parameter's value; None for an unset one (class_allowlist)."""
@@ -472,7 +687,8 @@ class NodeParameters(object):
         """Raise ConfigError naming the startup values that were rejected, if any."""
         if self.startup_errors:
             raise ConfigError('parameters rejected at startup: {}. Set each to a valid value '
-                              '(ros2 param set {} <name> <value>) and configure again.'.format(
+                              '(ros2 param set {} <name> <value>, or at launch for a '
+                              'read-only one) and configure again.'.format(
                                   '; '.join('{} ({})'.format(k, v) for k, v in
                                             sorted(self.startup_errors.items())),
                                   self._node.get_fully_qualified_name()))
@@ -491,8 +707,11 @@ class NodeParameters(object):
                 'timeout_s': self.value('triton_timeout_s'),
                 'root_cert': path('triton_root_cert'), 'client_cert': path('triton_client_cert'),
                 'client_key': path('triton_client_key'),
-                'headers': parse_headers(self.value('triton_headers')),
-                'compression': self.value('triton_compression')}
+                'headers': dict(parse_headers(self.value('triton_headers')),
+                                **read_secret_headers(self.value('triton_auth_file'),
+                                                      self.value('triton_auth_env'))),
+                'compression': self.value('triton_compression'),
+                'allow_plaintext_auth': bool(self.value('triton_allow_plaintext_auth'))}
 
     def detection_params(self, config: Any) -> Any:
         """Return the DetectionParams: the model config's defaults, then the parameters set.
@@ -583,6 +802,13 @@ class NodeParameters(object):
     def _apply(self, parameters: List[Parameter]) -> None:
         """Post-set callback: keep live values and tell the node which changed."""
         changed = []
+        outside = not (self._declaring or self._writing_defaults)
+        if outside and any(p.name in PARAMETERS for p in parameters):
+            self._node.get_logger().info('parameters set from outside: {} (set_parameters '
+                                         'clients: {})'.format(
+                                             ', '.join('{}={!r}'.format(p.name, p.value)
+                                                       for p in parameters),
+                                             callers(self._node, 'set_parameters')))
         for parameter in parameters:
             self.startup_errors.pop(parameter.name, None)
             if not self._writing_defaults and parameter.name in MODEL_DEFAULTS:

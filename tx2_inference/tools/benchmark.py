@@ -27,8 +27,8 @@ folder: ``benchmark-results.json`` (every figure, the issue's fields at the top 
 plots, and the processes' logs. docs/BENCHMARKS.md reads the figures of one run.
 
 The ``triton`` row (``tx2_inference.tools.bench.triton_bench``; ``--no-triton`` skips it): the
-executor and single requests on local ONNX Runtime against ``backend: triton`` to a KServe V2
-server on localhost (MLServer), a row, not a goal.
+executor and single requests on local ONNX Runtime against ``backend: triton`` to NVIDIA's
+Triton server on localhost (``tools/setup_triton.sh``), a row, not a goal.
 Several cameras (issue 16, ``tx2_inference.tools.bench.cameras``; ``--cameras ''`` skips it):
 1, 2 and 4 synchronised cameras at 30 FPS each, batched (``batch_size`` = cameras) against
 unbatched, alternating, on the default model converted with ``--batch dynamic`` (made once

@@ -4,8 +4,17 @@ The demo, the soak, the benchmark and the tests use it; on a machine without the
 command it is also a small scripting API: spin in a background thread, call the node's
 lifecycle and parameter services, and collect the messages of any topic. Also here: the QoS
 override params file the tools give the node, and a detection's box in pixels.
+
+From a shell (``python -m tx2_inference.tools.client --help``)::
+
+    python -m tx2_inference.tools.client configure activate      # as ros2 lifecycle set
+    python -m tx2_inference.tools.client state
+    python -m tx2_inference.tools.client get score_threshold     # as ros2 param get
+    python -m tx2_inference.tools.client set score_threshold=0.6 # as ros2 param set
 """
 
+import argparse
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -209,3 +218,90 @@ def detection_xyxy(detection: Any) -> Tuple[float, float, float, float]:
     """Return a vision_msgs Detection2D's box as x1, y1, x2, y2 pixels."""
     center, sx, sy = detection.bbox.center.position, detection.bbox.size_x, detection.bbox.size_y
     return (center.x - sx / 2, center.y - sy / 2, center.x + sx / 2, center.y + sy / 2)
+
+
+USAGE_EXAMPLES = """steps, run in order (the first failure stops, exit status 1):
+  configure | activate | deactivate | cleanup | shutdown   a lifecycle transition
+  state                                                   print the lifecycle state
+  get NAME[,NAME...]                                      print parameters' values
+  set NAME=VALUE[,NAME=VALUE...]                          set parameters (VALUE in YAML)
+
+examples:
+  python -m tx2_inference.tools.client configure activate
+  python -m tx2_inference.tools.client --node /front/inference_node state
+  python -m tx2_inference.tools.client set score_threshold=0.6,class_agnostic_nms=true
+  python -m tx2_inference.tools.client get score_threshold
+
+Set ROS_DOMAIN_ID (and the DDS profile) as for the node's process."""
+
+
+def _run_step(client: NodeClient, step: str, argument: Optional[str], timeout: float) -> bool:
+    """Run one step; print what it did; return whether it succeeded."""
+    import yaml
+    if step in TRANSITIONS:
+        ok = client.transition(step, timeout)
+        print('{} {}: {} (state: {})'.format(client.target, step,
+                                             'ok' if ok else 'FAILED', client.state()))
+        return ok
+    if step == 'state':
+        print(client.state())
+        return True
+    names = [n.strip() for n in (argument or '').split(',') if n.strip()]
+    if step == 'get':
+        for name, value in zip(names, client.get_parameters(*names)):
+            print('{}: {}'.format(name, 'not set' if value is None else value))
+        return True
+    values = {}
+    for item in names:
+        name, _, text = item.partition('=')
+        values[name.strip()] = yaml.safe_load(text)
+    ok = True
+    for name, result in zip(values, client.set_parameters(**values)):
+        ok = ok and result.successful
+        print('{} = {!r}: {}'.format(name, values[name], 'ok' if result.successful
+                                     else 'refused: ' + result.reason))
+    return ok
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Drive a node's lifecycle and parameters from a shell, without the ros2 command."""
+    parser = argparse.ArgumentParser(
+        prog='python -m tx2_inference.tools.client',
+        description="Drive a node's lifecycle and parameters from another process, as "
+                    "'ros2 lifecycle set' and 'ros2 param get/set' do, on a machine without "
+                    'the ros2 command.', epilog=USAGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--node', default='/inference_node',
+                        help="the node's full name (default: /inference_node)")
+    parser.add_argument('--timeout', type=float, default=60.0,
+                        help='seconds to wait for the node and for each answer (default: 60)')
+    parser.add_argument('steps', nargs='+', metavar='STEP', help='see below')
+    args = parser.parse_args(argv)
+    steps = []  # type: List[Tuple[str, Optional[str]]]
+    words = list(args.steps)
+    while words:
+        word = words.pop(0)
+        if word in ('get', 'set'):
+            if not words:
+                parser.error('{} needs NAME{}'.format(word, '=VALUE' if word == 'set' else ''))
+            steps.append((word, words.pop(0)))
+        elif word in TRANSITIONS or word == 'state':
+            steps.append((word, None))
+        else:
+            parser.error('unknown step {!r}: one of {}, state, get, set'.format(
+                word, ', '.join(TRANSITIONS)))
+    with NodeClient(args.node, name='tx2_client') as client:
+        try:
+            client.wait_for_node(args.timeout)
+        except TimeoutError as error:
+            print('{} (is the node running, with the same ROS_DOMAIN_ID?)'.format(error),
+                  file=sys.stderr)
+            return 1
+        for step, argument in steps:
+            if not _run_step(client, step, argument, args.timeout):
+                return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from tx2_inference.core.stats import percentile
+from tx2_inference.errors import UserError
 from tx2_inference.tools.processes import ModuleProcess
 from tx2_inference.tools.requires import pyplot, require
 
@@ -220,11 +221,44 @@ def plot_latency(latencies_ms: Sequence[float], path: str) -> None:
     plt.close(fig)
 
 
+MARKER = '.tx2_inference_demo'
+
+
+def default_output() -> str:
+    """Return the demo's own output folder, ``output/demo`` of the source tree."""
+    return os.path.join(repo_root(), 'output', 'demo')
+
+
+def prepare_output(folder: str) -> None:
+    """Empty ``folder`` for a new run: only a folder the demo made (its marker file) is emptied.
+
+    A missing or empty folder is created and marked; any other folder (a home, a project) is
+    refused, never deleted. The default ``output/demo`` counts as the demo's (runs before the
+    marker existed left it unmarked).
+
+    :raises UserError: ``folder`` is a file, a link, or a non-empty folder without the marker.
+    """
+    if os.path.islink(folder) or (os.path.exists(folder) and not os.path.isdir(folder)):
+        raise UserError('--output {} is not a folder the demo made: give a new or empty '
+                        'folder.'.format(folder))
+    if os.path.isdir(folder) and os.listdir(folder):
+        own = os.path.realpath(folder) == os.path.realpath(default_output())
+        if not own and not os.path.isfile(os.path.join(folder, MARKER)):
+            raise UserError('--output {} is not empty and was not made by the demo (no {} '
+                            'file in it): nothing was deleted. Give a new or empty folder.'
+                            .format(folder, MARKER))
+        shutil.rmtree(folder)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, MARKER), 'w') as f:
+        f.write('Made by python -m tx2_inference.tools.demo; emptied by its next run.\n')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the demo; return 0 when every photo got an answer."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', default=os.path.join(repo_root(), 'models', DEFAULT_MODEL))
-    parser.add_argument('--output', default=os.path.join(repo_root(), 'output', 'demo'))
+    parser.add_argument('--output', default=default_output(),
+                        help='a new or empty folder, or one a previous run made')
     parser.add_argument('--rate', type=float, default=4.0, help='photos published per second')
     parser.add_argument('--loops', type=int, default=3, help='times each photo is published')
     parser.add_argument('--timeout', type=float, default=120.0)
@@ -235,7 +269,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     os.environ.setdefault('ROS_LOG_DIR', os.path.join(args.output, 'ros_log'))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    shutil.rmtree(args.output, ignore_errors=True)
+    try:
+        prepare_output(args.output)
+    except UserError as error:
+        print('demo: {}'.format(error), file=sys.stderr)
+        return 2
     photos = collect_photos(os.path.join(args.output, 'photos'))
     t0 = time.monotonic()
     pairs, info = run_graph(args.model, os.path.join(args.output, 'photos'), args.output,

@@ -9,6 +9,11 @@ fsync, ``os.replace``; metadata last), so a build killed at any point leaves eit
 a complete one. A lock file serialises builders of the same key: two processes asking for one
 engine build it once. An entry whose checksum does not match (a corrupted file) is rebuilt.
 
+The cache folder is trusted code for the GPU: a folder that another user owns (root aside) or
+that group or others may write is refused before any entry is read, a new one is made 0700,
+and lock files are opened without following links (``O_NOFOLLOW``). ``prune`` keeps the newest
+entries of each model (``tx2-convert engine --prune N``).
+
 No TensorRT import here except in :func:`device_identity` (after the GPU probe); the build
 itself is handed in as a function (``builder.build_engine_bytes``; tests replace only that).
 """
@@ -19,7 +24,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from tx2_inference.backends.tensorrt import loader
 from tx2_inference.backends.tensorrt.cuda import gpu_name_and_capability
@@ -62,12 +67,40 @@ def cache_key(onnx_sha256: str, identity: DeviceIdentity, options: BuildOptions)
 
 
 
+def check_folder(folder: str) -> None:
+    """Create ``folder`` (0700) if missing; refuse one that others could plant engines in.
+
+    :raises ModelError: owned by another user (root aside), or writable by group or others.
+    """
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.stat(folder)
+    if info.st_uid not in (os.getuid(), 0):
+        raise ModelError('engine cache folder {!r} belongs to another user (uid {}): an engine '
+                         'there runs on the GPU as this process. Use a folder of your own '
+                         '(engine_cache_dir, --cache-dir).'.format(folder, info.st_uid))
+    if info.st_mode & 0o022:
+        raise ModelError('engine cache folder {!r} is writable by group or others (mode {:o}): '
+                         'anyone could plant an engine there. chmod go-w it, or use a folder '
+                         'of your own (engine_cache_dir, --cache-dir).'.format(
+                             folder, info.st_mode & 0o777))
+
+
 @contextlib.contextmanager
 def file_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (released by the OS if the process dies)."""
+    """Hold an exclusive ``flock`` on ``path`` (released by the OS if the process dies).
+
+    The lock file is opened without following a link: a link planted there is refused.
+    """
     import fcntl
     os.makedirs(os.path.dirname(os.path.abspath(path)) or '.', exist_ok=True)
-    with open(path, 'a') as f:
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as error:
+        raise ModelError('cannot open the engine cache lock {!r} ({}): a link there is refused; '
+                         'remove it.'.format(path, error.strerror)) from error
+    with os.fdopen(fd, 'a') as f:
         waited = time.time()
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -157,6 +190,7 @@ class EngineCache(object):
         if not os.path.isfile(onnx_path):
             raise ModelError('ONNX model {!r} does not exist: copy the .onnx file (and its '
                              '.yaml) to the robot.'.format(onnx_path))
+        check_folder(self.folder)
         onnx_sha = file_sha256(onnx_path)
         entry = self.entry(onnx_path, onnx_sha, identity, options)
         if not force and self.check(entry) == 'ok':
@@ -182,6 +216,35 @@ class EngineCache(object):
             self.store(entry, engine, meta)
             LOG.info('engine built in %.1f s: %s', seconds, entry.engine)
             return entry.engine
+
+    def prune(self, keep: int, stem: Optional[str] = None) -> List[str]:
+        """Delete all but the ``keep`` newest entries of each model (or of ``stem`` only).
+
+        An entry is ``<stem>.<precision>.<key>.engine`` with its ``.json`` and ``.lock``;
+        newest by the metadata's file time. Returns the engines deleted.
+        """
+        if keep < 0:
+            raise ValueError('keep must be 0 or more')
+        check_folder(self.folder)
+        models: Dict[str, List[Any]] = {}  # model -> [(time, engine path)]
+        for name in os.listdir(self.folder):
+            parts = name.rsplit('.', 3)
+            if len(parts) != 4 or parts[3] != 'engine' or (stem and parts[0] != stem):
+                continue
+            path = os.path.join(self.folder, name)
+            meta = os.path.splitext(path)[0] + '.json'
+            when = os.path.getmtime(meta if os.path.isfile(meta) else path)
+            models.setdefault(parts[0], []).append((when, path))
+        removed = []
+        for entries in models.values():
+            for _, path in sorted(entries, reverse=True)[keep:]:
+                base = os.path.splitext(path)[0]
+                for target in (base + '.json', path, base + '.lock'):
+                    with contextlib.suppress(OSError):
+                        os.unlink(target)  # metadata first: a half-removed entry is invalid
+                removed.append(path)
+                LOG.info('pruned %s', path)
+        return sorted(removed)
 
     def _remove_temp_files(self, entry: CacheEntry) -> None:
         """Delete temp files a killed build left behind for this entry."""

@@ -133,12 +133,16 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
             calib_limit: int = 64, input_overrides: Optional[Dict[str, Any]] = None,
             labels: Optional[str] = None, decoder_type: Optional[str] = None,
             decoder_options: Optional[Dict[str, Any]] = None,
-            int8_io: bool = False) -> 'TfliteResult':
+            int8_io: bool = False,
+            detection: Optional[Dict[str, Any]] = None,
+            force: bool = False) -> 'TfliteResult':
     """Convert ``source`` to a TFLite model at ``output`` and write its config beside it.
 
     :param decoder_type: ``--decoder`` (None: only a type the output names make unambiguous).
     :param decoder_options: decoder keys given on the command line.
     :param int8_io: with ``precision='int8'``: int8 input and outputs (a full-integer model).
+    :param detection: the config's ``detection`` section (the model's detection defaults).
+    :param force: replace a hand-edited config beside ``output`` (a ``.bak`` copy is kept).
 
     :returns: the summary (str() of it: sizes, TF comparison), the config path and the
         decoder section written (``type: to_be_completed`` where it could not be told).
@@ -251,14 +255,16 @@ def convert(source: str, output: str, precision: str = 'fp32', inputs: Optional[
                    for d in interp.get_output_details()]
     cfg['decoder'] = cfgmod.decoder_section(decoder_type, decoder_options or {}, output_info,
                                             cfg, lambda name: _tflite_name(name, out_names))
-    cfgmod.save(cfgmod.config_path_for(output), cfg,
-                header='Written by tx2-convert tflite ({}) from {}.'.format(precision, source))
+    if detection:
+        cfg['detection'] = dict(detection)
+    cfg_path = cfgmod.save(None, cfg, header='Written by tx2-convert tflite ({}) from {}.'.format(
+        precision, source), model=output, force=force)
     label = precision.upper() + (' with int8 I/O' if int8_io else '')
     lines = ['Wrote {} ({}, {:.1f} MB) and {} in {:.1f} s.'.format(
-        output, label, len(model) / 1e6, cfgmod.config_path_for(output), time.time() - t0)]
+        output, label, len(model) / 1e6, cfg_path, time.time() - t0)]
     for name, d in sorted(diffs.items()):
         lines.append('  vs TensorFlow  {:<40s} max abs {:.3g}'.format(name, d['max_abs']))
-    return TfliteResult('\n'.join(lines), cfgmod.config_path_for(output), cfg['decoder'])
+    return TfliteResult('\n'.join(lines), cfg_path, cfg['decoder'])
 
 
 class TfliteResult(object):

@@ -19,8 +19,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tx2_inference.convert.workstation.tf_runner import (
+    _tf,
     load_graph,
     node_ops,
+    reference_kernels_note,
     signature,
     source_kind,
     TFRunner,
@@ -161,7 +163,7 @@ def list_tensors(source: str, tag: str = 'serve', signature_name: str = 'serving
     ``name:N  [shape]  dtype  (Op)``: the names ``--inputs`` and ``--outputs`` take, which a
     cut output keeps in the ONNX model. ``pattern``: only tensors whose name contains it.
     """
-    import tensorflow as tf
+    tf = _tf()
     kind = source_kind(source)
     keys = {}  # type: Dict[str, str]  frozen graph tensor -> signature key (= ONNX name)
     if kind == 'saved_model':
@@ -250,7 +252,7 @@ def _load_frozen(source: str, kind: str, tag: str, sig_name: str, in_names: List
 def _tf2onnx(graph_def, name: str, inputs: List[str], outputs: List[str],
              shapes: Dict[str, List[int]], opset: int, tables, rename: Dict[str, str]):
     """Run tf2onnx's converter (the same call sequence as ``python -m tf2onnx.convert``)."""
-    import tensorflow as tf
+    tf = _tf()
     from tf2onnx.convert import _convert_common
     with tf.device('/cpu:0'):
         model_proto, _ = _convert_common(
@@ -513,8 +515,11 @@ def validate(source: str, onnx_path: str, tag: str, specs, outs: List[str],
                  for k, o in enumerate(outs)]
         onnx_of = dict(zip(outs, names))
         label = {n: n if n == o else '{} (TF {})'.format(n, o) for o, n in onnx_of.items()}
-        own = {onnx_of.get(k, k): v for k, v in (tolerances or {}).items()}
-        unknown = sorted(set(own) - set(names))
+        own = {}  # type: Dict[str, Tuple[float, float]]
+        for key, value in (tolerances or {}).items():  # TF or ONNX names, maybe with [columns]
+            base, columns = cmp.split_columns(key)
+            own[onnx_of.get(base, base) + key[len(base):]] = value
+        unknown = sorted({cmp.split_columns(k)[0] for k in own} - set(names))
         forced = [onnx_of.get(k, k) for k in order_free]
         unknown += sorted(set(forced) - set(names))
         if unknown:
@@ -527,14 +532,16 @@ def validate(source: str, onnx_path: str, tag: str, specs, outs: List[str],
             got = sess.run(names, {tf_to_onnx_in[n]: v for n, v in feed.items()})
             samples.append((dict(zip(names, ref)), dict(zip(names, got))))
         diffs = cmp.compare_outputs(samples, names, (atol, rtol), own, free)
-        for name, d in diffs.items():
-            LOG.info('  %-40s max abs %.3g  max rel %.3g%s', label[name], d.max_abs, d.max_rel,
-                     '  (detections: %d rows matched in another order, %d at the cut-off)'
-                     % (d.reordered_rows, d.crossed_rows)
-                     if d.as_detections else '')
+        for name, d in diffs.items():  # the summary prints them once, at the end
+            LOG.debug('  %-40s max abs %.3g  max rel %.3g%s', label[name], d.max_abs, d.max_rel,
+                      '  (detections: %d rows matched in another order, %d at the cut-off)'
+                      % (d.reordered_rows, d.crossed_rows)
+                      if d.as_detections else '')
         if not all(d.ok for d in diffs.values()):
-            raise UserError(cmp.failure_message(diffs, label, samples))
+            raise UserError(cmp.failure_message(diffs, label, samples,
+                                                reference_kernels_note()))
         return {name: {'max_abs': d.max_abs, 'max_rel': d.max_rel,
+                       'column_max_abs': d.column_max_abs,
                        'reordered_rows': d.reordered_rows, 'crossed_rows': d.crossed_rows,
                        'shape': list(np.shape(samples[0][1][name]))}
                 for name, d in diffs.items()}

@@ -6,16 +6,45 @@ tensors by graph name, which also works for tensors inside a graph cut.
 """
 
 import os
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tx2_inference.errors import ModelError, UserError
 
+#: TensorFlow's oneDNN CPU kernels (on by default on x86) differ from its reference kernels by
+#: up to ~0.5 % on a detector's heatmap, enough to change which rows a top-K keeps; with this
+#: set to 0 before TensorFlow is imported, the reference is deterministic and ONNX Runtime
+#: matches it to ~1e-6.
+ONEDNN = 'TF_ENABLE_ONEDNN_OPTS'
+
+
+def use_reference_kernels() -> None:
+    """Ask for TensorFlow's reference CPU kernels (``TF_ENABLE_ONEDNN_OPTS=0``) in this process.
+
+    Takes effect only before TensorFlow is imported; a value the user set is kept.
+    """
+    if 'tensorflow' not in sys.modules:
+        os.environ.setdefault(ONEDNN, '0')
+
+
+def reference_kernels_note() -> str:
+    """Return '' when TensorFlow runs its reference kernels here, else what to do about it."""
+    if os.environ.get(ONEDNN) == '0':
+        return ''
+    return (' TensorFlow ran with its oneDNN CPU kernels ({}={}), which differ from its '
+            'reference kernels by up to ~0.5 % on a heatmap, enough to change the rows a top-K '
+            'keeps: run the conversion again with {}=0 in the environment (set before '
+            'TensorFlow is imported; tx2-convert sets it unless it is already set) before '
+            'suspecting the conversion.'.format(ONEDNN, os.environ.get(ONEDNN, '(unset: on)'),
+                                                ONEDNN))
+
 
 def _tf():
-    """Import TensorFlow quietly (lazy: only the workstation stage needs it)."""
+    """Import TensorFlow quietly, with its reference kernels (lazy: the workstation stage)."""
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    use_reference_kernels()
     import tensorflow as tf
     return tf
 

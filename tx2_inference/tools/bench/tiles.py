@@ -118,6 +118,34 @@ def recall_table(model: str, backend: str = 'onnxruntime', frames: Optional[List
     return rows
 
 
+def merge_table(model: str, backend: str = 'onnxruntime', frames: Optional[List[Any]] = None,
+                grids: Sequence[Tuple[str, int, int, bool]] = (('3x3', 3, 3, False),
+                                                               ('3x3 + whole', 3, 3, True))
+                ) -> List[Dict[str, Any]]:
+    """Return recall and precision per grid with the cut-aware merge and with a plain NMS."""
+    frames = load_labelled() if frames is None else frames
+    rows = []
+    for name, columns, rows_, whole in grids:
+        with Detector(model, backend=backend,
+                      tiles=TileGrid(columns, rows_, OVERLAP, whole)) as detector:
+            for cut_aware in (True, False):
+                detector.tiler.cut_aware = cut_aware
+                row = evaluate(detector, frames)
+                row.update(grid=name, merge='cut-aware' if cut_aware else 'plain NMS')
+                rows.append(row)
+    return rows
+
+
+def format_merge(rows: Sequence[Dict[str, Any]]) -> str:
+    """Return the merge comparison as Markdown."""
+    lines = ['| tiles | merge | recall @ IoU 0.5 | precision | detections |',
+             '| --- | --- | --- | --- | --- |']
+    for row in rows:
+        lines.append('| {} | {} | {:.3f} | {:.3f} | {} |'.format(
+            row['grid'], row['merge'], row['recall'], row['precision'], row['detections']))
+    return '\n'.join(lines)
+
+
 def format_recall(rows: Sequence[Dict[str, Any]]) -> str:
     """Return the recall table as Markdown."""
     lines = ['| tiles | inferences per frame | recall @ IoU 0.5 | precision | people found |',
@@ -262,6 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = recall_table(args.model, frames=frames)
         print(format_recall(rows))
         best = max(rows[1:], key=lambda r: r['recall'])
+        print(format_merge(merge_table(args.model, frames=frames)))
         print('picture: ' + draw_recall(frames, rows[0], best, args.picture) +
               ' (labels: blue found untiled, green only with {}, red missed)'.format(best['grid']))
     if args.cost:

@@ -1,8 +1,9 @@
 """The ``triton`` row of ``make bench``: the remote backend against local ONNX Runtime.
 
 The same model, frames and executor, once with ONNX Runtime in this process and once through
-``backend: triton`` to a KServe V2 server on localhost (MLServer running the model with ONNX
-Runtime, ``tx2_inference.tools.kserve_server``): what the gRPC hop and the server cost. On
+``backend: triton`` to NVIDIA's Triton server on localhost (``tritonserver`` 2.51.0 from the
+nvidia-pytriton wheel, the model in its Python backend with ONNX Runtime,
+``tx2_inference.tools.triton_server``): what the gRPC hop and the server cost. On
 this 2-core machine the server competes with the client for the same cores, so the figures
 are a floor for a real GPU server on a network; docs/BENCHMARKS.md and the README say what to
 expect there. A row, not a goal.
@@ -23,18 +24,18 @@ def triton_row(model: str, config: Optional[str], frame: np.ndarray, frames: int
     """Measure local ONNX Runtime and triton alike, rounds alternating; return the medians.
 
     Each round: the executor saturated (closed feed) on each backend, and one request at a
-    time (``measure_raw``: the request's round trip). Skipped, with the reason, where MLServer
-    is not installed.
+    time (``measure_raw``: the request's round trip). Skipped, with the reason, where the server
+    is not set up (tools/setup_triton.sh).
     """
     from tx2_inference.tools.benchmark import measure_executor, measure_raw, RawModel
-    from tx2_inference.tools.kserve_server import KServeServer
+    from tx2_inference.tools.triton_server import TritonServer
     name = os.path.splitext(os.path.basename(model))[0]
-    server = KServeServer(folder or tempfile.mkdtemp(prefix='tx2_bench_kserve_'),
+    server = TritonServer(folder or tempfile.mkdtemp(prefix='tx2_bench_triton_'),
                           {name: model}, threads=threads or 0)
     try:
         server.start()
     except (OSError, RuntimeError) as error:
-        return {'skipped': 'no local KServe V2 server: {}'.format(error)}
+        return {'skipped': 'no local Triton server: {}'.format(error)}
     rows: Dict[str, List[Dict[str, float]]] = {'onnxruntime': [], 'triton': []}
     try:
         remote_options = {'url': server.url, 'timeout_s': 10.0}
@@ -57,8 +58,8 @@ def triton_row(model: str, config: Optional[str], frame: np.ndarray, frames: int
                         index + 1, rounds, label, row['fps'], row['latency_ms_p50']))
     finally:
         server.stop()
-    result = {'server': 'MLServer (KServe V2 gRPC, ONNX Runtime on CPU) on localhost, '
-                        'sharing the cores', 'frames': frames, 'rounds': rounds,
+    result = {'server': 'tritonserver 2.51.0 (Python backend, ONNX Runtime on CPU) on '
+                        'localhost, sharing the cores', 'frames': frames, 'rounds': rounds,
               'depth': depth}  # type: Dict[str, Any]
     for label, measured in rows.items():
         for key in ('fps', 'latency_ms_p50', 'latency_ms_p99', 'request_ms_p50',
