@@ -193,3 +193,12 @@ def test_a_person_appearing_where_a_hidden_one_was_gets_a_new_id():
     assert all(ids == [1] for ids in with_colours[:8])
     assert all(ids[0] != 1 for ids in with_colours[8:11])  # blue: a new ID
     assert with_colours[11][0] == 1  # red is back with its own
+
+
+def test_lost_s_zero_still_follows_a_track_from_frame_to_frame():
+    tracker = ByteTracker(TrackerConfig(lost_s=0.0))
+    ids = [tracker.update(t, b[:1], [0.9], [0]).tolist() for t, b in walkers(5)]
+    assert ids == [[1]] * 5
+    frames = list(walkers(8))
+    tracker.update(frames[5][0], np.zeros((0, 4)), [], [])  # unseen once: lost, then ended
+    assert tracker.update(frames[6][0], frames[6][1][:1], [0.9], [0]).tolist() == [2]
