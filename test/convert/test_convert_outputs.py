@@ -93,3 +93,13 @@ def test_two_artefacts_of_one_stem_keep_their_own_configs(default_model, tmp_pat
     assert ModelConfig.load(config_path_for(tflite)).labels == ['pedestrian']
     with open(onnx_cfg) as f:
         assert yaml.safe_load(f)['labels'] == cfg['labels']
+
+
+def test_a_hand_edited_config_stops_the_command_before_any_model_is_written(default_model,
+                                                                            tmp_path, capsys):
+    onnx = _copy_model(default_model, tmp_path)
+    out = str(tmp_path / 'det_int8.onnx')
+    (tmp_path / 'det_int8.yaml').write_text('# completed by hand\n')
+    assert main(['quantize', onnx, '-o', out, '--calib-images', PERSONS]) == 2
+    assert 'det_int8.yaml was edited by hand' in capsys.readouterr().err
+    assert not os.path.exists(out)

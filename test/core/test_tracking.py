@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
 
 from tx2_inference.core.tracking import (
     appearance,
@@ -17,6 +16,9 @@ from tx2_inference.core.tracking import (
 
 @pytest.mark.parametrize('shape', [(1, 1), (3, 3), (5, 8), (8, 5), (12, 12), (2, 30)])
 def test_assignment_cost_equals_scipys(shape):
+    # scipy: the oracle here, in the development venv; not on the robot (the Python 3.6 tier).
+    linear_sum_assignment = pytest.importorskip(
+        'scipy.optimize', reason='scipy, the oracle, is not installed').linear_sum_assignment
     rng = np.random.RandomState(sum(shape))
     for _ in range(20):
         cost = rng.rand(*shape)
@@ -191,3 +193,12 @@ def test_a_person_appearing_where_a_hidden_one_was_gets_a_new_id():
     assert all(ids == [1] for ids in with_colours[:8])
     assert all(ids[0] != 1 for ids in with_colours[8:11])  # blue: a new ID
     assert with_colours[11][0] == 1  # red is back with its own
+
+
+def test_lost_s_zero_still_follows_a_track_from_frame_to_frame():
+    tracker = ByteTracker(TrackerConfig(lost_s=0.0))
+    ids = [tracker.update(t, b[:1], [0.9], [0]).tolist() for t, b in walkers(5)]
+    assert ids == [[1]] * 5
+    frames = list(walkers(8))
+    tracker.update(frames[5][0], np.zeros((0, 4)), [], [])  # unseen once: lost, then ended
+    assert tracker.update(frames[6][0], frames[6][1][:1], [0.9], [0]).tolist() == [2]

@@ -90,6 +90,9 @@ def test_a_peer_cannot_re_point_the_node_at_its_own_server(folder, default_model
             trap.accept()
         log = node.log()
         assert 'on onnxruntime' in log and 'on triton' not in log
+        # Each refused attempt is logged with who may have sent it (rclpy of Iron and newer).
+        assert 'refused a request to set the launch-only parameter(s) triton_url ' \
+               '(set_parameters clients: /guarded_node_driver)' in log, log[-3000:]
         # Every transition is logged with the nodes that hold a change_state client.
         for transition in ('deactivate', 'cleanup', 'configure', 'activate'):
             assert '{} requested through /guarded_node/change_state (its clients: ' \

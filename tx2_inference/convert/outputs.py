@@ -43,6 +43,9 @@ def check_output(output: str, inputs: Sequence[Optional[str]], force: bool,
                  what: str = 'model') -> Optional[str]:
     """Refuse to write ``output`` over an input, or over an existing file without ``force``.
 
+    Its config is checked too (`check_config`, before any conversion work): without ``force``
+    a hand-edited config there refuses the whole command, so no model is left without it.
+
     :param inputs: the files (or folders) the conversion reads.
     :returns: the ``.bak`` copy made of an existing output under ``force``, else None.
     :raises UserError: ``output`` is an input (even with ``force``), or exists without it.
@@ -51,6 +54,8 @@ def check_output(output: str, inputs: Sequence[Optional[str]], force: bool,
         if source and _same_file(output, source):
             raise UserError('-o {} is the {} this command reads: write the result to another '
                             'file (e.g. {}).'.format(output, what, _suggest(output)))
+    if not force:
+        check_config(config_target(output), False)
     if not os.path.exists(output):
         return None
     if not force:

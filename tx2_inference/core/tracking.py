@@ -387,8 +387,9 @@ class ByteTracker(object):
             self.reset()
         dt = 0.0 if self.last_time is None else time_s - self.last_time
         self.last_time = time_s
-        # Tracks unseen for longer than lost_s end before they could take a detection.
-        self.tracks = [t for t in self.tracks if time_s - t.last_seen <= config.lost_s]
+        # Tracks unseen for longer than lost_s end before they could take a detection; a track
+        # seen in the previous frame is a candidate in this one, however long the step.
+        self.tracks = [t for t in self.tracks if time_s - t.last_seen <= config.lost_s + dt]
         predict(self.tracks, dt)
 
         high = np.where(scores >= config.high_threshold)[0]

@@ -170,7 +170,8 @@ class InferenceNode(LifecycleNode):
         self._set_detection_params()
         if 'batch_timeout_ms' in names:
             self._detector.batch_timeout_ms = self._params.live['batch_timeout_ms']
-        if 'score_threshold' in names and self._active:
+        # LabelInfo's threshold is what is decoded: with tracking, the low threshold.
+        if self._active and {'score_threshold', 'tracking', 'tracking_low_threshold'} & set(names):
             self._publish_label_info()
 
     def _set_detection_params(self) -> None:

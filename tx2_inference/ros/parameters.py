@@ -619,6 +619,7 @@ class NodeParameters(object):
         self._labels = labels
         self._on_live_change = on_live_change
         self._declaring = True
+        self.remote = False  # allow_remote_reconfigure, read below
         self.startup_errors: Dict[str, str] = {}
         self.live: Dict[str, Any] = {}
         # Detection parameters whose value the node wrote from the model config, and where
@@ -630,6 +631,8 @@ class NodeParameters(object):
         node.add_on_set_parameters_callback(self._validate)
         if hasattr(node, 'add_post_set_parameters_callback'):
             node.add_post_set_parameters_callback(self._apply)
+        if hasattr(node, 'add_pre_set_parameters_callback'):  # rclpy of Iron and newer
+            node.add_pre_set_parameters_callback(self._audit)
         # The policy first: it decides whether the launch-only parameters are read-only.
         self._declare(PARAMETERS[ALLOW_REMOTE], False)
         self.remote = bool(self.value(ALLOW_REMOTE))
@@ -788,6 +791,17 @@ class NodeParameters(object):
                 self._node.get_logger().warning('describing {} failed: {}'.format(name, error))
             finally:
                 self._writing_defaults = False
+
+    def _audit(self, parameters: List[Parameter]) -> List[Parameter]:
+        """Pre-set callback: log an attempt to set a read-only parameter (rclpy refuses it)."""
+        refused = [p.name for p in parameters if p.name in PARAMETERS and
+                   PARAMETERS[p.name].read_only(self.remote)]
+        if refused and not self._declaring:
+            self._node.get_logger().warning(
+                'refused a request to set the launch-only parameter(s) {} (set_parameters '
+                'clients: {})'.format(', '.join(refused),
+                                      callers(self._node, 'set_parameters')))
+        return parameters
 
     def _validate(self, parameters: List[Parameter]) -> SetParametersResult:
         """On-set callback: accept or reject each value with a reason (no side effects)."""

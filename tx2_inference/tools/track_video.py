@@ -83,8 +83,11 @@ def large_frame_environment() -> None:
 def start_tracking_node(model: str, folder: str, name: str = NODE_NAME,
                         extra: Optional[Dict[str, Any]] = None) -> Tuple[Any, Any]:
     """Start and activate an ``inference_node`` process with tracking on; return (node, driver)."""
-    from tx2_inference.tools.soak.graph import activate, start_node
-    parameters = {'tracking': True}
+    from tx2_inference.tools.soak.graph import activate, QUEUE_DEPTH, start_node
+    # Every answer is read: the detections publisher keeps as many as the image queue (its
+    # default 10 lose answers to a reader stalled for a second on a loaded machine).
+    parameters = {'tracking': True, 'qos_overrides./{}/detections.publisher.depth'.format(
+        CAMERA): QUEUE_DEPTH}  # type: Dict[str, Any]
     parameters.update(extra or {})
     node, driver = start_node(name, model, folder, camera=CAMERA, extra=parameters)
     try:
@@ -96,11 +99,32 @@ def start_tracking_node(model: str, folder: str, name: str = NODE_NAME,
     return node, driver
 
 
+def reactivate(driver: Any) -> None:
+    """Deactivate and activate the node (its tracks reset); wait until it hears the camera again.
+
+    A frame published before the new subscription is matched would be lost.
+    """
+    client, topic = driver.client, driver.image_topic
+    for transition, subscribed in (('deactivate', False), ('activate', True)):
+        if not client.transition(transition):
+            raise RuntimeError('{} failed'.format(transition))
+        if not client.wait_until(
+                lambda want=subscribed: (client.node.count_subscribers(topic) > 0) == want,
+                timeout=10.0):
+            raise TimeoutError('after {}, the node is {}subscribed to {}'.format(
+                transition, '' if not subscribed else 'not ', topic))
+    time.sleep(0.3)  # let the reliable writer match the new reader (as soak.graph.activate)
+
+
 def play(driver: Any, frames: Sequence[np.ndarray], drop: int = 0,
          period_s: float = FRAME_PERIOD_S, timeout: float = 30.0) -> List[Dict[str, Any]]:
     """Publish the frames at their rate (every ``drop``-th left out); return the answers.
 
-    :returns: per published frame, in order: ``frame`` (its index), ``time_s`` (its stamp
+    Waits until the node has accounted for every frame (``driver.sent`` counts the frames
+    published through it): a frame a newer one superseded while the node was busy (tiles on a
+    slow machine) has no answer, and is left out.
+
+    :returns: per answered frame, in order: ``frame`` (its index), ``time_s`` (its stamp
         from the first frame) and ``detections`` (``id``, ``score``, ``box`` x1 y1 x2 y2).
     """
     from tx2_inference.ros.image import array_to_image_msg
@@ -120,15 +144,27 @@ def play(driver: Any, frames: Sequence[np.ndarray], drop: int = 0,
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
         driver.publish(msg)
         sent.append((index, stamp_ns))
+    driver.sent = getattr(driver, 'sent', 0) + len(sent)
+    if driver.client.wait_until(lambda: _accounted(driver.status()) >= driver.sent,
+                                timeout=timeout, period=0.2) is None:
+        raise TimeoutError('the node accounted for {} of {} frames: {}'.format(
+            _accounted(driver.status()), driver.sent, driver.status()))
     results = []
     for index, stamp_ns in sent:
-        answer = driver.answer(stamp_ns, timeout=timeout)
+        answer = driver.answer(stamp_ns, timeout=1.0)
         if answer is None:
-            raise TimeoutError('no detections came back for frame {}'.format(index))
+            continue
         results.append({'frame': index, 'time_s': (stamp_ns - base_ns) / 1e9, 'detections': [
             {'id': d.id, 'score': d.results[0].hypothesis.score if d.results else 0.0,
              'box': list(detection_xyxy(d))} for d in answer.detections]})
     return results
+
+
+def _accounted(status: Optional[Dict[str, str]]) -> int:
+    """Return the frames a camera status accounts for: answered, dropped or superseded."""
+    if not status:
+        return 0
+    return sum(int(status.get(key, 0)) for key in ('frames_out', 'dropped', 'superseded'))
 
 
 def same_person_pairs(results: List[Dict[str, Any]]) -> List[Tuple[str, str]]:
@@ -242,6 +278,21 @@ def draw_gallery(frames: Sequence[np.ndarray], results: List[Dict[str, Any]], pa
         cv2.imwrite(path, np.concatenate(rows, axis=0), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
+def _parameter(item: str) -> Tuple[str, Any]:
+    """Return (name, value) of ``NAME=VALUE``: a bool, int or float where it reads as one."""
+    name, sep, text = item.partition('=')
+    if not sep or not name:
+        raise argparse.ArgumentTypeError('--set takes NAME=VALUE, got {!r}'.format(item))
+    if text.lower() in ('true', 'false'):
+        return name, text.lower() == 'true'
+    for kind in (int, float):
+        try:
+            return name, kind(text)
+        except ValueError:
+            pass
+    return name, text
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the node on the video and write the picture and the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
@@ -252,6 +303,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--appearance-gate', type=float, default=None,
                         help="the node's tracking_appearance_gate (default: its default; "
                              '1.0: motion only)')
+    parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                        help='another node parameter, e.g. --set tiles=2x2 (repeatable)')
     parser.add_argument('--model', default=None, help='model (default: the bundled one)')
     parser.add_argument('--output', default=os.path.join('output', 'tracking'))
     args = parser.parse_args(argv)
@@ -260,7 +313,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     video = footage_path()
     frames = read_frames(video, args.frames, args.start)
     os.makedirs(args.output, exist_ok=True)
-    extra = {}  # type: Dict[str, Any]
+    extra = dict(_parameter(item) for item in args.set)  # type: Dict[str, Any]
     if args.appearance_gate is not None:
         extra['tracking_appearance_gate'] = args.appearance_gate
     node, driver = start_tracking_node(args.model or default_model_path(),
@@ -277,7 +330,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     figures['tracking_ms_mean'] = status.get('tracking_ms_mean')
     stem = os.path.join(args.output, 'vtest_tracks{}{}'.format(
         '_drop{}'.format(args.drop) if args.drop else '',
-        '' if args.appearance_gate is None else '_gate{}'.format(args.appearance_gate)))
+        '' if args.appearance_gate is None else '_gate{}'.format(args.appearance_gate)) +
+        ''.join('_{}{}'.format(k, v) for k, v in sorted(extra.items())
+                if k != 'tracking_appearance_gate'))
     with open(stem + '.json', 'w') as stream:
         json.dump({'summary': figures, 'frames': results}, stream)
     draw(frames[results[-1]['frame']], results, stem + '.jpg',
