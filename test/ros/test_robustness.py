@@ -373,6 +373,38 @@ def test_bad_policy_values_given_at_launch_fail_configure_naming_them(default_mo
     assert tried == 5  # allow_remote_reconfigure, triton_allow_plaintext_auth, 3 pixel limits
 
 
+def test_a_missing_file_says_how_to_set_its_parameter_read_only_or_not(folder, default_model):
+    """model_path and model_config are launch only (issue 22): the fix names a restart with -p;
+    with allow_remote_reconfigure, ros2 param set. Never a set that rclpy would refuse."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from tx2_inference.ros.node import InferenceNode
+    missing = os.path.join(folder, 'missing', 'person')
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        for remote in (False, True):
+            for name, value in (('model_path', missing + '.onnx'),
+                                ('model_config', missing + '.yaml')):
+                node = InferenceNode('hint_node', context=context, parameter_overrides=[
+                    Parameter('model_path', value=default_model), Parameter(name, value=value),
+                    Parameter('backend', value='onnxruntime'),
+                    Parameter('allow_remote_reconfigure', value=remote)])
+                try:
+                    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+                    error = node._last_error
+                    assert value in error and 'does not exist' in error, error
+                    hint = ('ros2 param set /hint_node {} '.format(name) if remote else
+                            'read-only (launch only): restart the node with -p {}:='.format(name))
+                    assert hint in error, (remote, error)
+                finally:
+                    node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
 # --------------------------------------------------------------------------- churn and flood
 
 def test_a_closed_detector_frees_its_model_without_waiting_for_the_garbage_collector(
