@@ -374,8 +374,11 @@ def test_bad_policy_values_given_at_launch_fail_configure_naming_them(default_mo
 
 
 def test_a_missing_file_says_how_to_set_its_parameter_read_only_or_not(folder, default_model):
-    """model_path and model_config are launch only (issue 22): the fix names a restart with -p;
-    with allow_remote_reconfigure, ros2 param set. Never a set that rclpy would refuse."""
+    """A missing model or config names the fix rclpy will accept: -p, or ros2 param set.
+
+    model_path and model_config are launch only (issue 22): the fix is a restart with -p;
+    with allow_remote_reconfigure, ros2 param set. Never a set that rclpy would refuse.
+    """
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
