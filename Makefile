@@ -8,8 +8,8 @@ export ROS_LOG_DIR ?= $(CURDIR)/build/ros_log
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: env triton motmetrics py36 models demo test lint bench soak constraints clean help \
-	gpu-check
+.PHONY: env triton motmetrics py36 qat-env models demo test lint bench soak constraints clean \
+	help gpu-check
 
 help:
 	@echo 'make demo   set up, convert the default model, run the node on real photos'
@@ -35,13 +35,17 @@ motmetrics:
 py36:
 	@tools/setup_py36.sh
 
+# tf-keras + TFMOT for quantization-aware training: an overlay on the venv (tfmot needs absl 1.x).
+qat-env: env
+	@tools/setup_qat_env.sh
+
 models: env
 	@$(PY) tools/get_default_model.py
 
 demo: models
 	@$(PY) -m tx2_inference.tools.demo
 
-test: models triton motmetrics py36
+test: models triton motmetrics py36 qat-env
 	@$(PY) -m pytest
 
 lint: env

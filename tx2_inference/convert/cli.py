@@ -5,8 +5,10 @@ Subcommands::
     tx2-convert onnx MODEL -o model.onnx [--inputs T[1,H,W,3]] [--outputs A,B] [...]
     tx2-convert engine model.onnx [--precision fp16|int8] [--calib-images DIR] [...]
     tx2-convert quantize model.onnx --calib-images DIR -o model_int8.onnx [--format qdq]
+    tx2-convert fold-qdq model_qdq.onnx -o model_folded.onnx [--images DIR]
     tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
     tx2-convert evaluate --images DIR --annotations coco.json --tf MODEL --onnx m.onnx ...
+    tx2-convert evaluate --footage video.avi --every 2 --tf MODEL --onnx int8=m_int8.onnx ...
     tx2-convert triton-repo model.onnx|model.engine -o model_repository [--max-batch-size N]
     tx2-convert check model.onnx --target tx2|nano|xavier|orin|trt8.0|trt8.2|trt8.5|trt8.6|trt10
     tx2-convert retarget model.onnx --target tx2 -o model_tx2.onnx
@@ -192,6 +194,8 @@ def cmd_onnx(args: argparse.Namespace) -> int:
             '  (detections: {} rows in another order, {} at the top-K cut-off)'.format(
                 d['reordered_rows'], d.get('crossed_rows', 0))
             if d.get('reordered_rows') or d.get('crossed_rows') else ''))
+    if result.qdq is not None:
+        print('  Q/DQ model for TensorRT: {}'.format(result.qdq.summary()))
     status = report_incomplete(cfg_path, cfg['decoder'])
     if args.target:
         status = status or report_check(args.output, args.target)
@@ -232,6 +236,10 @@ def report_check(onnx_path: str, target: str, sources: bool = False) -> int:
         return EXIT_TARGET_PROBLEMS
     print('{}: passes the preflight for {}{}.'.format(
         onnx_path, what, ' ({})'.format(device.name) if device else ''))
+    from tx2_inference.backends.tensorrt import qdq
+    verdict = qdq.readiness(onnx_path)
+    if verdict.has_qdq:
+        print('{}: {}'.format(onnx_path, verdict.summary()))
     return 0
 
 
@@ -269,9 +277,31 @@ def batch_profiles(onnx_path: str, batch: int) -> str:
                     for name, shapes in profiles.items())
 
 
+def refuse_unready_qdq(onnx_path: str) -> None:
+    """Refuse a Q/DQ model TensorRT cannot build as explicit INT8, saying why and what to do.
+
+    E.g. a TensorFlow Model Optimization QAT model: UINT8 Q/DQ with zero point 127 and no
+    weight Q/DQ. TensorRT's parser would reject the zero points with a bare error
+    (NVIDIA/TensorRT#2774).
+    """
+    if not os.path.isfile(onnx_path):
+        return  # the builder says the model is missing
+    from tx2_inference.backends.tensorrt import qdq
+    verdict = qdq.readiness(onnx_path)
+    if verdict.advisory and not verdict.refused:
+        LOG.warning('%s: %s', onnx_path, verdict.summary())
+    if verdict.refused:
+        raise UserError('{}: a Q/DQ model TensorRT cannot build: {} Run it as it is with ONNX '
+                        'Runtime (or its TFLite export), quantize it symmetric for TensorRT '
+                        '(the QAT recipe in tx2_inference.convert.workstation.qat, or tx2-convert '
+                        'quantize on the FP32 model), or fold it to FP32 for FP16 '
+                        '(tx2-convert fold-qdq).'.format(onnx_path, verdict.summary()))
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     """`engine`: ONNX -> TensorRT engine on this device, through the engine cache."""
     from tx2_inference.backends.tensorrt import builder as engine_builder
+    refuse_unready_qdq(args.onnx)
     if args.batch and not args.shapes:
         args.shapes = batch_profiles(args.onnx, args.batch) or None
     opts = engine_builder.BuildOptions(
@@ -300,8 +330,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     report = quantize.quantize(args.onnx, args.output, args.calib_images, fmt=args.format,
                                config_path=args.config, limit=args.calib_limit,
                                method=args.method, per_channel=not args.per_tensor,
-                               measure=not args.no_measure, force=args.force)
+                               measure=not args.no_measure, force=args.force,
+                               calib_cache=args.calib_cache, float_tail=not args.quantize_tail)
     print(report.summary())
+    return 0
+
+
+def cmd_fold_qdq(args: argparse.Namespace) -> int:
+    """`fold-qdq`: Q/DQ ONNX -> FP32 weights (for FP16 on devices without INT8), checked."""
+    from tx2_inference.convert import fold_qdq
+    report = fold_qdq.fold_file(args.onnx, args.output, images=args.images,
+                                config_path=args.config, atol=args.atol, rtol=args.rtol,
+                                force=args.force)
+    print(fold_qdq.summary(report))
     return 0
 
 
@@ -329,7 +370,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate.run(args.images, args.annotations, args.out, tf=args.tf,
                           tf_config=args.tf_config, onnx=args.onnx, tflite=args.tflite,
                           engine=args.engine, score_threshold=args.score_threshold,
-                          repeats=args.repeats)
+                          repeats=args.repeats, every=args.every, max_frames=args.max_frames,
+                          start=args.start)
     print(report)
     return 0
 
@@ -377,8 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-fold', action='store_true', help='skip constant folding')
     p.add_argument('--validate-images', help='folder of sample images for the TF comparison '
                    '(default: seeded random inputs)')
-    p.add_argument('--atol', type=float, default=1e-3,
-                   help='TF check: absolute tolerance of every output without its own')
+    p.add_argument('--atol', type=float, default=None,
+                   help='TF check: absolute tolerance of every output without its own '
+                   '(default 1e-3; 0.05 for a fake-quant/QAT graph: INT8 rounding at .5 '
+                   'boundaries can differ between TF and ONNX Runtime)')
     p.add_argument('--rtol', type=float, default=1e-3,
                    help='TF check: relative tolerance of every output without its own')
     p.add_argument('--tolerance', action='append', default=[],
@@ -448,12 +492,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--format', default='qdq', choices=['qdq', 'qoperator'],
                    help='qdq: symmetric S8S8 QDQ for TensorRT (slow on ORT CPU); qoperator: '
                    'U8S8 QOperator for ONNX Runtime on CPU')
-    p.add_argument('--method', default='minmax', choices=['minmax', 'entropy', 'percentile'])
+    p.add_argument('--method', default='minmax', choices=['minmax', 'entropy', 'percentile'],
+                   help='calibration (docs/PRECISION.md, table): minmax (default; as good as '
+                   'percentile at 8-32 frames, faster); percentile (best with 128 frames); '
+                   'entropy (clips detection heads: worst on the person model)')
     p.add_argument('--per-tensor', action='store_true', help='per-tensor weight scales')
+    p.add_argument('--calib-cache', metavar='FILE.json', help='activation ranges: read if '
+                   'present (same --method), else written (ONNX Runtime >= 1.32)')
+    p.add_argument('--quantize-tail', action='store_true',
+                   help='also quantize the ops after the last Conv/Gemm/MatMul (box decoding, '
+                   'score activation); by default they stay float: on the person model that '
+                   'keeps mAP@.5:.95 against FP32 at 0.92 instead of 0.46 (docs/PRECISION.md)')
     p.add_argument('--no-measure', action='store_true', help='skip the speed measurement')
     p.add_argument('--force', action='store_true', help='replace an existing output and a '
                    'hand-edited config (.bak copies kept); never the input')
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser('fold-qdq', help='Q/DQ (QAT/PTQ INT8) ONNX -> FP32 weights, for FP16 '
+                       'on devices without INT8 (Tegra X2); checked against it in ORT')
+    p.add_argument('onnx')
+    p.add_argument('-o', '--output', required=True)
+    p.add_argument('--images', help='folder of images for the check (default: seeded random '
+                   'inputs), prepared by the model config')
+    p.add_argument('--config', help='model config (default: beside the ONNX)')
+    p.add_argument('--atol', type=float, default=0.05,
+                   help='check: largest |folded - Q/DQ| allowed, plus --rtol x max|Q/DQ|')
+    p.add_argument('--rtol', type=float, default=0.1)
+    p.add_argument('--force', action='store_true', help='replace an existing output (a .bak '
+                   'copy is kept)')
+    p.set_defaults(func=cmd_fold_qdq)
 
     p = sub.add_parser('tflite', help='SavedModel or frozen graph -> TFLite')
     p.add_argument('model')
@@ -472,14 +539,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_tflite)
 
-    p = sub.add_parser('evaluate', help='mAP / agreement / latency side by side')
-    p.add_argument('--images', required=True, help='folder of the labelled images')
-    p.add_argument('--annotations', required=True, help='COCO-format JSON')
+    p = sub.add_parser('evaluate', help='mAP / agreement / latency side by side: against '
+                       'labels, or (no --annotations) against the FP32 reference on footage')
+    p.add_argument('--images', '--footage', dest='images', required=True,
+                   help='folder of images, or (reference mode) a video file')
+    p.add_argument('--annotations', help='COCO-format JSON of the images; without it: '
+                   'reference mode, every model scored against the first (--tf, else the '
+                   'first --onnx)')
+    p.add_argument('--every', type=int, default=1, metavar='N',
+                   help='reference mode: every Nth frame of the video or folder')
+    p.add_argument('--max-frames', type=int, default=None, metavar='N',
+                   help='reference mode: at most N frames')
+    p.add_argument('--start', type=int, default=0, help='reference mode: first frame index')
     p.add_argument('--tf', help='original TensorFlow model (SavedModel or frozen graph)')
     p.add_argument('--tf-config', help="model config for the TF model (default: the ONNX's)")
-    p.add_argument('--onnx', action='append', default=[], help='ONNX model (repeatable)')
-    p.add_argument('--tflite', action='append', default=[], help='TFLite model (repeatable)')
-    p.add_argument('--engine', action='append', default=[], help='TensorRT engine')
+    p.add_argument('--onnx', action='append', default=[], metavar='[LABEL=]MODEL',
+                   help='ONNX model (repeatable)')
+    p.add_argument('--tflite', action='append', default=[], metavar='[LABEL=]MODEL',
+                   help='TFLite model (repeatable)')
+    p.add_argument('--engine', action='append', default=[], metavar='[LABEL=]MODEL',
+                   help='TensorRT engine (skipped with a note where it cannot run)')
     p.add_argument('--score-threshold', type=float, default=0.05)
     p.add_argument('--out', default='output/evaluate', help='report folder')
     p.add_argument('--repeats', type=int, default=3, help='latency runs per image')

@@ -237,9 +237,25 @@ def rule_qdq_without_int8(facts: Facts) -> Iterable[Problem]:
                           count, facts.device.name, facts.path))
 
 
+def rule_explicit_int8(facts: Facts) -> Iterable[Problem]:
+    """Check that Q/DQ on a GPU with INT8 is in the form explicit quantization takes.
+
+    Symmetric INT8 (zero points 0, no UINT8), opset >= 13, no QOperator ops: else the parser
+    refuses it. Q/DQ on both the input and the weights of each Conv/Gemm/MatMul: else those
+    layers build in FP16/FP32 (advisory). See ``qdq.readiness``.
+    """
+    if facts.device is not None and not facts.device.fast_int8:
+        return  # rule_qdq_without_int8 says what to do there
+    from tx2_inference.backends.tensorrt import qdq
+    verdict = qdq.readiness(facts.model)
+    for k, reason in enumerate(verdict.reasons):
+        yield Problem('explicit-int8-{}'.format(k), 'not explicit INT8 ready for {{trt}}: {}.'
+                      .format(reason), advisory=reason in verdict.advisory)
+
+
 #: The checks, in the order their problems are printed. Append a function to add one.
 RULES = [rule_opset, rule_io_types, rule_ops, rule_op_types, rule_dynamic_inputs,
-         rule_qdq_without_int8]  # type: List[Callable[[Facts], Iterable[Problem]]]
+         rule_qdq_without_int8, rule_explicit_int8]  # type: List[Callable[[Facts], Iterable[Problem]]]
 
 
 def _walk(graph: Any, where: str = '') -> Iterable[Tuple[Any, str]]:
@@ -338,7 +354,7 @@ def sources(releases: List[str]) -> List[str]:
 # The rules the engine build runs before parsing. Dynamic inputs are left to the build's own
 # profile step, which knows the shapes the build was given (``builder._add_profiles``); Q/DQ on a
 # GPU without INT8 is refused earlier, by :func:`precision_for` (before the cache lookup).
-BUILD_RULES = [rule_opset, rule_io_types, rule_ops, rule_op_types]
+BUILD_RULES = [rule_opset, rule_io_types, rule_ops, rule_op_types, rule_explicit_int8]
 
 
 def before_build(onnx_path: str, trt_version: str) -> List[str]:

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -70,8 +70,15 @@ def tf_runner(path: str, config_path: str, params: DetectionParams, tag: str = '
         raise UserError('{}: input.name and input.size are needed to run the TF model.'.format(
             config_path))
     names = [dec[k] for k in ('boxes', 'scores') if dec.get(k)]
+    keys = list(names)  # as the decoder names them
+    in_name = inp['name']
+    from tx2_inference.convert.workstation.tf_runner import signature, source_kind
+    if source_kind(path) == 'saved_model':  # a config may name the signature's keys
+        sig = signature(path, tag, 'serving_default')
+        in_name = sig.inputs[in_name][0] if in_name in sig.inputs else in_name
+        names = [sig.outputs[n][0] if n in sig.outputs else n for n in names]
     runner = TFRunner(path, names, tag, threads=threads)
-    dtype, _ = runner.tensor_dtype_shape(inp['name'])
+    dtype, _ = runner.tensor_dtype_shape(in_name)
     h, w = inp['size']
     shape = (1, h, w, 3) if inp.get('layout', 'nhwc') == 'nhwc' else (1, 3, h, w)
     pre = Preprocessor(inp, shape, dtype)
@@ -80,7 +87,7 @@ def tf_runner(path: str, config_path: str, params: DetectionParams, tag: str = '
 
     def detect(img: np.ndarray) -> Detections:
         transform = pre(img, 'rgb', buf)
-        outputs = dict(zip(names, runner.run({inp['name']: buf})))
+        outputs = dict(zip(keys, runner.run({in_name: buf})))
         d = decoder(outputs, params)
         return Detections(transform.to_source(d.boxes), d.scores, d.class_ids, d.labels)
     return ModelRunner('TensorFlow (original)', 'tf', path, detect, runner.close)
@@ -277,45 +284,78 @@ def write_report(report: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     return paths
 
 
-def run(images: str, annotations: str, out: str, tf: Optional[str] = None,
-        tf_config: Optional[str] = None, onnx: Sequence[str] = (), tflite: Sequence[str] = (),
-        engine: Sequence[str] = (), score_threshold: float = 0.3, repeats: int = 3) -> str:
-    """Evaluate each model on a COCO-format set, write the report to ``out``; return a summary.
+def _named(kind: str, spec: str) -> Tuple[str, str]:
+    """Split ``LABEL=path`` (or a bare path, named by its kind and file name)."""
+    label, sep, path = spec.partition('=')
+    if sep and label and not os.path.exists(spec):
+        return label, path
+    return '{} {}'.format(KIND_NAMES[kind], os.path.basename(spec.rstrip('/'))), spec
 
-    :param tf: a SavedModel or frozen graph, the reference (with ``tf_config``, or the config
-        of the first ``onnx`` model).
-    :param onnx: ONNX models; ``tflite``, ``engine``: the same for TFLite and TensorRT engines
-        (an engine that cannot run here is skipped with a note).
-    :param repeats: runs per image for the latency median.
+
+KIND_NAMES = {'onnx': 'ONNX', 'tflite': 'TFLite', 'engine': 'ENGINE'}
+
+
+def run(images: str, annotations: Optional[str], out: str, tf: Optional[str] = None,
+        tf_config: Optional[str] = None, onnx: Sequence[str] = (), tflite: Sequence[str] = (),
+        engine: Sequence[str] = (), score_threshold: float = 0.3, repeats: int = 3,
+        every: int = 1, max_frames: Optional[int] = None, start: int = 0) -> str:
+    """Evaluate each model, write the report to ``out``; return a summary.
+
+    With ``annotations`` (COCO JSON): mAP against the labels on the images of ``images``.
+    Without: the reference mode (:mod:`.reference`) on ``images``, a folder of images or a
+    video (frames ``start``, ``start + every``, ... at most ``max_frames``); the first model
+    (``tf``, else the first ``onnx``) is the reference.
+
+    :param tf: a SavedModel or frozen graph (with ``tf_config``, or the config of the first
+        ``onnx`` model).
+    :param onnx: ONNX models, each a path or ``LABEL=path``; ``tflite``, ``engine``: the same
+        for TFLite and TensorRT engines (an engine that cannot run here is skipped with a note).
+    :param repeats: labelled mode: runs per image for the latency median.
     """
+    from tx2_inference.convert.workstation import footage
+    from tx2_inference.convert.workstation import reference as refmode
     params = DetectionParams(score_threshold=score_threshold, iou_threshold=0.45,
                              max_detections=100)
     runners, notes = [], []  # type: List[ModelRunner], List[str]
+    frames = None
+    if not annotations:
+        frames = footage.read_frames(images, every, max_frames, start)
     try:
+        named = [(kind, _named(kind, spec)) for kind, specs in
+                 (('onnx', onnx), ('tflite', tflite), ('engine', engine)) for spec in specs]
         if tf:
-            cfg = tf_config or (cfgmod.config_path_for(onnx[0]) if onnx else None)
+            cfg = tf_config or (cfgmod.config_path_for(named[0][1][1]) if named else None)
             if not cfg:
                 raise UserError('--tf needs --tf-config (or an --onnx model whose config names '
                                 'the tensors to run).')
             runners.append(tf_runner(tf, cfg, params))
-        for kind, paths in (('onnx', onnx), ('tflite', tflite), ('engine', engine)):
-            for path in paths:
-                name = '{} {}'.format(kind.upper() if kind != 'tflite' else 'TFLite',
-                                      os.path.basename(path))
-                if not os.path.exists(path):
-                    raise UserError('Model {!r} does not exist.'.format(path))
-                try:
-                    runners.append(detector_runner(name, kind, path, params))
-                except UserError as e:
-                    if kind != 'engine':
-                        raise
-                    notes.append('{} skipped: {}'.format(name, e))
+        for kind, (name, path) in named:
+            if not os.path.exists(path):
+                raise UserError('Model {!r} does not exist.'.format(path))
+            try:
+                runners.append(detector_runner(name, kind, path, params))
+            except UserError as e:
+                if kind != 'engine':
+                    raise
+                notes.append('{} skipped: {}'.format(name, e))
         if not runners:
             raise UserError('Nothing to evaluate: pass --tf, --onnx, --tflite or --engine.')
-        report = evaluate(runners, images, annotations, repeats)
+        if frames is not None:
+            if len(runners) < 2:
+                raise UserError('The reference mode scores models against the first (--tf, '
+                                'else the first --onnx): pass at least two models.')
+            report = refmode.evaluate_reference(runners, frames, images)
+        else:
+            report = evaluate(runners, images, annotations or '', repeats)
     finally:
         for r in runners:
             r.close()
+    if frames is not None:
+        report['notes'] = notes + ['every {} frame(s) from frame {} of {}; detections >= {} '
+                                   'kept for mAP; {} detections at most per frame'.format(
+                                       every, start, images, score_threshold, 100)]
+        paths = refmode.write_summary(report, out)
+        return refmode.markdown(report) + '\nWrote {}'.format(', '.join(sorted(paths.values())))
     report['notes'] = notes + ['latency: median of {} runs per image on this machine, one '
                                'frame at a time (preprocess + inference + decode)'.format(
                                    repeats)]
