@@ -1028,6 +1028,30 @@ def test_the_nodes_onnx_build_takes_batch_size_and_finds_the_cli_engine(
     assert built[-1].shapes == {}
 
 
+def test_a_prebuilt_engine_reports_the_precision_it_was_built_with(tmp_path, monkeypatch):
+    """The node's default precision is auto: a .engine's precision is its metadata's.
+
+    /diagnostics and the configure log show ``detector.precision``; an engine built by
+    ``tx2-convert engine`` (fp16 here) must not be reported as ``auto``. Only the device
+    identity and the TensorRT runtime are replaced (no GPU here); the metadata is the cache's.
+    """
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import runtime
+    monkeypatch.setattr(eb, 'device_identity', lambda: TX2)
+    monkeypatch.setattr(runtime, 'TensorRTBackend',
+                        lambda path, device=0, **kw: type('Opened', (), {'precision': None})())
+    onnx_path = tmp_path / 'model.onnx'
+    onnx_path.write_bytes(b'onnx bytes')
+    engine = eb.build_or_load(str(onnx_path), eb.BuildOptions('fp16'), identity=TX2,
+                              build_fn=fake_build, output=str(tmp_path / 'model.engine'))
+    assert backends.open_backend(engine, 'tensorrt', precision='auto').precision == 'fp16'
+    # Without metadata (trtexec's engines) nothing says which: not 'auto' either.
+    bare = tmp_path / 'bare.engine'
+    bare.write_bytes(b'engine bytes')
+    assert backends.open_backend(str(bare), 'tensorrt', precision='auto').precision == \
+        'unknown'
+
+
 def test_the_detector_hands_batch_size_and_depth_to_the_backend(monkeypatch, default_model):
     from tx2_inference import detector
     seen = {}

@@ -287,7 +287,10 @@ def refuse_unready_qdq(onnx_path: str) -> None:
     if not os.path.isfile(onnx_path):
         return  # the builder says the model is missing
     from tx2_inference.backends.tensorrt import qdq
-    verdict = qdq.readiness(onnx_path)
+    try:
+        verdict = qdq.readiness(onnx_path)
+    except UserError:
+        return  # not readable as ONNX: the build says so, after its GPU and TensorRT checks
     if verdict.advisory and not verdict.refused:
         LOG.warning('%s: %s', onnx_path, verdict.summary())
     if verdict.refused:
