@@ -1052,6 +1052,33 @@ def test_a_prebuilt_engine_reports_the_precision_it_was_built_with(tmp_path, mon
         'unknown'
 
 
+def test_the_cli_engine_by_default_is_the_one_the_node_finds(tmp_path, monkeypatch, capsys):
+    """tx2-convert engine without --precision builds what the node's default (auto) asks for.
+
+    On an Orin a Q/DQ model builds INT8 under auto; were the CLI's default FP16, the engine
+    built by hand would sit under another key and the node would build again at configure
+    (minutes on a Jetson). Only the TensorRT build and runtime are replaced.
+    """
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.convert import cli
+    monkeypatch.setattr(eb, 'device_identity', lambda: ORIN)
+    built = []
+    monkeypatch.setattr(eb, 'build_engine_bytes',
+                        lambda path, opts: built.append(opts.precision) or fake_build(path, opts))
+    opened = []
+    monkeypatch.setattr(runtime, 'TensorRTBackend',
+                        lambda path, device=0, **kw: opened.append(path) or
+                        type('Opened', (), {'precision': None})())
+    onnx_path = _tiny_onnx(str(tmp_path / 'qat.onnx'), qdq=True)
+    cache = str(tmp_path / 'engines')
+    assert cli.main(['engine', onnx_path, '--cache-dir', cache]) == 0
+    by_hand = capsys.readouterr().out.split('Engine: ')[1].strip()
+    backend = backends.open_backend(onnx_path, 'tensorrt', precision='auto',
+                                    engine_cache_dir=cache)
+    assert opened == [by_hand] and built == ['int8'] and backend.precision == 'int8'
+
+
 def test_the_detector_hands_batch_size_and_depth_to_the_backend(monkeypatch, default_model):
     from tx2_inference import detector
     seen = {}

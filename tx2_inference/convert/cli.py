@@ -3,7 +3,7 @@
 Subcommands::
 
     tx2-convert onnx MODEL -o model.onnx [--inputs T[1,H,W,3]] [--outputs A,B] [...]
-    tx2-convert engine model.onnx [--precision fp16|int8] [--calib-images DIR] [...]
+    tx2-convert engine model.onnx [--precision auto|fp32|fp16|int8] [--calib-images DIR] [...]
     tx2-convert quantize model.onnx --calib-images DIR -o model_int8.onnx [--format qdq]
     tx2-convert fold-qdq model_qdq.onnx -o model_folded.onnx [--images DIR]
     tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
@@ -456,9 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('engine', help='ONNX -> TensorRT engine (on the target device)')
     p.add_argument('onnx')
     p.add_argument('-o', '--output', help='copy the engine here (default: the cache only)')
-    p.add_argument('--precision', default='fp16', choices=PRECISIONS,
-                   help='auto: the best this GPU has (FP16 on a TX2; INT8 where the GPU has it '
-                   'and the model is Q/DQ or calibrated); int8 is refused on a GPU without it')
+    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+                   help="auto (default, as the node's precision parameter, so the node finds "
+                   'this engine in the cache): the best this GPU has (FP16 on a TX2; INT8 where '
+                   'the GPU has it and the model is Q/DQ or calibrated); int8 is refused on a '
+                   'GPU without it')
     p.add_argument('--config', help='model config (default: beside the ONNX)')
     p.add_argument('--cache-dir', help='engine cache folder (default: beside the ONNX)')
     p.add_argument('--workspace-mb', type=int, default=1024)
