@@ -123,7 +123,7 @@ def test_synchronised_sources_below_capacity_are_all_answered(backend, depth):
 
 @pytest.fixture
 def slow_backend(backend):
-    """The real ONNX Runtime backend, each inference made 6 ms longer on its worker thread.
+    """Return the real ONNX Runtime backend, each inference 6 ms longer on its worker thread.
 
     The conv model runs in about 1.3 ms, close to what the submitting thread itself spends on
     a round of four frames (more on Python 3.6): rounds meant to be above capacity were then
