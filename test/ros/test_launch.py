@@ -348,7 +348,7 @@ def readme_parameter_rows() -> Dict[str, List[str]]:
 
 
 def test_readme_parameter_tables_agree_with_the_declarations():
-    """Every parameter has a README row; its default, choices and when are TABLE's."""
+    """Every parameter has a README row; its default, choices, range and when are TABLE's."""
     rows = readme_parameter_rows()
     assert set(rows) == set(node_parameters.PARAMETERS)
     wrong = []
@@ -379,4 +379,10 @@ def test_readme_parameter_tables_agree_with_the_declarations():
         missing = [choice for choice in spec.choices if choice not in choices]
         if missing:
             wrong.append((name, 'choices', choices, missing))
+        limits = spec.floating or spec.integer
+        if limits is not None and len(cells) == 6:  # the range column: 'from-to'
+            low, _, high = choices.partition('-')
+            shown_limits = (float(low), float(2**31 - 1 if high == '2^31-1' else high))
+            if shown_limits != (float(limits[0]), float(limits[1])):
+                wrong.append((name, 'range', choices, limits))
     assert not wrong, wrong

@@ -258,9 +258,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_retarget(args: argparse.Namespace) -> int:
     """`retarget`: fit an ONNX model (and its config) to a target, then check it."""
     from tx2_inference.convert import retarget
-    retarget.retarget_file(args.onnx, args.target, args.output)
-    print('Wrote {}.'.format(args.output or args.onnx))
-    return report_check(args.output or args.onnx, args.target)
+    retarget.retarget_file(args.onnx, args.target, args.output, force=args.force)
+    print('Wrote {}.'.format(args.output))
+    return report_check(args.output, args.target)
 
 
 def batch_profiles(onnx_path: str, batch: int) -> str:
@@ -609,8 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
                        'for TensorRT < 8.5), then check it')
     p.add_argument('onnx')
     p.add_argument('--target', required=True, choices=TARGETS)
-    p.add_argument('-o', '--output', help='the fitted model (default: in place); its .yaml '
-                   'config is written beside it')
+    p.add_argument('-o', '--output', required=True, help='the fitted model (never the one it '
+                   'reads); its .yaml config is written beside it')
+    p.add_argument('--force', action='store_true', help='replace an existing output (a .bak '
+                   'copy is kept)')
     p.set_defaults(func=cmd_retarget)
     return parser
 
