@@ -1028,6 +1028,57 @@ def test_the_nodes_onnx_build_takes_batch_size_and_finds_the_cli_engine(
     assert built[-1].shapes == {}
 
 
+def test_a_prebuilt_engine_reports_the_precision_it_was_built_with(tmp_path, monkeypatch):
+    """The node's default precision is auto: a .engine's precision is its metadata's.
+
+    /diagnostics and the configure log show ``detector.precision``; an engine built by
+    ``tx2-convert engine`` (fp16 here) must not be reported as ``auto``. Only the device
+    identity and the TensorRT runtime are replaced (no GPU here); the metadata is the cache's.
+    """
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import runtime
+    monkeypatch.setattr(eb, 'device_identity', lambda: TX2)
+    monkeypatch.setattr(runtime, 'TensorRTBackend',
+                        lambda path, device=0, **kw: type('Opened', (), {'precision': None})())
+    onnx_path = tmp_path / 'model.onnx'
+    onnx_path.write_bytes(b'onnx bytes')
+    engine = eb.build_or_load(str(onnx_path), eb.BuildOptions('fp16'), identity=TX2,
+                              build_fn=fake_build, output=str(tmp_path / 'model.engine'))
+    assert backends.open_backend(engine, 'tensorrt', precision='auto').precision == 'fp16'
+    # Without metadata (trtexec's engines) nothing says which: not 'auto' either.
+    bare = tmp_path / 'bare.engine'
+    bare.write_bytes(b'engine bytes')
+    assert backends.open_backend(str(bare), 'tensorrt', precision='auto').precision == \
+        'unknown'
+
+
+def test_the_cli_engine_by_default_is_the_one_the_node_finds(tmp_path, monkeypatch, capsys):
+    """tx2-convert engine without --precision builds what the node's default (auto) asks for.
+
+    On an Orin a Q/DQ model builds INT8 under auto; were the CLI's default FP16, the engine
+    built by hand would sit under another key and the node would build again at configure
+    (minutes on a Jetson). Only the TensorRT build and runtime are replaced.
+    """
+    from tx2_inference import backends
+    from tx2_inference.backends.tensorrt import runtime
+    from tx2_inference.convert import cli
+    monkeypatch.setattr(eb, 'device_identity', lambda: ORIN)
+    built = []
+    monkeypatch.setattr(eb, 'build_engine_bytes',
+                        lambda path, opts: built.append(opts.precision) or fake_build(path, opts))
+    opened = []
+    monkeypatch.setattr(runtime, 'TensorRTBackend',
+                        lambda path, device=0, **kw: opened.append(path) or
+                        type('Opened', (), {'precision': None})())
+    onnx_path = _tiny_onnx(str(tmp_path / 'qat.onnx'), qdq=True)
+    cache = str(tmp_path / 'engines')
+    assert cli.main(['engine', onnx_path, '--cache-dir', cache]) == 0
+    by_hand = capsys.readouterr().out.split('Engine: ')[1].strip()
+    backend = backends.open_backend(onnx_path, 'tensorrt', precision='auto',
+                                    engine_cache_dir=cache)
+    assert opened == [by_hand] and built == ['int8'] and backend.precision == 'int8'
+
+
 def test_the_detector_hands_batch_size_and_depth_to_the_backend(monkeypatch, default_model):
     from tx2_inference import detector
     seen = {}

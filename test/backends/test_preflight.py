@@ -374,3 +374,34 @@ def test_retarget_writes_a_model_and_config_that_pass(default_model, tmp_path):
     assert main(['retarget', default_model, '--target', 'tx2', '-o', out]) == 0
     assert preflight.check_target(out, 'tx2') == []
     assert ModelConfig.load(str(tmp_path / 'person_tx2.yaml')).input['dtype'] == 'float32'
+def test_retarget_overwrites_nothing_it_was_not_asked_to(default_model, tmp_path):
+    """tx2-convert retarget follows every converter's rules (issue 22, ``convert.outputs``).
+
+    Never over the model it reads (its default was in place), an existing output or a
+    hand-edited config there only with --force, a .bak of each kept.
+    """
+    import shutil
+
+    from tx2_inference.convert.cli import main
+    model = str(tmp_path / 'person.onnx')
+    shutil.copy(default_model, model)
+    shutil.copy(os.path.splitext(default_model)[0] + '.yaml', str(tmp_path / 'person.yaml'))
+    with open(model, 'rb') as f:
+        original = f.read()
+    with pytest.raises(SystemExit):  # -o is required: no default in place
+        main(['retarget', model, '--target', 'tx2'])
+    assert main(['retarget', model, '--target', 'tx2', '-o', model]) == 2
+    out = str(tmp_path / 'person_tx2.onnx')
+    assert main(['retarget', model, '--target', 'tx2', '-o', out]) == 0
+    config = str(tmp_path / 'person_tx2.yaml')
+    with open(config, 'a') as f:
+        f.write('# completed by hand\n')
+    assert main(['retarget', model, '--target', 'tx2', '-o', out]) == 2  # exists: refused
+    with open(config) as f:
+        assert f.read().endswith('# completed by hand\n')
+    assert main(['retarget', model, '--target', 'tx2', '-o', out, '--force']) == 0
+    assert os.path.isfile(out + '.bak') and os.path.isfile(config + '.bak')
+    with open(model, 'rb') as f:
+        assert f.read() == original  # the input was never touched
+
+

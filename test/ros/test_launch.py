@@ -2,7 +2,9 @@
 The launch files and config/params.yaml, checked statically (launch is not installable here).
 
 They must run unchanged under `ros2 launch` on a robot: they parse, and the executable,
-parameters, launch arguments, lifecycle transitions and files they name all exist.
+parameters, launch arguments, lifecycle transitions and files they name all exist. The
+parameters' documentation (params.yaml's comments, the README's tables) says what the
+declarations (`ros.parameters.TABLE`) say: default, choices, and when each may be set.
 """
 
 import ast
@@ -305,3 +307,82 @@ def test_every_parameter_is_described_with_ranges_where_numeric():
             assert 'read-only while configured' in descriptor.additional_constraints, name
     assert set(node_parameters.RECONFIGURE) | set(node_parameters.LIVE) == \
         set(node_parameters.PARAMETERS)
+
+
+def when(spec: Any) -> str:
+    """Return when a parameter may be set: launch, reconfigure or live (as usage() says)."""
+    return 'launch' if spec.launch_only else 'reconfigure' if spec.reconfigure else 'live'
+
+
+def test_params_yaml_says_when_each_parameter_may_be_set():
+    """Each entry's comment starts with what TABLE says: launch only, reconfigure or live."""
+    lines = read(PARAMS).splitlines()
+    wrong = {}
+    for name, spec in node_parameters.PARAMETERS.items():
+        [index] = [i for i, line in enumerate(lines)
+                   if re.match(r'#?\s*{}:'.format(name), line.strip())]
+        said = None
+        for line in reversed(lines[:index]):  # the comment block above the entry
+            text = line.strip()
+            if not text.startswith('#'):
+                break
+            found = re.match(r'#\s*(launch only|reconfigure|live)\.', text)
+            if found:
+                said = found.group(1).replace('launch only', 'launch')
+                break
+        if said != when(spec):
+            wrong[name] = (said, when(spec))
+    assert not wrong, 'config/params.yaml comment -> TABLE: {}'.format(wrong)
+
+
+def readme_parameter_rows() -> Dict[str, List[str]]:
+    """Return the README's parameter table rows: parameter name -> its cells."""
+    rows = {}
+    for line in read(os.path.join(ROOT, 'README.md')).splitlines():
+        if line.startswith('| `'):
+            cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+            for name in re.findall(r'`([a-z0-9_]+)`', cells[0]):
+                if name in node_parameters.PARAMETERS:
+                    rows[name] = cells
+    return rows
+
+
+def test_readme_parameter_tables_agree_with_the_declarations():
+    """Every parameter has a README row; its default, choices, range and when are TABLE's."""
+    rows = readme_parameter_rows()
+    assert set(rows) == set(node_parameters.PARAMETERS)
+    wrong = []
+    for name, spec in node_parameters.PARAMETERS.items():
+        cells = rows[name]
+        default = spec.default
+        if len(cells) == 6:  # the node's table: name, type, default, range, when, what
+            shown, choices, said = cells[2], cells[3], cells[4]
+            if said != when(spec):
+                wrong.append((name, 'when', said, when(spec)))
+        else:  # the Triton table: name, default, what (all launch only, said above it)
+            shown, choices = cells[1], cells[2]
+            assert spec.launch_only, name
+        if callable(default) or isinstance(default, Parameter.Type):
+            continue  # the bundled model; unset: described in words
+        quoted = re.match(r'`([^`]*)`', shown)  # `value`, else a bare number or word
+        first = quoted.group(1) if quoted else shown.split(':')[0].split()[0]
+        if isinstance(default, bool):
+            same = first == str(default).lower()
+        elif isinstance(default, (int, float)):
+            same = float(first) == float(default)
+        elif isinstance(default, list):
+            same = first == '[{}]'.format(', '.join(default))
+        else:
+            same = first == default or (default == '' and first == "''")
+        if not same:
+            wrong.append((name, 'default', shown, default))
+        missing = [choice for choice in spec.choices if choice not in choices]
+        if missing:
+            wrong.append((name, 'choices', choices, missing))
+        limits = spec.floating or spec.integer
+        if limits is not None and len(cells) == 6:  # the range column: 'from-to'
+            low, _, high = choices.partition('-')
+            shown_limits = (float(low), float(2**31 - 1 if high == '2^31-1' else high))
+            if shown_limits != (float(limits[0]), float(limits[1])):
+                wrong.append((name, 'range', choices, limits))
+    assert not wrong, wrong

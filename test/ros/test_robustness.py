@@ -299,7 +299,8 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
                                    extra={'allow_remote_reconfigure': True})
     client = driver.client
     try:
-        # Unconfigured: wrong types and out-of-range values.
+        # Unconfigured: wrong types and out-of-range values (a policy's are refused as
+        # read-only here, whatever they are: test_bad_policy_values_given_at_launch_...).
         olds = dict(zip(BAD_VALUES, client.get_parameters(*BAD_VALUES)))
         # Unset: the model config's own default applies (its detection section, else 0.5).
         assert olds['score_threshold'] is None and olds['model_path'] == default_model
@@ -330,6 +331,81 @@ def test_bad_parameters_are_rejected_with_a_reason_and_the_old_value_stays(folde
     finally:
         driver.close()
         node.stop()
+
+
+def test_bad_policy_values_given_at_launch_fail_configure_naming_them(default_model):
+    """A policy's bad values, given at launch: named at startup, the default stands.
+
+    A policy is read-only from the start, so rclpy refuses a remote set before its type or
+    range is looked at (above: 'read-only parameter'). Its bad values can only come at launch:
+    tried there, each is named at startup, the default stands (the limit stays in force) and
+    configure fails naming it, until the node is restarted with a valid value.
+    """
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from tx2_inference.ros.node import InferenceNode
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    tried = 0
+    try:
+        for name in POLICIES:
+            wrong_type, out_of_range, _ = BAD_VALUES[name]
+            values = [wrong_type] + ([] if isinstance(out_of_range, str) else out_of_range)
+            for value in values:
+                node = InferenceNode('policy_node', context=context, parameter_overrides=[
+                    Parameter(name, value=value), Parameter('model_path', value=default_model),
+                    Parameter('backend', value='onnxruntime')])
+                try:
+                    assert name in node._params.startup_errors, (name, value)
+                    default = PARAMETERS[name].default_value()
+                    assert node.get_parameter(name).value == default, (name, value)
+                    assert node.describe_parameter(name).read_only, name
+                    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+                    assert 'parameters rejected at startup: {} ('.format(name) in \
+                        node._last_error and 'at launch' in node._last_error, node._last_error
+                    tried += 1
+                finally:
+                    node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    assert tried == 5  # allow_remote_reconfigure, triton_allow_plaintext_auth, 3 pixel limits
+
+
+def test_a_missing_file_says_how_to_set_its_parameter_read_only_or_not(folder, default_model):
+    """A missing model or config names the fix rclpy will accept: -p, or ros2 param set.
+
+    model_path and model_config are launch only (issue 22): the fix is a restart with -p;
+    with allow_remote_reconfigure, ros2 param set. Never a set that rclpy would refuse.
+    """
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from tx2_inference.ros.node import InferenceNode
+    missing = os.path.join(folder, 'missing', 'person')
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        for remote in (False, True):
+            for name, value in (('model_path', missing + '.onnx'),
+                                ('model_config', missing + '.yaml')):
+                node = InferenceNode('hint_node', context=context, parameter_overrides=[
+                    Parameter('model_path', value=default_model), Parameter(name, value=value),
+                    Parameter('backend', value='onnxruntime'),
+                    Parameter('allow_remote_reconfigure', value=remote)])
+                try:
+                    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+                    error = node._last_error
+                    assert value in error and 'does not exist' in error, error
+                    hint = ('ros2 param set /hint_node {} '.format(name) if remote else
+                            'read-only (launch only): restart the node with -p {}:='.format(name))
+                    assert hint in error, (remote, error)
+                finally:
+                    node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 # --------------------------------------------------------------------------- churn and flood

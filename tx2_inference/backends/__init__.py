@@ -93,6 +93,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
             except BackendUnavailableError as error:
                 raise BackendUnavailableError('cannot check or run the TensorRT engine {!r} '
                                               'here: {}'.format(model_path, error)) from error
+            # A built engine's precision is fixed: its metadata's, not the parameter's (auto).
+            precision = _built_precision(model_path, precision)
         if outputs_from is not None:
             options['outputs_from'] = outputs_from
         if inputs_from is not None:
@@ -125,13 +127,17 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
 
 
 def _built_precision(engine_path: str, asked: str) -> str:
-    """Return the precision an engine was built with (its metadata), e.g. what auto chose."""
+    """Return the precision an engine was built with (its metadata), e.g. what auto chose.
+
+    An engine without metadata (built by trtexec, say) says nothing of it: ``asked``, or
+    ``unknown`` when that is ``auto`` (no build chose it here).
+    """
     import json
     try:
         with open(os.path.splitext(engine_path)[0] + '.json') as f:
             return str(json.load(f)['options']['precision'])
     except (OSError, ValueError, KeyError, TypeError):
-        return asked
+        return 'unknown' if asked == 'auto' else asked
 
 
 def check_model_file(model_path: str, suffix: str) -> None:

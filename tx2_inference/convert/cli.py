@@ -3,7 +3,7 @@
 Subcommands::
 
     tx2-convert onnx MODEL -o model.onnx [--inputs T[1,H,W,3]] [--outputs A,B] [...]
-    tx2-convert engine model.onnx [--precision fp16|int8] [--calib-images DIR] [...]
+    tx2-convert engine model.onnx [--precision auto|fp32|fp16|int8] [--calib-images DIR] [...]
     tx2-convert quantize model.onnx --calib-images DIR -o model_int8.onnx [--format qdq]
     tx2-convert fold-qdq model_qdq.onnx -o model_folded.onnx [--images DIR]
     tx2-convert tflite MODEL -o model.tflite [--precision int8 --calib-images DIR [--int8-io]]
@@ -258,9 +258,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_retarget(args: argparse.Namespace) -> int:
     """`retarget`: fit an ONNX model (and its config) to a target, then check it."""
     from tx2_inference.convert import retarget
-    retarget.retarget_file(args.onnx, args.target, args.output)
-    print('Wrote {}.'.format(args.output or args.onnx))
-    return report_check(args.output or args.onnx, args.target)
+    retarget.retarget_file(args.onnx, args.target, args.output, force=args.force)
+    print('Wrote {}.'.format(args.output))
+    return report_check(args.output, args.target)
 
 
 def batch_profiles(onnx_path: str, batch: int) -> str:
@@ -287,7 +287,10 @@ def refuse_unready_qdq(onnx_path: str) -> None:
     if not os.path.isfile(onnx_path):
         return  # the builder says the model is missing
     from tx2_inference.backends.tensorrt import qdq
-    verdict = qdq.readiness(onnx_path)
+    try:
+        verdict = qdq.readiness(onnx_path)
+    except UserError:
+        return  # not readable as ONNX: the build says so, after its GPU and TensorRT checks
     if verdict.advisory and not verdict.refused:
         LOG.warning('%s: %s', onnx_path, verdict.summary())
     if verdict.refused:
@@ -453,9 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('engine', help='ONNX -> TensorRT engine (on the target device)')
     p.add_argument('onnx')
     p.add_argument('-o', '--output', help='copy the engine here (default: the cache only)')
-    p.add_argument('--precision', default='fp16', choices=PRECISIONS,
-                   help='auto: the best this GPU has (FP16 on a TX2; INT8 where the GPU has it '
-                   'and the model is Q/DQ or calibrated); int8 is refused on a GPU without it')
+    p.add_argument('--precision', default='auto', choices=PRECISIONS,
+                   help="auto (default, as the node's precision parameter, so the node finds "
+                   'this engine in the cache): the best this GPU has (FP16 on a TX2; INT8 where '
+                   'the GPU has it and the model is Q/DQ or calibrated); int8 is refused on a '
+                   'GPU without it')
     p.add_argument('--config', help='model config (default: beside the ONNX)')
     p.add_argument('--cache-dir', help='engine cache folder (default: beside the ONNX)')
     p.add_argument('--workspace-mb', type=int, default=1024)
@@ -604,8 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
                        'for TensorRT < 8.5), then check it')
     p.add_argument('onnx')
     p.add_argument('--target', required=True, choices=TARGETS)
-    p.add_argument('-o', '--output', help='the fitted model (default: in place); its .yaml '
-                   'config is written beside it')
+    p.add_argument('-o', '--output', required=True, help='the fitted model (never the one it '
+                   'reads); its .yaml config is written beside it')
+    p.add_argument('--force', action='store_true', help='replace an existing output (a .bak '
+                   'copy is kept)')
     p.set_defaults(func=cmd_retarget)
     return parser
 

@@ -10,7 +10,7 @@ preflight (``backends.tensorrt.preflight``) runs on the result.
 import logging
 import os
 import shutil
-from typing import Any, List, Optional
+from typing import Any, List
 
 import numpy as np
 
@@ -76,29 +76,33 @@ def retarget_model(model: Any, target: str) -> Any:
     return fitted
 
 
-def retarget_file(onnx_path: str, target: str, output: Optional[str] = None) -> List[str]:
-    """Fit the ONNX file (and its config) to ``target``; return the preflight's problem lines.
+def retarget_file(onnx_path: str, target: str, output: str, force: bool = False) -> List[str]:
+    """Write ``onnx_path`` fitted to ``target`` to ``output`` (and its config beside it).
 
-    :param output: where to write (default: in place); the config beside it follows.
+    As every converter (``convert.outputs``): never over the model it reads, and an existing
+    ``output`` or a hand-edited config there only with ``force`` (``.bak`` copies kept).
+
+    :returns: the preflight's problem lines for ``output``.
+    :raises UserError: ``output`` is the input, or exists without ``force``; nothing is
+        written then.
     """
     import onnx
 
     from tx2_inference.convert import config as cfgmod
-    output = output or onnx_path
+    from tx2_inference.convert import outputs
+    src_cfg = cfgmod.config_path_for(onnx_path)
+    outputs.check_output(output, [onnx_path, src_cfg], force)
     model = preflight.load(onnx_path)
     fitted = retarget_model(model, target)
-    if fitted is not model or output != onnx_path:
-        if fitted is model:
-            shutil.copyfile(onnx_path, output)
-        else:
-            with atomic_path(output) as tmp:
-                onnx.save(fitted, tmp)
-    src_cfg, dst_cfg = cfgmod.config_path_for(onnx_path), cfgmod.config_path_for(output)
+    if fitted is model:
+        shutil.copyfile(onnx_path, output)
+    else:
+        with atomic_path(output) as tmp:
+            onnx.save(fitted, tmp)
     if os.path.isfile(src_cfg):
         cfg = cfgmod.load(src_cfg)
         if fitted is not model:
             cfg.setdefault('input', {})['dtype'] = 'float32'
-        if fitted is not model or src_cfg != dst_cfg:
-            cfgmod.save(dst_cfg, cfg, header='Written by tx2-convert retarget --target {} from '
-                        '{}.'.format(target, onnx_path))
+        cfgmod.save(None, cfg, header='Written by tx2-convert retarget --target {} from '
+                    '{}.'.format(target, onnx_path), model=output, force=force)
     return preflight.check_target(output, target)

@@ -246,8 +246,9 @@ class InferenceNode(LifecycleNode):
             if not os.path.isfile(config_path):
                 raise ConfigError(
                     'model_config {!r} does not exist: set the parameter model_config to the '
-                    "model's YAML, or to '' to use <model>.yaml beside the model, and "
-                    'configure again.'.format(config_path))
+                    "model's YAML, or to '' to use <model>.yaml beside the model ({}), and "
+                    'configure again.'.format(config_path, self._set_hint(
+                        'model_config', '/path/to/model.yaml')))
         topics = list(self._params.value('image_topics'))
         reason = check_topics(topics)
         if reason:

@@ -253,9 +253,15 @@ class SilenceWatch(object):
 
 def apply(status: DiagnosticStatus, level: Any, message: str,
           values: List[Tuple[str, str]]) -> DiagnosticStatus:
-    """Add a watch's values to a camera's status; a warning replaces its level and message."""
+    """Add a watch's values to a camera's status; a warning replaces its level and message.
+
+    Only the status's first clause ('ok', 'no images', ...) is replaced: what
+    ``ros.diagnostics.camera_status`` adds after it (frames refused for their size or a
+    conversion error) stays, as both may happen at once (a huge frame is the one DDS loses).
+    """
     status.values = list(status.values) + [KeyValue(key=k, value=v) for k, v in values]
     if level != DiagnosticStatus.OK and level >= status.level:
         status.level = level
-        status.message = message
+        _, sep, more = status.message.partition('; ')
+        status.message = message + sep + more
     return status
