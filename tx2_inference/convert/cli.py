@@ -499,8 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
                    'U8S8 QOperator for ONNX Runtime on CPU')
     p.add_argument('--method', default='minmax', choices=['minmax', 'entropy', 'percentile'],
                    help='calibration (docs/PRECISION.md, table): minmax (default; as good as '
-                   'percentile at 8-32 frames, faster); percentile (best with 128 frames); '
-                   'entropy (clips detection heads: worst on the person model)')
+                   'percentile at 8-128 frames, and faster); percentile; entropy (clips '
+                   'detection heads: the worst on the person model)')
     p.add_argument('--per-tensor', action='store_true', help='per-tensor weight scales')
     p.add_argument('--calib-cache', metavar='FILE.json', help='activation ranges: read if '
                    'present (same --method), else written (ONNX Runtime >= 1.32)')
