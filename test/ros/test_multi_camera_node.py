@@ -194,13 +194,18 @@ def test_synchronised_cameras_are_each_answered_below_capacity_and_fairly_above(
     print('below capacity (1 FPS x 4 cameras): answered per camera {} of {}'.format(
         counts, rounds))
     assert min(counts) >= 0.95 * rounds, counts
-    first = graph.round + 1
-    # 160 frames/s in all: about twice what 2 idle cores answer (80 frames/s in was answered
-    # at 92 % on a quiet machine, so it was not above capacity there).
-    rounds = graph.run(fps=40.0, seconds=6.0)
-    counts, shares = _shares(graph, first, graph.round)
-    print('above capacity (40 FPS x 4 cameras): answered per camera {} of {} (shares {})'.format(
-        counts, rounds, ', '.join('{:.2f}'.format(s) for s in shares)))
+    # Above capacity: 160 frames/s in all was about twice what 2 idle cores answered (80
+    # frames/s was answered at 92 % on a quiet machine), but a quiet machine later answered
+    # 94 % of 160 frames/s: where a rate is not above capacity, the next one is tried.
+    for fps in (40.0, 100.0):
+        first = graph.round + 1
+        rounds = graph.run(fps=fps, seconds=6.0)
+        counts, shares = _shares(graph, first, graph.round)
+        print('above capacity? ({:.0f} FPS x 4 cameras): answered per camera {} of {} '
+              '(shares {})'.format(fps, counts, rounds,
+                                   ', '.join('{:.2f}'.format(s) for s in shares)))
+        if sum(counts) < 0.9 * 4 * rounds:
+            break
     assert sum(counts) < 0.9 * 4 * rounds  # it really was above capacity
     assert min(shares) >= 0.8 * 0.25, shares
 
