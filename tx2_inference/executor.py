@@ -29,10 +29,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from tx2_inference.backends.base import Backend, Slot, SlotRow
-from tx2_inference.core.stats import percentile
+from tx2_inference.core.stats import RecentValues
 
 _LOG = logging.getLogger(__name__)
 
@@ -42,23 +40,6 @@ _FREE, _FILLING, _SEALED, _LAUNCHING, _RUNNING, _FAILED = 0, 1, 2, 3, 4, 5
 
 _TIMING_KEYS = ('prepare_ms', 'infer_ms', 'decode_ms', 'latency_ms')
 DROP_REASONS = ('superseded', 'error', 'closed')
-
-
-class _Ring(object):
-    """The last ``size`` values of a measurement, for percentiles (no per-frame allocation)."""
-
-    def __init__(self, size: int = 512) -> None:
-        self.values = np.full(size, np.nan)
-        self.count = 0
-
-    def add(self, value: float) -> None:
-        self.values[self.count % self.values.shape[0]] = value
-        self.count += 1
-
-    def percentile(self, q: float) -> float:
-        valid = self.values[:min(self.count, self.values.shape[0])]
-        valid = valid[~np.isnan(valid)]
-        return percentile(valid, q)
 
 
 class _Source(object):
@@ -75,7 +56,7 @@ class _Source(object):
         self.pending = None  # type: Optional[Tuple[Any, Any, float]]  frame, tag, submitted
         self.served = 0.0  # when a frame of it last went into a slot
         self.last_seen = 0.0
-        self.latency = _Ring()
+        self.latency = RecentValues()
 
 
 class _Row(object):
@@ -206,7 +187,7 @@ class DoubleBufferedExecutor(object):
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._launches = 0
         self._launched_frames = 0
-        self._timing = {key: _Ring() for key in _TIMING_KEYS}
+        self._timing = {key: RecentValues() for key in _TIMING_KEYS}
         self._thread = threading.Thread(target=self._complete_loop,
                                         name='executor-completion')
         self._thread.daemon = True

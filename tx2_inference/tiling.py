@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from tx2_inference.core.decoders import Detections
-from tx2_inference.core.stats import percentile
+from tx2_inference.core.stats import RecentValues
 from tx2_inference.core.tiles import merge_tiles, TileGrid
 from tx2_inference.errors import FrameError
 
@@ -82,23 +82,7 @@ class _Camera(object):
         self.received = 0
         self.completed = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.latency = _Samples()
-
-
-class _Samples(object):
-    """The last values of a measurement (ms), for percentiles."""
-
-    def __init__(self, size: int = 256) -> None:
-        self.values = np.full(size, np.nan)
-        self.count = 0
-
-    def add(self, value: float) -> None:
-        self.values[self.count % self.values.shape[0]] = value
-        self.count += 1
-
-    def percentile(self, q: float) -> float:
-        valid = self.values[:min(self.count, self.values.shape[0])]
-        return percentile(valid[~np.isnan(valid)], q)
+        self.latency = RecentValues(256)
 
 
 class Tiler(object):
@@ -135,9 +119,9 @@ class Tiler(object):
         self._closed = False
         self._frames = 0
         self._inferences = 0
-        self._merge_ms = _Samples()
-        self._frame_ms = _Samples()
-        self._infer_ms = _Samples()
+        self._merge_ms = RecentValues(256)
+        self._frame_ms = RecentValues(256)
+        self._infer_ms = RecentValues(256)
 
     def sources(self, camera: Any) -> List[Tuple[Any, int]]:
         """Return the executor sources of a camera's tiles."""

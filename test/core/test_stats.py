@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from tx2_inference.core.stats import nearest_rank_percentile, percentile
+from tx2_inference.core.stats import nearest_rank_percentile, percentile, RecentValues
 
 
 def test_report_percentile_interpolates_and_is_nan_when_empty():
@@ -30,3 +30,13 @@ def test_nearest_rank_matches_the_node_diagnostics_before_the_split():
     for fraction in (0.50, 0.99):
         index = min(len(values) - 1, max(0, int(round(fraction * len(values))) - 1))
         assert nearest_rank_percentile(values, fraction * 100) == values[index]
+
+
+def test_recent_values_keep_the_last_size_values_only():
+    """The executor's and the tiler's timing windows: NaN before a value, then the last N."""
+    recent = RecentValues(4)
+    assert math.isnan(recent.percentile(50))
+    for value in (100.0, 1.0, 2.0, 3.0, 4.0):  # 100 falls out of the window of 4
+        recent.add(value)
+    assert recent.percentile(100) == 4.0 and recent.percentile(0) == 1.0
+    assert recent.percentile(50) == 2.5

@@ -25,3 +25,22 @@ def nearest_rank_percentile(sorted_values: Sequence[float], q: float) -> float:
     count = len(sorted_values)
     index = min(count - 1, max(0, int(round(q / 100.0 * count)) - 1))
     return float(sorted_values[index])
+
+
+class RecentValues(object):
+    """The last ``size`` values of a measurement, for percentiles (no per-frame allocation)."""
+
+    def __init__(self, size: int = 512) -> None:
+        """Keep the last ``size`` values (NaN until added)."""
+        self.values = np.full(size, np.nan)
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        """Keep ``value``, replacing the oldest once ``size`` are kept."""
+        self.values[self.count % self.values.shape[0]] = value
+        self.count += 1
+
+    def percentile(self, q: float) -> float:
+        """Return the interpolated ``q`` percentile of the kept values (NaN when none)."""
+        valid = self.values[:min(self.count, self.values.shape[0])]
+        return percentile(valid[~np.isnan(valid)], q)
