@@ -275,13 +275,20 @@ def plot(report: Dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+def write_outputs(report: Dict[str, Any], out_dir: str, stem: str,
+                  to_markdown: Callable[[Dict[str, Any]], str],
+                  to_plot: Callable[[Dict[str, Any], str], None]) -> Dict[str, str]:
+    """Write ``stem``.md, .json and .png of ``report`` to ``out_dir``; return their paths."""
+    paths = {k: os.path.join(out_dir, stem + '.' + k) for k in ('md', 'json', 'png')}
+    atomic_write_text(paths['json'], json.dumps(report, indent=1) + '\n')
+    atomic_write_text(paths['md'], to_markdown(report))
+    to_plot(report, paths['png'])
+    return paths
+
+
 def write_report(report: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     """Write report.md, report.json and report.png to ``out_dir``; return their paths."""
-    paths = {k: os.path.join(out_dir, 'report.' + k) for k in ('md', 'json', 'png')}
-    atomic_write_text(paths['json'], json.dumps(report, indent=1) + '\n')
-    atomic_write_text(paths['md'], markdown(report))
-    plot(report, paths['png'])
-    return paths
+    return write_outputs(report, out_dir, 'report', markdown, plot)
 
 
 def _named(kind: str, spec: str) -> Tuple[str, str]:

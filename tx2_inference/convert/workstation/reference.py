@@ -19,7 +19,6 @@ Writes ``summary.md``, ``summary.json`` and ``summary.png`` (accuracy against ti
 
 import contextlib
 import io
-import json
 import logging
 import os
 import sys
@@ -28,10 +27,15 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from tx2_inference.convert.workstation.evaluate import _size_mb, iou_matrix, ModelRunner
+from tx2_inference.convert.workstation.evaluate import (
+    _size_mb,
+    iou_matrix,
+    ModelRunner,
+    write_outputs,
+)
 from tx2_inference.convert.workstation.footage import Frame
 from tx2_inference.core.decoders import Detections
-from tx2_inference.core.fileio import atomic_path, atomic_write_text
+from tx2_inference.core.fileio import atomic_path
 
 LOG = logging.getLogger('tx2_inference.convert')
 
@@ -254,8 +258,4 @@ def plot(report: Dict[str, Any], path: str) -> None:
 
 def write_summary(report: Dict[str, Any], out_dir: str) -> Dict[str, str]:
     """Write summary.md, summary.json and summary.png to ``out_dir``; return their paths."""
-    paths = {k: os.path.join(out_dir, 'summary.' + k) for k in ('md', 'json', 'png')}
-    atomic_write_text(paths['json'], json.dumps(report, indent=1) + '\n')
-    atomic_write_text(paths['md'], markdown(report))
-    plot(report, paths['png'])
-    return paths
+    return write_outputs(report, out_dir, 'summary', markdown, plot)
