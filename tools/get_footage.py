@@ -13,7 +13,6 @@ what failed and how to get the file by hand (exit 1).
 """
 
 import glob
-import hashlib
 import os
 import shutil
 import subprocess
@@ -27,17 +26,12 @@ INSTALLED = MEMBER[1:]
 VTEST = os.path.join(CACHE, 'vtest.avi')
 VTEST_SHA256 = '45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf'
 
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+sys.path.insert(0, ROOT)
+from tx2_inference.core.fileio import file_sha256  # noqa: E402
 
 
 def _valid(path: str) -> bool:
-    return os.path.isfile(path) and _sha256(path) == VTEST_SHA256
+    return os.path.isfile(path) and file_sha256(path) == VTEST_SHA256
 
 
 def _run(cmd: list, cwd: Optional[str] = None) -> None:
