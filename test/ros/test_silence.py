@@ -164,9 +164,15 @@ def test_a_trickle_of_frames_is_named_as_loss_too(graph):
         processes[0].log()[-3000:]
     timeline = _timeline(client, '/silence_a', 'trickle/image_raw')
     first = min(t for t, st in timeline if 'were lost' in st.message)
-    assert first - activated['/silence_a'] <= BOUND_S, first - activated['/silence_a']
+    # One second more than the 1920x1440 camera's bound: of the trickle's 1280x960 frames
+    # some may get through (see above) besides the small one in eight, so its losses can add
+    # up later (5.17 s after activation in one of six runs on a quiet machine).
+    assert first - activated['/silence_a'] <= BOUND_S + 1.0, first - activated['/silence_a']
     assert int(_values(found[1])['frames_received']) >= 1
-    assert not [st.message for _, st in timeline if 'no frame for' in st.message]
+    # From the first trickled frame on (before it, a camera that has sent nothing yet may be
+    # called quiet: the clean-clone run saw that once, at start-up).
+    arrived = min(t for t, st in timeline if int(_values(st).get('frames_received', 0)) >= 1)
+    assert not [st.message for t, st in timeline if t >= arrived and 'no frame for' in st.message]
 
 
 def test_a_paused_camera_is_quiet_not_blamed_on_the_dds(graph):
