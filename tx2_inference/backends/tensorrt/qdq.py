@@ -194,28 +194,29 @@ def readiness(model: Any) -> Readiness:
     return r
 
 
+def _scale_and_zero_point(scale: np.ndarray, zp: Optional[np.ndarray], ndim: int,
+                          axis: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Return scale and zero point as float64, shaped to broadcast along ``axis``."""
+    scale = np.asarray(scale, np.float64)
+    zp = np.zeros_like(scale) if zp is None else np.asarray(zp, np.float64)
+    if scale.ndim == 1 and ndim > 0:
+        shape = [1] * ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return scale, zp
+
+
 def _dequantized(q: np.ndarray, scale: np.ndarray, zp: Optional[np.ndarray],
                  axis: int) -> np.ndarray:
     """Return DequantizeLinear(q, scale, zp) along ``axis`` as float32."""
-    q = q.astype(np.float64)
-    scale = np.asarray(scale, np.float64)
-    zp = np.zeros_like(scale) if zp is None else np.asarray(zp, np.float64)
-    if scale.ndim == 1 and q.ndim > 0:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((q - zp) * scale).astype(np.float32)
+    scale, zpf = _scale_and_zero_point(scale, zp, q.ndim, axis)
+    return ((q.astype(np.float64) - zpf) * scale).astype(np.float32)
 
 
 def _quantized(x: np.ndarray, scale: np.ndarray, zp: Optional[np.ndarray], axis: int,
                dtype: Any) -> np.ndarray:
     """Return QuantizeLinear(x, scale, zp) along ``axis``: round half to even, saturate."""
-    scale = np.asarray(scale, np.float64)
-    zpf = np.zeros_like(scale) if zp is None else np.asarray(zp, np.float64)
-    if scale.ndim == 1 and x.ndim > 0:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zpf = scale.reshape(shape), zpf.reshape(shape)
+    scale, zpf = _scale_and_zero_point(scale, zp, x.ndim, axis)
     info = np.iinfo(dtype)
     return np.clip(np.rint(x.astype(np.float64) / scale) + zpf, info.min, info.max).astype(dtype)
 
