@@ -1,6 +1,8 @@
 """Where the project's files are, for the tests that check the project itself."""
 
+import importlib.util
 import os
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, 'tx2_inference')
@@ -24,3 +26,11 @@ def robot_files():
             if name.endswith('.py') and path not in exempt:
                 files.append(path)
     return sorted(files)
+
+
+def load_tool(name: str) -> types.ModuleType:
+    """Import ``tools/<name>.py`` (a script, not a package module) and return it."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'tools', name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

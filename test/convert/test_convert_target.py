@@ -11,27 +11,21 @@ tensors, same config options) but with ``--target tx2``, once for the module (~1
   boxes and scores as the uint8 default model on the real photos of test/data/persons.
 """
 
-import importlib.util
 import os
 import sys
 
 from boxes import PERSONS
 import numpy as np
+from project_files import load_tool
 import pytest
 
 from tx2_inference.convert.cli import main
 from tx2_inference.core.decoders import DetectionParams
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def _get_default_model():
     """Import tools/get_default_model.py (its INPUT and CUT: the default model's conversion)."""
-    spec = importlib.util.spec_from_file_location(
-        'get_default_model', os.path.join(ROOT, 'tools', 'get_default_model.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('get_default_model')
 
 
 @pytest.fixture(scope='module')

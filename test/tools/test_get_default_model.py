@@ -5,12 +5,11 @@ A real ``pip download`` with the tool's own command, against a local index (``--
 pip runs setup.py to read an sdist's metadata, before any checksum of ours could refuse it.
 """
 
-import importlib.util
 import os
 import subprocess
 import tarfile
 
-from project_files import ROOT
+from project_files import load_tool
 
 SETUP = """
 import os
@@ -21,11 +20,7 @@ setup(name='evil-model', version='0.2')
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'get_default_model', os.path.join(ROOT, 'tools', 'get_default_model.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('get_default_model')
 
 
 def test_pip_download_takes_wheels_only_so_no_sdist_code_runs(tmp_path):

@@ -5,19 +5,14 @@ libraries are what this machine really has (numpy and the real cuda-bindings, no
 pycuda), and pytest's report is a real JUnit file written by a stand-in runner.
 """
 
-import importlib.util
-import os
 
-from project_files import ROOT
+from project_files import load_tool
 import pytest
 
 
 @pytest.fixture()
 def tool(monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        'gpu_check', os.path.join(ROOT, 'tools', 'gpu_check.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool('gpu_check')
     from tx2_inference.backends.tensorrt import cuda
     monkeypatch.setattr(cuda, 'gpu_name_and_capability', lambda: ('NVIDIA H100 80GB', '9.0'))
     monkeypatch.setattr(module, '_driver_version', lambda: '12.8')
