@@ -8,6 +8,17 @@ when it holds one frame from every *active* source (a source that submitted with
 ``batch_size`` 1 every frame launches at once. One completion thread waits for the slots in
 launch order, decodes each row (``finish``) and delivers it (``on_result``), then reuses the slot.
 
+Run to completion when idle (issue 23). Handing a frame to another thread costs a thread
+wake-up (0.3 to 0.5 ms on an idle core, measured), which pipelining repays only when frames
+come close together. So where the backend computes in the caller's thread anyway (a CPU
+backend: ``Backend.runs_inline``) and ``batch_size`` is 1, a frame that finds nothing else in
+flight or pending is run, decoded and delivered by the thread that submitted it, when frames
+come far apart: the shortest of the last ``INLINE_GAPS`` gaps between submits is at least
+``INLINE_MARGIN`` times what a frame takes. Frames closer together (a faster camera, two
+cameras in step, a flood) go through the slots and the completion thread as before, so the
+next frame is taken and prepared while one runs. ``process`` (one frame, its caller waiting)
+runs inline whenever nothing else is in flight. ``stats()['inline_frames']`` counts them.
+
 Sources (cameras). ``submit(frame, tag, source)`` names the frame's source. When no slot can
 take a frame, it waits as its source's **pending** frame: a newer frame of the same source
 replaces it (the older one is dropped and counted as ``superseded`` for that source), a frame of
@@ -35,8 +46,16 @@ from tx2_inference.core.stats import RecentValues
 _LOG = logging.getLogger(__name__)
 
 # Slot states: free; filling (takes frames); sealed (takes no more, launches once its rows are
-# prepared); launching; running; failed (launch failed, or every row failed to prepare).
-_FREE, _FILLING, _SEALED, _LAUNCHING, _RUNNING, _FAILED = 0, 1, 2, 3, 4, 5
+# prepared); launching; running; failed (launch failed, or every row failed to prepare); inline
+# (the submitting thread runs it through itself: the completion thread leaves it alone).
+_FREE, _FILLING, _SEALED, _LAUNCHING, _RUNNING, _FAILED, _INLINE = 0, 1, 2, 3, 4, 5, 6
+
+# Run-to-completion when idle: the submitting thread runs a frame through itself when the
+# shortest of the last INLINE_GAPS intervals between submitted frames is at least INLINE_MARGIN
+# times what a frame takes (submit to delivery, a moving average of weight INLINE_WEIGHT).
+INLINE_GAPS = 8
+INLINE_MARGIN = 2.0
+INLINE_WEIGHT = 0.1
 
 _TIMING_KEYS = ('prepare_ms', 'infer_ms', 'decode_ms', 'latency_ms')
 DROP_REASONS = ('superseded', 'error', 'closed')
@@ -141,6 +160,9 @@ class DoubleBufferedExecutor(object):
         batch waits (up to the timeout) for a frame from each active source.
     :param sources: the sources expected (e.g. the cameras' topics): counted as active from
         the start, so the first batches wait for them too.
+    :param run_inline: let the submitting thread run a frame through itself when idle (see
+        the module; only where ``backend.runs_inline``). ``on_result`` is then called in that
+        thread, still in submission order per source and never at once with another call.
     """
 
     def __init__(self, backend: Backend, prepare: Callable[[Any, SlotRow], Any],
@@ -150,7 +172,8 @@ class DoubleBufferedExecutor(object):
                  depth: int = 2,
                  input_shapes: Optional[Dict[str, Sequence[int]]] = None,
                  batch_size: Optional[int] = None, batch_timeout_ms: float = 10.0,
-                 active_window_s: float = 1.0, sources: Sequence[Hashable] = ()) -> None:
+                 active_window_s: float = 1.0, sources: Sequence[Hashable] = (),
+                 run_inline: bool = True) -> None:
         """Create the slots and start the completion (and batch timer) thread."""
         if int(depth) < 1:
             raise ValueError('depth must be at least 1, got {}'.format(depth))
@@ -187,6 +210,11 @@ class DoubleBufferedExecutor(object):
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._launches = 0
         self._launched_frames = 0
+        self._inline = bool(run_inline) and bool(getattr(backend, 'runs_inline', False))
+        self._inline_frames = 0
+        self._gaps = collections.deque(maxlen=INLINE_GAPS)  # type: collections.deque
+        self._last_submit = float('nan')
+        self._frame_ms = float('nan')  # moving average: submit to delivery
         self._timing = {key: RecentValues() for key in _TIMING_KEYS}
         self._thread = threading.Thread(target=self._complete_loop,
                                         name='executor-completion')
@@ -234,10 +262,13 @@ class DoubleBufferedExecutor(object):
                 src = self._sources[source] = _Source(source)
             src.received += 1
             src.last_seen = now
+            if now > self._last_submit:
+                self._gaps.append(now - self._last_submit)
+            self._last_submit = now
             job = self._place(src, frame, tag, now)
             jobs = [job] if job is not None else self._refill()
         if jobs:
-            self._run(jobs)
+            self._run(jobs, inline=True)
 
     def submit_many(self, items: Sequence[Tuple[Any, Any, Hashable]]) -> None:
         """Submit ``(frame, tag, source)`` items together, each as ``submit`` would.
@@ -371,8 +402,12 @@ class DoubleBufferedExecutor(object):
             jobs.append(self._add_row(entry or self._open(), best, frame, tag, submitted))
         return jobs
 
-    def _run(self, jobs: List[_Job]) -> None:
-        """Prepare frames into their rows, then launch every batch that is ready (no lock)."""
+    def _run(self, jobs: List[_Job], inline: bool = False) -> None:
+        """Prepare frames into their rows, then launch every batch that is ready (no lock).
+
+        With ``inline`` (the submitting thread, from ``submit`` or ``process``), a batch that
+        may run inline (``_runs_inline``) is run, decoded and delivered here instead.
+        """
         while jobs:
             for entry, index, frame in jobs:
                 row = entry.rows[index]
@@ -387,10 +422,48 @@ class DoubleBufferedExecutor(object):
                     row.ready = True
                     entry.preparing -= 1
                     ready = self._launchable(entry)
-                if ready:
+                    here = ready and inline and self._runs_inline(entry)
+                if here:
+                    self._run_inline(entry)
+                elif ready:
                     self._launch(entry)
             with self._cv:
                 jobs = self._refill()
+
+    def _runs_inline(self, entry: _Entry) -> bool:
+        """Claim a launching batch for its submitting thread when the executor is idle (lock held).
+
+        Idle: this is the only batch in flight, no frame is pending, and either its caller waits
+        for it (``process``) or frames come far enough apart (see the module).
+        """
+        if not (self._inline and self.batch_size == 1 and not self._closing and
+                len(self._inflight) == 1 and self._inflight[0] is entry and
+                not self._has_pending() and any(
+                    entry.rows[i].error is None for i in range(entry.count))):
+            return False
+        if entry.sync is None and not (
+                len(self._gaps) == INLINE_GAPS and
+                min(self._gaps) * 1e3 >= INLINE_MARGIN * self._frame_ms):  # NaN: not yet
+            return False
+        entry.state = _INLINE
+        return True
+
+    def _run_inline(self, entry: _Entry) -> None:
+        """Run a batch in this thread, then decode, deliver and free it (no lock)."""
+        slot = entry.slot
+        slot.count = entry.count
+        try:
+            self._backend.run(slot)
+        except Exception as error:
+            entry.error = error
+        with self._cv:
+            self._launches += 1
+            self._launched_frames += entry.count
+            self._inline_frames += entry.count
+        self._collect(entry)
+        jobs = self._retire(entry)
+        if jobs:  # frames that came meanwhile from other threads: through the slots
+            self._run(jobs)
 
     def _launch(self, entry: _Entry) -> None:
         """Launch a batch (no lock); a batch whose every frame failed is not run."""
@@ -461,7 +534,7 @@ class DoubleBufferedExecutor(object):
             entry.sync = request
             self._inflight.append(entry)
             job = self._add_row(entry, None, frame, None, time.perf_counter())
-        self._run([job])
+        self._run([job], inline=True)
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if not request.done.wait(remaining):
             raise TimeoutError('no result within {} s'.format(timeout))
@@ -480,17 +553,21 @@ class DoubleBufferedExecutor(object):
                     self._cv.wait()
                 entry = self._inflight[0]
             self._collect(entry)
-            with self._cv:
-                self._inflight.popleft()
-                for index in range(entry.count):
-                    entry.rows[index].clear()
-                entry.count = 0
-                entry.sync = None
-                entry.state = _FREE
-                self._free.append(entry)
-                jobs = self._refill()
-                self._cv.notify_all()
-            self._run(jobs)
+            self._run(self._retire(entry))
+
+    def _retire(self, entry: _Entry) -> List[_Job]:
+        """Free a delivered batch (the oldest in flight); return the pending frames it takes."""
+        with self._cv:
+            self._inflight.remove(entry)
+            for index in range(entry.count):
+                entry.rows[index].clear()
+            entry.count = 0
+            entry.sync = None
+            entry.state = _FREE
+            self._free.append(entry)
+            jobs = self._refill()
+            self._cv.notify_all()
+        return jobs
 
     def _collect(self, entry: _Entry) -> None:
         """Wait for a batch, decode and deliver each row in order (completion thread)."""
@@ -502,7 +579,7 @@ class DoubleBufferedExecutor(object):
             except Exception as failure:
                 error = failure
         infer_ms, ended = entry.slot.infer_ms, entry.slot.infer_end
-        if entry.state == _RUNNING and error is None:
+        if entry.state in (_RUNNING, _INLINE) and error is None:
             with self._cv:
                 self._timing['infer_ms'].add(infer_ms)
         for index in range(entry.count):
@@ -532,6 +609,9 @@ class DoubleBufferedExecutor(object):
                 self._completed += 1
                 for key in ('prepare_ms', 'decode_ms', 'latency_ms'):
                     self._timing[key].add(timing[key])
+                latency = timing['latency_ms']
+                self._frame_ms = latency if self._frame_ms != self._frame_ms else (
+                    self._frame_ms + INLINE_WEIGHT * (latency - self._frame_ms))
                 if src is not None:
                     src.completed += 1
                     src.latency.add(timing['latency_ms'])
@@ -600,6 +680,7 @@ class DoubleBufferedExecutor(object):
                 'in_flight': sum(e.count for e in self._inflight),
                 'pending': sum(s.pending is not None for s in self._sources.values()),
                 'inferences': self._launches,
+                'inline_frames': self._inline_frames,
                 'frames_per_inference_mean': (self._launched_frames / self._launches
                                               if self._launches else float('nan')),
             }  # type: Dict[str, Any]

@@ -54,9 +54,9 @@ def backend(conv_onnx_model):
         yield b
 
 
-def _executor(backend, recorder, depth=2):
+def _executor(backend, recorder, depth=2, run_inline=True):
     return DoubleBufferedExecutor(backend, _prepare, _finish, recorder.on_result,
-                                  recorder.on_error, depth=depth)
+                                  recorder.on_error, depth=depth, run_inline=run_inline)
 
 
 @pytest.mark.parametrize('depth', [1, 2, 3])
@@ -89,10 +89,12 @@ def test_one_frame_at_a_time_runs_on_the_completion_thread(backend):
     """At camera rates the thread that waits for the frame runs it: one hand-off, not two.
 
     The worker still takes a job when the completion thread is busy elsewhere, so frames that
-    overlap run concurrently (the test above); here they come one at a time.
+    overlap run concurrently (the test above); here they come one at a time. (Without the
+    executor's own run to completion when idle, test_executor_inline.py, which would run them
+    in the submitting thread.)
     """
     rec = _Recorder()
-    with _executor(backend, rec) as ex:
+    with _executor(backend, rec, run_inline=False) as ex:
         for frame in range(1, 21):
             ex.submit(frame, tag=frame)
             assert ex.drain(30)

@@ -138,6 +138,11 @@ class Backend(object):
     #: Why this backend runs no batch of several frames (None: it does, within ``max_batch``).
     batch_refusal = None  # type: Optional[str]
 
+    #: True where ``run`` computes in the calling thread and returns when done (a CPU runtime):
+    #: the executor may then run a frame in the thread that submitted it, when idle. False
+    #: where a run waits on a device or a server (the caller would only block).
+    runs_inline = False
+
     @property
     def dynamic_batch(self) -> bool:
         """Return True when the batch dimension is free: a launch runs ``slot.count`` rows."""
@@ -221,6 +226,7 @@ class ThreadedBackend(Backend):
     """
 
     runtime_label = 'inference'
+    runs_inline = True
     _inputs = []  # type: List[TensorInfo]
     _outputs = []  # type: List[TensorInfo]
 
@@ -264,9 +270,16 @@ class ThreadedBackend(Backend):
         return done
 
     def run(self, slot: Slot) -> None:
-        """Run one inference synchronously in the calling thread (no worker hand-off)."""
+        """Run one inference synchronously in the calling thread (no worker hand-off).
+
+        :raises RuntimeError: inference failed, naming the model (as ``wait`` does).
+        """
         _, stream, job = slot.handle
-        stream.run_inline(job)
+        try:
+            stream.run_inline(job)
+        except Exception as error:
+            raise RuntimeError('{} of {!r} failed: {}'.format(
+                self.runtime_label, self.model_path, error)) from error
         slot.infer_ms, slot.infer_end = stream.elapsed_ms, stream.ended
 
     def _release_slot(self, slot: Slot) -> None:
