@@ -4,6 +4,10 @@ Each slot has its own IOBinding bound once to the slot's preallocated numpy buff
 own worker thread (a ``ThreadStream``) that calls ``run_with_iobinding``. ONNX Runtime
 releases the GIL while it runs, so pre- and post-processing of other frames go on meanwhile.
 
+Each run is called from the CPUs ONNX Runtime left free: its default pool pins a thread to
+every core but one and never pins the caller, which then often shares a pool thread's core
+(``affinity``; issue 23: 8.5 against 6.0 ms per run here). ``caller_cpus`` says which.
+
 A slot of batch ``B`` on a model with a free batch dimension has ``B`` bindings, one per batch
 size ``1..B``, all on the same buffers (the first ``count`` rows of a C-contiguous buffer are
 contiguous): ``launch`` picks the one for ``slot.count``, so a partial batch runs at its real
@@ -17,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tx2_inference.backends.affinity import CallerAffinity, pinned_cpus_of_new_threads, thread_ids
 from tx2_inference.backends.base import concrete_shape, Slot, TensorInfo, ThreadedBackend
 from tx2_inference.errors import BackendUnavailableError, ModelError
 
@@ -89,7 +94,14 @@ class OnnxRuntimeBackend(ThreadedBackend):
         inference here) and runs faster: turn it on for a robot whose cores are otherwise idle.
         The pool spins only while a run is in progress (``session.force_spinning_stop``,
         ONNX Runtime 1.12 and later; older releases ignore it): a plain session's pool spins on
-        after each run, about 25 ms of a core per frame here.
+        after each run, about 25 ms of a core per frame here. With the caller off the pool's
+        cores, spinning in the run was still slower in the node at 15 FPS (7.0 against 6.0 ms
+        per run, issue 23), and a bounded spin (``session.intra_op.spin_duration_us``, 50 and
+        200 us) no faster than sleeping.
+    :param caller_affinity: run each inference from the CPUs the session's pool threads are
+        not pinned to (``affinity.CallerAffinity``); True by default. Where ONNX Runtime
+        pinned nothing (an explicit ``intra_op_threads``, older releases, not Linux), it does
+        nothing.
     """
 
     name = 'onnxruntime'
@@ -98,7 +110,8 @@ class OnnxRuntimeBackend(ThreadedBackend):
     def __init__(self, model_path: str, providers: Optional[Sequence[str]] = None,
                  intra_op_threads: Optional[int] = None,
                  inter_op_threads: Optional[int] = None,
-                 serialize_runs: bool = False, spinning: bool = False) -> None:
+                 serialize_runs: bool = False, spinning: bool = False,
+                 caller_affinity: bool = True) -> None:
         """Load the model into an ``InferenceSession``."""
         super(OnnxRuntimeBackend, self).__init__(model_path)
         ort = _import_ort()
@@ -127,12 +140,16 @@ class OnnxRuntimeBackend(ThreadedBackend):
         # after each run (about 25 ms of a core after every frame, measured), the time the
         # threads that take the next frame off the wire need.
         options.add_session_config_entry('session.force_spinning_stop', '1' if spinning else '0')
+        threads_before = thread_ids()
         try:
             self._session = ort.InferenceSession(model_path, sess_options=options,
                                                  providers=wanted)
         except Exception as error:
             raise ModelError('ONNX Runtime cannot load {!r}: {} (is it a valid ONNX '
                              'model?)'.format(model_path, error)) from error
+        #: The CPUs the session's pool threads are pinned to; runs are called from the others.
+        self.pool_cpus = pinned_cpus_of_new_threads(threads_before) if caller_affinity \
+            else frozenset()
         self.providers = list(self._session.get_providers())
         self._inputs = [self._info(a) for a in self._session.get_inputs()]
         self._outputs = [self._info(a) for a in self._session.get_outputs()]
@@ -195,13 +212,28 @@ class OnnxRuntimeBackend(ThreadedBackend):
         bindings.current = bindings.all[min(slot.count, len(bindings.all)) - 1]
         super(OnnxRuntimeBackend, self).launch(slot)
 
+    @property
+    def caller_cpus(self) -> Optional[List[int]]:
+        """Return the CPUs runs are called from (None: wherever the calling thread is)."""
+        if not self.pool_cpus:
+            return None
+        try:
+            free = set(os.sched_getaffinity(0)) - self.pool_cpus
+        except (AttributeError, OSError):
+            return None
+        return sorted(free) or None
+
     def _make_job(self, bindings: '_Bindings', outputs: Dict[str, np.ndarray]) -> Any:
         session = self._session
         names = [info.name for info in self._outputs]
         state = {'dynamic': False}
+        caller = CallerAffinity(self.pool_cpus)  # one per slot: one run at a time
 
         def job() -> None:
-            binding = bindings.current
+            with caller:
+                run(bindings.current)
+
+        def run(binding: Any) -> None:
             if not state['dynamic']:
                 try:
                     session.run_with_iobinding(binding)  # into the bound output buffers

@@ -285,6 +285,13 @@ class InferenceNode(LifecycleNode):
         self._warmup_note = 'no warm-up'
         if self._params.value('warmup'):
             self._warmup_note = 'warm-up {:.1f} ms'.format(self._detector.warmup())
+        caller_cpus = getattr(self._detector.backend, 'caller_cpus', None)
+        if caller_cpus:
+            self.get_logger().info(
+                'ONNX Runtime pinned its pool threads to CPU(s) {}: each inference is called '
+                'from CPU(s) {} (docs/BENCHMARKS.md, issue 23)'.format(
+                    ','.join(str(c) for c in sorted(self._detector.backend.pool_cpus)),
+                    ','.join(str(c) for c in caller_cpus)))
 
         for camera in self._cameras:
             latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
