@@ -131,3 +131,45 @@ def test_the_outputs_are_those_of_a_plain_session(default_model):
         for info, value in zip(backend.outputs, expected):
             np.testing.assert_allclose(slot.outputs[info.name], value, rtol=1e-5, atol=1e-5)
         backend.release_slot(slot)
+
+
+@linux_smp
+def test_a_run_that_overlaps_another_keeps_its_thread_where_it_was(default_model):
+    """Frames back to back: two runs at once each keep a core rather than share the free one."""
+    import onnxruntime
+    with OnnxRuntimeBackend(default_model) as backend:
+        if not backend.pool_cpus:
+            pytest.skip('ONNX Runtime {} pinned no pool thread here'.format(
+                onnxruntime.__version__))
+        allowed = frozenset(os.sched_getaffinity(0))
+        first_in, second_done = threading.Event(), threading.Event()
+        seen = {}
+
+        class _Held(_Observed):
+            def run_with_iobinding(self, binding):
+                name = threading.current_thread().name
+                seen[name] = frozenset(os.sched_getaffinity(0))
+                if name == 'first':
+                    first_in.set()
+                    assert second_done.wait(30)
+                self.session.run_with_iobinding(binding)
+
+        backend._session = _Held(backend._session)
+        slots = [backend.create_slot(i) for i in range(2)]
+        for slot in slots:
+            slot.count = 1
+
+        def second():
+            assert first_in.wait(30)
+            backend.run(slots[1])
+            second_done.set()
+
+        threads = [threading.Thread(target=backend.run, args=(slots[0],), name='first'),
+                   threading.Thread(target=second, name='second')]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert seen == {'first': allowed - backend.pool_cpus, 'second': allowed}
+        for slot in slots:
+            backend.release_slot(slot)

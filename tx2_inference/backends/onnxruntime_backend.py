@@ -150,6 +150,7 @@ class OnnxRuntimeBackend(ThreadedBackend):
         #: The CPUs the session's pool threads are pinned to; runs are called from the others.
         self.pool_cpus = pinned_cpus_of_new_threads(threads_before) if caller_affinity \
             else frozenset()
+        self._active = _ActiveRuns()
         self.providers = list(self._session.get_providers())
         self._inputs = [self._info(a) for a in self._session.get_inputs()]
         self._outputs = [self._info(a) for a in self._session.get_outputs()]
@@ -228,10 +229,22 @@ class OnnxRuntimeBackend(ThreadedBackend):
         names = [info.name for info in self._outputs]
         state = {'dynamic': False}
         caller = CallerAffinity(self.pool_cpus)  # one per slot: one run at a time
+        active = self._active
 
         def job() -> None:
-            with caller:
+            # Only a run alone moves its caller: two runs at once (frames back to back) each
+            # keep a core of their own rather than share the one the pool leaves free.
+            if active.enter():
+                try:
+                    with caller:
+                        run(bindings.current)
+                finally:
+                    active.leave()
+                return
+            try:
                 run(bindings.current)
+            finally:
+                active.leave()
 
         def run(binding: Any) -> None:
             if not state['dynamic']:
@@ -269,6 +282,27 @@ class OnnxRuntimeBackend(ThreadedBackend):
     def _close(self) -> None:
         super(OnnxRuntimeBackend, self)._close()
         self._session = None
+
+
+class _ActiveRuns(object):
+    """How many runs of a session are in progress (slots run concurrently)."""
+
+    __slots__ = ('count', 'lock')
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """Count a run in; return True when it is the only one."""
+        with self.lock:
+            self.count += 1
+            return self.count == 1
+
+    def leave(self) -> None:
+        """Count a run out."""
+        with self.lock:
+            self.count -= 1
 
 
 class _Bindings(object):
