@@ -12,7 +12,10 @@ The configurations: ``sleeping`` (the node's default, ``ort_spinning: false``), 
 (``ort_spinning: true``: spin while a run is in progress, ``session.force_spinning_stop``),
 ``ort_default`` (a plain session, as the naive node has: spins, and on after the run),
 ``one_thread`` (``cpu_threads: 1``, no pool) and ``spin_<N>us`` (spin at most N us before
-sleeping, ``session.intra_op.spin_duration_us``, ONNX Runtime 1.26 and later).
+sleeping, ``session.intra_op.spin_duration_us``, ONNX Runtime 1.26 and later). Then the caller's
+placement (issue 23, ``backends/affinity.py``): ``sleeping@free`` and ``sleeping@pool``, the
+sleeping session called from the CPUs its pool threads are not pinned to (the node's way) and
+from the pool thread's own CPU (where an unpinned caller often stays).
 """
 
 import argparse
@@ -23,6 +26,8 @@ import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+
+from tx2_inference.backends.affinity import pinned_cpus_of_new_threads, thread_ids
 
 DEFAULT_MODEL = os.path.join('models', 'ssdlite_person.onnx')
 
@@ -53,7 +58,9 @@ def measure(model: str, runs: int, gap_s: float, spin_us: List[int],
     """Run every configuration ``runs`` times, interleaved; return the figures per name."""
     import onnxruntime
     sessions = {}
+    places = {}  # name -> the CPUs the caller runs on (None: wherever it is)
     for name, config in configurations(spin_us).items():
+        before = thread_ids()
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         count = config['threads'] or threads
@@ -63,6 +70,13 @@ def measure(model: str, runs: int, gap_s: float, spin_us: List[int],
             options.add_session_config_entry(key, value)
         sessions[name] = onnxruntime.InferenceSession(model, options,
                                                       providers=['CPUExecutionProvider'])
+        pool = pinned_cpus_of_new_threads(before)
+        allowed = set(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else set()
+        if name == 'sleeping' and pool and allowed - pool:
+            for place, cpus in (('@free', allowed - pool), ('@pool', set(pool))):
+                sessions[name + place] = sessions[name]
+                places[name + place] = cpus
+    everywhere = set(os.sched_getaffinity(0)) if places else set()
     first = next(iter(sessions.values())).get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in first.shape]
     dtype = np.uint8 if 'uint8' in first.type else np.float32
@@ -74,12 +88,16 @@ def measure(model: str, runs: int, gap_s: float, spin_us: List[int],
             for name in names}  # type: Dict[str, Dict[str, List[float]]]
     for index in range(runs):
         for name in (names if index % 2 == 0 else names[::-1]):
+            if name in places:
+                os.sched_setaffinity(0, places[name])
             time.sleep(gap_s)
             before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             sessions[name].run(None, feed)
             wall = (time.perf_counter() - start) * 1e3
             after = resource.getrusage(resource.RUSAGE_SELF)
+            if name in places:
+                os.sched_setaffinity(0, everywhere)
             time.sleep(0.02)  # what the pool does once the run is over
             idle = resource.getrusage(resource.RUSAGE_SELF)
             row = rows[name]
