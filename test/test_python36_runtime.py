@@ -27,7 +27,7 @@ PYTHON = os.path.join(VENV, 'bin', 'python')
 #: The runtime layers: errors and core, the ONNX Runtime backend, the executor and detector.
 RUNTIME_TESTS = ('test/core', 'test/facade', 'test/backends/test_backends.py',
                  'test/backends/test_preflight.py', 'test/backends/test_qdq.py',
-                 'test/backends/test_affinity.py')
+                 'test/backends/test_affinity.py', 'test/backends/test_ort_spin.py')
 #: The libraries whose JetPack-era releases the tier is about (pip name -> import name).
 LIBRARIES = {'numpy': 'numpy', 'opencv-python-headless': 'cv2', 'onnxruntime': 'onnxruntime',
              'onnx': 'onnx', 'PyYAML': 'yaml'}

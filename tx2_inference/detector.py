@@ -94,8 +94,12 @@ class Detector(object):
     :param spinning: whether ONNX Runtime's intra-op pool threads spin between the parallel
         parts of a run (see ``OnnxRuntimeBackend``; None: its default, off). Other backends
         ignore it.
+    :param spin_us: ONNX Runtime 1.26+: how long its pool threads spin before sleeping, in
+        microseconds (``OnnxRuntimeBackend``; None: its default, 50). Others ignore it.
     :param on_result: ``on_result(tag, detections, timing)``, called from the executor's
-        completion thread, in submission order per source (camera).
+        completion thread, or from the thread that submitted the frame when the executor ran
+        it there (idle, frames far apart: ``executor``), in submission order per source
+        (camera), never two at once.
     :param on_error: ``on_error(tag, error)`` for a frame that could not be processed (e.g. a
         ``FrameError``); default: logged.
     :param backend_options: more keyword arguments for the backend (``triton``: url,
@@ -118,6 +122,7 @@ class Detector(object):
                  backend_options: Optional[Dict[str, Any]] = None,
                  batch_size: int = 1, batch_timeout_ms: float = 10.0,
                  sources: Sequence[Any] = (), spinning: Optional[bool] = None,
+                 spin_us: Optional[int] = None,
                  tiles: Optional[TileGrid] = None,
                  tile_sources: Optional[Sequence[Any]] = None) -> None:
         """Load the config and the model, allocate the slots, start the executor."""
@@ -136,6 +141,7 @@ class Detector(object):
         config = ModelConfig.for_model(model_path, config_path)
         self._backend = open_backend(model_path, backend, precision=precision, threads=threads,
                                      engine_cache_dir=engine_cache_dir, spinning=spinning,
+                                     spin_us=spin_us,
                                      # a TensorRT engine built here runs every tile's row
                                      batch_size=int(batch_size) * (len(tiles) if tiles else 1),
                                      depth=int(depth),

@@ -236,6 +236,7 @@ BAD_VALUES = {
     'tile_overlap': ('wide', [-0.1, 0.95], 0.3),
     'tile_whole_frame': ('yes', 'a boolean has no range', True),
     'ort_spinning': ('on', 'a boolean has no range', True),
+    'ort_spin_us': (0.5, [-1, 10001], 200),
     'score_threshold': ('high', [-0.1, 1.5], 0.6),
     'nms_iou_threshold': ([0.5], [-0.01, 1.01], 0.5),
     'max_detections': (10.0, [0, 10001], 10),

@@ -31,6 +31,7 @@ _ENGINE_SUFFIXES = ('.engine', '.plan', '.trt')
 def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16',
                  threads: Optional[int] = None, device: int = 0,
                  engine_cache_dir: Optional[str] = None, spinning: Optional[bool] = None,
+                 spin_us: Optional[int] = None,
                  outputs_from: Optional[str] = None, inputs_from: Optional[str] = None,
                  batch_size: int = 1,
                  depth: Optional[int] = None, **options: Any) -> Backend:
@@ -49,6 +50,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
     :param spinning: whether ONNX Runtime's intra-op pool threads spin between the parallel
         parts of a run (see ``OnnxRuntimeBackend``); None: the backend's default (off). The
         other backends ignore it.
+    :param spin_us: ONNX Runtime 1.26+: the bounded spin of its pool in microseconds (see
+        ``OnnxRuntimeBackend``); None: the backend's default (50). The others ignore it.
     :param outputs_from: TensorRT: ``pinned`` or ``copy`` (``TensorRTBackend``); None: its
         default (pinned). The other backends ignore it.
     :param inputs_from: TensorRT: ``pinned`` or ``copy`` (``TensorRTBackend``); None: its
@@ -113,6 +116,8 @@ def open_backend(model_path: str, backend: str = 'auto', precision: str = 'fp16'
                  'onnxruntime-tensorrt': ['tensorrt', 'cuda', 'cpu']}[backend]
     if spinning is not None:
         options['spinning'] = bool(spinning)
+    if spin_us is not None:
+        options['spin_us'] = int(spin_us)
     try:
         return OnnxRuntimeBackend(model_path, providers=providers, intra_op_threads=threads,
                                   **options)

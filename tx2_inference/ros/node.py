@@ -267,7 +267,8 @@ class InferenceNode(LifecycleNode):
             threads=self._params.value('cpu_threads') or None, on_result=self._on_result,
             on_error=self._on_frame_error, batch_size=self._params.value('batch_size'),
             batch_timeout_ms=self._params.live['batch_timeout_ms'], sources=topics,
-            spinning=self._params.value('ort_spinning'), tiles=TileGrid.parse(
+            spinning=self._params.value('ort_spinning'),
+            spin_us=self._params.value('ort_spin_us'), tiles=TileGrid.parse(
                 self._params.value('tiles'), self._params.value('tile_overlap'),
                 self._params.value('tile_whole_frame')),
             tile_sources=self._tile_cameras(topics))

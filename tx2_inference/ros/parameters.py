@@ -433,6 +433,12 @@ TABLE = (
         'otherwise idle; more CPU, and slower on a busy machine (docs/BENCHMARKS.md). The '
         'thread count is cpu_threads.', reconfigure=True),
     ParameterSpec(
+        'ort_spin_us', 50,
+        'ONNX Runtime 1.26+, with ort_spinning false: its pool threads spin up to this many '
+        'microseconds before they sleep (session.intra_op.spin_duration_us), only while a '
+        'run is in progress; 0: they sleep at once. Older ONNX Runtime: they sleep at once '
+        '(docs/BENCHMARKS.md, issue 23).', reconfigure=True, integer=(0, 10000)),
+    ParameterSpec(
         'trt_outputs_from', 'pinned',
         'TensorRT: where the decoder reads the outputs. pinned: straight from the pinned '
         "buffers the GPU copied them into; copy: from a CPU-cached copy (on a TX2 pinned memory "
