@@ -110,9 +110,8 @@ class OnnxRuntimeBackend(ThreadedBackend):
         The pool spins only while a run is in progress (``session.force_spinning_stop``,
         ONNX Runtime 1.12 and later; older releases ignore it): a plain session's pool spins on
         after each run, about 25 ms of a core per frame here. With the caller off the pool's
-        cores, spinning in the run was still slower in the node at 15 FPS (7.0 against 6.0 ms
-        per run, issue 23), and a bounded spin (``session.intra_op.spin_duration_us``, 50 and
-        200 us) no faster than sleeping.
+        cores, spinning through the run was still slower in the node at 15 FPS (7.0 ms per
+        run, issue 23) than the bounded spin below (5.3 ms).
     :param spin_us: with ``spinning`` off, let the pool threads spin up to this many
         microseconds before they sleep (``session.intra_op.spin_duration_us``), and only while
         a run is in progress: the pool is woken a few times per run instead of about 80, for

@@ -8,11 +8,13 @@ time, the process's CPU per run, its voluntary context switches per run (the poo
 wake-ups: a sleeping pool parks and is woken at every parallel part of a run) and the CPU the
 process burns in the idle gap after a run (a pool that spins on after the run).
 
-The configurations: ``sleeping`` (the node's default, ``ort_spinning: false``), ``spin_in_run``
+The configurations: ``sleeping`` (``ort_spin_us: 0``, the node's default before issue 23 and
+its pool on ONNX Runtime before 1.26), ``spin_in_run``
 (``ort_spinning: true``: spin while a run is in progress, ``session.force_spinning_stop``),
 ``ort_default`` (a plain session, as the naive node has: spins, and on after the run),
 ``one_thread`` (``cpu_threads: 1``, no pool) and ``spin_<N>us`` (spin at most N us before
-sleeping, ``session.intra_op.spin_duration_us``, ONNX Runtime 1.26 and later). Then the caller's
+sleeping, ``session.intra_op.spin_duration_us``, ONNX Runtime 1.26 and later; ``spin_50us`` is
+the node's default, ``ort_spin_us: 50``). Then the caller's
 placement (issue 23, ``backends/affinity.py``): ``sleeping@free`` and ``sleeping@pool``, the
 sleeping session called from the CPUs its pool threads are not pinned to (the node's way) and
 from the pool thread's own CPU (where an unpinned caller often stays).
