@@ -173,3 +173,19 @@ def test_a_run_that_overlaps_another_keeps_its_thread_where_it_was(default_model
         assert seen == {'first': allowed - backend.pool_cpus, 'second': allowed}
         for slot in slots:
             backend.release_slot(slot)
+
+
+@linux_smp
+def test_a_kernel_that_refuses_the_move_costs_no_frame(default_model, monkeypatch):
+    """A sandbox may forbid sched_setaffinity: the run goes on where it is, and stops trying."""
+    with OnnxRuntimeBackend(default_model) as backend:
+        if not backend.pool_cpus:
+            pytest.skip('ONNX Runtime pinned no pool thread here')
+
+        def refuse(pid, cpus):
+            raise PermissionError(1, 'Operation not permitted')  # what seccomp answers
+
+        monkeypatch.setattr(os, 'sched_setaffinity', refuse)
+        allowed = frozenset(os.sched_getaffinity(0))
+        assert _run_observed(backend) == [allowed]
+        assert _run_observed(backend) == [allowed]

@@ -87,18 +87,28 @@ class CallerAffinity(object):
         self._saved = None  # type: Optional[Set[int]]
 
     def __enter__(self) -> 'CallerAffinity':
-        """Move the calling thread off ``avoid`` (remembering where it could run)."""
+        """Move the calling thread off ``avoid`` (remembering where it could run).
+
+        Where the kernel refuses (a sandbox's seccomp filter, say), the run goes on where it
+        is and no later run tries again.
+        """
         self._saved = None
         if self.avoid:
-            current = os.sched_getaffinity(0)
-            wanted = current - self.avoid
-            if wanted and wanted != current:
-                os.sched_setaffinity(0, wanted)
-                self._saved = current
+            try:
+                current = os.sched_getaffinity(0)
+                wanted = current - self.avoid
+                if wanted and wanted != current:
+                    os.sched_setaffinity(0, wanted)
+                    self._saved = current
+            except OSError:
+                self.avoid = frozenset()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         """Give the calling thread back the CPUs it had."""
         if self._saved is not None:
-            os.sched_setaffinity(0, self._saved)
+            try:
+                os.sched_setaffinity(0, self._saved)
+            except OSError:
+                self.avoid = frozenset()
             self._saved = None
