@@ -96,11 +96,24 @@ def test_onnxruntime_thread_counts_are_applied(conv_onnx_model):
 
 
 def test_onnxruntime_pool_spinning_is_a_choice_off_by_default(conv_onnx_model):
+    """By default the pool spins at most ``ort_spin_us`` (ONNX Runtime 1.26+), else sleeps."""
+    import onnxruntime
+
+    from tx2_inference.backends.onnxruntime_backend import BOUNDED_SPIN_SINCE
+    bounded = tuple(int(p) for p in onnxruntime.__version__.split('.')[:2]) >= BOUNDED_SPIN_SINCE
     key = 'session.intra_op.allow_spinning'
     with open_backend(conv_onnx_model, 'onnxruntime') as quiet, \
+            open_backend(conv_onnx_model, 'onnxruntime', spin_us=0) as sleeping, \
             open_backend(conv_onnx_model, 'onnxruntime', spinning=True) as spinning:
-        options = [b._session.get_session_options() for b in (quiet, spinning)]
-        assert [o.get_session_config_entry(key) for o in options] == ['0', '1']
+        options = [b._session.get_session_options() for b in (quiet, sleeping, spinning)]
+        assert [o.get_session_config_entry(key) for o in options] == [
+            '1' if bounded else '0', '0', '1']
+        assert [b.effective_spin_us for b in (quiet, sleeping, spinning)] == [
+            50 if bounded else 0, 0, 0]
+        if bounded:
+            assert options[0].get_session_config_entry(
+                'session.intra_op.spin_duration_us') == '50'
+            assert options[0].get_session_config_entry('session.force_spinning_stop') == '1'
         slot = spinning.create_slot(0)
         slot.inputs['x'].fill(2.0)
         spinning.run(slot)
