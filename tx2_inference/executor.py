@@ -111,6 +111,10 @@ class _Entry(object):
         self.error = None  # type: Optional[BaseException]
         self.sync = None  # type: Optional[_SyncRequest]
 
+    def runnable(self) -> bool:
+        """Return True when at least one of the batch's frames was prepared without error."""
+        return any(self.rows[i].error is None for i in range(self.count))
+
     def row_of(self, source: _Source) -> int:
         for index in range(self.count):
             if self.rows[index].source is source:
@@ -438,8 +442,7 @@ class DoubleBufferedExecutor(object):
         """
         if not (self._inline and self.batch_size == 1 and not self._closing and
                 len(self._inflight) == 1 and self._inflight[0] is entry and
-                not self._has_pending() and any(
-                    entry.rows[i].error is None for i in range(entry.count))):
+                not self._has_pending() and entry.runnable()):
             return False
         if entry.sync is None and not (
                 len(self._gaps) == INLINE_GAPS and
@@ -470,7 +473,7 @@ class DoubleBufferedExecutor(object):
         slot = entry.slot
         slot.count = entry.count
         state = _FAILED
-        if any(entry.rows[i].error is None for i in range(entry.count)):
+        if entry.runnable():
             try:
                 self._backend.launch(slot)
                 state = _RUNNING

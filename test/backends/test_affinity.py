@@ -4,6 +4,7 @@ Real ONNX Runtime sessions and the kernel's real affinity calls. The session's r
 through a thin wrapper that records the calling thread's CPUs and then runs the real session.
 """
 
+import contextlib
 import os
 import threading
 
@@ -91,13 +92,20 @@ def _run_observed(backend):
     return observed.cpus
 
 
-@linux_smp
-def test_the_default_pool_is_pinned_and_runs_are_called_from_the_other_cpus(default_model):
+@contextlib.contextmanager
+def _pinned_backend(model):
+    """Yield the backend on ``model`` with ONNX Runtime's default pool; skip if it pins nothing."""
     import onnxruntime
-    with OnnxRuntimeBackend(default_model) as backend:
+    with OnnxRuntimeBackend(model) as backend:
         if not backend.pool_cpus:
             pytest.skip('ONNX Runtime {} pinned no pool thread here'.format(
                 onnxruntime.__version__))
+        yield backend
+
+
+@linux_smp
+def test_the_default_pool_is_pinned_and_runs_are_called_from_the_other_cpus(default_model):
+    with _pinned_backend(default_model) as backend:
         allowed = frozenset(os.sched_getaffinity(0))
         assert backend.pool_cpus < allowed
         assert backend.caller_cpus == sorted(allowed - backend.pool_cpus)
@@ -136,11 +144,7 @@ def test_the_outputs_are_those_of_a_plain_session(default_model):
 @linux_smp
 def test_a_run_that_overlaps_another_keeps_its_thread_where_it_was(default_model):
     """Frames back to back: two runs at once each keep a core rather than share the free one."""
-    import onnxruntime
-    with OnnxRuntimeBackend(default_model) as backend:
-        if not backend.pool_cpus:
-            pytest.skip('ONNX Runtime {} pinned no pool thread here'.format(
-                onnxruntime.__version__))
+    with _pinned_backend(default_model) as backend:
         allowed = frozenset(os.sched_getaffinity(0))
         first_in, second_done = threading.Event(), threading.Event()
         seen = {}
@@ -178,9 +182,7 @@ def test_a_run_that_overlaps_another_keeps_its_thread_where_it_was(default_model
 @linux_smp
 def test_a_kernel_that_refuses_the_move_costs_no_frame(default_model, monkeypatch):
     """A sandbox may forbid sched_setaffinity: the run goes on where it is, and stops trying."""
-    with OnnxRuntimeBackend(default_model) as backend:
-        if not backend.pool_cpus:
-            pytest.skip('ONNX Runtime pinned no pool thread here')
+    with _pinned_backend(default_model) as backend:
 
         def refuse(pid, cpus):
             raise PermissionError(1, 'Operation not permitted')  # what seccomp answers

@@ -262,15 +262,13 @@ class OnnxRuntimeBackend(ThreadedBackend):
         def job() -> None:
             # Only a run alone moves its caller: two runs at once (frames back to back) each
             # keep a core of their own rather than share the one the pool leaves free.
-            if active.enter():
-                try:
+            alone = active.enter()
+            try:
+                if alone:
                     with caller:
                         run(bindings.current)
-                finally:
-                    active.leave()
-                return
-            try:
-                run(bindings.current)
+                else:
+                    run(bindings.current)
             finally:
                 active.leave()
 
